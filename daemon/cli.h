@@ -1,0 +1,18 @@
+// Subcommand registration for the awqd executable. Each subcommand lives in its own file and
+// adds itself to the CLI11 app with a callback; the callback's return value becomes the exit
+// code (0 success, 1 failure). Bad usage (unknown flag, missing argument) exits 2.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <functional>
+
+namespace awqd::cli {
+
+// Where a subcommand's callback stores its exit code (main returns it).
+int& exit_code();
+
+// Wraps a subcommand body: runs it, turns exceptions into "awqd <name>: error: ..." and exit 1.
+void set_action(CLI::App* sub, std::function<int()> body);
+
+}  // namespace awqd::cli

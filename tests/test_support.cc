@@ -1,0 +1,34 @@
+#include "tests/test_support.h"
+
+#include <cstdlib>
+
+#ifdef AWQD_HAS_CUDA
+#include "kernels/device.cuh"
+#endif
+
+namespace awqd::test {
+
+int cuda_devices() {
+#ifdef AWQD_HAS_CUDA
+  static const int n = awqd::cuda::device_count();
+  return n;
+#else
+  return 0;
+#endif
+}
+
+std::filesystem::path fixtures_dir() {
+  if (const char* env = std::getenv("AWQD_FIXTURES"); env != nullptr && *env != '\0') {
+    return std::filesystem::path(env);
+  }
+  return std::filesystem::path(AWQD_SOURCE_DIR) / ".." / "shared" / "fixtures";
+}
+
+std::filesystem::path fixture(const std::string& relative) {
+  const auto path = fixtures_dir() / relative;
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) return {};
+  return std::filesystem::weakly_canonical(path, ec);
+}
+
+}  // namespace awqd::test

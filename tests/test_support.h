@@ -1,0 +1,32 @@
+// Test helpers: skip (with the reason) when there is no CUDA device or no fixtures.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <string>
+
+namespace awqd::test {
+
+// Number of CUDA devices (0 in a build without CUDA or on a machine without a GPU).
+int cuda_devices();
+
+// The fixtures folder: $AWQD_FIXTURES, else ../shared/fixtures beside the project root.
+std::filesystem::path fixtures_dir();
+
+// fixtures_dir()/relative when it exists, else an empty path.
+std::filesystem::path fixture(const std::string& relative);
+
+}  // namespace awqd::test
+
+#define AWQD_REQUIRE_CUDA()                                                         \
+  do {                                                                              \
+    if (::awqd::test::cuda_devices() == 0) GTEST_SKIP() << "no CUDA device present"; \
+  } while (0)
+
+// Declares `var` as the absolute path of a fixture, skipping the test when it is absent.
+#define AWQD_REQUIRE_FIXTURE(var, relative)                                             \
+  const std::filesystem::path var = ::awqd::test::fixture(relative);                    \
+  if (var.empty())                                                                      \
+  GTEST_SKIP() << "fixture " << (relative) << " not found under "                       \
+               << ::awqd::test::fixtures_dir() << " (set AWQD_FIXTURES)"
