@@ -1,0 +1,60 @@
+// The executor runs the model's forward pass over one scheduler step and samples the next tokens.
+// Two implementations: CpuExecutor (fp32 reference, engine/cpu_executor.*) and CudaExecutor
+// (engine/cuda_executor.*). The scheduler turns a step into the flat metadata below (the same
+// for both), in the manner of vLLM/nano-vllm's model runner.
+//
+// Paged KV cache layout (both executors, every layer, K and V in separate pools):
+//   cache[num_blocks][num_kv_heads][kKvBlockSize][head_dim]
+// A token at position p of a sequence lives in block block_table[p / kKvBlockSize] at offset
+// p % kKvBlockSize; its "slot" is block * kKvBlockSize + offset. One (block, head) slice is
+// kKvBlockSize * head_dim contiguous elements (4 KiB for head_dim 128 in fp16), so a decode
+// kernel's loads for one KV head are long and coalesced.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "engine/sampling.h"
+
+namespace awqd {
+
+inline constexpr int kKvBlockSize = 16;  // tokens per KV block
+
+// One step's input: B sequences, T new tokens in all.
+struct StepBatch {
+  std::vector<std::int32_t> token_ids;     // [T] new tokens, sequence after sequence
+  std::vector<std::int32_t> positions;     // [T] position of each new token in its sequence
+  std::vector<std::int32_t> cu_seqlens_q;  // [B + 1] sequence b's new tokens: [cu[b], cu[b+1])
+  std::vector<std::int32_t> context_lens;  // [B] tokens in the cache once this step's are written
+  std::vector<std::int32_t> slot_mapping;  // [T] cache slot each new token's K/V is written to
+  std::vector<std::int32_t> block_tables;  // [B * max_blocks_per_seq], unused entries -1
+  int max_blocks_per_seq = 0;
+
+  // Sequences that sample a token this step (their last new token is the end of their prompt or
+  // a decode step), with their sampling state. A prefill chunk that does not reach the end of
+  // its prompt samples nothing.
+  std::vector<int> sample_seqs;                 // indices b
+  std::vector<SamplingContext> sample_contexts;  // one per entry of sample_seqs
+
+  // Token rows whose full logits are returned (perplexity, tests); usually empty.
+  std::vector<std::int32_t> logits_rows;
+
+  int num_seqs() const { return static_cast<int>(cu_seqlens_q.size()) - 1; }
+  int num_tokens() const { return static_cast<int>(token_ids.size()); }
+};
+
+struct StepResult {
+  std::vector<SampleResult> samples;  // one per sample_seqs entry, same order
+  std::vector<float> logits;          // [logits_rows.size(), vocab] when asked
+};
+
+class Executor {
+ public:
+  virtual ~Executor() = default;
+  virtual StepResult execute(const StepBatch& batch) = 0;
+  virtual int num_kv_blocks() const = 0;      // size of the paged pool, fixed at construction
+  virtual std::string describe() const = 0;   // one line for logs and `awqd status`
+};
+
+}  // namespace awqd
