@@ -87,14 +87,15 @@ namespace {
 // ISO C++ mode). The vector type is 8 floats: one AVX2 register, two SSE registers.
 using v8f = float __attribute__((vector_size(32)));
 
-inline v8f load8(const float* p) {
+__attribute__((always_inline)) inline v8f load8(const float* p) {
   v8f v;
   std::memcpy(&v, p, sizeof v);
   return v;
 }
 
 template <int MR, int NR>
-inline void tile(const float* x, const float* W, const float* b, float* y, int N, int K, int m, int n) {
+__attribute__((always_inline)) inline void tile(const float* x, const float* W, const float* b, float* y, int N, int K,
+                                                int m, int n) {
   v8f acc[MR][NR] = {};
   const int k8 = K & ~7;
   for (int i = 0; i < k8; i += 8) {
