@@ -11,7 +11,7 @@ packages=(
   libboost-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libtomlplusplus-dev libcli11-dev
   libsystemd-dev systemd libpcre2-dev
   redis-server redis-tools
-  clang libclang-rt-14-dev  # libFuzzer targets
+  clang libclang-rt-14-dev libomp-14-dev  # libFuzzer targets (scripts/fuzz.sh)
   xz-utils python3
 )
 
