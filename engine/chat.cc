@@ -49,14 +49,15 @@ std::string trim(const std::string& s) {
 std::string chatml_default_system(const std::string& tpl) {
   static const std::string kOpen = "'<|im_start|>system\\n";
   static const std::string kClose = "<|im_end|>";
-  const std::size_t open = tpl.find(kOpen);
-  if (open == std::string::npos) return {};
-  const std::size_t begin = open + kOpen.size();
-  const std::size_t close = tpl.find(kClose, begin);
-  if (close == std::string::npos) return {};
-  const std::string text = tpl.substr(begin, close - begin);
-  if (text.empty() || text.find_first_of("'\"{}+\\") != std::string::npos) return {};
-  return text;
+  for (std::size_t open = tpl.find(kOpen); open != std::string::npos;
+       open = tpl.find(kOpen, open + 1)) {
+    const std::size_t begin = open + kOpen.size();
+    const std::size_t close = tpl.find(kClose, begin);
+    if (close == std::string::npos) break;
+    const std::string text = tpl.substr(begin, close - begin);
+    if (!text.empty() && text.find_first_of("'\"{}+\\") == std::string::npos) return text;
+  }
+  return {};
 }
 
 void check_roles(std::span<const ChatMessage> messages) {
