@@ -15,4 +15,7 @@ int& exit_code();
 // Wraps a subcommand body: runs it, turns exceptions into "awqd <name>: error: ..." and exit 1.
 void set_action(CLI::App* sub, std::function<int()> body);
 
+// Subcommand registration, one function per file (cmd_*.cc).
+void add_tokenize_commands(CLI::App& app);  // tokenize, detokenize
+
 }  // namespace awqd::cli

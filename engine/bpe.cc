@@ -46,18 +46,16 @@ class BpeModel::PairTable {
   explicit PairTable(std::size_t n) {
     std::size_t capacity = 16;
     while (capacity < 2 * n) capacity *= 2;
-    keys_.assign(capacity, kEmpty);
-    values_.resize(capacity);
+    slots_.assign(capacity, Slot{kEmpty, {0, 0}});
     mask_ = capacity - 1;
   }
 
   // Keeps the first (lowest-rank) merge of a pair, as HF does for duplicate merge lines.
   void insert(std::uint64_t key, Merge value) {
     for (std::size_t i = slot(key);; i = (i + 1) & mask_) {
-      if (keys_[i] == key) return;
-      if (keys_[i] == kEmpty) {
-        keys_[i] = key;
-        values_[i] = value;
+      if (slots_[i].key == key) return;
+      if (slots_[i].key == kEmpty) {
+        slots_[i] = {key, value};
         return;
       }
     }
@@ -65,18 +63,23 @@ class BpeModel::PairTable {
 
   const Merge* find(std::uint64_t key) const {
     for (std::size_t i = slot(key);; i = (i + 1) & mask_) {
-      if (keys_[i] == key) return &values_[i];
-      if (keys_[i] == kEmpty) return nullptr;
+      if (slots_[i].key == key) return &slots_[i].merge;
+      if (slots_[i].key == kEmpty) return nullptr;
     }
   }
 
  private:
+  // Key and value side by side: a lookup touches one cache line (the table is megabytes, and
+  // a cold word's merges are mostly cache misses).
+  struct Slot {
+    std::uint64_t key;
+    Merge merge;
+  };
   static constexpr std::uint64_t kEmpty = ~std::uint64_t{0};  // ids are >= 0: never a real key
   std::size_t slot(std::uint64_t key) const {
     return static_cast<std::size_t>((key * 0x9E3779B97F4A7C15ull) >> 32) & mask_;
   }
-  std::vector<std::uint64_t> keys_;
-  std::vector<Merge> values_;
+  std::vector<Slot> slots_;
   std::size_t mask_ = 0;
 };
 
