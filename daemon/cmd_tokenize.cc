@@ -52,7 +52,8 @@ std::vector<std::int32_t> parse_ids(const std::string& text, const std::string& 
   std::vector<std::int32_t> ids;
   ids.reserve(j.size());
   for (const auto& v : j) {
-    if (!v.is_number_integer() || v.get<std::int64_t>() < 0 || v.get<std::int64_t>() >= vocab_size) {
+    if (!v.is_number_integer() || v.get<std::int64_t>() < 0 ||
+        v.get<std::int64_t>() >= vocab_size) {
       throw std::runtime_error(source + ": " + v.dump() + " is not a token id of this model (0.." +
                                std::to_string(vocab_size - 1) + ")");
     }
@@ -92,11 +93,13 @@ void add_tokenize_commands(CLI::App& app) {
       ->required()
       ->type_name("DIR");
   CLI::Option_group* din = detok->add_option_group("input", "Exactly one of:");
-  din->add_option("--ids", dopt->ids, "Token ids as a JSON array, e.g. '[1,2,3]'")->type_name("JSON");
+  din->add_option("--ids", dopt->ids, "Token ids as a JSON array, e.g. '[1,2,3]'")
+      ->type_name("JSON");
   din->add_option("--file", dopt->file, "Read the JSON array from FILE ('-' for standard input)")
       ->type_name("FILE");
   din->require_option(1);
-  detok->add_flag("--skip-special", dopt->skip_special, "Leave out special tokens (BOS, <|im_end|>, ...)");
+  detok->add_flag("--skip-special", dopt->skip_special,
+                  "Leave out special tokens (BOS, <|im_end|>, ...)");
   detok->add_flag("--json", dopt->json, "Print the text as a JSON string");
   set_action(detok, [dopt] {
     const Tokenizer tokenizer = Tokenizer::load(dopt->model);

@@ -23,8 +23,8 @@ bool has_inner_space_marker(const std::unordered_map<std::string, std::int32_t>&
   for (const auto& [token, id] : vocab) {
     for (std::size_t p = token.find(kSpaceMarker, 1); p != std::string::npos;
          p = token.find(kSpaceMarker, p + 1)) {
-      if (p < kSpaceMarker.size() || token.compare(p - kSpaceMarker.size(), kSpaceMarker.size(),
-                                                   kSpaceMarker) != 0) {
+      if (p < kSpaceMarker.size() ||
+          token.compare(p - kSpaceMarker.size(), kSpaceMarker.size(), kSpaceMarker) != 0) {
         return true;
       }
     }
@@ -136,7 +136,10 @@ BpeModel::BpeModel(std::unordered_map<std::string, std::int32_t> vocab,
     const std::int32_t l = lookup(left), r = lookup(right), m = lookup(left + right);
     if (l < 0 || r < 0 || m < 0) {
       throw std::invalid_argument("merge " + std::to_string(rank) + " ('" + left + "' '" + right +
-                                  "'): '" + (l < 0 ? left : r < 0 ? right : left + right) +
+                                  "'): '" +
+                                  (l < 0   ? left
+                                   : r < 0 ? right
+                                           : left + right) +
                                   "' is not in the vocabulary");
     }
     merges_->insert(pair_key(l, r), {static_cast<std::int32_t>(rank), m});
@@ -230,9 +233,9 @@ void BpeModel::initial_symbols(std::string_view piece, std::vector<std::int32_t>
       ids.push_back(id);
       continue;
     }
-    if (options_.byte_fallback &&
-        std::all_of(ch.begin(), ch.end(),
-                    [&](char c) { return fallback_ids_[static_cast<unsigned char>(c)] >= 0; })) {
+    if (options_.byte_fallback && std::all_of(ch.begin(), ch.end(), [&](char c) {
+          return fallback_ids_[static_cast<unsigned char>(c)] >= 0;
+        })) {
       // As HF does, a pending unknown token stays pending across byte-fallback tokens.
       for (const char c : ch) ids.push_back(fallback_ids_[static_cast<unsigned char>(c)]);
       continue;

@@ -79,14 +79,14 @@ class BpeModel {
   std::optional<std::int32_t> whole_word_id(std::string_view piece) const;
 
   BpeOptions options_;
-  StringMap vocab_;                      // vocabulary string -> id
-  StringMap raw_vocab_;                  // byte-level + ignore_merges: raw bytes -> id
+  StringMap vocab_;      // vocabulary string -> id
+  StringMap raw_vocab_;  // byte-level + ignore_merges: raw bytes -> id
   std::vector<std::string> id_to_token_;
-  std::unique_ptr<PairTable> merges_;    // (left id, right id) -> (rank, merged id)
-  std::int32_t byte_ids_[256];           // byte-level: id of each byte's code point, or -1
-  std::int32_t fallback_ids_[256];       // byte_fallback: id of <0xXX>, or -1
-  std::int32_t ascii_ids_[128];          // id of each ASCII character, or -1
-  bool split_at_spaces_ = false;         // SentencePiece pieces merge independently (see top)
+  std::unique_ptr<PairTable> merges_;  // (left id, right id) -> (rank, merged id)
+  std::int32_t byte_ids_[256];         // byte-level: id of each byte's code point, or -1
+  std::int32_t fallback_ids_[256];     // byte_fallback: id of <0xXX>, or -1
+  std::int32_t ascii_ids_[128];        // id of each ASCII character, or -1
+  bool split_at_spaces_ = false;       // SentencePiece pieces merge independently (see top)
 
   mutable std::shared_mutex cache_mutex_;
   mutable std::unordered_map<std::string, std::vector<std::int32_t>, StringHash, std::equal_to<>>

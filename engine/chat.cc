@@ -128,9 +128,12 @@ std::string render_chat(ChatFormat format, std::span<const ChatMessage> messages
                         const Tokenizer& tokenizer) {
   check_roles(messages);
   switch (format) {
-    case ChatFormat::kChatML: return render_chatml(messages, tokenizer);
-    case ChatFormat::kLlama3: return render_llama3(messages, tokenizer);
-    case ChatFormat::kPlain: return render_plain(messages);
+    case ChatFormat::kChatML:
+      return render_chatml(messages, tokenizer);
+    case ChatFormat::kLlama3:
+      return render_llama3(messages, tokenizer);
+    case ChatFormat::kPlain:
+      return render_plain(messages);
   }
   throw std::invalid_argument("chat: unknown format");
 }

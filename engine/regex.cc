@@ -44,16 +44,16 @@ void Regex::for_each_match(std::string_view subject,
   const auto* data = reinterpret_cast<PCRE2_SPTR>(subject.data());
   std::size_t pos = 0;
   while (pos <= subject.size()) {
-    const int rc = code_->jit
-                       ? pcre2_jit_match(code_->code, data, subject.size(), pos, 0, md, nullptr)
-                       : pcre2_match(code_->code, data, subject.size(), pos, PCRE2_NO_UTF_CHECK,
-                                     md, nullptr);
+    const int rc =
+        code_->jit
+            ? pcre2_jit_match(code_->code, data, subject.size(), pos, 0, md, nullptr)
+            : pcre2_match(code_->code, data, subject.size(), pos, PCRE2_NO_UTF_CHECK, md, nullptr);
     if (rc == PCRE2_ERROR_NOMATCH) break;
     if (rc < 0) {
       PCRE2_UCHAR message[256];
       pcre2_get_error_message(rc, message, sizeof(message));
-      throw std::runtime_error("regular expression /" + pattern_ + "/ failed: " +
-                               reinterpret_cast<const char*>(message));
+      throw std::runtime_error("regular expression /" + pattern_ +
+                               "/ failed: " + reinterpret_cast<const char*>(message));
     }
     const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
     const std::size_t begin = ov[0], end = ov[1];

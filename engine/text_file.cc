@@ -13,12 +13,18 @@ namespace {
 
 std::string xz_error(lzma_ret ret) {
   switch (ret) {
-    case LZMA_MEM_ERROR: return "out of memory";
-    case LZMA_FORMAT_ERROR: return "not xz data";
-    case LZMA_OPTIONS_ERROR: return "unsupported xz options";
-    case LZMA_DATA_ERROR: return "corrupt xz data";
-    case LZMA_BUF_ERROR: return "truncated xz data";
-    default: return "liblzma error " + std::to_string(static_cast<int>(ret));
+    case LZMA_MEM_ERROR:
+      return "out of memory";
+    case LZMA_FORMAT_ERROR:
+      return "not xz data";
+    case LZMA_OPTIONS_ERROR:
+      return "unsupported xz options";
+    case LZMA_DATA_ERROR:
+      return "corrupt xz data";
+    case LZMA_BUF_ERROR:
+      return "truncated xz data";
+    default:
+      return "liblzma error " + std::to_string(static_cast<int>(ret));
   }
 }
 

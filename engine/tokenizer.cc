@@ -26,11 +26,10 @@
 // own lock; encode/decode may run concurrently.
 #include "engine/tokenizer.h"
 
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
 #include <array>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <unordered_map>
 #include <utility>
@@ -280,8 +279,9 @@ void parse_normalizer(const json& j, const std::string& where, std::vector<Norma
     out.push_back({.kind = K::kPrepend, .text = require(j, "prepend", where).get<std::string>()});
   } else if (type == "Replace") {
     auto p = std::make_shared<Pattern>(Pattern::parse(require(j, "pattern", where), where));
-    out.push_back(
-        {.kind = K::kReplace, .text = require(j, "content", where).get<std::string>(), .pattern = p});
+    out.push_back({.kind = K::kReplace,
+                   .text = require(j, "content", where).get<std::string>(),
+                   .pattern = p});
   } else if (type == "Lowercase") {
     out.push_back({.kind = K::kLowercase});
   } else if (type == "Strip") {
@@ -303,15 +303,14 @@ struct PreTokenizer {
   std::shared_ptr<Pattern> pattern{};  // Split; ByteLevel with use_regex (GPT-2 pattern)
   SplitBehavior behavior = SplitBehavior::kIsolated;
   bool invert = false;
-  bool add_prefix_space = false;     // ByteLevel
-  std::string replacement{};         // Metaspace
+  bool add_prefix_space = false;  // ByteLevel
+  std::string replacement{};      // Metaspace
   PrependScheme prepend = PrependScheme::kAlways;
-  bool split = true;                 // Metaspace: cut before each replacement character
-  bool individual_digits = false;    // Digits
+  bool split = true;               // Metaspace: cut before each replacement character
+  bool individual_digits = false;  // Digits
 };
 
-void parse_pre_tokenizer(const json& j, const std::string& where,
-                         std::vector<PreTokenizer>& out) {
+void parse_pre_tokenizer(const json& j, const std::string& where, std::vector<PreTokenizer>& out) {
   const std::string type = type_of(j, where);
   using K = PreTokenizer::Kind;
   if (type == "Sequence") {
@@ -338,9 +337,10 @@ void parse_pre_tokenizer(const json& j, const std::string& where,
     p.replacement = string_or(j, "replacement", "\xE2\x96\x81");
     const std::string scheme = string_or(j, "prepend_scheme", "");
     if (scheme.empty()) {  // files older than prepend_scheme: add_prefix_space
-      p.prepend = bool_or(j, "add_prefix_space", true) ? PrependScheme::kAlways : PrependScheme::kNever;
+      p.prepend =
+          bool_or(j, "add_prefix_space", true) ? PrependScheme::kAlways : PrependScheme::kNever;
     } else if (scheme == "always" || scheme == "first" || scheme == "never") {
-      p.prepend = scheme == "always" ? PrependScheme::kAlways
+      p.prepend = scheme == "always"  ? PrependScheme::kAlways
                   : scheme == "first" ? PrependScheme::kFirst
                                       : PrependScheme::kNever;
     } else {
@@ -362,9 +362,9 @@ void parse_pre_tokenizer(const json& j, const std::string& where,
 struct DecoderStep {
   enum class Kind { kByteLevel, kReplace, kByteFallback, kFuse, kStrip, kMetaspace } kind;
   std::shared_ptr<Pattern> pattern{};  // Replace
-  std::string text{};  // Replace: content; Strip/Metaspace: the character
-  std::size_t start = 0, stop = 0;   // Strip
-  bool prepend = true;               // Metaspace: the first token's replacement chars vanish
+  std::string text{};                  // Replace: content; Strip/Metaspace: the character
+  std::size_t start = 0, stop = 0;     // Strip
+  bool prepend = true;                 // Metaspace: the first token's replacement chars vanish
 };
 
 void parse_decoder(const json& j, const std::string& where, std::vector<DecoderStep>& out) {
@@ -379,8 +379,9 @@ void parse_decoder(const json& j, const std::string& where, std::vector<DecoderS
     out.push_back({.kind = K::kByteLevel});
   } else if (type == "Replace") {
     auto p = std::make_shared<Pattern>(Pattern::parse(require(j, "pattern", where), where));
-    out.push_back(
-        {.kind = K::kReplace, .pattern = p, .text = require(j, "content", where).get<std::string>()});
+    out.push_back({.kind = K::kReplace,
+                   .pattern = p,
+                   .text = require(j, "content", where).get<std::string>()});
   } else if (type == "ByteFallback") {
     out.push_back({.kind = K::kByteFallback});
   } else if (type == "Fuse") {
@@ -406,8 +407,10 @@ void parse_decoder(const json& j, const std::string& where, std::vector<DecoderS
 int byte_token_value(std::string_view t) {
   if (t.size() != 6 || t.substr(0, 3) != "<0x" || t[5] != '>') return -1;
   const auto hex = [](char c) {
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                                          : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
   };
   const int hi = hex(t[3]), lo = hex(t[4]);
   return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
@@ -624,8 +627,8 @@ struct Tokenizer::Impl {
             s.push_back(c);
           }
         }
-        const bool prepend = p.prepend == PrependScheme::kAlways ||
-                             (p.prepend == PrependScheme::kFirst && at_start);
+        const bool prepend =
+            p.prepend == PrependScheme::kAlways || (p.prepend == PrependScheme::kFirst && at_start);
         if (prepend && s.compare(0, p.replacement.size(), p.replacement) != 0) {
           s.insert(0, p.replacement);
         }
@@ -702,8 +705,8 @@ struct Tokenizer::Impl {
           split_added(
               normalized, normalized_trie, parse_special,
               [&](std::size_t nb, std::size_t ne) {
-                pre_tokenize(0, std::string_view(normalized).substr(nb, ne - nb),
-                             b == 0 && nb == 0, out);
+                pre_tokenize(0, std::string_view(normalized).substr(nb, ne - nb), b == 0 && nb == 0,
+                             out);
               },
               on_token);
         },
@@ -753,7 +756,7 @@ struct Tokenizer::Impl {
           }
         }
         std::string text;
-        unstable = unicode::append_lossy(text, bytes) > 0;
+        unstable = unicode::append_lossy(text, bytes) > 0 || unstable;
         tokens.assign(1, std::move(text));
         break;
       }
@@ -769,7 +772,8 @@ struct Tokenizer::Impl {
           if (unicode::is_valid_utf8(run)) {
             out.push_back(run);
           } else {  // HF: one U+FFFD per byte when the run is not valid UTF-8
-            for (std::size_t i = 0; i < run.size(); ++i) out.emplace_back(unicode::kReplacementChar);
+            for (std::size_t i = 0; i < run.size(); ++i)
+              out.emplace_back(unicode::kReplacementChar);
           }
           run.clear();
         };
@@ -781,7 +785,7 @@ struct Tokenizer::Impl {
             out.push_back(std::move(t));
           }
         }
-        unstable = !run.empty();  // a later byte token would join this run
+        unstable = !run.empty() || unstable;  // a later byte token would join this run
         flush_run();
         tokens = std::move(out);
         break;
@@ -793,6 +797,12 @@ struct Tokenizer::Impl {
         break;
       }
       case K::kStrip:
+        // Text cut off the end may come back when more tokens follow: hold it (conservative).
+        if (step.stop > 0 && !tokens.empty() && tokens.back().size() >= step.text.size() &&
+            tokens.back().compare(tokens.back().size() - step.text.size(), step.text.size(),
+                                  step.text) == 0) {
+          unstable = true;
+        }
         for (std::string& t : tokens) {
           std::size_t b = 0, e = t.size();
           for (std::size_t i = 0; i < step.start && t.compare(b, step.text.size(), step.text) == 0;
@@ -806,8 +816,6 @@ struct Tokenizer::Impl {
           }
           t = t.substr(b, e - b);
         }
-        // A trailing strip character may be followed by more text later.
-        if (step.stop > 0 && !tokens.empty() && tokens.back().empty() == false) unstable = true;
         break;
       case K::kMetaspace:
         for (std::size_t i = 0; i < tokens.size(); ++i) {
@@ -828,7 +836,6 @@ struct Tokenizer::Impl {
   }
 };
 
-
 namespace {
 
 struct ModelSpec {
@@ -840,7 +847,8 @@ struct ModelSpec {
 ModelSpec parse_model(const json& m, const std::string& where) {
   const std::string type = string_or(m, "type", "BPE");
   if (type != "BPE") unsupported(where, type);
-  if (const json* d = member(m, "dropout"); d != nullptr && d->is_number() && d->get<double>() > 0) {
+  if (const json* d = member(m, "dropout");
+      d != nullptr && d->is_number() && d->get<double>() > 0) {
     throw JsonError(where + ": BPE dropout is not supported (inference is deterministic)");
   }
   if (!string_or(m, "continuing_subword_prefix", "").empty() ||
@@ -943,7 +951,8 @@ void parse_post_processor(const json& j, const std::string& where, const Tokeniz
 void load_tokenizer_json(Tokenizer::Impl& impl, const json& root) {
   if (!root.is_object()) throw JsonError("expected a JSON object at the top level");
   ModelSpec spec = parse_model(require(root, "model", "tokenizer"), "model");
-  if (const json* n = member(root, "normalizer")) parse_normalizer(*n, "normalizer", impl.normalizers);
+  if (const json* n = member(root, "normalizer"))
+    parse_normalizer(*n, "normalizer", impl.normalizers);
   if (const json* p = member(root, "pre_tokenizer")) {
     parse_pre_tokenizer(*p, "pre_tokenizer", impl.pre_tokenizers);
   }
@@ -1111,7 +1120,8 @@ std::optional<std::int32_t> Tokenizer::bos_id() const { return impl_->bos; }
 std::optional<std::int32_t> Tokenizer::eos_id() const { return impl_->eos; }
 
 bool Tokenizer::add_bos() const {
-  return impl_->bos && !impl_->special_prefix.empty() && impl_->special_prefix.front() == *impl_->bos;
+  return impl_->bos && !impl_->special_prefix.empty() &&
+         impl_->special_prefix.front() == *impl_->bos;
 }
 
 const std::string& Tokenizer::chat_template() const { return impl_->chat_template; }
@@ -1142,7 +1152,8 @@ void IncrementalDecoder::prime(std::span<const std::int32_t> ids) {
   }
   // A prompt that ends inside a character: its bytes are returned with the completing ones.
   auto window = [&] {
-    return std::span<const std::int32_t>(ids_).subspan(prefix_offset_, read_offset_ - prefix_offset_);
+    return std::span<const std::int32_t>(ids_).subspan(prefix_offset_,
+                                                       read_offset_ - prefix_offset_);
   };
   auto decoded = impl.decode(window(), skip_special_);
   while (decoded.unstable && read_offset_ > prefix_offset_) {
@@ -1164,8 +1175,8 @@ std::string IncrementalDecoder::push(std::int32_t id) {
   std::string delta = decoded.text.substr(prefix_text_.size());
   prefix_offset_ = read_offset_;
   read_offset_ = ids_.size();
-  prefix_text_ = impl.decode(all.subspan(prefix_offset_, read_offset_ - prefix_offset_),
-                             skip_special_).text;
+  prefix_text_ =
+      impl.decode(all.subspan(prefix_offset_, read_offset_ - prefix_offset_), skip_special_).text;
   return delta;
 }
 

@@ -76,7 +76,8 @@ char32_t decode_utf8(std::string_view s, std::size_t& pos) {
   const auto c = static_cast<unsigned char>(s[pos]);
   const std::size_t len = utf8_length(c);
   char32_t cp = len == 1 ? c : len == 2 ? (c & 0x1F) : len == 3 ? (c & 0x0F) : (c & 0x07);
-  for (std::size_t k = 1; k < len; ++k) cp = (cp << 6) | (static_cast<unsigned char>(s[pos + k]) & 0x3F);
+  for (std::size_t k = 1; k < len; ++k)
+    cp = (cp << 6) | (static_cast<unsigned char>(s[pos + k]) & 0x3F);
   pos += len;
   return cp;
 }
@@ -122,7 +123,8 @@ std::size_t append_lossy(std::string& out, std::string_view bytes) {
     }
     out.append(bytes.substr(run, i - run));
     out.append(kReplacementChar);
-    const bool truncated = i + len == bytes.size() && lead_info(static_cast<unsigned char>(bytes[i])).need > 0;
+    const bool truncated =
+        i + len == bytes.size() && lead_info(static_cast<unsigned char>(bytes[i])).need > 0;
     i += len;
     run = i;
     if (truncated) return len;
@@ -159,10 +161,18 @@ std::string normalize(NormalForm form, std::string_view s) {
   UErrorCode status = U_ZERO_ERROR;
   const icu::Normalizer2* n = nullptr;
   switch (form) {
-    case NormalForm::kNFC: n = icu::Normalizer2::getNFCInstance(status); break;
-    case NormalForm::kNFD: n = icu::Normalizer2::getNFDInstance(status); break;
-    case NormalForm::kNFKC: n = icu::Normalizer2::getNFKCInstance(status); break;
-    case NormalForm::kNFKD: n = icu::Normalizer2::getNFKDInstance(status); break;
+    case NormalForm::kNFC:
+      n = icu::Normalizer2::getNFCInstance(status);
+      break;
+    case NormalForm::kNFD:
+      n = icu::Normalizer2::getNFDInstance(status);
+      break;
+    case NormalForm::kNFKC:
+      n = icu::Normalizer2::getNFKCInstance(status);
+      break;
+    case NormalForm::kNFKD:
+      n = icu::Normalizer2::getNFKDInstance(status);
+      break;
   }
   check_icu(status, "normalizer");
   const icu::StringPiece piece(s.data(), static_cast<int32_t>(s.size()));
@@ -181,8 +191,8 @@ std::string to_lower(std::string_view s) {
   std::string out;
   out.reserve(s.size());
   icu::StringByteSink<std::string> sink(&out);
-  icu::CaseMap::utf8ToLower("", 0, icu::StringPiece(s.data(), static_cast<int32_t>(s.size())),
-                            sink, nullptr, status);
+  icu::CaseMap::utf8ToLower("", 0, icu::StringPiece(s.data(), static_cast<int32_t>(s.size())), sink,
+                            nullptr, status);
   check_icu(status, "lower-casing");
   return out;
 }

@@ -65,8 +65,8 @@ int main(int argc, char** argv) {
   const std::vector<std::string> lines = lines_of(wiki);
   std::printf("corpus: WikiText-2 test, %zu bytes, %zu lines\n\n", wiki.size(), lines.size());
   std::printf("%-10s %8s | %12s %12s %12s %12s | %10s %10s %10s\n", "tokenizer", "load s",
-              "enc cold t/s", "enc warm t/s", "dec t/s", "stream t/s", "prompt tok",
-              "cold ms", "warm ms");
+              "enc cold t/s", "enc warm t/s", "dec t/s", "stream t/s", "prompt tok", "cold ms",
+              "warm ms");
 
   for (const char* name : {"llama-13m", "tokenizers/qwen3", "tokenizers/llama3"}) {
     auto t0 = Clock::now();

@@ -8,11 +8,10 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
-#include <nlohmann/json.hpp>
-
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <string>
 #include <vector>
@@ -42,8 +41,8 @@ const Tokenizer& cached_tokenizer(const std::filesystem::path& dir) {
   return it->second;
 }
 
-#define REQUIRE_TOKENIZER(var, name)                                  \
-  AWQD_REQUIRE_FIXTURE(var##_dir, tokenizer_dirs().at(name));         \
+#define REQUIRE_TOKENIZER(var, name)                          \
+  AWQD_REQUIRE_FIXTURE(var##_dir, tokenizer_dirs().at(name)); \
   const Tokenizer& var = cached_tokenizer(var##_dir)
 
 // The first `bytes` bytes of a corpus, cut at a line end (never inside a character).
@@ -98,8 +97,8 @@ TEST_P(GoldenTest, DecodeMatchesReferenceText) {
     const Ids ids = c[GetParam()].get<Ids>();
     const std::string expected = c[GetParam() + ":decoded"];
     // The reference decoded with skip_special_tokens=True.
-    EXPECT_EQ(tok.decode(ids, /*skip_special_tokens=*/true), expected) << "ids of "
-                                                                        << escaped(c["text"]);
+    EXPECT_EQ(tok.decode(ids, /*skip_special_tokens=*/true), expected)
+        << "ids of " << escaped(c["text"]);
   }
 }
 
@@ -255,6 +254,20 @@ TEST(Tokenizer, ByteLevelStreamingHoldsUnfinishedCharacters) {
   EXPECT_EQ(cut.flush(), "");
 }
 
+TEST(Tokenizer, PrimeOnAPromptThatEndsInsideACharacter) {
+  REQUIRE_TOKENIZER(tok, "llama3");
+  Ids ids = tok.encode("Hi 🦙!", false);
+  ASSERT_GT(ids.size(), 3u);
+  // The prompt stops inside the emoji: its bytes come back with the generated completion.
+  const Ids prompt(ids.begin(), ids.end() - 2);
+  IncrementalDecoder dec(tok);
+  dec.prime(prompt);
+  std::string streamed = dec.push(ids[ids.size() - 2]);
+  streamed += dec.push(ids.back());
+  streamed += dec.flush();
+  EXPECT_EQ(streamed, " 🦙!");
+}
+
 TEST(Tokenizer, RejectsInvalidUtf8Text) {
   REQUIRE_TOKENIZER(tok, "qwen3");
   EXPECT_THROW(tok.encode("ok \xC3(", false), std::invalid_argument);
@@ -284,8 +297,10 @@ TEST(Chat, RendersEachFormat) {
   REQUIRE_TOKENIZER(qwen, "qwen3");
   REQUIRE_TOKENIZER(llama3, "llama3");
   REQUIRE_TOKENIZER(llama13m, "llama-13m");
-  const std::vector<ChatMessage> messages = {
-      {"system", "You are terse."}, {"user", "  What is 2+2? "}, {"assistant", "4"}, {"user", "And 3+3?"}};
+  const std::vector<ChatMessage> messages = {{"system", "You are terse."},
+                                             {"user", "  What is 2+2? "},
+                                             {"assistant", "4"},
+                                             {"user", "And 3+3?"}};
   EXPECT_EQ(render_chat(ChatFormat::kChatML, messages, qwen),
             "<|im_start|>system\nYou are terse.<|im_end|>\n"
             "<|im_start|>user\n  What is 2+2? <|im_end|>\n"
@@ -333,15 +348,26 @@ class TempDir {
 
 // A character-level vocabulary over "abc ▁" plus a few merges.
 json toy_tokenizer() {
-  json vocab = {{"a", 0}, {"b", 1}, {"c", 2}, {" ", 3}, {"\xE2\x96\x81", 4},
-                {"ab", 5}, {"abc", 6}, {"\xE2\x96\x81" "a", 7}, {"1", 8}, {"2", 9}};
+  json vocab = {{"a", 0},
+                {"b", 1},
+                {"c", 2},
+                {" ", 3},
+                {"\xE2\x96\x81", 4},
+                {"ab", 5},
+                {"abc", 6},
+                {"\xE2\x96\x81"
+                 "a",
+                 7},
+                {"1", 8},
+                {"2", 9}};
   return {{"version", "1.0"},
           {"added_tokens", json::array()},
           {"normalizer", nullptr},
           {"pre_tokenizer", nullptr},
           {"post_processor", nullptr},
           {"decoder", nullptr},
-          {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", {"a b", "ab c", "\xE2\x96\x81 a"}}}}};
+          {"model",
+           {{"type", "BPE"}, {"vocab", vocab}, {"merges", {"a b", "ab c", "\xE2\x96\x81 a"}}}}};
 }
 
 Tokenizer load_json(const TempDir& dir, const json& j) {
@@ -352,13 +378,30 @@ Tokenizer load_json(const TempDir& dir, const json& j) {
 TEST(TokenizerVariants, MetaspacePreTokenizerAndDecoder) {
   TempDir dir;
   json j = toy_tokenizer();
-  j["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", "\xE2\x96\x81"},
-                        {"prepend_scheme", "first"}, {"split", true}};
-  j["decoder"] = {{"type", "Metaspace"}, {"replacement", "\xE2\x96\x81"}, {"prepend_scheme", "first"}};
+  j["pre_tokenizer"] = {{"type", "Metaspace"},
+                        {"replacement", "\xE2\x96\x81"},
+                        {"prepend_scheme", "first"},
+                        {"split", true}};
+  j["decoder"] = {
+      {"type", "Metaspace"}, {"replacement", "\xE2\x96\x81"}, {"prepend_scheme", "first"}};
   const Tokenizer tok = load_json(dir, j);
   EXPECT_EQ(tok.encode("abc a", false), (Ids{4, 6, 7}));
   EXPECT_EQ(tok.decode(Ids{4, 6, 7}), "abc a");
   EXPECT_EQ(stream_decode(tok, Ids{4, 6, 7, 7, 4}, false), tok.decode(Ids{4, 6, 7, 7, 4}));
+}
+
+TEST(TokenizerVariants, StripDecoderAtTheEndHoldsStreamedText) {
+  TempDir dir;
+  json j = toy_tokenizer();
+  j["decoder"] = {
+      {"type", "Sequence"},
+      {"decoders",
+       {{{"type", "Fuse"}}, {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 1}}}}};
+  const Tokenizer tok = load_json(dir, j);
+  const Ids ids = {3, 0, 3, 1, 3};  // " a b "
+  EXPECT_EQ(tok.decode(ids), "a b");
+  EXPECT_EQ(stream_decode(tok, ids, false), "a b");
+  EXPECT_EQ(stream_decode(tok, Ids{0, 3, 3, 1}, false), "a  b");
 }
 
 TEST(TokenizerVariants, SplitBehaviours) {
@@ -373,8 +416,10 @@ TEST(TokenizerVariants, SplitBehaviours) {
   for (const auto& [behavior, expected] : cases) {
     TempDir dir;
     json j = toy_tokenizer();
-    j["pre_tokenizer"] = {{"type", "Split"}, {"pattern", {{"Regex", "\\d"}}},
-                          {"behavior", behavior}, {"invert", false}};
+    j["pre_tokenizer"] = {{"type", "Split"},
+                          {"pattern", {{"Regex", "\\d"}}},
+                          {"behavior", behavior},
+                          {"invert", false}};
     const Tokenizer tok = load_json(dir, j);
     EXPECT_EQ(tok.encode("ab1ab2", false), expected) << behavior;
   }
@@ -382,8 +427,10 @@ TEST(TokenizerVariants, SplitBehaviours) {
   // when the split keeps it in one piece.
   TempDir dir;
   json j = toy_tokenizer();
-  j["pre_tokenizer"] = {{"type", "Split"}, {"pattern", {{"String", "b"}}},
-                        {"behavior", "MergedWithPrevious"}, {"invert", false}};
+  j["pre_tokenizer"] = {{"type", "Split"},
+                        {"pattern", {{"String", "b"}}},
+                        {"behavior", "MergedWithPrevious"},
+                        {"invert", false}};
   EXPECT_EQ(load_json(dir, j).encode("abc", false), (Ids{5, 2}));  // "ab" | "c"
   j["pre_tokenizer"]["behavior"] = "MergedWithNext";
   TempDir dir2;
@@ -394,22 +441,33 @@ TEST(TokenizerVariants, AddedTokenFlags) {
   TempDir dir;
   json j = toy_tokenizer();
   j["added_tokens"] = {
-      {{"id", 10}, {"content", "<x>"}, {"special", true}, {"lstrip", true}, {"rstrip", true},
-       {"single_word", false}, {"normalized", false}},
-      {{"id", 11}, {"content", "cab"}, {"special", false}, {"lstrip", false}, {"rstrip", false},
-       {"single_word", true}, {"normalized", false}},
+      {{"id", 10},
+       {"content", "<x>"},
+       {"special", true},
+       {"lstrip", true},
+       {"rstrip", true},
+       {"single_word", false},
+       {"normalized", false}},
+      {{"id", 11},
+       {"content", "cab"},
+       {"special", false},
+       {"lstrip", false},
+       {"rstrip", false},
+       {"single_word", true},
+       {"normalized", false}},
   };
   j["post_processor"] = {
       {"type", "TemplateProcessing"},
-      {"single", {{{"SpecialToken", {{"id", "<x>"}, {"type_id", 0}}}},
-                  {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
+      {"single",
+       {{{"SpecialToken", {{"id", "<x>"}, {"type_id", 0}}}},
+        {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
       {"special_tokens", {{"<x>", {{"id", "<x>"}, {"ids", {10}}, {"tokens", {"<x>"}}}}}}};
   const Tokenizer tok = load_json(dir, j);
   EXPECT_EQ(tok.encode("a  <x>  b", false), (Ids{0, 10, 1}));  // spaces stripped on both sides
   EXPECT_EQ(tok.encode("cab", false), (Ids{11}));
   EXPECT_EQ(tok.encode("a cab", false), (Ids{0, 3, 11}));
   EXPECT_EQ(tok.encode("acab", false), (Ids{0, 2, 5}));  // not a single word: plain BPE
-  EXPECT_EQ(tok.encode("ab", true), (Ids{10, 5}));        // TemplateProcessing prefix
+  EXPECT_EQ(tok.encode("ab", true), (Ids{10, 5}));       // TemplateProcessing prefix
   EXPECT_TRUE(tok.add_bos());
   EXPECT_EQ(tok.bos_id(), 10);
   EXPECT_EQ(tok.vocab_size(), 12);
@@ -452,7 +510,9 @@ TEST(TokenizerErrors, CorruptJson) {
 
 TEST(TokenizerErrors, CorruptXz) {
   TempDir dir;
-  dir.write("tokenizer.json.xz", "\xFD" "7zXZ garbage");
+  dir.write("tokenizer.json.xz",
+            "\xFD"
+            "7zXZ garbage");
   const std::string msg = load_error(dir.path());
   EXPECT_NE(msg.find("tokenizer.json.xz"), std::string::npos) << msg;
   EXPECT_NE(msg.find("xz"), std::string::npos) << msg;
@@ -470,8 +530,8 @@ TEST(TokenizerErrors, BadStructure) {
   EXPECT_NE(msg.find("'z' is not in the vocabulary"), std::string::npos) << msg;
 
   j = toy_tokenizer();
-  j["pre_tokenizer"] = {{"type", "Split"}, {"pattern", {{"Regex", "(unclosed"}}},
-                        {"behavior", "Isolated"}};
+  j["pre_tokenizer"] = {
+      {"type", "Split"}, {"pattern", {{"Regex", "(unclosed"}}}, {"behavior", "Isolated"}};
   dir.write("tokenizer.json", j.dump());
   EXPECT_NE(load_error(dir.path()).find("bad regular expression"), std::string::npos);
 
@@ -511,7 +571,9 @@ TEST(Unicode, LossyConversionMatchesRust) {
   EXPECT_EQ(tail, 2u);
   EXPECT_EQ(lossy("\xC3\x28", &tail), r + "(");
   EXPECT_EQ(tail, 0u);
-  EXPECT_EQ(lossy("\xF0\x9F\x98" "A"), r + "A");
+  EXPECT_EQ(lossy("\xF0\x9F\x98"
+                  "A"),
+            r + "A");
   EXPECT_EQ(lossy("\xED\xA0\x80"), r + r + r);  // surrogates are not UTF-8
   EXPECT_EQ(lossy("\x80\xFF"), r + r);
   EXPECT_EQ(lossy("é✓🦙"), "é✓🦙");
