@@ -8,12 +8,14 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "engine/text_file.h"
@@ -266,6 +268,34 @@ TEST(Tokenizer, PrimeOnAPromptThatEndsInsideACharacter) {
   streamed += dec.push(ids.back());
   streamed += dec.flush();
   EXPECT_EQ(streamed, " 🦙!");
+}
+
+TEST(Tokenizer, ConcurrentEncodesAgree) {
+  REQUIRE_TOKENIZER(tok, "qwen3");
+  AWQD_REQUIRE_FIXTURE(corpus, "text/austen-heldout.txt");
+  const std::string text = corpus_head(corpus, 60000);
+  std::vector<std::string> lines;
+  for (std::size_t b = 0, e; b < text.size(); b = e + 1) {
+    e = text.find('\n', b);
+    lines.push_back(text.substr(b, e - b));
+  }
+  // Reference ids from a fresh tokenizer (empty word cache), then four threads that fill and
+  // read the shared cache of `tok` at once.
+  const Tokenizer fresh = Tokenizer::load(tok_dir);
+  std::vector<Ids> expected;
+  for (const std::string& l : lines) expected.push_back(fresh.encode(l, false));
+  std::vector<std::thread> threads;
+  std::atomic<int> mismatches{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (std::size_t i = 0; i < lines.size(); ++i) {
+        const std::size_t k = (i + t * lines.size() / 4) % lines.size();
+        if (tok.encode(lines[k], false) != expected[k]) ++mismatches;
+      }
+    });
+  }
+  for (std::thread& th : threads) th.join();
+  EXPECT_EQ(mismatches.load(), 0);
 }
 
 TEST(Tokenizer, RejectsInvalidUtf8Text) {
