@@ -24,7 +24,8 @@ void set_action(CLI::App* sub, std::function<int()> body);
 void add_engine_flags(CLI::App* sub, ::awqd::EngineConfig& config);
 void add_sampling_flags(CLI::App* sub, ::awqd::SamplingParams& params);
 
-// Subcommands, one file each.
+// Subcommand registration, one function per file (cmd_*.cc).
 void add_generate_commands(CLI::App& app);  // generate, import-llama2c
+void add_tokenize_commands(CLI::App& app);  // tokenize, detokenize
 
 }  // namespace awqd::cli

@@ -34,6 +34,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("awqd ") + awqd::kVersion);
   app.require_subcommand(1);
   awqd::cli::add_generate_commands(app);
+  awqd::cli::add_tokenize_commands(app);
 
   try {
     app.parse(argc, argv);
