@@ -75,7 +75,6 @@ void mlp_block(const ModelConfig& c, const DecoderLayer& L, const float* h, int 
   std::vector<float>& act = down_input ? *down_input : act_local;
   act.resize(static_cast<std::size_t>(T) * I);
   cpu::matmul_nt(h, L.wgate_up.data(), nullptr, gate_up.data(), T, 2 * I, D);
-#pragma omp parallel for schedule(static) if (T > 8)
   for (int t = 0; t < T; ++t) {
     const float* row = &gate_up[static_cast<std::size_t>(t) * 2 * I];
     cpu::silu_mul(row, row + I, &act[static_cast<std::size_t>(t) * I], I);

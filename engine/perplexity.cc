@@ -4,6 +4,9 @@
 #include <cmath>
 #include <stdexcept>
 #include <string>
+#include <vector>
+
+#include "engine/thread_pool.h"
 
 namespace awqd {
 
@@ -49,16 +52,17 @@ PerplexityResult evaluate_perplexity(Executor& ex, int V, std::span<const std::i
     const StepResult r = ex.execute(b);
     const std::size_t R = targets.size();
     if (r.logits.size() != R * V) throw std::runtime_error("the executor returned logits of the wrong size");
-    double nll = 0;
-#pragma omp parallel for reduction(+ : nll) schedule(static)
-    for (std::size_t i = 0; i < R; ++i) {
-      const float* row = &r.logits[i * V];
-      const float mx = *std::max_element(row, row + V);
-      double sum = 0;  // terms in float (exp(<= 0) is exact enough), summed in double
-      for (int v = 0; v < V; ++v) sum += std::exp(row[v] - mx);
-      nll += std::log(sum) + mx - row[targets[i]];
-    }
-    result.nll += nll;
+    std::vector<double> nll(R);
+    ThreadPool::global().parallel_for(static_cast<std::int64_t>(R), [&](std::int64_t i0, std::int64_t i1) {
+      for (std::int64_t i = i0; i < i1; ++i) {
+        const float* row = &r.logits[static_cast<std::size_t>(i) * V];
+        const float mx = *std::max_element(row, row + V);
+        double sum = 0;  // terms in float (exp(<= 0) is exact enough), summed in double
+        for (int v = 0; v < V; ++v) sum += std::exp(row[v] - mx);
+        nll[i] = std::log(sum) + mx - row[targets[i]];
+      }
+    });
+    for (double v : nll) result.nll += v;  // in row order: the same sum on any thread count
     result.tokens += static_cast<std::int64_t>(R);
     if (progress) progress(result.windows, total);
   }

@@ -11,6 +11,7 @@
 #include "engine/awq.h"
 #include "engine/cpu_layer.h"
 #include "engine/executor.h"
+#include "engine/thread_pool.h"
 
 namespace awqd {
 
@@ -30,7 +31,6 @@ void check_linear(const std::string& name, int K, int N, int G) {
 void add_quantized(CheckpointWriter& out, const std::string& name, const float* W, int N, int K, int G,
                    const float* bias) {
   std::vector<float> w_kn(static_cast<std::size_t>(K) * N);
-#pragma omp parallel for schedule(static)
   for (int k = 0; k < K; ++k)
     for (int n = 0; n < N; ++n) w_kn[static_cast<std::size_t>(k) * N + n] = W[static_cast<std::size_t>(n) * K + k];
   AwqTensors q = awq_quantize(w_kn.data(), K, N, G);
@@ -98,13 +98,29 @@ void over_chunks(Chunks& chunks, const std::vector<float>& in, int in_dim, std::
   }
 }
 
-double mse(const std::vector<float>& a, const std::vector<float>& b) {
+// Sums f(i0, i1) over kSumChunks fixed slices of [0, n), in parallel, then in slice order: the
+// same result on any thread count, so searches choose the same scales everywhere.
+constexpr int kSumChunks = 64;
+template <typename F>
+double parallel_sum(std::int64_t n, F f) {
+  std::vector<double> part(kSumChunks, 0.0);
+  ThreadPool::global().parallel_for(kSumChunks, [&](std::int64_t c0, std::int64_t c1) {
+    for (std::int64_t c = c0; c < c1; ++c) part[c] = f(n * c / kSumChunks, n * (c + 1) / kSumChunks);
+  });
   double s = 0;
-#pragma omp parallel for reduction(+ : s) schedule(static)
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    const double d = static_cast<double>(a[i]) - b[i];
-    s += d * d;
-  }
+  for (double p : part) s += p;
+  return s;
+}
+
+double mse(const std::vector<float>& a, const std::vector<float>& b) {
+  const double s = parallel_sum(static_cast<std::int64_t>(a.size()), [&](std::int64_t i0, std::int64_t i1) {
+    double local = 0;
+    for (std::int64_t i = i0; i < i1; ++i) {
+      const double d = static_cast<double>(a[i]) - b[i];
+      local += d * d;
+    }
+    return local;
+  });
   return s / static_cast<double>(a.size());
 }
 
@@ -112,15 +128,10 @@ double mse(const std::vector<float>& a, const std::vector<float>& b) {
 std::vector<float> mean_abs_per_channel(const std::vector<float>& x, int K) {
   const std::int64_t T = static_cast<std::int64_t>(x.size()) / K;
   std::vector<double> sum(K, 0.0);
-#pragma omp parallel
-  {
-    std::vector<double> local(K, 0.0);
-#pragma omp for schedule(static)
+  ThreadPool::global().parallel_for(K, [&](std::int64_t k0, std::int64_t k1) {
     for (std::int64_t t = 0; t < T; ++t)
-      for (int k = 0; k < K; ++k) local[k] += std::fabs(x[t * K + k]);
-#pragma omp critical
-    for (int k = 0; k < K; ++k) sum[k] += local[k];
-  }
+      for (std::int64_t k = k0; k < k1; ++k) sum[k] += std::fabs(x[t * K + k]);
+  });
   std::vector<float> out(K);
   for (int k = 0; k < K; ++k) out[k] = static_cast<float>(sum[k] / static_cast<double>(T));
   return out;
@@ -223,11 +234,9 @@ std::vector<float> search_clip(const float* W, int N, int K, const std::vector<f
   const int Ts = static_cast<int>(xs.size() / K);
   const int steps = static_cast<int>(o.clip_max_shrink * static_cast<float>(o.clip_grid));
   std::vector<float> best_max(static_cast<std::size_t>(N) * groups);
-#pragma omp parallel
-  {
+  ThreadPool::global().parallel_for(N, [&](std::int64_t n0, std::int64_t n1) {
     std::vector<float> q(G), diff(G);
-#pragma omp for schedule(dynamic, 4)
-    for (int n = 0; n < N; ++n) {
+    for (std::int64_t n = n0; n < n1; ++n) {
       for (int g = 0; g < groups; ++g) {
         const float* w = W + static_cast<std::size_t>(n) * K + static_cast<std::size_t>(g) * G;
         float org_max = 0;
@@ -260,7 +269,7 @@ std::vector<float> search_clip(const float* W, int N, int K, const std::vector<f
         best_max[static_cast<std::size_t>(n) * groups + g] = best;
       }
     }
-  }
+  });
   return best_max;
 }
 
@@ -285,24 +294,28 @@ void divide_rows(std::vector<float>& W, int row0, int K, const std::vector<float
 }
 
 void divide_inputs(std::vector<float>& x, const std::vector<float>& s) {
-  const std::size_t K = s.size();
-#pragma omp parallel for schedule(static)
-  for (std::int64_t i = 0; i < static_cast<std::int64_t>(x.size()); ++i) x[i] /= s[i % K];
+  const std::int64_t K = static_cast<std::int64_t>(s.size());
+  ThreadPool::global().parallel_for(static_cast<std::int64_t>(x.size()) / K, [&](std::int64_t t0, std::int64_t t1) {
+    for (std::int64_t t = t0; t < t1; ++t)
+      for (std::int64_t k = 0; k < K; ++k) x[t * K + k] /= s[k];
+  }, 64);
 }
 
 }  // namespace
 
 void fake_quantize_nk(const float* W, int N, int K, int G, float* out) {
-#pragma omp parallel for schedule(static) if (static_cast<std::int64_t>(N) * K > 65536)
-  for (int n = 0; n < N; ++n) {
-    for (int g = 0; g < K; g += G) {
-      const float* w = W + static_cast<std::size_t>(n) * K + g;
-      float* o = out + static_cast<std::size_t>(n) * K + g;
-      const auto [lo, hi] = std::minmax_element(w, w + G);
-      const AwqGroupParams p = awq_group_params(*lo, *hi);
-      for (int k = 0; k < G; ++k) o[k] = (static_cast<float>(awq_quantize_value(w[k], p)) - static_cast<float>(p.zero)) * p.scale;
+  ThreadPool::global().parallel_for(N, [&](std::int64_t n0, std::int64_t n1) {
+    for (std::int64_t n = n0; n < n1; ++n) {
+      for (int g = 0; g < K; g += G) {
+        const float* w = W + n * K + g;
+        float* o = out + n * K + g;
+        const auto [lo, hi] = std::minmax_element(w, w + G);
+        const AwqGroupParams p = awq_group_params(*lo, *hi);
+        for (int k = 0; k < G; ++k)
+          o[k] = (static_cast<float>(awq_quantize_value(w[k], p)) - static_cast<float>(p.zero)) * p.scale;
+      }
     }
-  }
+  }, std::max(1, 65536 / K));
 }
 
 nlohmann::json quantized_config(const nlohmann::json& original, int group_size) {

@@ -11,6 +11,7 @@
 
 #include "engine/checkpoint_writer.h"
 #include "engine/fp16.h"
+#include "engine/thread_pool.h"
 
 namespace awqd {
 
@@ -248,9 +249,9 @@ inline float normal_from(std::uint64_t r) {
 template <typename T, typename F>
 void fill_parallel(std::byte* dst, std::size_t count, std::uint64_t key, F f) {
   T* out = reinterpret_cast<T*>(dst);
-#pragma omp parallel for schedule(static, 65536)
-  for (std::int64_t i = 0; i < static_cast<std::int64_t>(count); ++i)
-    out[i] = f(mix(key + static_cast<std::uint64_t>(i)), static_cast<std::size_t>(i));
+  ThreadPool::global().parallel_for(static_cast<std::int64_t>(count), [&](std::int64_t i0, std::int64_t i1) {
+    for (std::int64_t i = i0; i < i1; ++i) out[i] = f(mix(key + static_cast<std::uint64_t>(i)), static_cast<std::size_t>(i));
+  }, 65536);
 }
 
 void write_json(const fs::path& path, const json& j) {
