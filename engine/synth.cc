@@ -320,6 +320,12 @@ json synth_config(const std::string& name) {
   return c;
 }
 
+void write_synth_tokenizer(const fs::path& dir, const std::string& name) {
+  const Preset& p = find_preset(name);
+  fs::create_directories(dir);
+  write_byte_level_tokenizer(dir, p.family, p.vocab);
+}
+
 SynthResult synth_model(const SynthOptions& o, const std::function<void(std::size_t, std::size_t)>& progress) {
   const auto start = std::chrono::steady_clock::now();
   const Preset& p = find_preset(o.like);
@@ -406,7 +412,7 @@ SynthResult synth_model(const SynthOptions& o, const std::function<void(std::siz
       }
     if (!any) throw std::runtime_error(o.tokenizer_dir.string() + ": no tokenizer.json(.xz) to copy");
   } else {
-    write_byte_level_tokenizer(o.out, p.family, p.vocab);
+    write_synth_tokenizer(o.out, o.like);
   }
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return result;
