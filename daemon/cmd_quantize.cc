@@ -48,6 +48,7 @@ int run(const QuantizeArgs& a) {
   o.method = a.method == "rtn" ? QuantMethod::kRtn : QuantMethod::kAwq;
   o.group_size = a.group_size;
   o.duo_scaling = !a.no_duo_scaling;
+  require_no_checkpoint(a.out);
   const auto weights = ModelWeights::load(a.model);
 
   std::vector<std::vector<std::int32_t>> samples;

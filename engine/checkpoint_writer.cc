@@ -114,6 +114,16 @@ int write_checkpoint(const std::filesystem::path& dir, const std::vector<TensorS
   return static_cast<int>(n);
 }
 
+void require_no_checkpoint(const std::filesystem::path& dir) {
+  if (!std::filesystem::is_directory(dir)) return;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    const std::string name = e.path().filename().string();
+    if (e.path().extension() == ".safetensors" || name == "model.safetensors.index.json")
+      throw std::runtime_error(dir.string() + " already holds a checkpoint (" + name +
+                               "); write into a new or empty directory");
+  }
+}
+
 void CheckpointWriter::write(const std::filesystem::path& dir, std::size_t max_shard_bytes) const {
   std::vector<TensorSource> sources;
   for (const auto& e : entries_)

@@ -32,6 +32,10 @@ struct TensorSource {
 int write_checkpoint(const std::filesystem::path& dir, const std::vector<TensorSource>& tensors,
                       std::size_t max_shard_bytes);
 
+// Throws std::runtime_error when `dir` already holds safetensors files or an index: a new
+// checkpoint written beside an old one's shards would be read mixed with them.
+void require_no_checkpoint(const std::filesystem::path& dir);
+
 // Tensors collected in memory, then written with write_checkpoint.
 class CheckpointWriter {
  public:

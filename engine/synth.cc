@@ -397,6 +397,7 @@ SynthResult synth_model(const SynthOptions& o, const std::function<void(std::siz
       };
     }
   }
+  require_no_checkpoint(o.out);
   fs::create_directories(o.out);
   const std::size_t shard = result.weight_bytes > o.max_shard_bytes ? o.max_shard_bytes : 0;
   result.shards = write_checkpoint(o.out, tensors, shard);
