@@ -38,7 +38,9 @@ constexpr std::size_t kShardBytes = 5'000'000'000;
 void copy_side_files(const fs::path& from, const fs::path& to) {
   for (const char* name : {"tokenizer.json", "tokenizer.json.xz", "tokenizer_config.json", "tokenizer.model",
                            "special_tokens_map.json", "generation_config.json"}) {
-    if (fs::exists(from / name)) fs::copy_file(from / name, to / name, fs::copy_options::overwrite_existing);
+    if (!fs::exists(from / name)) continue;
+    fs::copy_file(from / name, to / name, fs::copy_options::overwrite_existing);
+    fs::permissions(to / name, fs::perms::owner_read | fs::perms::owner_write, fs::perm_options::add);
   }
 }
 

@@ -409,6 +409,7 @@ SynthResult synth_model(const SynthOptions& o, const std::function<void(std::siz
     for (const char* name : {"tokenizer.json", "tokenizer.json.xz", "tokenizer_config.json", "special_tokens_map.json"})
       if (fs::exists(o.tokenizer_dir / name)) {
         fs::copy_file(o.tokenizer_dir / name, o.out / name, fs::copy_options::overwrite_existing);
+        fs::permissions(o.out / name, fs::perms::owner_read | fs::perms::owner_write, fs::perm_options::add);
         any = true;
       }
     if (!any) throw std::runtime_error(o.tokenizer_dir.string() + ": no tokenizer.json(.xz) to copy");
