@@ -2,7 +2,7 @@
 // checkpoint out (engine/quantize.h has the algorithm). On the CPU, in fp32.
 //
 //   awqd quantize --model DIR --out DIR [--calib FILE] [--samples 128] [--seq-len 512]
-//                 [--group-size 128] [--method awq|rtn] [--no-duo-scaling]
+//                 [--group-size 128] [--method awq|rtn] [--no-duo-scaling] [--no-scale-search] [--no-clip]
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -28,7 +28,7 @@ namespace fs = std::filesystem;
 struct QuantizeArgs {
   std::string model, out, calib, method = "awq";
   int samples = 128, seq_len = 512, group_size = 128;
-  bool no_duo_scaling = false;
+  bool no_duo_scaling = false, no_scale_search = false, no_clip = false;
 };
 
 // Real releases shard at about 5 GB; smaller checkpoints are one model.safetensors.
@@ -50,6 +50,8 @@ int run(const QuantizeArgs& a) {
   o.method = a.method == "rtn" ? QuantMethod::kRtn : QuantMethod::kAwq;
   o.group_size = a.group_size;
   o.duo_scaling = !a.no_duo_scaling;
+  if (a.no_scale_search) o.scale_grid = 0;
+  if (a.no_clip) o.clip_max_shrink = 0.0f;
   require_no_checkpoint(a.out);
   const auto weights = ModelWeights::load(a.model);
 
@@ -104,6 +106,8 @@ void add_quantize_command(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::IsMember({"awq", "rtn"}));
   sub->add_flag("--no-duo-scaling", a->no_duo_scaling, "Scale search with s = x_mean^a alone (not / w_mean^(1-a))");
+  sub->add_flag("--no-scale-search", a->no_scale_search, "AWQ without the scale search (clip search only; ablation)");
+  sub->add_flag("--no-clip", a->no_clip, "AWQ without the clip search (scale search only; ablation)");
   set_action(sub, [a] { return run(*a); });
 }
 

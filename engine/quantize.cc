@@ -208,8 +208,9 @@ SearchResult search_scales(const cpu::DecoderLayer& layer, const std::vector<Row
   };
   const std::vector<float> w_mean = mean_normalised_weight(layer, linears, K, o.group_size);
   SearchResult best;
-  best.loss = INFINITY;
   best.loss_no_scale = trial_loss(std::vector<float>(K, 1.0f));
+  best.loss = o.scale_grid > 0 ? INFINITY : best.loss_no_scale;  // no grid: s = 1
+  best.scales.assign(K, 1.0f);
   for (int i = 0; i < o.scale_grid; ++i) {
     const float a = static_cast<float>(i) / static_cast<float>(o.scale_grid);
     std::vector<float> s = candidate_scales(x_mean, w_mean, a, o.duo_scaling);

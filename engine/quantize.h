@@ -41,10 +41,10 @@ enum class QuantMethod { kAwq, kRtn };
 struct QuantizeOptions {
   QuantMethod method = QuantMethod::kAwq;
   int group_size = 128;        // G: 32, 64 or 128; every linear's K must be a multiple
-  int scale_grid = 20;         // a = 0, 1/20, ..., 19/20
+  int scale_grid = 20;         // a = 0, 1/20, ..., 19/20; 0: no scale search (s = 1)
   bool duo_scaling = true;     // divide by w_mean^(1-a) (AutoAWQ's default)
   int clip_grid = 20;          // shrink steps of 1/20 ...
-  float clip_max_shrink = 0.5f;  // ... up to (not including) half: 1.0 down to 0.55
+  float clip_max_shrink = 0.5f;  // ... up to (not including) half: 1.0 down to 0.55; 0: no clipping
   int clip_tokens = 512;       // kept tokens the clip search measures on
   int chunk_tokens = 8192;     // tokens per forward chunk (bounds activation memory)
 };
