@@ -24,16 +24,15 @@
 namespace awqd::cuda::ptx {
 
 __device__ __forceinline__ std::uint32_t pack_half2(float lo, float hi) {
-  const __half2 h = __floats2half2_rn(lo, hi);
-  std::uint32_t u;
-  std::memcpy(&u, &h, 4);
-  return u;
+  const __half2_raw r = __floats2half2_rn(lo, hi);
+  return static_cast<std::uint32_t>(r.x) | static_cast<std::uint32_t>(r.y) << 16;
 }
 
 __device__ __forceinline__ float2 unpack_half2(std::uint32_t u) {
-  __half2 h;
-  std::memcpy(&h, &u, 4);
-  return __half22float2(h);
+  __half2_raw r;
+  r.x = static_cast<unsigned short>(u & 0xFFFFu);
+  r.y = static_cast<unsigned short>(u >> 16);
+  return __half22float2(__half2(r));
 }
 
 // 8 fp16 in a 16-byte vector <-> 8 floats.

@@ -10,8 +10,10 @@
 // weights are null). rope is HF's half-rotation ("rotate_half") layout: for i < head_dim / 2,
 //   out[i]              = x[i] cos(p f_i) - x[i + head_dim/2] sin(p f_i)
 //   out[i + head_dim/2] = x[i + head_dim/2] cos(p f_i) + x[i] sin(p f_i)
-// with f = inv_freq (kernels/rope_freq.h: default, linear and llama3 scaling). All arithmetic in
-// fp32 (angles p * f_i in fp32 as HF does), one rounding to fp16 at the store. A negative slot
+// with f = inv_freq, the [head_dim / 2] fp32 table the engine computes once per model with
+// cpu::rope_inv_freq (default, linear and llama3 scaling), so the CPU reference and the GPU
+// rotate by identical angles. All arithmetic in fp32 (angle p * f_i in fp32 as HF does), one
+// rounding to fp16 at the store. A negative slot
 // means "do not cache this token" (padding). q_out may be the qkv buffer itself (in place; pass
 // q_out_stride = (num_heads + 2 * num_kv_heads) * head_dim).
 //

@@ -29,6 +29,8 @@
 #include <functional>
 #include <type_traits>
 
+#include "kernels/emu/emu_device.h"
+
 // ---- qualifiers ---------------------------------------------------------------------------
 #undef __global__
 #undef __device__
@@ -74,13 +76,6 @@ unsigned char* dynamic_smem();
 // Runs `body` as a kernel over grid x block with `smem_bytes` of dynamic shared memory.
 void launch(dim3 grid, dim3 block, std::size_t smem_bytes, const std::function<void()>& body);
 
-// What the emulated device reports (the launchers size grids from these).
-struct EmuDevice {
-  int sm_version = 90;
-  int multiprocessors = 4;
-  std::size_t smem_per_block_optin = 227 * 1024;
-};
-EmuDevice& device();
 
 // Exchanges one value of each lane of the warp; returns the value lane `src` contributed.
 template <typename T>
