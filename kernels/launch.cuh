@@ -42,7 +42,9 @@ namespace detail {
 void allow_dynamic_smem(const void* kernel, std::size_t bytes);
 }  // namespace detail
 
-// Launches kernel<<<grid, block, smem, stream>>>(args...) and checks the launch.
+#if defined(__CUDACC__) || defined(AWQD_EMULATE)
+// Launches kernel<<<grid, block, smem, stream>>>(args...) and checks the launch. (Kernel
+// sources only; host C++ may include this header for the path and device queries above.)
 template <typename... Params, typename... Args>
 void launch(void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t smem, cudaStream_t stream,
             Args&&... args) {
@@ -56,6 +58,7 @@ void launch(void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t smem, 
   CUDA_CHECK_LAUNCH();
 #endif
 }
+#endif
 
 }  // namespace awqd::cuda
 

@@ -25,6 +25,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <algorithm>
 #include <cstring>
 #include <functional>
 #include <type_traits>
@@ -100,6 +101,10 @@ void warp_gather(const T& v, T (&all)[32]) {
 }
 
 }  // namespace awqd::emu
+
+// Device code calls min/max unqualified (CUDA's integer overloads).
+using std::max;
+using std::min;
 
 // ---- built-in variables ---------------------------------------------------------------------
 #define threadIdx (::awqd::emu::self().tid)
