@@ -111,9 +111,10 @@ __global__ void __launch_bounds__(kThreads, 2) decode_attention_kernel(const Par
   // Where lane copies chunk i of a tile: row and chunk within the row.
   auto copy_row = [&](int i) { return (lane + i * kWarpSize) / C::kChunks; };
   auto copy_chunk = [&](int i) { return (lane + i * kWarpSize) % C::kChunks; };
-  auto block_src = [&](int i_block, int row, int chunk, const __half* cache) {
-    const int blk = blk_begin + warp + kWarps * i_block;
-    return cache + kv_cache_offset(table[blk], kvh, row, p.num_kv_heads, kHeadDim) + chunk * 8;
+  // Element offset of row 0 of this warp's i-th block's slice (one block-table read).
+  auto block_base = [&](int i_block) {
+    return kv_cache_offset(table[blk_begin + warp + kWarps * i_block], kvh, 0, p.num_kv_heads,
+                           kHeadDim);
   };
   auto rows_valid = [&](int i_block) {  // tokens of the block inside the context
     return ctx - (blk_begin + warp + kWarps * i_block) * kKvCacheBlockSize;
@@ -181,15 +182,15 @@ __global__ void __launch_bounds__(kThreads, 2) decode_attention_kernel(const Par
     auto issue = [&](int i_block) {
       __half* ks_tile = wsmem + (i_block % C::kStages) * 2 * C::kTileElems;
       const int valid = rows_valid(i_block);
+      const std::size_t base = block_base(i_block);
 #pragma unroll
       for (int i = 0; i < C::kCopies; ++i) {
         const int row = copy_row(i), chunk = copy_chunk(i);
         const bool ok = row < valid;
-        const int src_row = ok ? row : 0;  // a zero-filled copy still names a valid address
-        ptx::cp_async_16(ks_tile + swz<kHeadDim>(row, chunk),
-                         block_src(i_block, src_row, chunk, p.k_cache), ok);
-        ptx::cp_async_16(ks_tile + C::kTileElems + swz<kHeadDim>(row, chunk),
-                         block_src(i_block, src_row, chunk, p.v_cache), ok);
+        // A zero-filled copy still names a valid address (row 0 of the block).
+        const std::size_t src = base + (ok ? row : 0) * kHeadDim + chunk * 8;
+        ptx::cp_async_16(ks_tile + swz<kHeadDim>(row, chunk), p.k_cache + src, ok);
+        ptx::cp_async_16(ks_tile + C::kTileElems + swz<kHeadDim>(row, chunk), p.v_cache + src, ok);
       }
     };
 #pragma unroll
@@ -210,14 +211,14 @@ __global__ void __launch_bounds__(kThreads, 2) decode_attention_kernel(const Par
     uint4 kr[C::kCopies], vr[C::kCopies];
     auto load = [&](int i_block) {
       const int valid = rows_valid(i_block);
+      const std::size_t base = block_base(i_block);
 #pragma unroll
       for (int i = 0; i < C::kCopies; ++i) {
         const int row = copy_row(i), chunk = copy_chunk(i);
+        const std::size_t src = base + row * kHeadDim + chunk * 8;
         const bool ok = row < valid;
-        kr[i] = ok ? *reinterpret_cast<const uint4*>(block_src(i_block, row, chunk, p.k_cache))
-                   : make_uint4(0, 0, 0, 0);
-        vr[i] = ok ? *reinterpret_cast<const uint4*>(block_src(i_block, row, chunk, p.v_cache))
-                   : make_uint4(0, 0, 0, 0);
+        kr[i] = ok ? *reinterpret_cast<const uint4*>(p.k_cache + src) : make_uint4(0, 0, 0, 0);
+        vr[i] = ok ? *reinterpret_cast<const uint4*>(p.v_cache + src) : make_uint4(0, 0, 0, 0);
       }
     };
     if (my_count > 0) load(0);

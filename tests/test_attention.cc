@@ -22,6 +22,7 @@
 #include "engine/executor.h"
 #include "engine/fp16.h"
 #include "kernels/attention_decode.cuh"
+#include "kernels/attention_prefill.cuh"
 #include "kernels/kv_cache.cuh"
 #include "kernels/launch.cuh"
 #include "tests/kernel_test_util.h"
@@ -222,6 +223,71 @@ TEST_P(DecodeAttention, MatchesReference) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Paths, DecodeAttention, ::testing::Values(false, true),
+                         [](const auto& info) { return info.param ? "Sm75" : "Sm80"; });
+
+// ---- prefill ---------------------------------------------------------------------------------
+
+struct PrefillCase {
+  int heads, kv_heads, head_dim;
+  std::vector<int> ctx, q_lens;  // q_len <= ctx: the last q_len tokens are new
+  float q_scale = 1.0f;
+};
+
+void run_prefill(const PrefillCase& c, bool sm75, std::mt19937_64& rng) {
+  const Scenario s = make_scenario(c.heads, c.kv_heads, c.head_dim, c.ctx, c.q_lens, rng, c.q_scale);
+  PathScope path(sm75);
+  KernelBuffer<half_bits> dq(s.q), dk(s.k_cache), dv(s.v_cache), dout(s.q.size());
+  KernelBuffer<int> dcu(s.cu_seqlens), dpos(s.positions), dtables(s.block_tables);
+  cuda::PrefillAttentionArgs a;
+  a.out = as_half<__half>(dout);
+  a.out_stride = s.heads * s.head_dim;
+  a.q = as_half<const __half>(dq);
+  a.q_stride = s.heads * s.head_dim;
+  a.k_cache = as_half<const __half>(dk);
+  a.v_cache = as_half<const __half>(dv);
+  a.cu_seqlens_q = dcu.get();
+  a.positions = dpos.get();
+  a.block_tables = dtables.get();
+  a.max_blocks_per_seq = s.max_blocks;
+  a.num_seqs = s.seqs();
+  a.num_tokens = s.tokens();
+  a.num_heads = s.heads;
+  a.num_kv_heads = s.kv_heads;
+  a.head_dim = s.head_dim;
+  cuda::prefill_attention(a, nullptr);
+  const std::string what = std::string("prefill ") + path_name(sm75) + " " + s.describe();
+  EXPECT_TRUE(all_close(what, test::to_float(dout.download()), reference(s), kAtol, kRtol));
+}
+
+class PrefillAttention : public ::testing::TestWithParam<bool> {};
+
+TEST_P(PrefillAttention, MatchesReference) {
+  AWQD_KERNEL_TEST_PRELUDE();
+  const bool sm75 = GetParam();
+  std::mt19937_64 rng(sm75 ? 21 : 22);
+  std::vector<PrefillCase> cases = {
+      {8, 2, 128, {1}, {1}},                        // one token
+      {8, 2, 128, {100}, {100}},                    // whole prompt, ratio 4
+      {4, 4, 64, {70}, {70}, 3.0f},                 // MHA, sharp softmax
+      {14, 2, 64, {163 + 37}, {37}},                // chunk after a cached prefix, ratio 7
+      {8, 1, 128, {40, 1, 90, 17}, {40, 1, 25, 3}},  // mixed prefill/decode, ratio 8
+      {20, 1, 64, {33}, {33}},                      // ratio 20
+  };
+  if (!test::kEmulated) {
+    cases.push_back({32, 8, 128, {4096}, {4096}});
+    cases.push_back({32, 8, 128, {3000, 2048, 600}, {1000, 2048, 1}});
+    cases.push_back({28, 4, 128, {1500, 777}, {1500, 300}, 2.0f});
+    cases.push_back({32, 32, 128, {513}, {513}});
+    cases.push_back({64, 8, 128, {1024, 64}, {512, 64}});
+    cases.push_back({16, 8, 64, {2000, 100, 5}, {2000, 100, 5}});
+    std::vector<int> ctx = random_lengths(40, 1, 700, rng), q_lens(40);
+    for (int i = 0; i < 40; ++i) q_lens[i] = 1 + static_cast<int>(rng() % ctx[i]);
+    cases.push_back({32, 8, 128, ctx, q_lens});
+  }
+  for (const auto& c : cases) run_prefill(c, sm75, rng);
+}
+
+INSTANTIATE_TEST_SUITE_P(Paths, PrefillAttention, ::testing::Values(false, true),
                          [](const auto& info) { return info.param ? "Sm75" : "Sm80"; });
 
 TEST(DecodeAttentionArgs, RejectsBadShapes) {

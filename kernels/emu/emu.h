@@ -129,6 +129,12 @@ T __shfl_xor_sync(unsigned, T v, int mask, int width = 32) {
   return ::awqd::emu::warp_exchange(v, (lane & ~(width - 1)) | ((lane ^ mask) & (width - 1)));
 }
 template <typename T>
+T __shfl_up_sync(unsigned, T v, unsigned delta, int width = 32) {
+  const int lane = ::awqd::emu::self().lane;
+  const int in = lane % width - static_cast<int>(delta);
+  return ::awqd::emu::warp_exchange(v, in >= 0 ? lane - static_cast<int>(delta) : lane);
+}
+template <typename T>
 T __shfl_down_sync(unsigned, T v, unsigned delta, int width = 32) {
   const int lane = ::awqd::emu::self().lane;
   const int in = lane % width + static_cast<int>(delta);
