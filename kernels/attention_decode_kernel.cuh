@@ -53,10 +53,18 @@ struct Config {
   static_assert((kRows * kMaxSplits + 4 * kThreads) * 4 <= kSmemBytes);
 };
 
-// Offset (in fp16 elements) of 16-byte chunk `chunk` of row `row` in a swizzled tile.
+// Offset (in fp16 elements) of 16-byte chunk `chunk` of row `row` in a swizzled tile: chunk c
+// of row r is stored at chunk c ^ (r % 8), so the 8 rows an ldmatrix reads hit 8 bank groups.
 template <int kHeadDim>
 __device__ __forceinline__ int swz(int row, int chunk) {
   return row * kHeadDim + ((chunk ^ (row & 7)) << 3);
+}
+
+// ldmatrix addressing without per-load index math: a lane reads row `row` and chunk 2s + b,
+// whose swizzled offset is lane_base(row, b) ^ (16 s) (2s + b == 2s ^ b; 16 s < head_dim).
+template <int kHeadDim>
+__device__ __forceinline__ int ldsm_lane_base(int row, int b) {
+  return row * kHeadDim + 8 * (b ^ (row & 7));
 }
 
 template <int kHeadDim, bool kSm75>
@@ -126,10 +134,12 @@ __global__ void __launch_bounds__(kThreads, 2) decode_attention_kernel(const Par
     const __half* vs_tile = ks_tile + C::kTileElems;
     float s[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
     const int mi = lane / 8, r8 = lane % 8;
+    const int k_lane = ldsm_lane_base<kHeadDim>((mi / 2) * 8 + r8, mi % 2);
+    const int v_lane = ldsm_lane_base<kHeadDim>((mi % 2) * 8 + r8, mi / 2);
 #pragma unroll
     for (int ks = 0; ks < kHeadDim / 16; ++ks) {
       std::uint32_t kb[4];  // (keys 0-7, d lo) (keys 0-7, d hi) (keys 8-15, d lo) (keys 8-15, d hi)
-      ptx::ldmatrix_x4(kb, ks_tile + swz<kHeadDim>((mi / 2) * 8 + r8, 2 * ks + (mi % 2)));
+      ptx::ldmatrix_x4(kb, ks_tile + (k_lane ^ (16 * ks)));
       ptx::mma_16816<kSm75>(s[0], qa[ks], kb[0], kb[1]);
       ptx::mma_16816<kSm75>(s[1], qa[ks], kb[2], kb[3]);
     }
@@ -171,7 +181,7 @@ __global__ void __launch_bounds__(kThreads, 2) decode_attention_kernel(const Par
 #pragma unroll
     for (int np = 0; np < kHeadDim / 16; ++np) {
       std::uint32_t vb[4];  // (keys 0-7, d tile 2np) (keys 8-15, 2np) (0-7, 2np+1) (8-15, 2np+1)
-      ptx::ldmatrix_x4_trans(vb, vs_tile + swz<kHeadDim>((mi % 2) * 8 + r8, 2 * np + mi / 2));
+      ptx::ldmatrix_x4_trans(vb, vs_tile + (v_lane ^ (16 * np)));
       ptx::mma_16816<kSm75>(o[2 * np], pa, vb[0], vb[1]);
       ptx::mma_16816<kSm75>(o[2 * np + 1], pa, vb[2], vb[3]);
     }

@@ -44,9 +44,19 @@ struct Config {
   static_assert(kRowsPerCta == kKeysPerTile, "Q is staged in a K tile's place");
 };
 
+// Shared-memory tiles are [rows][head_dim] fp16 with 16-byte chunk c of row r stored at chunk
+// c ^ (r % 8): the 8 rows an ldmatrix reads then hit 8 different bank groups.
 template <int kHeadDim>
 __device__ __forceinline__ int swz(int row, int chunk) {
   return row * kHeadDim + ((chunk ^ (row & 7)) << 3);
+}
+
+// ldmatrix addressing without per-load index math: a lane reads row r8 (+ multiples of 8) and
+// chunk 2s + b, whose swizzled offset is lane_base(row, b) ^ (16 s) (2s + b == 2s ^ b, and the
+// XOR stays inside the row because 16 s < head_dim).
+template <int kHeadDim>
+__device__ __forceinline__ int ldsm_lane_base(int row, int b) {
+  return row * kHeadDim + 8 * (b ^ (row & 7));
 }
 
 template <int kHeadDim, bool kSm75>
@@ -146,6 +156,8 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_attention_kernel(const Pa
     if (j * kKeysPerTile > warp_max) return;  // every key of the tile is in this warp's future
     const __half* k_tile = smem + st * 2 * C::kTileElems;
     const __half* v_tile = k_tile + C::kTileElems;
+    const int k_lane = ldsm_lane_base<kHeadDim>((mi / 2) * 8 + r8, mi % 2);
+    const int v_lane = ldsm_lane_base<kHeadDim>((mi % 2) * 8 + r8, mi / 2);
     float s[8][4];
 #pragma unroll
     for (int nt = 0; nt < 8; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
@@ -154,7 +166,7 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_attention_kernel(const Pa
 #pragma unroll
       for (int np = 0; np < 4; ++np) {
         std::uint32_t kb[4];
-        ptx::ldmatrix_x4(kb, k_tile + swz<kHeadDim>(np * 16 + (mi / 2) * 8 + r8, 2 * ks + mi % 2));
+        ptx::ldmatrix_x4(kb, k_tile + np * 16 * kHeadDim + (k_lane ^ (16 * ks)));
         ptx::mma_16816<kSm75>(s[2 * np], qa[ks], kb[0], kb[1]);
         ptx::mma_16816<kSm75>(s[2 * np + 1], qa[ks], kb[2], kb[3]);
       }
@@ -200,7 +212,7 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_attention_kernel(const Pa
 #pragma unroll
       for (int np = 0; np < kHeadDim / 16; ++np) {
         std::uint32_t vb[4];
-        ptx::ldmatrix_x4_trans(vb, v_tile + swz<kHeadDim>(kk * 16 + (mi % 2) * 8 + r8, 2 * np + mi / 2));
+        ptx::ldmatrix_x4_trans(vb, v_tile + kk * 16 * kHeadDim + (v_lane ^ (16 * np)));
         ptx::mma_16816<kSm75>(o[2 * np], pa, vb[0], vb[1]);
         ptx::mma_16816<kSm75>(o[2 * np + 1], pa, vb[2], vb[3]);
       }
@@ -254,21 +266,22 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_attention_kernel(const Pa
     __syncthreads();
     load_q_fragments();
     for (int j = 0; j < ntiles; ++j) {
-      uint4 kr[C::kCopies], vr[C::kCopies];
-#pragma unroll
-      for (int i = 0; i < C::kCopies; ++i) {
-        const int c = tid + i * kThreads, row = c / C::kChunks, chunk = c % C::kChunks;
-        const __half* ks = kv_src(j * kKeysPerTile + row, chunk, p.k_cache);
-        const __half* vs = kv_src(j * kKeysPerTile + row, chunk, p.v_cache);
-        kr[i] = ks ? *reinterpret_cast<const uint4*>(ks) : make_uint4(0, 0, 0, 0);
-        vr[i] = vs ? *reinterpret_cast<const uint4*>(vs) : make_uint4(0, 0, 0, 0);
-      }
       __syncthreads();  // the previous tile (and Q's staging) is no longer read
+      // K, then V, through registers (half the registers of loading both before storing).
 #pragma unroll
-      for (int i = 0; i < C::kCopies; ++i) {
-        const int c = tid + i * kThreads, row = c / C::kChunks, chunk = c % C::kChunks;
-        *reinterpret_cast<uint4*>(smem + swz<kHeadDim>(row, chunk)) = kr[i];
-        *reinterpret_cast<uint4*>(smem + C::kTileElems + swz<kHeadDim>(row, chunk)) = vr[i];
+      for (int kv = 0; kv < 2; ++kv) {
+        uint4 r[C::kCopies];
+#pragma unroll
+        for (int i = 0; i < C::kCopies; ++i) {
+          const int c = tid + i * kThreads, row = c / C::kChunks, chunk = c % C::kChunks;
+          const __half* src = kv_src(j * kKeysPerTile + row, chunk, kv ? p.v_cache : p.k_cache);
+          r[i] = src ? *reinterpret_cast<const uint4*>(src) : make_uint4(0, 0, 0, 0);
+        }
+#pragma unroll
+        for (int i = 0; i < C::kCopies; ++i) {
+          const int c = tid + i * kThreads, row = c / C::kChunks, chunk = c % C::kChunks;
+          *reinterpret_cast<uint4*>(smem + kv * C::kTileElems + swz<kHeadDim>(row, chunk)) = r[i];
+        }
       }
       __syncthreads();
       compute(0, j);
