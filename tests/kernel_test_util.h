@@ -90,7 +90,7 @@ class KernelBuffer {
   }
   void fill_bytes(int byte) {
 #ifdef AWQD_TEST_EMULATED
-    std::memset(host_.data(), byte, host_.size() * sizeof(T));
+    std::memset(static_cast<void*>(host_.data()), byte, host_.size() * sizeof(T));
 #else
     CUDA_CHECK(cudaMemset(dev_, byte, (n_ == 0 ? 1 : n_) * sizeof(T)));
 #endif
