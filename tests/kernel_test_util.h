@@ -12,6 +12,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <span>
@@ -39,6 +40,13 @@ inline constexpr bool kEmulated = true;
 inline constexpr bool kEmulated = false;
 #define AWQD_KERNEL_TEST_PRELUDE() AWQD_REQUIRE_CUDA()
 #endif
+
+// The small shape sweep only: always in emulation, and on the GPU when AWQD_TEST_QUICK is set
+// (for runs under compute-sanitizer, which is ~100x slower).
+inline bool quick() {
+  static const bool q = kEmulated || std::getenv("AWQD_TEST_QUICK") != nullptr;
+  return q;
+}
 
 // A buffer the kernels can read and write: device memory on the GPU, host memory in emulation.
 template <typename T>

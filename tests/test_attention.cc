@@ -207,7 +207,7 @@ TEST_P(DecodeAttention, MatchesReference) {
       {20, 1, 64, {40, 9}, 2},                      // ratio 20: two query-head groups
       {4, 1, 128, random_lengths(5, 1, 70, rng)},   // ragged batch
   };
-  if (!test::kEmulated) {
+  if (!test::quick()) {
     cases.push_back({32, 8, 128, {16384}});                                  // batch 1, 16k
     cases.push_back({32, 8, 128, random_lengths(16, 1, 4096, rng)});
     cases.push_back({32, 8, 128, random_lengths(64, 1, 2048, rng)});
@@ -273,7 +273,7 @@ TEST_P(PrefillAttention, MatchesReference) {
       {8, 1, 128, {40, 1, 90, 17}, {40, 1, 25, 3}},  // mixed prefill/decode, ratio 8
       {20, 1, 64, {33}, {33}},                      // ratio 20
   };
-  if (!test::kEmulated) {
+  if (!test::quick()) {
     cases.push_back({32, 8, 128, {4096}, {4096}});
     cases.push_back({32, 8, 128, {3000, 2048, 600}, {1000, 2048, 1}});
     cases.push_back({28, 4, 128, {1500, 777}, {1500, 300}, 2.0f});

@@ -41,7 +41,7 @@ TEST(RmsNorm, MatchesReferenceWithAndWithoutResidual) {
     int rows, hidden;
   };
   std::vector<Shape> shapes = {{1, 8}, {3, 64}, {5, 896}, {2, 4096}, {7, 5120}};
-  if (!test::kEmulated) shapes.insert(shapes.end(), {{64, 4096}, {257, 3584}, {33, 8192}, {2, 16384}});
+  if (!test::quick()) shapes.insert(shapes.end(), {{64, 4096}, {257, 3584}, {33, 8192}, {2, 16384}});
   for (const auto& [rows, hidden] : shapes) {
     for (const bool add : {false, true}) {
       const std::string what = std::string(add ? "add_rmsnorm" : "rmsnorm") +
@@ -95,7 +95,7 @@ TEST(QkvRopeCache, MatchesReference) {
       {3, 14, 2, 64, true, RopeScaling::Type::kLinear},
       {9, 28, 4, 128, false, RopeScaling::Type::kNone},
   };
-  if (!test::kEmulated) {
+  if (!test::quick()) {
     cases.insert(cases.end(), {{64, 32, 8, 128, true, RopeScaling::Type::kLlama3},
                                {300, 64, 8, 128, false, RopeScaling::Type::kNone},
                                {100, 40, 8, 128, true, RopeScaling::Type::kNone}});
@@ -202,7 +202,7 @@ TEST(SiluMul, MatchesReferenceFusedAndSeparateInputs) {
   AWQD_KERNEL_TEST_PRELUDE();
   std::mt19937_64 rng(3);
   std::vector<std::pair<int, int>> shapes = {{1, 8}, {3, 136}, {5, 4864}};
-  if (!test::kEmulated) shapes.insert(shapes.end(), {{64, 14336}, {300, 18944}, {1, 2048}});
+  if (!test::quick()) shapes.insert(shapes.end(), {{64, 14336}, {300, 18944}, {1, 2048}});
   for (const auto& [rows, cols] : shapes) {
     const std::string what = "silu_mul rows=" + std::to_string(rows) + " cols=" + std::to_string(cols);
     const auto gate_up = random_half(static_cast<std::size_t>(rows) * 2 * cols, rng, 3.0f);

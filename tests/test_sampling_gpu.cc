@@ -265,7 +265,7 @@ TEST(GpuSampler, MatchesCpuSampler) {
   std::mt19937_64 rng(6);
   int ties = 0;
   std::vector<std::pair<int, int>> shapes = {{7, 40}, {13, 40}, {1000, 60}, {4099, 20}};
-  if (!test::kEmulated) {
+  if (!test::quick()) {
     shapes.insert(shapes.end(), {{32000, 256}, {128256, 64}, {151936, 256}, {151936, 1}, {50, 1000}});
   } else {
     shapes.push_back({50000, 3});
@@ -278,8 +278,8 @@ TEST(GpuSampler, SameRowSameTokenInAnyBatch) {
   AWQD_KERNEL_TEST_PRELUDE();
   // One row sampled alone and inside a batch of different rows: identical outputs.
   std::mt19937_64 rng(7);
-  const int vocab = test::kEmulated ? 3001 : 151936, stride = (vocab + 3) / 4 * 4;
-  const int rows = test::kEmulated ? 5 : 64;
+  const int vocab = test::quick() ? 3001 : 151936, stride = (vocab + 3) / 4 * 4;
+  const int rows = test::quick() ? 5 : 64;
   std::vector<float> logits(static_cast<std::size_t>(rows) * stride);
   std::normal_distribution<float> normal(0.0f, 2.0f);
   for (auto& x : logits) x = normal(rng);
