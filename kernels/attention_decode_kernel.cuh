@@ -49,8 +49,8 @@ struct Config {
   static constexpr int kStageBytes = kWarps * kWarpSmemElems * 2;
   static constexpr int kMergeBytes = kWarps * kRows * kHeadDim * 4;
   static constexpr int kSmemBytes = kStageBytes > kMergeBytes ? kStageBytes : kMergeBytes;
-  // The split merge reuses the space: weights [kRows][kMaxSplits] + one float4 per thread.
-  static_assert((kRows * kMaxSplits + 4 * kThreads) * 4 <= kSmemBytes);
+  // The split merge reuses the space: 2 x [kRows][kMaxSplits] floats + one float4 per thread.
+  static_assert((2 * kRows * kMaxSplits + 4 * kThreads) * 4 <= kSmemBytes);
 };
 
 // Offset (in fp16 elements) of 16-byte chunk `chunk` of row `row` in a swizzled tile: chunk c
@@ -303,24 +303,30 @@ __global__ void __launch_bounds__(kThreads, 2) decode_attention_kernel(const Par
   __syncthreads();
   if (!last_s) return;
   __threadfence();
-  // Per (row, split) weight exp2(m - M) / L, into shared memory.
-  float* w_s = o_s;                                            // [kRows][kMaxSplits]
-  float4* acc_s = reinterpret_cast<float4*>(o_s + kRows * kMaxSplits);  // [kThreads]
+  // Per (row, split) weight exp2(m - M) / L, in shared memory. The (max, sum) pairs are read by
+  // all threads at once (one L2 round trip), then each row's weights come from shared memory.
+  float* m_w = o_s;                                                     // [kRows][kMaxSplits]
+  float* w_s = o_s + kRows * kMaxSplits;                                // [kRows][kMaxSplits]
+  float4* acc_s = reinterpret_cast<float4*>(o_s + 2 * kRows * kMaxSplits);  // [kThreads]
   const std::size_t slot0 = static_cast<std::size_t>(unit) * gridDim.x;
+  for (int idx = threadIdx.x; idx < nrows * nsplits; idx += kThreads) {
+    const int row = idx / nsplits, sp = idx % nsplits;
+    m_w[row * kMaxSplits + sp] = __ldcg(p.part_m + (slot0 + sp) * kRows + row);
+    w_s[row * kMaxSplits + sp] = __ldcg(p.part_l + (slot0 + sp) * kRows + row);
+  }
+  __syncthreads();
   if (static_cast<int>(threadIdx.x) < nrows) {
     const int row = threadIdx.x;
     float mmax = -INFINITY;
-    for (int sp = 0; sp < nsplits; ++sp) {
-      mmax = fmaxf(mmax, __ldcg(p.part_m + (slot0 + sp) * kRows + row));
-    }
+    for (int sp = 0; sp < nsplits; ++sp) mmax = fmaxf(mmax, m_w[row * kMaxSplits + sp]);
     float sum = 0.0f;
     for (int sp = 0; sp < nsplits; ++sp) {
-      const float f = exp2f(__ldcg(p.part_m + (slot0 + sp) * kRows + row) - mmax);
-      w_s[row * kMaxSplits + sp] = f;
-      sum += __ldcg(p.part_l + (slot0 + sp) * kRows + row) * f;
+      const float f = exp2f(m_w[row * kMaxSplits + sp] - mmax);
+      m_w[row * kMaxSplits + sp] = f;
+      sum += w_s[row * kMaxSplits + sp] * f;
     }
     const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
-    for (int sp = 0; sp < nsplits; ++sp) w_s[row * kMaxSplits + sp] *= inv;
+    for (int sp = 0; sp < nsplits; ++sp) w_s[row * kMaxSplits + sp] = m_w[row * kMaxSplits + sp] * inv;
   }
   __syncthreads();
   // Items = (row, 4 columns). With fewer items than threads, `groups` threads share an item,
@@ -331,7 +337,7 @@ __global__ void __launch_bounds__(kThreads, 2) decode_attention_kernel(const Par
   auto partial_sum = [&](int item, int first, int step) {
     const int row = item / kCols4, c4 = item % kCols4;
     float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-#pragma unroll 4
+#pragma unroll 8
     for (int sp = first; sp < nsplits; sp += step) {
       const float f = w_s[row * kMaxSplits + sp];
       const float4 v = __ldcg(

@@ -29,7 +29,9 @@ step() {  # step NAME SECONDS command...
   local verdict=PASS
   ((rc == 124 || rc == 137)) && verdict="TIMEOUT(${limit}s)"
   ((rc != 0 && rc != 124 && rc != 137)) && verdict="FAIL(rc=$rc)"
-  summary+=("$(printf '%-28s %-14s %4ds  %s' "$name" "$verdict" $((SECONDS - start)) "$OUT/$name.log")")
+  local tests
+  tests=$(grep -E '^\[  (PASSED|FAILED|SKIPPED) +\] [0-9]+ test' "$OUT/$name.log" | tr -s ' ' | paste -sd' ')
+  summary+=("$(printf '%-22s %-14s %4ds  %s' "$name" "$verdict" $((SECONDS - start)) "$tests")")
   echo "== $name: $verdict"
   if [[ $verdict != PASS ]]; then tail -n 25 "$OUT/$name.log"; fi
   return $rc
@@ -42,7 +44,7 @@ git log -1 --format='%H %cd' >"$OUT/commit.txt" 2>/dev/null || true
 targets=(test_ops test_attention test_sampling_gpu bench_attention)
 step configure 300 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DAWQD_BUILD_DAEMON=OFF -DAWQD_CUDA_ARCHS=90a &&
-  step build 900 cmake --build build-gpu -j16 --target "${targets[@]}"
+  step build 900 cmake --build build-gpu -j"${JOBS:-16}" --target "${targets[@]}"
 built=$?
 
 if ((built == 0)); then
