@@ -1,7 +1,6 @@
-#include "kernels/activation.cuh"
-
 #include <string>
 
+#include "kernels/activation.cuh"
 #include "kernels/common.cuh"
 #include "kernels/ptx.cuh"
 
@@ -32,16 +31,15 @@ void silu_mul(__half* out, int out_stride, const __half* gate, const __half* up,
   constexpr const char* kName = "silu_mul";
   AWQD_ARG_CHECK(kName, rows >= 0 && rows <= 65535, "rows=" + std::to_string(rows));
   AWQD_ARG_CHECK(kName, cols > 0 && cols % 8 == 0, "cols=" + std::to_string(cols));
-  AWQD_ARG_CHECK(kName, out_stride >= cols && out_stride % 8 == 0 && in_stride >= cols &&
-                            in_stride % 8 == 0,
-                 "out_stride=" + std::to_string(out_stride) +
-                     " in_stride=" + std::to_string(in_stride));
+  AWQD_ARG_CHECK(
+      kName, out_stride >= cols && out_stride % 8 == 0 && in_stride >= cols && in_stride % 8 == 0,
+      "out_stride=" + std::to_string(out_stride) + " in_stride=" + std::to_string(in_stride));
   AWQD_ARG_CHECK(kName, aligned16(out) && aligned16(gate) && aligned16(up),
                  "pointers must be 16-byte aligned");
   if (rows == 0) return;
   const int chunks = cols / 8;
-  launch(silu_mul_kernel, dim3((chunks + kThreads - 1) / kThreads, rows), dim3(kThreads), 0,
-         stream, out, out_stride, gate, up, in_stride, chunks);
+  launch(silu_mul_kernel, dim3((chunks + kThreads - 1) / kThreads, rows), dim3(kThreads), 0, stream,
+         out, out_stride, gate, up, in_stride, chunks);
 }
 
 }  // namespace awqd::cuda

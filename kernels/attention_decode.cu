@@ -1,11 +1,10 @@
 // Decode attention launcher: argument checks, the split heuristic, workspace layout, dispatch to
 // the <head_dim, path> variants (kernels/attention_decode_kernel.cuh).
-#include "kernels/attention_decode.cuh"
-
 #include <algorithm>
 #include <cmath>
 #include <string>
 
+#include "kernels/attention_decode.cuh"
 #include "kernels/attention_decode_kernel.cuh"
 #include "kernels/common.cuh"
 
@@ -13,8 +12,8 @@ namespace awqd::cuda {
 
 namespace {
 
-constexpr int kCtasPerSm = 2;   // resident decode CTAs per SM (shared memory bound)
-constexpr int kWaves = 4;       // aim for this many waves of CTAs, for load balance
+constexpr int kCtasPerSm = 2;  // resident decode CTAs per SM (shared memory bound)
+constexpr int kWaves = 4;      // aim for this many waves of CTAs, for load balance
 constexpr int kMinSplitBlocks = 8;
 
 // Workspace capacity, a function of the device only: splitting happens when units < target, so
@@ -52,8 +51,8 @@ std::pair<int, int> choose_split(const DecodeAttentionArgs& a) {
   if (splits <= 0) {
     const int target = target_ctas();
     splits = units >= target ? 1 : (target + units - 1) / units;
-    splits = std::min({splits, decode::kMaxSplits,
-                       (max_blocks + kMinSplitBlocks - 1) / kMinSplitBlocks});
+    splits = std::min(
+        {splits, decode::kMaxSplits, (max_blocks + kMinSplitBlocks - 1) / kMinSplitBlocks});
     splits = std::max(splits, 1);
   }
   splits = std::min(splits, max_blocks);
@@ -78,21 +77,24 @@ void decode_attention(const DecodeAttentionArgs& a, cudaStream_t stream) {
   AWQD_ARG_CHECK(kName, a.num_kv_heads > 0 && a.num_heads > 0 && a.num_heads % a.num_kv_heads == 0,
                  "num_heads=" + std::to_string(a.num_heads) +
                      " num_kv_heads=" + std::to_string(a.num_kv_heads));
-  AWQD_ARG_CHECK(kName, a.max_context_len >= 0 &&
-                            a.max_context_len <= a.max_blocks_per_seq * kKvCacheBlockSize,
-                 "max_context_len=" + std::to_string(a.max_context_len) +
-                     " max_blocks_per_seq=" + std::to_string(a.max_blocks_per_seq));
-  AWQD_ARG_CHECK(kName, a.q_stride >= a.num_heads * a.head_dim && a.q_stride % 8 == 0 &&
-                            a.out_stride >= a.num_heads * a.head_dim && a.out_stride % 8 == 0,
-                 "q_stride=" + std::to_string(a.q_stride) +
-                     " out_stride=" + std::to_string(a.out_stride));
+  AWQD_ARG_CHECK(
+      kName,
+      a.max_context_len >= 0 && a.max_context_len <= a.max_blocks_per_seq * kKvCacheBlockSize,
+      "max_context_len=" + std::to_string(a.max_context_len) +
+          " max_blocks_per_seq=" + std::to_string(a.max_blocks_per_seq));
+  AWQD_ARG_CHECK(
+      kName,
+      a.q_stride >= a.num_heads * a.head_dim && a.q_stride % 8 == 0 &&
+          a.out_stride >= a.num_heads * a.head_dim && a.out_stride % 8 == 0,
+      "q_stride=" + std::to_string(a.q_stride) + " out_stride=" + std::to_string(a.out_stride));
   AWQD_ARG_CHECK(kName, a.num_splits >= 0 && a.num_splits <= decode::kMaxSplits,
                  "num_splits=" + std::to_string(a.num_splits));
   if (a.num_seqs == 0) return;
   AWQD_ARG_CHECK(kName, a.out && a.q && a.k_cache && a.v_cache && a.context_lens && a.block_tables,
                  "null pointer");
-  AWQD_ARG_CHECK(kName, aligned16(a.out) && aligned16(a.q) && aligned16(a.k_cache) &&
-                            aligned16(a.v_cache) && aligned16(a.workspace),
+  AWQD_ARG_CHECK(kName,
+                 aligned16(a.out) && aligned16(a.q) && aligned16(a.k_cache) &&
+                     aligned16(a.v_cache) && aligned16(a.workspace),
                  "buffers must be 16-byte aligned");
   const auto [splits, split_blocks] = choose_split(a);
   const int groups = groups_of(a);
@@ -121,7 +123,8 @@ void decode_attention(const DecodeAttentionArgs& a, cudaStream_t stream) {
   p.ratio = a.num_heads / a.num_kv_heads;
   p.groups = groups;
   p.split_blocks = split_blocks;
-  p.scale_log2 = static_cast<float>(1.4426950408889634 / std::sqrt(static_cast<double>(a.head_dim)));
+  p.scale_log2 =
+      static_cast<float>(1.4426950408889634 / std::sqrt(static_cast<double>(a.head_dim)));
   p.counters = base ? reinterpret_cast<int*>(base + w.counters) : nullptr;
   p.part_o = base ? reinterpret_cast<float*>(base + w.part_o) : nullptr;
   p.part_m = base ? reinterpret_cast<float*>(base + w.part_m) : nullptr;

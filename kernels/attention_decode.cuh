@@ -39,23 +39,23 @@
 namespace awqd::cuda {
 
 struct DecodeAttentionArgs {
-  __half* out = nullptr;          // [num_seqs, out_stride]; head h at h * head_dim
-  int out_stride = 0;             // elements between sequences of out
-  const __half* q = nullptr;      // [num_seqs, q_stride]; head h at h * head_dim
-  int q_stride = 0;               // elements between sequences of q
-  const __half* k_cache = nullptr;  // [num_blocks, num_kv_heads, 16, head_dim]
-  const __half* v_cache = nullptr;  // [num_blocks, num_kv_heads, 16, head_dim]
+  __half* out = nullptr;              // [num_seqs, out_stride]; head h at h * head_dim
+  int out_stride = 0;                 // elements between sequences of out
+  const __half* q = nullptr;          // [num_seqs, q_stride]; head h at h * head_dim
+  int q_stride = 0;                   // elements between sequences of q
+  const __half* k_cache = nullptr;    // [num_blocks, num_kv_heads, 16, head_dim]
+  const __half* v_cache = nullptr;    // [num_blocks, num_kv_heads, 16, head_dim]
   const int* context_lens = nullptr;  // [num_seqs] tokens in the cache, this step's included
   const int* block_tables = nullptr;  // [num_seqs, max_blocks_per_seq]
   int max_blocks_per_seq = 0;
   int num_seqs = 0;
   int num_heads = 0;
   int num_kv_heads = 0;
-  int head_dim = 0;               // 64 or 128
-  int max_context_len = 0;        // host-side bound on context_lens; sizes the split
-  void* workspace = nullptr;      // decode_attention_workspace_bytes(head_dim), zeroed once
+  int head_dim = 0;           // 64 or 128
+  int max_context_len = 0;    // host-side bound on context_lens; sizes the split
+  void* workspace = nullptr;  // decode_attention_workspace_bytes(head_dim), zeroed once
   std::size_t workspace_bytes = 0;
-  int num_splits = 0;             // 0: automatic; > 0 forces a split count (tests, benchmarks)
+  int num_splits = 0;  // 0: automatic; > 0 forces a split count (tests, benchmarks)
 };
 
 // Workspace the current device needs for any batch (partial results and counters). Allocate it

@@ -41,7 +41,7 @@ struct Params {
 
 template <int kHeadDim, bool kSm75>
 struct Config {
-  static constexpr int kChunks = kHeadDim / 8;                   // 16-byte chunks per row
+  static constexpr int kChunks = kHeadDim / 8;                     // 16-byte chunks per row
   static constexpr int kTileElems = kKvCacheBlockSize * kHeadDim;  // one block's K (or V) slice
   static constexpr int kStages = kSm75 ? 1 : 3;
   static constexpr int kCopies = kKvCacheBlockSize * kChunks / kWarpSize;  // per lane per tile
@@ -90,7 +90,8 @@ __global__ void __launch_bounds__(kThreads, 2) decode_attention_kernel(const Par
   const int blk_end = min(nblocks, blk_begin + p.split_blocks);
   const int* table = p.block_tables + static_cast<std::size_t>(seq) * p.max_blocks_per_seq;
   // This warp's blocks: blk_begin + warp + kWarps * i for i < my_count.
-  const int my_count = blk_begin + warp < blk_end ? (blk_end - blk_begin - warp + kWarps - 1) / kWarps : 0;
+  const int my_count =
+      blk_begin + warp < blk_end ? (blk_end - blk_begin - warp + kWarps - 1) / kWarps : 0;
 
   // Q as A fragments: rows = the unit's query heads (zero past nrows), k = head_dim.
   std::uint32_t qa[kHeadDim / 16][4];
@@ -102,9 +103,8 @@ __global__ void __launch_bounds__(kThreads, 2) decode_attention_kernel(const Par
 #pragma unroll
       for (int r = 0; r < 4; ++r) {
         const int row = g + (r % 2) * 8, col = ks * 16 + (r / 2) * 8 + 2 * t;
-        qa[ks][r] = row < nrows
-                        ? *reinterpret_cast<const std::uint32_t*>(qrow + row * kHeadDim + col)
-                        : 0u;
+        qa[ks][r] =
+            row < nrows ? *reinterpret_cast<const std::uint32_t*>(qrow + row * kHeadDim + col) : 0u;
       }
     }
   }
@@ -176,8 +176,9 @@ __global__ void __launch_bounds__(kThreads, 2) decode_attention_kernel(const Par
     for (int n = 0; n < kHeadDim / 8; ++n) {
       o[n][0] *= alpha[0], o[n][1] *= alpha[0], o[n][2] *= alpha[1], o[n][3] *= alpha[1];
     }
-    const std::uint32_t pa[4] = {ptx::pack_half2(s[0][0], s[0][1]), ptx::pack_half2(s[0][2], s[0][3]),
-                                 ptx::pack_half2(s[1][0], s[1][1]), ptx::pack_half2(s[1][2], s[1][3])};
+    const std::uint32_t pa[4] = {
+        ptx::pack_half2(s[0][0], s[0][1]), ptx::pack_half2(s[0][2], s[0][3]),
+        ptx::pack_half2(s[1][0], s[1][1]), ptx::pack_half2(s[1][2], s[1][3])};
 #pragma unroll
     for (int np = 0; np < kHeadDim / 16; ++np) {
       std::uint32_t vb[4];  // (keys 0-7, d tile 2np) (keys 8-15, 2np) (0-7, 2np+1) (8-15, 2np+1)
@@ -305,8 +306,8 @@ __global__ void __launch_bounds__(kThreads, 2) decode_attention_kernel(const Par
   __threadfence();
   // Per (row, split) weight exp2(m - M) / L, in shared memory. The (max, sum) pairs are read by
   // all threads at once (one L2 round trip), then each row's weights come from shared memory.
-  float* m_w = o_s;                                                     // [kRows][kMaxSplits]
-  float* w_s = o_s + kRows * kMaxSplits;                                // [kRows][kMaxSplits]
+  float* m_w = o_s;                                                         // [kRows][kMaxSplits]
+  float* w_s = o_s + kRows * kMaxSplits;                                    // [kRows][kMaxSplits]
   float4* acc_s = reinterpret_cast<float4*>(o_s + 2 * kRows * kMaxSplits);  // [kThreads]
   const std::size_t slot0 = static_cast<std::size_t>(unit) * gridDim.x;
   for (int idx = threadIdx.x; idx < nrows * nsplits; idx += kThreads) {
@@ -326,7 +327,8 @@ __global__ void __launch_bounds__(kThreads, 2) decode_attention_kernel(const Par
       sum += w_s[row * kMaxSplits + sp] * f;
     }
     const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
-    for (int sp = 0; sp < nsplits; ++sp) w_s[row * kMaxSplits + sp] = m_w[row * kMaxSplits + sp] * inv;
+    for (int sp = 0; sp < nsplits; ++sp)
+      w_s[row * kMaxSplits + sp] = m_w[row * kMaxSplits + sp] * inv;
   }
   __syncthreads();
   // Items = (row, 4 columns). With fewer items than threads, `groups` threads share an item,
@@ -348,14 +350,18 @@ __global__ void __launch_bounds__(kThreads, 2) decode_attention_kernel(const Par
   };
   auto store4 = [&](int item, float4 v) {
     const int row = item / kCols4, c4 = item % kCols4;
-    __half* dst = p.out + static_cast<std::size_t>(seq) * p.out_stride + (head0 + row) * kHeadDim + c4 * 4;
-    *reinterpret_cast<uint2*>(dst) = make_uint2(ptx::pack_half2(v.x, v.y), ptx::pack_half2(v.z, v.w));
+    __half* dst =
+        p.out + static_cast<std::size_t>(seq) * p.out_stride + (head0 + row) * kHeadDim + c4 * 4;
+    *reinterpret_cast<uint2*>(dst) =
+        make_uint2(ptx::pack_half2(v.x, v.y), ptx::pack_half2(v.z, v.w));
   };
   if (groups == 1) {
-    for (int item = threadIdx.x; item < items; item += kThreads) store4(item, partial_sum(item, 0, 1));
+    for (int item = threadIdx.x; item < items; item += kThreads)
+      store4(item, partial_sum(item, 0, 1));
   } else {
     const int item = threadIdx.x % items, sg = threadIdx.x / items;
-    acc_s[threadIdx.x] = sg < groups ? partial_sum(item, sg, groups) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    acc_s[threadIdx.x] =
+        sg < groups ? partial_sum(item, sg, groups) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     __syncthreads();
     if (static_cast<int>(threadIdx.x) < items) {
       float4 v = acc_s[threadIdx.x];

@@ -32,9 +32,9 @@
 namespace awqd::cuda {
 
 struct PrefillAttentionArgs {
-  __half* out = nullptr;            // [num_tokens, out_stride]; head h at h * head_dim
+  __half* out = nullptr;  // [num_tokens, out_stride]; head h at h * head_dim
   int out_stride = 0;
-  const __half* q = nullptr;        // [num_tokens, q_stride]; head h at h * head_dim
+  const __half* q = nullptr;  // [num_tokens, q_stride]; head h at h * head_dim
   int q_stride = 0;
   const __half* k_cache = nullptr;  // [num_blocks, num_kv_heads, 16, head_dim]
   const __half* v_cache = nullptr;
@@ -43,10 +43,10 @@ struct PrefillAttentionArgs {
   const int* block_tables = nullptr;  // [num_seqs, max_blocks_per_seq]
   int max_blocks_per_seq = 0;
   int num_seqs = 0;
-  int num_tokens = 0;               // host copy of cu_seqlens_q[num_seqs]
+  int num_tokens = 0;  // host copy of cu_seqlens_q[num_seqs]
   int num_heads = 0;
   int num_kv_heads = 0;
-  int head_dim = 0;                 // 64 or 128
+  int head_dim = 0;  // 64 or 128
 };
 
 void prefill_attention(const PrefillAttentionArgs& args, cudaStream_t stream);

@@ -36,7 +36,7 @@ struct Params {
 
 template <int kHeadDim, bool kSm75>
 struct Config {
-  static constexpr int kChunks = kHeadDim / 8;            // 16-byte chunks per row
+  static constexpr int kChunks = kHeadDim / 8;                // 16-byte chunks per row
   static constexpr int kTileElems = kKeysPerTile * kHeadDim;  // one K (or V, or Q) tile
   static constexpr int kStages = kSm75 ? 1 : 2;
   static constexpr int kCopies = kKeysPerTile * kChunks / kThreads;  // per thread per tile
@@ -79,10 +79,11 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_attention_kernel(const Pa
     int done = 0;  // tiles of the sequences before this group of 32
     for (int base = 0; base < p.num_seqs; base += kWarpSize) {
       const int b = base + lane;
-      const int n = b < p.num_seqs
-                        ? ((p.cu_seqlens_q[b + 1] - p.cu_seqlens_q[b]) * p.ratio + kRowsPerCta - 1) /
-                              kRowsPerCta
-                        : 0;
+      const int n =
+          b < p.num_seqs
+              ? ((p.cu_seqlens_q[b + 1] - p.cu_seqlens_q[b]) * p.ratio + kRowsPerCta - 1) /
+                    kRowsPerCta
+              : 0;
       int incl = n;
 #pragma unroll
       for (int o = 1; o < kWarpSize; o <<= 1) {
@@ -117,7 +118,8 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_attention_kernel(const Pa
   }
   int warp_max = max(lim[0], lim[1]);
 #pragma unroll
-  for (int m = 16; m > 0; m >>= 1) warp_max = max(warp_max, __shfl_xor_sync(0xffffffffu, warp_max, m));
+  for (int m = 16; m > 0; m >>= 1)
+    warp_max = max(warp_max, __shfl_xor_sync(0xffffffffu, warp_max, m));
   if (lane == 0) max_pos_s[warp] = warp_max;
   __syncthreads();
   int kv_len = 0;
@@ -134,15 +136,18 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_attention_kernel(const Pa
   };
   auto kv_src = [&](int key, int chunk, const __half* cache) -> const __half* {
     if (key >= kv_len) return nullptr;
-    return cache + kv_cache_offset(table[key / kKvCacheBlockSize], kvh, key % kKvCacheBlockSize,
-                                   p.num_kv_heads, kHeadDim) + chunk * 8;
+    return cache +
+           kv_cache_offset(table[key / kKvCacheBlockSize], kvh, key % kKvCacheBlockSize,
+                           p.num_kv_heads, kHeadDim) +
+           chunk * 8;
   };
 
   std::uint32_t qa[kHeadDim / 16][4];
   auto load_q_fragments = [&]() {
 #pragma unroll
     for (int ks = 0; ks < kHeadDim / 16; ++ks) {
-      ptx::ldmatrix_x4(qa[ks], q_tile + swz<kHeadDim>(warp * 16 + (mi % 2) * 8 + r8, 2 * ks + mi / 2));
+      ptx::ldmatrix_x4(qa[ks],
+                       q_tile + swz<kHeadDim>(warp * 16 + (mi % 2) * 8 + r8, 2 * ks + mi / 2));
     }
   };
 
@@ -205,10 +210,10 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_attention_kernel(const Pa
     }
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk) {  // 16 keys per step
-      const std::uint32_t pa[4] = {
-          ptx::pack_half2(s[2 * kk][0], s[2 * kk][1]), ptx::pack_half2(s[2 * kk][2], s[2 * kk][3]),
-          ptx::pack_half2(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-          ptx::pack_half2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+      const std::uint32_t pa[4] = {ptx::pack_half2(s[2 * kk][0], s[2 * kk][1]),
+                                   ptx::pack_half2(s[2 * kk][2], s[2 * kk][3]),
+                                   ptx::pack_half2(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                                   ptx::pack_half2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
 #pragma unroll
       for (int np = 0; np < kHeadDim / 16; ++np) {
         std::uint32_t vb[4];

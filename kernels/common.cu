@@ -1,6 +1,6 @@
-#include "kernels/common.cuh"
-
 #include <stdexcept>
+
+#include "kernels/common.cuh"
 
 namespace awqd::cuda {
 

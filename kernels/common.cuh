@@ -16,10 +16,10 @@ inline constexpr int kWarpSize = 32;
 [[noreturn]] void throw_bad_argument(const char* launcher, const std::string& what);
 
 // Checks `cond`; on failure throws naming the launcher and the condition.
-#define AWQD_ARG_CHECK(launcher, cond, detail)                                       \
-  do {                                                                               \
-    if (!(cond)) ::awqd::cuda::throw_bad_argument(launcher, std::string(#cond " (") + \
-                                                                (detail) + ")");     \
+#define AWQD_ARG_CHECK(launcher, cond, detail)                                              \
+  do {                                                                                      \
+    if (!(cond))                                                                            \
+      ::awqd::cuda::throw_bad_argument(launcher, std::string(#cond " (") + (detail) + ")"); \
   } while (0)
 
 inline bool aligned16(const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & 15u) == 0; }

@@ -1,8 +1,7 @@
-#include "kernels/embedding.cuh"
-
 #include <string>
 
 #include "kernels/common.cuh"
+#include "kernels/embedding.cuh"
 
 namespace awqd::cuda {
 
@@ -29,9 +28,9 @@ void embedding_gather(__half* out, const __half* table, const int* token_ids, in
   AWQD_ARG_CHECK(kName, num_tokens >= 0 && num_tokens <= 65535,
                  "num_tokens=" + std::to_string(num_tokens));
   AWQD_ARG_CHECK(kName, hidden > 0 && hidden % 8 == 0, "hidden=" + std::to_string(hidden));
-  AWQD_ARG_CHECK(kName, vocab_rows > 0 && vocab_start >= 0,
-                 "vocab_start=" + std::to_string(vocab_start) +
-                     " vocab_rows=" + std::to_string(vocab_rows));
+  AWQD_ARG_CHECK(
+      kName, vocab_rows > 0 && vocab_start >= 0,
+      "vocab_start=" + std::to_string(vocab_start) + " vocab_rows=" + std::to_string(vocab_rows));
   AWQD_ARG_CHECK(kName, aligned16(out) && aligned16(table), "pointers must be 16-byte aligned");
   if (num_tokens == 0) return;
   const int chunks = hidden / 8;

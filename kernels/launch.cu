@@ -1,11 +1,11 @@
-#include "kernels/launch.cuh"
-
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <set>
 #include <utility>
+
+#include "kernels/launch.cuh"
 
 namespace awqd::cuda {
 
@@ -71,7 +71,7 @@ void allow_dynamic_smem(const void* kernel, std::size_t bytes) {
   (void)bytes;
 #else
   static std::mutex mu;
-  static std::set<std::pair<const void*, int>> done;  // (kernel, device) at the largest size
+  static std::set<std::pair<const void*, int> > done;  // (kernel, device) at the largest size
   int dev = 0;
   CUDA_CHECK(cudaGetDevice(&dev));
   std::lock_guard<std::mutex> lock(mu);

@@ -1,9 +1,8 @@
-#include "kernels/norm.cuh"
-
 #include <algorithm>
 #include <string>
 
 #include "kernels/common.cuh"
+#include "kernels/norm.cuh"
 #include "kernels/ptx.cuh"
 
 namespace awqd::cuda {
@@ -13,9 +12,8 @@ namespace {
 constexpr int kMaxChunks = 4;  // 16-byte chunks per thread
 
 template <bool kAdd>
-__global__ void rmsnorm_kernel(__half* out, __half* __restrict__ residual,
-                               const __half* x, const __half* __restrict__ weight, int hidden,
-                               float eps) {
+__global__ void rmsnorm_kernel(__half* out, __half* __restrict__ residual, const __half* x,
+                               const __half* __restrict__ weight, int hidden, float eps) {
   __shared__ float scratch[32];
   const int chunks = hidden / 8;
   const std::size_t row = blockIdx.x;
@@ -64,9 +62,9 @@ void launch_rmsnorm(const char* name, __half* out, __half* residual, const __hal
   AWQD_ARG_CHECK(name, hidden > 0 && hidden % 8 == 0 && hidden <= 8 * 1024 * kMaxChunks,
                  "hidden=" + std::to_string(hidden));
   AWQD_ARG_CHECK(name, eps > 0.0f, "eps=" + std::to_string(eps));
-  AWQD_ARG_CHECK(name, aligned16(out) && aligned16(x) && aligned16(weight) &&
-                           (!kAdd || aligned16(residual)),
-                 "pointers must be 16-byte aligned");
+  AWQD_ARG_CHECK(
+      name, aligned16(out) && aligned16(x) && aligned16(weight) && (!kAdd || aligned16(residual)),
+      "pointers must be 16-byte aligned");
   if (rows == 0) return;
   // Enough threads to hold the row in kMaxChunks chunks each, and at least 256 (or one per
   // chunk) so that short-batch decode steps still spread a row over many warps.

@@ -5,9 +5,9 @@
 // Fragment layouts (PTX ISA, "Matrix fragments for mma.m16n8k16/m16n8k8"), with
 // g = lane / 4 (group) and t = lane % 4 (thread in group); each .b32 holds two fp16, the lower
 // column index in the low half:
-//   A 16x16 (row-major): a0 = A[g][2t..2t+1], a1 = A[g+8][2t..], a2 = A[g][2t+8..], a3 = A[g+8][2t+8..]
-//   B 16x8  (k x n):     b0 = B[2t..2t+1][g], b1 = B[2t+8..2t+9][g]
-//   C 16x8  (fp32):      c0,c1 = C[g][2t..2t+1], c2,c3 = C[g+8][2t..2t+1]
+//   A 16x16 (row-major): a0 = A[g][2t..2t+1], a1 = A[g+8][2t..], a2 = A[g][2t+8..], a3 =
+//   A[g+8][2t+8..] B 16x8  (k x n):     b0 = B[2t..2t+1][g], b1 = B[2t+8..2t+9][g] C 16x8  (fp32):
+//   c0,c1 = C[g][2t..2t+1], c2,c3 = C[g+8][2t..2t+1]
 // m16n8k8 uses (a0, a1) and b0 with the same meaning for k < 8, so one m16n8k16 is exactly
 // m16n8k8(a0, a1, b0) followed by m16n8k8(a2, a3, b1): that is the sm_75 path.
 //   ldmatrix.x4: lane l gives the address of row l % 8 of matrix l / 8; register i receives
@@ -95,8 +95,8 @@ __device__ __forceinline__ void ldmatrix_x4_trans(std::uint32_t (&r)[4], const v
 // 16-byte asynchronous global -> shared copy (sm_80+); copies zeros when !valid (src unread).
 __device__ __forceinline__ void cp_async_16(void* smem, const void* gmem, bool valid) {
 #if AWQD_SM80_CODE
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(smem)),
-               "l"(gmem), "r"(valid ? 16 : 0));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(smem)), "l"(gmem),
+               "r"(valid ? 16 : 0));
 #else
   __trap();
 #endif

@@ -1,11 +1,10 @@
-#include "kernels/rope.cuh"
-
 #include <algorithm>
 #include <string>
 
 #include "kernels/common.cuh"
 #include "kernels/kv_cache.cuh"
 #include "kernels/ptx.cuh"
+#include "kernels/rope.cuh"
 
 namespace awqd::cuda {
 
@@ -112,12 +111,14 @@ void qkv_rope_cache(const QkvRopeCacheArgs& a, cudaStream_t stream) {
                  "q_norm_weight and k_norm_weight must be both set or both null");
   AWQD_ARG_CHECK(kName, a.q_out_stride >= a.num_heads * a.head_dim && a.q_out_stride % 8 == 0,
                  "q_out_stride=" + std::to_string(a.q_out_stride));
-  AWQD_ARG_CHECK(kName, a.num_tokens == 0 || (a.qkv && a.q_out && a.k_cache && a.v_cache &&
-                                             a.positions && a.slot_mapping && a.inv_freq),
+  AWQD_ARG_CHECK(kName,
+                 a.num_tokens == 0 || (a.qkv && a.q_out && a.k_cache && a.v_cache && a.positions &&
+                                       a.slot_mapping && a.inv_freq),
                  "null pointer");
-  AWQD_ARG_CHECK(kName, aligned16(a.qkv) && aligned16(a.q_out) && aligned16(a.k_cache) &&
-                            aligned16(a.v_cache) && aligned16(a.q_norm_weight) &&
-                            aligned16(a.k_norm_weight),
+  AWQD_ARG_CHECK(kName,
+                 aligned16(a.qkv) && aligned16(a.q_out) && aligned16(a.k_cache) &&
+                     aligned16(a.v_cache) && aligned16(a.q_norm_weight) &&
+                     aligned16(a.k_norm_weight),
                  "buffers must be 16-byte aligned");
   if (a.num_tokens == 0) return;
   const int threads_per_head = a.head_dim / 16;

@@ -30,14 +30,14 @@
 namespace awqd::cuda {
 
 struct QkvRopeCacheArgs {
-  const __half* qkv = nullptr;     // [num_tokens, (num_heads + 2 * num_kv_heads) * head_dim]
-  __half* q_out = nullptr;         // [num_tokens, q_out_stride], heads at h * head_dim
-  int q_out_stride = 0;            // elements between tokens of q_out
-  __half* k_cache = nullptr;       // [num_blocks, num_kv_heads, 16, head_dim]
-  __half* v_cache = nullptr;       // [num_blocks, num_kv_heads, 16, head_dim]
-  const int* positions = nullptr;  // [num_tokens]
-  const int* slot_mapping = nullptr;  // [num_tokens]; < 0: not cached
-  const float* inv_freq = nullptr;    // [head_dim / 2]
+  const __half* qkv = nullptr;            // [num_tokens, (num_heads + 2 * num_kv_heads) * head_dim]
+  __half* q_out = nullptr;                // [num_tokens, q_out_stride], heads at h * head_dim
+  int q_out_stride = 0;                   // elements between tokens of q_out
+  __half* k_cache = nullptr;              // [num_blocks, num_kv_heads, 16, head_dim]
+  __half* v_cache = nullptr;              // [num_blocks, num_kv_heads, 16, head_dim]
+  const int* positions = nullptr;         // [num_tokens]
+  const int* slot_mapping = nullptr;      // [num_tokens]; < 0: not cached
+  const float* inv_freq = nullptr;        // [head_dim / 2]
   const __half* q_norm_weight = nullptr;  // [head_dim] or null (Qwen3 only)
   const __half* k_norm_weight = nullptr;  // [head_dim] or null (both or neither)
   float norm_eps = 1e-6f;

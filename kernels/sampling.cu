@@ -1,11 +1,10 @@
-#include "kernels/sampling.cuh"
-
 #include <algorithm>
 #include <climits>
 #include <string>
 #include <unordered_map>
 
 #include "kernels/common.cuh"
+#include "kernels/sampling.cuh"
 
 namespace awqd::cuda {
 
@@ -175,11 +174,13 @@ __device__ std::uint32_t radix_select(const float* row, int vocab, Fn fn, u64 ta
       if (h > 0) lowest = first + k, lowest_above = run;
       run += h;
     }
-    const int best = block_reduce(cand, [](int a, int b) { return a > b ? a : b; }, s.red_i);
+    const int best = block_reduce(
+        cand, [](int a, int b) { return a > b ? a : b; }, s.red_i);
     if (best >= 0) {
       if (cand == best) s.sel_digit = best, s.sel_above = cand_above;
     } else {
-      const int low = block_reduce(lowest, [](int a, int b) { return a < b ? a : b; }, s.red_i);
+      const int low = block_reduce(
+          lowest, [](int a, int b) { return a < b ? a : b; }, s.red_i);
       if (low == INT_MAX) {
         if (threadIdx.x == 0) s.sel_digit = 0, s.sel_above = above;
       } else if (lowest == low) {
@@ -228,7 +229,8 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const KernelArgs a) {
     m = block_reduce(m, fmax_op, s.red_f);
     double sum = 0.0;
     for_each_logit(row, vocab, [&](int, float x) { sum += static_cast<double>(expf(x - m)); });
-    sum = block_reduce(sum, [](double x, double y) { return x + y; }, s.red_d);
+    sum = block_reduce(
+        sum, [](double x, double y) { return x + y; }, s.red_d);
     lse = m + static_cast<float>(log(sum));
 
     const std::uint32_t kth = radix_select(
@@ -254,7 +256,8 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const KernelArgs a) {
       for_each_logit(row, vocab, [&](int idx, float x) {
         if (ordered_key(x) == kth && idx > last && idx < mine) mine = idx;
       });
-      last = block_reduce(mine, [](int x, int y) { return x < y ? x : y; }, s.red_i);
+      last = block_reduce(
+          mine, [](int x, int y) { return x < y ? x : y; }, s.red_i);
       if (tid == 0) s.top_tok[k] = last, s.top_raw[k] = row[last];
     }
     __syncthreads();
@@ -320,7 +323,8 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const KernelArgs a) {
     };
     double total = 0.0;
     for_each_logit(row, vocab, [&](int, float x) { total += static_cast<double>(prob(x)); });
-    total = block_reduce(total, [](double x, double y) { return x + y; }, s.red_d);
+    total = block_reduce(
+        total, [](double x, double y) { return x + y; }, s.red_d);
     const float inv_total = static_cast<float>(1.0 / total);
     auto q_of = [&](float x) { return __fmul_rn(prob(x), inv_total); };
     float threshold = 0.0f;  // keep q >= threshold (and q > 0)
@@ -412,21 +416,22 @@ __global__ void philox_kernel(const std::uint64_t* seeds, const std::uint32_t* c
 
 void sample(const SampleArgs& a, cudaStream_t stream) {
   constexpr const char* kName = "sample";
-  AWQD_ARG_CHECK(kName, a.rows >= 0 && a.vocab > 0, "rows=" + std::to_string(a.rows) +
-                                                       " vocab=" + std::to_string(a.vocab));
+  AWQD_ARG_CHECK(kName, a.rows >= 0 && a.vocab > 0,
+                 "rows=" + std::to_string(a.rows) + " vocab=" + std::to_string(a.vocab));
   AWQD_ARG_CHECK(kName, a.logits_stride >= (a.vocab + 3) / 4 * 4 && a.logits_stride % 4 == 0,
                  "logits_stride=" + std::to_string(a.logits_stride));
   if (a.rows == 0) return;
-  AWQD_ARG_CHECK(kName, a.logits && a.params && a.out_tokens && a.out_logprobs &&
-                            a.out_top_tokens && a.out_top_logprobs,
+  AWQD_ARG_CHECK(kName,
+                 a.logits && a.params && a.out_tokens && a.out_logprobs && a.out_top_tokens &&
+                     a.out_top_logprobs,
                  "null pointer");
   AWQD_ARG_CHECK(kName, aligned16(a.logits), "logits must be 16-byte aligned");
-  AWQD_ARG_CHECK(kName, !a.penalty_offsets ||
-                            (a.penalty_tokens && a.penalty_counts && a.penalty_raw),
+  AWQD_ARG_CHECK(kName,
+                 !a.penalty_offsets || (a.penalty_tokens && a.penalty_counts && a.penalty_raw),
                  "penalty lists need tokens, counts and the raw scratch");
-  KernelArgs k{a.logits,         a.logits_stride,  a.vocab,          a.params,
+  KernelArgs k{a.logits,          a.logits_stride,  a.vocab,          a.params,
                a.penalty_offsets, a.penalty_tokens, a.penalty_counts, a.penalty_raw,
-               a.out_tokens,     a.out_logprobs,   a.out_top_tokens, a.out_top_logprobs};
+               a.out_tokens,      a.out_logprobs,   a.out_top_tokens, a.out_top_logprobs};
   launch(sample_kernel, dim3(a.rows), dim3(kThreads), 0, stream, k);
 }
 

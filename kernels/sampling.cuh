@@ -3,7 +3,8 @@
 // the two agree token for token on the same logits.
 //
 // Per row of fp32 logits (vocab up to a few 100k):
-//   1. logprobs > 0: log_softmax of the raw logits (max; sum of exp accumulated in double) and the top-n
+//   1. logprobs > 0: log_softmax of the raw logits (max; sum of exp accumulated in double) and the
+//   top-n
 //      raw logprobs (n <= 20, ordered by logprob, lowest index first on ties).
 //   2. penalties, in place on the listed tokens (the distinct tokens of prompt + output, with
 //      their count in the output): l = l > 0 ? l / r : l * r, then l -= f * count + p for

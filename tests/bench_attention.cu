@@ -145,8 +145,8 @@ double copy_bandwidth_gbs() {
 
 void bench_decode(Report& r, double hbm) {
   constexpr int kHeads = 32, kKvHeads = 8, kHeadDim = 128;
-  const std::size_t slice = 16ull * kHeadDim;          // elements of one (block, head) slice
-  const std::size_t block_elems = slice * kKvHeads;    // one block, all heads
+  const std::size_t slice = 16ull * kHeadDim;        // elements of one (block, head) slice
+  const std::size_t block_elems = slice * kKvHeads;  // one block, all heads
   const std::size_t pool_blocks = (6ull << 30) / (block_elems * 2 * 2);  // K + V: 6 GiB
   __half* k_pool = random_half(pool_blocks * block_elems, 1);
   __half* v_pool = random_half(pool_blocks * block_elems, 2);
@@ -161,19 +161,23 @@ void bench_decode(Report& r, double hbm) {
     for (const int ctx : {512, 4096, 16384}) {
       for (const int batch : {1, 16, 64}) {
         const int blocks_per_seq = ctx / 16;
-        const std::size_t kv_bytes = static_cast<std::size_t>(batch) * ctx * kKvHeads * kHeadDim * 2 * 2;
-        const int sets = std::min<int>(rotation(kv_bytes),
-                                       static_cast<int>(pool_blocks / (static_cast<std::size_t>(batch) * blocks_per_seq)));
+        const std::size_t kv_bytes =
+            static_cast<std::size_t>(batch) * ctx * kKvHeads * kHeadDim * 2 * 2;
+        const int sets = std::min<int>(
+            rotation(kv_bytes),
+            static_cast<int>(pool_blocks / (static_cast<std::size_t>(batch) * blocks_per_seq)));
         // Each set: its own shuffled blocks of the pool, its own q and output.
         std::vector<int> perm(pool_blocks);
         std::iota(perm.begin(), perm.end(), 0);
         std::shuffle(perm.begin(), perm.end(), rng);
         std::vector<int> tables(static_cast<std::size_t>(sets) * batch * blocks_per_seq);
-        std::copy(perm.begin(), perm.begin() + static_cast<std::ptrdiff_t>(tables.size()), tables.begin());
+        std::copy(perm.begin(), perm.begin() + static_cast<std::ptrdiff_t>(tables.size()),
+                  tables.begin());
         int* d_tables = upload(tables);
         int* d_ctx = upload(std::vector<int>(batch, ctx));
         __half* q = random_half(static_cast<std::size_t>(sets) * batch * kHeads * kHeadDim, 3);
-        __half* out = device_alloc<__half>(static_cast<std::size_t>(sets) * batch * kHeads * kHeadDim);
+        __half* out =
+            device_alloc<__half>(static_cast<std::size_t>(sets) * batch * kHeads * kHeadDim);
         DecodeAttentionArgs a;
         a.out_stride = a.q_stride = kHeads * kHeadDim;
         a.k_cache = k_pool;
@@ -222,9 +226,11 @@ void bench_prefill(Report& r) {
   };
   for (const bool sm75 : {false, true}) {
     set_force_sm75_path(sm75);
-    for (const Case c : {Case{1, 4096, 32, 8, 128}, Case{4, 1024, 32, 8, 128}, Case{1, 4096, 16, 8, 64}}) {
+    for (const Case c :
+         {Case{1, 4096, 32, 8, 128}, Case{4, 1024, 32, 8, 128}, Case{1, 4096, 16, 8, 64}}) {
       const int blocks = c.tokens / 16;
-      const std::size_t cache = static_cast<std::size_t>(c.seqs) * blocks * c.kv_heads * 16 * c.head_dim;
+      const std::size_t cache =
+          static_cast<std::size_t>(c.seqs) * blocks * c.kv_heads * 16 * c.head_dim;
       __half* k = random_half(cache, 4);
       __half* v = random_half(cache, 5);
       const int total = c.seqs * c.tokens;
@@ -255,7 +261,8 @@ void bench_prefill(Report& r) {
       a.num_kv_heads = c.kv_heads;
       a.head_dim = c.head_dim;
       const double us = time_us(5, [&](int, cudaStream_t s) { prefill_attention(a, s); });
-      const double flops = 4.0 * c.head_dim * c.heads * c.seqs * (0.5 * c.tokens * (c.tokens + 1.0));
+      const double flops =
+          4.0 * c.head_dim * c.heads * c.seqs * (0.5 * c.tokens * (c.tokens + 1.0));
       r.add("| %d x %d | %d/%d x %d | %s | %.1f | %.1f |", c.seqs, c.tokens, c.heads, c.kv_heads,
             c.head_dim, sm75 ? "sm75" : "sm80+", us, flops / us / 1e6);
       for (void* p : {static_cast<void*>(k), static_cast<void*>(v), static_cast<void*>(q),
@@ -276,8 +283,8 @@ void bench_ops(Report& r, double hbm) {
   const std::size_t arena_elems = (1536ull << 20) / 2;  // 1.5 GiB of fp16, rotated through
   __half* arena = random_half(arena_elems, 7);
   __half* weights = random_half(1 << 20, 8);
-  auto row = [&](const char* name, const std::string& shape, std::size_t bytes, std::size_t set_elems,
-                 const std::function<void(__half*, cudaStream_t)>& op) {
+  auto row = [&](const char* name, const std::string& shape, std::size_t bytes,
+                 std::size_t set_elems, const std::function<void(__half*, cudaStream_t)>& op) {
     const int sets = std::min<int>(rotation(bytes), static_cast<int>(arena_elems / set_elems));
     const double us = time_us(std::max(sets, 8), [&](int i, cudaStream_t s) {
       op(arena + static_cast<std::size_t>(i % sets) * set_elems, s);
@@ -288,9 +295,8 @@ void bench_ops(Report& r, double hbm) {
   const int hidden = 4096, inter = 14336;
   for (const int t : {1, 64, 4096}) {
     const std::size_t n = static_cast<std::size_t>(t) * hidden;
-    row("rmsnorm", std::to_string(t) + "x4096", 4 * n, 2 * n, [&](__half* p, cudaStream_t s) {
-      rmsnorm(p + n, p, weights, t, hidden, 1e-5f, s);
-    });
+    row("rmsnorm", std::to_string(t) + "x4096", 4 * n, 2 * n,
+        [&](__half* p, cudaStream_t s) { rmsnorm(p + n, p, weights, t, hidden, 1e-5f, s); });
     row("add_rmsnorm", std::to_string(t) + "x4096", 8 * n, 3 * n, [&](__half* p, cudaStream_t s) {
       add_rmsnorm(p + 2 * n, p + n, p, weights, t, hidden, 1e-5f, s);
     });
@@ -332,10 +338,11 @@ void bench_ops(Report& r, double hbm) {
     int* d_ids = upload(ids);
     row("embedding", "4096 tok x4096", static_cast<std::size_t>(t) * hidden * 4,
         static_cast<std::size_t>(t) * hidden, [&](__half* p, cudaStream_t s) {
-          embedding_gather(p, arena + arena_elems - 128256ull * hidden, d_ids, t, hidden, 0, 128256, s);
+          embedding_gather(p, arena + arena_elems - 128256ull * hidden, d_ids, t, hidden, 0, 128256,
+                           s);
         });
-    for (void* p : {static_cast<void*>(d_pos), static_cast<void*>(d_slots), static_cast<void*>(d_freq),
-                    static_cast<void*>(d_ids)}) {
+    for (void* p : {static_cast<void*>(d_pos), static_cast<void*>(d_slots),
+                    static_cast<void*>(d_freq), static_cast<void*>(d_ids)}) {
       CUDA_CHECK(cudaFree(p));
     }
   }
@@ -367,8 +374,9 @@ void bench_sampler(Report& r) {
     greedy.temperature = 0.0f;
     nucleus.temperature = 0.7f, nucleus.top_p = 0.95f, nucleus.top_k = 50;
     logprobs.temperature = 0.7f, logprobs.top_p = 0.95f, logprobs.logprobs = 5;
-    for (const Mode& m : {Mode{"greedy", greedy}, Mode{"T=1", plain}, Mode{"T=0.7 top_k=50 top_p=0.95", nucleus},
-                          Mode{"T=0.7 top_p=0.95 logprobs=5", logprobs}}) {
+    for (const Mode& m :
+         {Mode{"greedy", greedy}, Mode{"T=1", plain}, Mode{"T=0.7 top_k=50 top_p=0.95", nucleus},
+          Mode{"T=0.7 top_p=0.95 logprobs=5", logprobs}}) {
       SamplerRowParams* params = upload(std::vector<SamplerRowParams>(rows, m.p));
       const double us = time_us(std::max(sets, 4), [&](int i, cudaStream_t s) {
         SampleArgs a;

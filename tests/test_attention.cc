@@ -130,7 +130,9 @@ const char* path_name(bool sm75) { return sm75 ? "sm75 path" : "sm80 path"; }
 // Sets the kernel path for the scope of a test and restores the default afterwards.
 class PathScope {
  public:
-  explicit PathScope(bool sm75) : saved_(cuda::sm75_path_forced()) { cuda::set_force_sm75_path(sm75); }
+  explicit PathScope(bool sm75) : saved_(cuda::sm75_path_forced()) {
+    cuda::set_force_sm75_path(sm75);
+  }
   ~PathScope() { cuda::set_force_sm75_path(saved_); }
 
  private:
@@ -200,24 +202,24 @@ TEST_P(DecodeAttention, MatchesReference) {
   emu::device().multiprocessors = 4;  // small "GPU": the automatic choice splits short contexts
 #endif
   std::vector<DecodeCase> cases = {
-      {8, 2, 128, {1, 17, 250}},                    // ratio 4, partial blocks, auto split
-      {4, 4, 64, {33, 100}, 3},                     // ratio 1 (MHA), forced 3 splits
-      {14, 2, 64, {16, 47}, 0, 3.0f},               // ratio 7, sharp softmax
-      {8, 1, 128, {130}, 5},                        // ratio 8
-      {20, 1, 64, {40, 9}, 2},                      // ratio 20: two query-head groups
-      {4, 1, 128, random_lengths(5, 1, 70, rng)},   // ragged batch
+      {8, 2, 128, {1, 17, 250}},                   // ratio 4, partial blocks, auto split
+      {4, 4, 64, {33, 100}, 3},                    // ratio 1 (MHA), forced 3 splits
+      {14, 2, 64, {16, 47}, 0, 3.0f},              // ratio 7, sharp softmax
+      {8, 1, 128, {130}, 5},                       // ratio 8
+      {20, 1, 64, {40, 9}, 2},                     // ratio 20: two query-head groups
+      {4, 1, 128, random_lengths(5, 1, 70, rng)},  // ragged batch
   };
   if (!test::quick()) {
-    cases.push_back({32, 8, 128, {16384}});                                  // batch 1, 16k
+    cases.push_back({32, 8, 128, {16384}});  // batch 1, 16k
     cases.push_back({32, 8, 128, random_lengths(16, 1, 4096, rng)});
     cases.push_back({32, 8, 128, random_lengths(64, 1, 2048, rng)});
-    cases.push_back({32, 8, 128, random_lengths(256, 1, 600, rng)});          // batch 256
+    cases.push_back({32, 8, 128, random_lengths(256, 1, 600, rng)});              // batch 256
     cases.push_back({28, 4, 128, random_lengths(16, 1000, 9000, rng), 0, 2.0f});  // ratio 7
-    cases.push_back({32, 32, 128, random_lengths(8, 1, 3000, rng)});          // ratio 1
-    cases.push_back({64, 8, 128, random_lengths(4, 100, 5000, rng)});         // ratio 8
-    cases.push_back({16, 8, 64, random_lengths(32, 1, 5000, rng)});           // head_dim 64
+    cases.push_back({32, 32, 128, random_lengths(8, 1, 3000, rng)});              // ratio 1
+    cases.push_back({64, 8, 128, random_lengths(4, 100, 5000, rng)});             // ratio 8
+    cases.push_back({16, 8, 64, random_lengths(32, 1, 5000, rng)});               // head_dim 64
     cases.push_back({14, 2, 64, {16384, 1, 17}});
-    cases.push_back({32, 8, 128, {4096, 4095, 4097}, 64});                     // max splits
+    cases.push_back({32, 8, 128, {4096, 4095, 4097}, 64});  // max splits
   }
   for (const auto& c : cases) run_decode(c, sm75, rng);
 }
@@ -234,7 +236,8 @@ struct PrefillCase {
 };
 
 void run_prefill(const PrefillCase& c, bool sm75, std::mt19937_64& rng) {
-  const Scenario s = make_scenario(c.heads, c.kv_heads, c.head_dim, c.ctx, c.q_lens, rng, c.q_scale);
+  const Scenario s =
+      make_scenario(c.heads, c.kv_heads, c.head_dim, c.ctx, c.q_lens, rng, c.q_scale);
   PathScope path(sm75);
   KernelBuffer<half_bits> dq(s.q), dk(s.k_cache), dv(s.v_cache), dout(s.q.size());
   KernelBuffer<int> dcu(s.cu_seqlens), dpos(s.positions), dtables(s.block_tables);
@@ -266,12 +269,12 @@ TEST_P(PrefillAttention, MatchesReference) {
   const bool sm75 = GetParam();
   std::mt19937_64 rng(sm75 ? 21 : 22);
   std::vector<PrefillCase> cases = {
-      {8, 2, 128, {1}, {1}},                        // one token
-      {8, 2, 128, {100}, {100}},                    // whole prompt, ratio 4
-      {4, 4, 64, {70}, {70}, 3.0f},                 // MHA, sharp softmax
-      {14, 2, 64, {163 + 37}, {37}},                // chunk after a cached prefix, ratio 7
+      {8, 2, 128, {1}, {1}},                         // one token
+      {8, 2, 128, {100}, {100}},                     // whole prompt, ratio 4
+      {4, 4, 64, {70}, {70}, 3.0f},                  // MHA, sharp softmax
+      {14, 2, 64, {163 + 37}, {37}},                 // chunk after a cached prefix, ratio 7
       {8, 1, 128, {40, 1, 90, 17}, {40, 1, 25, 3}},  // mixed prefill/decode, ratio 8
-      {20, 1, 64, {33}, {33}},                      // ratio 20
+      {20, 1, 64, {33}, {33}},                       // ratio 20
   };
   if (!test::quick()) {
     cases.push_back({32, 8, 128, {4096}, {4096}});

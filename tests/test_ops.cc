@@ -41,11 +41,13 @@ TEST(RmsNorm, MatchesReferenceWithAndWithoutResidual) {
     int rows, hidden;
   };
   std::vector<Shape> shapes = {{1, 8}, {3, 64}, {5, 896}, {2, 4096}, {7, 5120}};
-  if (!test::quick()) shapes.insert(shapes.end(), {{64, 4096}, {257, 3584}, {33, 8192}, {2, 16384}});
+  if (!test::quick())
+    shapes.insert(shapes.end(), {{64, 4096}, {257, 3584}, {33, 8192}, {2, 16384}});
   for (const auto& [rows, hidden] : shapes) {
     for (const bool add : {false, true}) {
       const std::string what = std::string(add ? "add_rmsnorm" : "rmsnorm") +
-                               " rows=" + std::to_string(rows) + " hidden=" + std::to_string(hidden);
+                               " rows=" + std::to_string(rows) +
+                               " hidden=" + std::to_string(hidden);
       const auto x = random_half(static_cast<std::size_t>(rows) * hidden, rng, 2.0f);
       const auto res = random_half(x.size(), rng, 4.0f);
       auto w = random_half(hidden, rng, 0.5f);
@@ -55,8 +57,8 @@ TEST(RmsNorm, MatchesReferenceWithAndWithoutResidual) {
         cuda::add_rmsnorm(as_half<__half>(dout), as_half<__half>(dres), as_half<__half>(dx),
                           as_half<__half>(dw), rows, hidden, eps, nullptr);
       } else {
-        cuda::rmsnorm(as_half<__half>(dout), as_half<__half>(dx), as_half<__half>(dw), rows,
-                      hidden, eps, nullptr);
+        cuda::rmsnorm(as_half<__half>(dout), as_half<__half>(dx), as_half<__half>(dw), rows, hidden,
+                      eps, nullptr);
       }
       std::vector<float> in = to_float(x);
       if (add) {
@@ -81,8 +83,9 @@ std::string describe(const RopeCase& c) {
   return "tokens=" + std::to_string(c.tokens) + " heads=" + std::to_string(c.heads) + "/" +
          std::to_string(c.kv_heads) + " head_dim=" + std::to_string(c.head_dim) +
          (c.qk_norm ? " qk_norm" : "") +
-         (c.scaling == RopeScaling::Type::kLlama3 ? " llama3"
-          : c.scaling == RopeScaling::Type::kLinear ? " linear" : "");
+         (c.scaling == RopeScaling::Type::kLlama3   ? " llama3"
+          : c.scaling == RopeScaling::Type::kLinear ? " linear"
+                                                    : "");
 }
 
 TEST(QkvRopeCache, MatchesReference) {
@@ -190,7 +193,8 @@ TEST(QkvRopeCache, MatchesReference) {
     for (int s = 0; s < num_blocks * 16; ++s) {
       if (written[s]) continue;
       for (int h = 0; h < c.kv_heads; ++h) {
-        const std::size_t at = ((static_cast<std::size_t>(s / 16) * c.kv_heads + h) * 16 + s % 16) * hd;
+        const std::size_t at =
+            ((static_cast<std::size_t>(s / 16) * c.kv_heads + h) * 16 + s % 16) * hd;
         for (int d = 0; d < hd; ++d) clobbered += !std::isnan(gk[at + d]) + !std::isnan(gv[at + d]);
       }
     }
@@ -204,7 +208,8 @@ TEST(SiluMul, MatchesReferenceFusedAndSeparateInputs) {
   std::vector<std::pair<int, int>> shapes = {{1, 8}, {3, 136}, {5, 4864}};
   if (!test::quick()) shapes.insert(shapes.end(), {{64, 14336}, {300, 18944}, {1, 2048}});
   for (const auto& [rows, cols] : shapes) {
-    const std::string what = "silu_mul rows=" + std::to_string(rows) + " cols=" + std::to_string(cols);
+    const std::string what =
+        "silu_mul rows=" + std::to_string(rows) + " cols=" + std::to_string(cols);
     const auto gate_up = random_half(static_cast<std::size_t>(rows) * 2 * cols, rng, 3.0f);
     KernelBuffer<half_bits> din(gate_up), dout(static_cast<std::size_t>(rows) * cols);
     const __half* base = as_half<const __half>(din);
@@ -214,7 +219,8 @@ TEST(SiluMul, MatchesReferenceFusedAndSeparateInputs) {
     for (int r = 0; r < rows; ++r) {
       for (int c = 0; c < cols; ++c) {
         g[static_cast<std::size_t>(r) * cols + c] = f[static_cast<std::size_t>(r) * 2 * cols + c];
-        u[static_cast<std::size_t>(r) * cols + c] = f[static_cast<std::size_t>(r) * 2 * cols + cols + c];
+        u[static_cast<std::size_t>(r) * cols + c] =
+            f[static_cast<std::size_t>(r) * 2 * cols + cols + c];
       }
     }
     cpu::silu_mul(g.data(), u.data(), ref.data(), static_cast<std::int64_t>(g.size()));
@@ -225,10 +231,10 @@ TEST(SiluMul, MatchesReferenceFusedAndSeparateInputs) {
 TEST(EmbeddingGather, CopiesRowsAndZeroesOtherShards) {
   AWQD_KERNEL_TEST_PRELUDE();
   std::mt19937_64 rng(4);
-  for (const auto& [tokens, hidden, vocab] : std::vector<std::tuple<int, int, int>>{
-           {1, 8, 5}, {17, 64, 100}, {40, 4096, 1000}}) {
-    const std::string what = "embedding tokens=" + std::to_string(tokens) +
-                             " hidden=" + std::to_string(hidden);
+  for (const auto& [tokens, hidden, vocab] :
+       std::vector<std::tuple<int, int, int>>{{1, 8, 5}, {17, 64, 100}, {40, 4096, 1000}}) {
+    const std::string what =
+        "embedding tokens=" + std::to_string(tokens) + " hidden=" + std::to_string(hidden);
     const auto table = random_half(static_cast<std::size_t>(vocab) * hidden, rng, 1.0f);
     // This shard holds rows [start, start + rows) of a 3x larger vocabulary.
     const int start = vocab, rows = vocab;

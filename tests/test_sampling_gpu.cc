@@ -41,7 +41,8 @@ TEST(SamplerPhilox, BitIdenticalToCpu) {
   std::vector<std::uint32_t> counters(4 * n);
   for (int i = 0; i < n; ++i) {
     seeds[i] = i < 4 ? static_cast<std::uint64_t>(i) * 0xFFFFFFFFull : rng();
-    for (int k = 0; k < 4; ++k) counters[4 * i + k] = i % 3 == 0 && k >= 2 ? 0u : static_cast<std::uint32_t>(rng());
+    for (int k = 0; k < 4; ++k)
+      counters[4 * i + k] = i % 3 == 0 && k >= 2 ? 0u : static_cast<std::uint32_t>(rng());
   }
   KernelBuffer<std::uint64_t> dseeds(seeds);
   KernelBuffer<std::uint32_t> dcounters(counters), dout(4 * n);
@@ -67,7 +68,8 @@ std::string describe(const Row& r, int vocab) {
   return "vocab=" + std::to_string(vocab) + " T=" + std::to_string(p.temperature) +
          " top_k=" + std::to_string(p.top_k) + " top_p=" + std::to_string(p.top_p) +
          " min_p=" + std::to_string(p.min_p) + " rep=" + std::to_string(p.repetition_penalty) +
-         " pres=" + std::to_string(p.presence_penalty) + " freq=" + std::to_string(p.frequency_penalty) +
+         " pres=" + std::to_string(p.presence_penalty) +
+         " freq=" + std::to_string(p.frequency_penalty) +
          " logprobs=" + std::to_string(p.logprobs) + " seed=" + std::to_string(p.seed) +
          " pos=" + std::to_string(r.position);
 }
@@ -88,8 +90,10 @@ Row random_row(int vocab, std::mt19937_64& rng) {
   p.seed = rng();
   r.position = static_cast<std::uint32_t>(rng() % 100000);
   const int np = static_cast<int>(rng() % 40), no = static_cast<int>(rng() % 30);
-  for (int i = 0; i < np; ++i) r.prompt.push_back(static_cast<std::int32_t>(rng() % (vocab + 2)) - 1);
-  for (int i = 0; i < no; ++i) r.output.push_back(static_cast<std::int32_t>(rng() % std::min(vocab, 50)));
+  for (int i = 0; i < np; ++i)
+    r.prompt.push_back(static_cast<std::int32_t>(rng() % (vocab + 2)) - 1);
+  for (int i = 0; i < no; ++i)
+    r.output.push_back(static_cast<std::int32_t>(rng() % std::min(vocab, 50)));
   return r;
 }
 
@@ -119,7 +123,8 @@ bool near_tie(const std::vector<float>& processed, const Row& row, int a, int b,
   std::vector<double> q(processed.size());
   double total = 0;
   for (std::size_t i = 0; i < q.size(); ++i) {
-    q[i] = processed[i] == -std::numeric_limits<float>::infinity() ? 0.0 : std::exp(processed[i] - mx);
+    q[i] =
+        processed[i] == -std::numeric_limits<float>::infinity() ? 0.0 : std::exp(processed[i] - mx);
     total += q[i];
   }
   for (auto& x : q) x /= total;
@@ -137,7 +142,9 @@ bool near_tie(const std::vector<float>& processed, const Row& row, int a, int b,
     }
   }
   const double t_min = p.min_p > 0 ? p.min_p * (1.0 / total) : 0.0;
-  auto close = [](double x, double y) { return std::fabs(x - y) <= 1e-5 * std::max(std::fabs(x), std::fabs(y)); };
+  auto close = [](double x, double y) {
+    return std::fabs(x - y) <= 1e-5 * std::max(std::fabs(x), std::fabs(y));
+  };
   for (int tok : {a, b}) {
     if (tok < 0) continue;
     if (close(q[tok], t) || close(q[tok], t_min)) {
@@ -146,7 +153,9 @@ bool near_tie(const std::vector<float>& processed, const Row& row, int a, int b,
     }
   }
   if (a < 0 || b < 0) return false;
-  auto score = [&](int i) { return q[i] / -std::log(static_cast<double>(philox_uniform(p.seed, row.position, i))); };
+  auto score = [&](int i) {
+    return q[i] / -std::log(static_cast<double>(philox_uniform(p.seed, row.position, i)));
+  };
   if (close(score(a), score(b))) {
     why = "race scores " + std::to_string(score(a)) + " and " + std::to_string(score(b)) + " tie";
     return true;
@@ -182,8 +191,8 @@ void run_batch(int vocab, int rows, std::mt19937_64& rng, int& ties_explained) {
                              batch[r].output.size(), vocab, tokens, counts);
     offsets.push_back(static_cast<int>(tokens.size()));
   }
-  KernelBuffer<float> dlogits(logits), draw(std::max<std::size_t>(tokens.size(), 1)),
-      dout_lp(rows), dtop_lp(static_cast<std::size_t>(rows) * cuda::kSamplerMaxLogprobs);
+  KernelBuffer<float> dlogits(logits), draw(std::max<std::size_t>(tokens.size(), 1)), dout_lp(rows),
+      dtop_lp(static_cast<std::size_t>(rows) * cuda::kSamplerMaxLogprobs);
   KernelBuffer<cuda::SamplerRowParams> dparams(params);
   KernelBuffer<int> doffsets(offsets), dtokens(tokens.empty() ? std::vector<int>{0} : tokens),
       dcounts(counts.empty() ? std::vector<int>{0} : counts), dout(rows),
@@ -222,7 +231,8 @@ void run_batch(int vocab, int rows, std::mt19937_64& rng, int& ties_explained) {
     if (got[r] != ref.token) {
       std::string why;
       const bool tie = !row.params.greedy() && near_tie(cpu_logits, row, ref.token, got[r], why);
-      EXPECT_TRUE(tie) << what << ": GPU token " << got[r] << ", CPU token " << ref.token << " (" << why << ")";
+      EXPECT_TRUE(tie) << what << ": GPU token " << got[r] << ", CPU token " << ref.token << " ("
+                       << why << ")";
       ++mismatches;
       if (tie) ++ties_explained;
       continue;
@@ -232,8 +242,8 @@ void run_batch(int vocab, int rows, std::mt19937_64& rng, int& ties_explained) {
       EXPECT_EQ(got_lp[r], 0.0f) << what;
       continue;
     }
-    EXPECT_TRUE(close_logprob(got_lp[r], ref.logprob, 1e-4)) << what << ": GPU logprob " << got_lp[r]
-                                                              << ", CPU " << ref.logprob;
+    EXPECT_TRUE(close_logprob(got_lp[r], ref.logprob, 1e-4))
+        << what << ": GPU logprob " << got_lp[r] << ", CPU " << ref.logprob;
     // The CPU's log_softmax of every raw logit, to judge the GPU's top-n.
     double mx = -std::numeric_limits<double>::infinity(), sum = 0;
     for (float x : raw) mx = std::max(mx, static_cast<double>(x));
@@ -247,7 +257,8 @@ void run_batch(int vocab, int rows, std::mt19937_64& rng, int& ties_explained) {
         EXPECT_EQ(tok, -1) << what << " rank " << k;
         continue;
       }
-      ASSERT_TRUE(tok >= 0 && tok < vocab && !seen[tok]) << what << " rank " << k << " token " << tok;
+      ASSERT_TRUE(tok >= 0 && tok < vocab && !seen[tok])
+          << what << " rank " << k << " token " << tok;
       seen[tok] = true;
       EXPECT_TRUE(close_logprob(raw[tok] - lse, ref.top[k].logprob, 1e-5))
           << what << " rank " << k << ": GPU token " << tok << " (CPU logprob " << raw[tok] - lse
@@ -256,8 +267,8 @@ void run_batch(int vocab, int rows, std::mt19937_64& rng, int& ties_explained) {
           << what << " rank " << k << ": GPU " << lp << ", CPU " << ref.top[k].logprob;
     }
   }
-  EXPECT_LE(mismatches * 200, rows + 199) << "vocab=" << vocab << ": " << mismatches << " of " << rows
-                                          << " rows disagree (near ties, but too many)";
+  EXPECT_LE(mismatches * 200, rows + 199) << "vocab=" << vocab << ": " << mismatches << " of "
+                                          << rows << " rows disagree (near ties, but too many)";
 }
 
 TEST(GpuSampler, MatchesCpuSampler) {
@@ -266,7 +277,8 @@ TEST(GpuSampler, MatchesCpuSampler) {
   int ties = 0;
   std::vector<std::pair<int, int>> shapes = {{7, 40}, {13, 40}, {1000, 60}, {4099, 20}};
   if (!test::quick()) {
-    shapes.insert(shapes.end(), {{32000, 256}, {128256, 64}, {151936, 256}, {151936, 1}, {50, 1000}});
+    shapes.insert(shapes.end(),
+                  {{32000, 256}, {128256, 64}, {151936, 256}, {151936, 1}, {50, 1000}});
   } else {
     shapes.push_back({50000, 3});
   }
@@ -292,7 +304,8 @@ TEST(GpuSampler, SameRowSameTokenInAnyBatch) {
     std::vector<float> l(logits.begin() + static_cast<std::size_t>(first) * stride,
                          logits.begin() + static_cast<std::size_t>(first + count) * stride);
     std::vector<cuda::SamplerRowParams> pr(params.begin() + first, params.begin() + first + count);
-    KernelBuffer<float> dl(l), dlp(count), dtlp(static_cast<std::size_t>(count) * cuda::kSamplerMaxLogprobs);
+    KernelBuffer<float> dl(l), dlp(count),
+        dtlp(static_cast<std::size_t>(count) * cuda::kSamplerMaxLogprobs);
     KernelBuffer<cuda::SamplerRowParams> dp(pr);
     KernelBuffer<int> dt(count), dtt(static_cast<std::size_t>(count) * cuda::kSamplerMaxLogprobs);
     cuda::SampleArgs a;

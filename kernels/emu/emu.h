@@ -22,10 +22,10 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
-#include <algorithm>
 #include <cstring>
 #include <functional>
 #include <type_traits>
@@ -76,7 +76,6 @@ unsigned char* dynamic_smem();
 
 // Runs `body` as a kernel over grid x block with `smem_bytes` of dynamic shared memory.
 void launch(dim3 grid, dim3 block, std::size_t smem_bytes, const std::function<void()>& body);
-
 
 // Exchanges one value of each lane of the warp; returns the value lane `src` contributed.
 template <typename T>
