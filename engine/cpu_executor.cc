@@ -6,6 +6,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "engine/thread_pool.h"
+
 namespace awqd {
 
 namespace {
@@ -136,11 +138,12 @@ StepResult CpuExecutor::execute(const StepBatch& batch) {
   StepResult result;
   const std::size_t S = batch.sample_seqs.size();
   result.samples.resize(S);
-#pragma omp parallel for schedule(dynamic) if (S > 1)
-  for (std::size_t s = 0; s < S; ++s) {
-    std::span<float> row(&logits[s * V], V);
-    result.samples[s] = sample_token(row, batch.sample_contexts[s]);
-  }
+  ThreadPool::global().parallel_for(static_cast<std::int64_t>(S), [&](std::int64_t s0, std::int64_t s1) {
+    for (std::int64_t s = s0; s < s1; ++s) {
+      std::span<float> row(&logits[s * V], V);
+      result.samples[s] = sample_token(row, batch.sample_contexts[s]);
+    }
+  });
   result.logits.assign(logits.begin() + static_cast<std::ptrdiff_t>(S * V), logits.end());
   return result;
 }

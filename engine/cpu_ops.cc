@@ -4,6 +4,8 @@
 #include <cmath>
 #include <numbers>
 
+#include "engine/thread_pool.h"
+
 namespace awqd::cpu {
 
 namespace {
@@ -22,15 +24,16 @@ inline float dot(const float* a, const float* b, int n) {
 }  // namespace
 
 void rms_norm(const float* x, const float* w, float* out, int rows, int dim, float eps) {
-#pragma omp parallel for schedule(static) if (rows > 8)
-  for (int r = 0; r < rows; ++r) {
-    const float* xr = x + static_cast<std::int64_t>(r) * dim;
-    double ss = 0;
-    for (int i = 0; i < dim; ++i) ss += static_cast<double>(xr[i]) * xr[i];
-    const float inv = 1.0f / std::sqrt(static_cast<float>(ss / dim) + eps);
-    float* o = out + static_cast<std::int64_t>(r) * dim;
-    for (int i = 0; i < dim; ++i) o[i] = xr[i] * inv * w[i];
-  }
+  ThreadPool::global().parallel_for(rows, [&](std::int64_t r0, std::int64_t r1) {
+    for (std::int64_t r = r0; r < r1; ++r) {
+      const float* xr = x + r * dim;
+      double ss = 0;
+      for (int i = 0; i < dim; ++i) ss += static_cast<double>(xr[i]) * xr[i];
+      const float inv = 1.0f / std::sqrt(static_cast<float>(ss / dim) + eps);
+      float* o = out + r * dim;
+      for (int i = 0; i < dim; ++i) o[i] = xr[i] * inv * w[i];
+    }
+  }, std::max(1, 16384 / dim));
 }
 
 std::vector<float> rope_inv_freq(const ModelConfig& c) {
@@ -63,41 +66,42 @@ std::vector<float> rope_inv_freq(const ModelConfig& c) {
 void apply_rope(float* x, const std::int32_t* positions, int tokens, int heads, int head_dim,
                 const float* inv_freq) {
   const int half = head_dim / 2;
-#pragma omp parallel for schedule(static) if (tokens > 8)
-  for (int t = 0; t < tokens; ++t) {
-    for (int i = 0; i < half; ++i) {
-      const float angle = static_cast<float>(positions[t]) * inv_freq[i];
-      const float c = std::cos(angle), s = std::sin(angle);
-      for (int h = 0; h < heads; ++h) {
-        float* v = x + (static_cast<std::int64_t>(t) * heads + h) * head_dim;
-        const float a = v[i], b = v[i + half];
-        v[i] = a * c - b * s;
-        v[i + half] = b * c + a * s;
+  ThreadPool::global().parallel_for(tokens, [&](std::int64_t t0, std::int64_t t1) {
+    for (std::int64_t t = t0; t < t1; ++t) {
+      for (int i = 0; i < half; ++i) {
+        const float angle = static_cast<float>(positions[t]) * inv_freq[i];
+        const float c = std::cos(angle), s = std::sin(angle);
+        for (int h = 0; h < heads; ++h) {
+          float* v = x + (t * heads + h) * head_dim;
+          const float a = v[i], b = v[i + half];
+          v[i] = a * c - b * s;
+          v[i + half] = b * c + a * s;
+        }
       }
     }
-  }
+  }, 8);
 }
 
 void matmul_nt(const float* x, const float* W, const float* b, float* y, int M, int N, int K) {
-  // Parallel over output columns: each thread streams its rows of W, each once per 16 rows of x.
-  constexpr int kRowBlock = 16;
-#pragma omp parallel for schedule(static)
-  for (int n = 0; n < N; ++n) {
-    const float* w = W + static_cast<std::int64_t>(n) * K;
-    const float bias = b ? b[n] : 0.0f;
-    for (int m0 = 0; m0 < M; m0 += kRowBlock) {
-      const int m1 = std::min(M, m0 + kRowBlock);
-      for (int m = m0; m < m1; ++m) y[static_cast<std::int64_t>(m) * N + n] = dot(x + static_cast<std::int64_t>(m) * K, w, K) + bias;
+  // Parallel over output columns: each thread streams its rows of W once; a column's work is
+  // M * K multiply-adds, and a thread gets at least 64 K of them.
+  const std::int64_t per_column = std::max<std::int64_t>(1, static_cast<std::int64_t>(M) * K);
+  ThreadPool::global().parallel_for(N, [&](std::int64_t n0, std::int64_t n1) {
+    for (std::int64_t n = n0; n < n1; ++n) {
+      const float* w = W + n * K;
+      const float bias = b ? b[n] : 0.0f;
+      for (int m = 0; m < M; ++m) y[static_cast<std::int64_t>(m) * N + n] = dot(x + static_cast<std::int64_t>(m) * K, w, K) + bias;
     }
-  }
+  }, std::max<std::int64_t>(1, 65536 / per_column));
 }
 
 void silu_mul(const float* gate, const float* up, float* out, std::int64_t count) {
-#pragma omp parallel for schedule(static) if (count > 65536)
-  for (std::int64_t i = 0; i < count; ++i) {
-    const float g = gate[i];
-    out[i] = g / (1.0f + std::exp(-g)) * up[i];
-  }
+  ThreadPool::global().parallel_for(count, [&](std::int64_t i0, std::int64_t i1) {
+    for (std::int64_t i = i0; i < i1; ++i) {
+      const float g = gate[i];
+      out[i] = g / (1.0f + std::exp(-g)) * up[i];
+    }
+  }, 32768);
 }
 
 void write_kv(const PagedKv& c, const float* k, const float* v, const std::int32_t* slot_mapping, int tokens) {
@@ -121,22 +125,22 @@ void paged_attention(const float* q, const PagedKv& c, const std::int32_t* cu_se
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const int total = cu_seqlens_q[num_seqs];
   // Flattened (token, head) work items; each finds its sequence by binary search.
-#pragma omp parallel
-  {
+  ThreadPool::global().parallel_for(static_cast<std::int64_t>(total) * num_heads, [&](std::int64_t i0, std::int64_t i1) {
     std::vector<float> scores;
-#pragma omp for schedule(dynamic, 4)
-    for (std::int64_t item = 0; item < static_cast<std::int64_t>(total) * num_heads; ++item) {
+    for (std::int64_t item = i0; item < i1; ++item) {
       const int t = static_cast<int>(item / num_heads), h = static_cast<int>(item % num_heads);
       const int b = static_cast<int>(std::upper_bound(cu_seqlens_q, cu_seqlens_q + num_seqs + 1, t) - cu_seqlens_q) - 1;
       const int ctx = positions[t] + 1;
       const int kvh = h / group;
       const float* qv = q + (static_cast<std::int64_t>(t) * num_heads + h) * hd;
       const std::int32_t* table = block_tables + static_cast<std::int64_t>(b) * max_blocks_per_seq;
+      auto row = [&](int p) {
+        return ((static_cast<std::int64_t>(table[p / c.block_size]) * c.num_kv_heads + kvh) * c.block_size + p % c.block_size) * hd;
+      };
       scores.resize(ctx);
       float mx = -INFINITY;
       for (int p = 0; p < ctx; ++p) {
-        const std::int64_t base = ((static_cast<std::int64_t>(table[p / c.block_size]) * c.num_kv_heads + kvh) * c.block_size + p % c.block_size) * hd;
-        scores[p] = dot(qv, c.k + base, hd) * scale;
+        scores[p] = dot(qv, c.k + row(p), hd) * scale;
         mx = std::max(mx, scores[p]);
       }
       double denom = 0;
@@ -144,14 +148,14 @@ void paged_attention(const float* q, const PagedKv& c, const std::int32_t* cu_se
       float* o = out + (static_cast<std::int64_t>(t) * num_heads + h) * hd;
       std::fill(o, o + hd, 0.0f);
       for (int p = 0; p < ctx; ++p) {
-        const std::int64_t base = ((static_cast<std::int64_t>(table[p / c.block_size]) * c.num_kv_heads + kvh) * c.block_size + p % c.block_size) * hd;
+        const float* vrow = c.v + row(p);
         const float w = scores[p];
-        for (int i = 0; i < hd; ++i) o[i] += w * c.v[base + i];
+        for (int i = 0; i < hd; ++i) o[i] += w * vrow[i];
       }
       const float inv = static_cast<float>(1.0 / denom);
       for (int i = 0; i < hd; ++i) o[i] *= inv;
     }
-  }
+  });
 }
 
 }  // namespace awqd::cpu

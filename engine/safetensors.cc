@@ -58,10 +58,13 @@ std::int64_t TensorView::numel() const {
   return n;
 }
 
-std::map<std::string, TensorView> parse_safetensors_header(std::string_view header,
-                                                           std::size_t data_size,
-                                                           const std::string& where,
-                                                           std::map<std::string, std::string>* metadata) {
+namespace {
+
+// Tensors of a header (without the length prefix) for a data section of data_size bytes, with
+// `data` holding offsets (nullptr + offset) until the caller rebases them.
+std::map<std::string, TensorView> parse_header(std::string_view header, std::size_t data_size,
+                                               const std::string& where,
+                                               std::map<std::string, std::string>* metadata) {
   json j;
   try {
     j = json::parse(header.begin(), header.end());
@@ -137,6 +140,25 @@ std::map<std::string, TensorView> parse_safetensors_header(std::string_view head
   return tensors;
 }
 
+}  // namespace
+
+std::map<std::string, TensorView> parse_safetensors(const std::byte* bytes, std::size_t size,
+                                                    const std::string& where,
+                                                    std::map<std::string, std::string>* metadata) {
+  if (size < 8)
+    fail(where, "truncated safetensors file (" + std::to_string(size) + " bytes, less than the 8-byte header length)");
+  std::uint64_t n = 0;
+  std::memcpy(&n, bytes, 8);  // little-endian on every platform awqd supports
+  if (n > kMaxHeaderBytes || n > size - 8)
+    fail(where, "corrupt or truncated safetensors file: header length " + std::to_string(n) +
+                    " does not fit in " + std::to_string(size) + " bytes");
+  const std::string_view header(reinterpret_cast<const char*>(bytes + 8), n);
+  const std::byte* data = bytes + 8 + n;
+  auto tensors = parse_header(header, size - 8 - n, where, metadata);
+  for (auto& [name, t] : tensors) t.data = data + (t.data - static_cast<const std::byte*>(nullptr));
+  return tensors;
+}
+
 SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) : path_(path) {
   const std::string where = path.string();
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -147,9 +169,9 @@ SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) : path_(path
     fail(where, std::string("cannot stat: ") + std::strerror(errno));
   }
   map_size_ = static_cast<std::size_t>(st.st_size);
-  if (map_size_ < 8) {
+  if (map_size_ == 0) {
     ::close(fd);
-    fail(where, "truncated safetensors file (" + std::to_string(map_size_) + " bytes, less than the 8-byte header length)");
+    fail(where, "empty file (a safetensors file starts with an 8-byte header length)");
   }
   map_ = ::mmap(nullptr, map_size_, PROT_READ, MAP_PRIVATE, fd, 0);
   ::close(fd);
@@ -158,25 +180,13 @@ SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) : path_(path
     fail(where, std::string("cannot mmap: ") + std::strerror(errno));
   }
   ::madvise(map_, map_size_, MADV_WILLNEED);
-  const auto* bytes = static_cast<const std::byte*>(map_);
-  std::uint64_t n = 0;
-  std::memcpy(&n, bytes, 8);  // little-endian on every platform awqd supports
-  if (n > kMaxHeaderBytes || n > map_size_ - 8) {
-    ::munmap(map_, map_size_);
-    map_ = nullptr;
-    fail(where, "corrupt or truncated safetensors file: header length " + std::to_string(n) +
-                    " does not fit in " + std::to_string(map_size_) + " bytes");
-  }
-  const std::string_view header(reinterpret_cast<const char*>(bytes + 8), n);
-  const std::byte* data = bytes + 8 + n;
   try {
-    tensors_ = parse_safetensors_header(header, map_size_ - 8 - n, where, &metadata_);
+    tensors_ = parse_safetensors(static_cast<const std::byte*>(map_), map_size_, where, &metadata_);
   } catch (...) {
     ::munmap(map_, map_size_);
     map_ = nullptr;
     throw;
   }
-  for (auto& [name, t] : tensors_) t.data = data + (t.data - static_cast<const std::byte*>(nullptr));
 }
 
 SafetensorsFile::~SafetensorsFile() {
