@@ -54,7 +54,9 @@ void launch(void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t smem, 
   emu::launch(grid, block, smem, [&] { kernel(static_cast<Params>(args)...); });
 #else
   if (smem > 48 * 1024) detail::allow_dynamic_smem(reinterpret_cast<const void*>(kernel), smem);
-  kernel<<<grid, block, smem, stream> > >(static_cast<Params>(args)...);
+  // clang-format off
+  kernel<<<grid, block, smem, stream>>>(static_cast<Params>(args)...);
+  // clang-format on
   CUDA_CHECK_LAUNCH();
 #endif
 }
