@@ -59,7 +59,11 @@ struct DecodeAttentionArgs {
 };
 
 // Workspace the current device needs for any batch (partial results and counters). Allocate it
-// once, zero it once (cudaMemset); every launch leaves its counters at zero again.
+// once, zero it once (cudaMemset); every launch leaves its counters at zero again. One workspace
+// per stream: launches that may run concurrently must not share one.
+// CUDA graphs: the grid (split count) is fixed at capture from num_seqs and max_context_len,
+// while context_lens and block_tables are read at replay; capture with the largest context the
+// graph will serve (any shorter context runs correctly, with idle CTAs exiting at once).
 std::size_t decode_attention_workspace_bytes(int head_dim);
 
 // The split count decode_attention will use for these arguments (for tests and benchmarks).

@@ -127,18 +127,35 @@ __device__ __forceinline__ u64 block_suffix_exclusive(u64 v, u64* scratch) {
   return after;
 }
 
-// Calls f(index, value) for every element of the row, 16-byte loads, 4 elements per group.
+// Calls f(c, v) for every 4-element group c of the row (v = elements 4c .. 4c+3, some past the
+// vocabulary in the last group). Loads are issued kUnroll groups ahead of their use: one CTA
+// streams a whole row, so its passes are latency bound unless many loads are in flight.
+template <typename F>
+__device__ __forceinline__ void for_each_group(const float* row, int vocab, F f) {
+  constexpr int kUnroll = 8;
+  const int groups = (vocab + 3) / 4;
+  const float4* r4 = reinterpret_cast<const float4*>(row);
+  int c = threadIdx.x;
+  for (; c + (kUnroll - 1) * kThreads < groups; c += kUnroll * kThreads) {
+    float4 v[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) v[u] = r4[c + u * kThreads];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) f(c + u * kThreads, v[u]);
+  }
+  for (; c < groups; c += kThreads) f(c, r4[c]);
+}
+
+// Calls f(index, value) for every element of the row.
 template <typename F>
 __device__ __forceinline__ void for_each_logit(const float* row, int vocab, F f) {
-  const int groups = (vocab + 3) / 4;
-  for (int c = threadIdx.x; c < groups; c += kThreads) {
-    const float4 v = *reinterpret_cast<const float4*>(row + 4 * c);
+  for_each_group(row, vocab, [&](int c, float4 v) {
     const float x[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       if (4 * c + e < vocab) f(4 * c + e, x[e]);
     }
-  }
+  });
 }
 
 // Radix select: the largest 32-bit key K such that the weight of included elements with
@@ -344,9 +361,7 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const KernelArgs a) {
 
     // ---- 5. the exponential race ----
     Best b{-1.0f, INT_MAX};
-    const int groups = (vocab + 3) / 4;
-    for (int c = tid; c < groups; c += kThreads) {
-      const float4 v = *reinterpret_cast<const float4*>(row + 4 * c);
+    for_each_group(row, vocab, [&](int c, float4 v) {
       const float x[4] = {v.x, v.y, v.z, v.w};
       float q[4];
       bool any = false;
@@ -355,7 +370,7 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const KernelArgs a) {
         q[e] = 4 * c + e < vocab ? q_of(x[e]) : 0.0f;
         any |= q[e] > 0.0f && q[e] >= threshold;
       }
-      if (!any) continue;
+      if (!any) return;
       const Philox4 r = philox4x32_10(P.seed, static_cast<std::uint32_t>(c), P.position, 0, 0);
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
@@ -363,7 +378,7 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const KernelArgs a) {
         const float u = philox_word_to_uniform(r.v[e]);
         b = better(b, Best{__fdiv_rn(q[e], -logf(u)), 4 * c + e});
       }
-    }
+    });
     b = block_argmax(b, s.red_best);
     token = b.i == INT_MAX ? -1 : b.i;
   }
