@@ -83,11 +83,14 @@ __global__ void __launch_bounds__(kThreads, 2) decode_attention_kernel(const Par
   const int nrows = min(kRows, p.ratio - grp * kRows);
   const int ctx = p.context_lens[seq];
   const int nblocks = (ctx + kKvCacheBlockSize - 1) / kKvCacheBlockSize;
-  const int nsplits = max(1, (nblocks + p.split_blocks - 1) / p.split_blocks);
+  // Splits this sequence uses; should max_context_len have been too small for it, the grid's
+  // last split takes the remainder (slower, still correct).
+  const int nsplits =
+      min(static_cast<int>(gridDim.x), max(1, (nblocks + p.split_blocks - 1) / p.split_blocks));
   const int split = blockIdx.x;
   if (split >= nsplits) return;
   const int blk_begin = split * p.split_blocks;
-  const int blk_end = min(nblocks, blk_begin + p.split_blocks);
+  const int blk_end = split == nsplits - 1 ? nblocks : min(nblocks, blk_begin + p.split_blocks);
   const int* table = p.block_tables + static_cast<std::size_t>(seq) * p.max_blocks_per_seq;
   // This warp's blocks: blk_begin + warp + kWarps * i for i < my_count.
   const int my_count =

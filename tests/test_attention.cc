@@ -146,6 +146,7 @@ struct DecodeCase {
   std::vector<int> ctx;
   int splits = 0;  // 0: automatic
   float q_scale = 1.0f;
+  int max_context_hint = 0;  // > 0: a too-small max_context_len (the kernel must still be right)
 };
 
 void run_decode(const DecodeCase& c, bool sm75, std::mt19937_64& rng) {
@@ -170,7 +171,7 @@ void run_decode(const DecodeCase& c, bool sm75, std::mt19937_64& rng) {
   a.num_heads = s.heads;
   a.num_kv_heads = s.kv_heads;
   a.head_dim = s.head_dim;
-  a.max_context_len = s.max_ctx();
+  a.max_context_len = c.max_context_hint > 0 ? c.max_context_hint : s.max_ctx();
   a.workspace = workspace.get();
   a.workspace_bytes = workspace.size();
   a.num_splits = c.splits;
@@ -208,6 +209,7 @@ TEST_P(DecodeAttention, MatchesReference) {
       {8, 1, 128, {130}, 5},                       // ratio 8
       {20, 1, 64, {40, 9}, 2},                     // ratio 20: two query-head groups
       {4, 1, 128, random_lengths(5, 1, 70, rng)},  // ragged batch
+      {8, 2, 64, {300, 20}, 4, 1.0f, 100},         // max_context_len below the real context
   };
   if (!test::quick()) {
     cases.push_back({32, 8, 128, {16384}});  // batch 1, 16k
