@@ -228,7 +228,7 @@ struct KernelArgs {
   float* out_top_logprobs;
 };
 
-__global__ void __launch_bounds__(kThreads) sample_kernel(const KernelArgs a) {
+__global__ void __launch_bounds__(kThreads, 1) sample_kernel(const KernelArgs a) {
   __shared__ Smem s;
   const int tid = threadIdx.x;
   const int row_index = blockIdx.x;
