@@ -13,6 +13,10 @@ namespace {
 constexpr int kThreads = 512;
 constexpr int kWarps = kThreads / kWarpSize;
 constexpr int kMaxBins = 2048;  // radix digits of 11, 11 and 10 bits
+// top_k <= kFastTopK: the kept tokens (<= kCandidates, ties included) are gathered into shared
+// memory once and the rest of the procedure runs there instead of over the whole row.
+constexpr int kFastTopK = 1024;
+constexpr int kCandidates = 2048;
 
 using u64 = unsigned long long;
 
@@ -68,6 +72,9 @@ __device__ __forceinline__ Best better(Best a, Best b) {
 
 struct Smem {
   u64 hist[kMaxBins];
+  int cand_idx[kCandidates];
+  float cand_val[kCandidates];  // raw (penalised) logits of the candidates
+  int cand_count;
   u64 red_u64[kWarps];
   double red_d[kWarps];
   float red_f[kWarps];
@@ -160,9 +167,10 @@ __device__ __forceinline__ void for_each_logit(const float* row, int vocab, F f)
 
 // Radix select: the largest 32-bit key K such that the weight of included elements with
 // key >= K reaches `target`; when the total weight is below it, the smallest included key.
-// fn(index, value, &key, &weight) returns whether the element is included.
-template <typename Fn>
-__device__ std::uint32_t radix_select(const float* row, int vocab, Fn fn, u64 target, Smem& s) {
+// source(f) calls f(index, value) for every element; fn(index, value, &key, &weight) returns
+// whether the element is included.
+template <typename Source, typename Fn>
+__device__ std::uint32_t radix_select(Source source, Fn fn, u64 target, Smem& s) {
   std::uint32_t prefix = 0, mask = 0;
   u64 above = 0;  // weight of included keys above the current prefix
   for (int pass = 0; pass < 3; ++pass) {
@@ -170,7 +178,7 @@ __device__ std::uint32_t radix_select(const float* row, int vocab, Fn fn, u64 ta
     const int nbins = pass == 2 ? 1024 : 2048;
     for (int b = threadIdx.x; b < nbins; b += kThreads) s.hist[b] = 0;
     __syncthreads();
-    for_each_logit(row, vocab, [&](int idx, float x) {
+    source([&](int idx, float x) {
       std::uint32_t key;
       u64 w;
       if (fn(idx, x, key, w) && (key & mask) == prefix) {
@@ -251,7 +259,7 @@ __global__ void __launch_bounds__(kThreads, 1) sample_kernel(const KernelArgs a)
     lse = m + static_cast<float>(log(sum));
 
     const std::uint32_t kth = radix_select(
-        row, vocab,
+        [&](auto f) { for_each_logit(row, vocab, f); },
         [](int, float x, std::uint32_t& key, u64& w) {
           key = ordered_key(x), w = 1;
           return true;
@@ -318,37 +326,70 @@ __global__ void __launch_bounds__(kThreads, 1) sample_kernel(const KernelArgs a)
     const float inv_t = __fdiv_rn(1.0f, P.temperature);
     auto scaled = [inv_t](float x) { return __fmul_rn(x, inv_t); };
     float kth = -INFINITY;  // keep scaled >= kth
-    if (P.top_k > 0 && P.top_k < vocab) {
+    const bool top_k = P.top_k > 0 && P.top_k < vocab;
+    if (top_k) {
       kth = from_ordered_key(radix_select(
-          row, vocab,
+          [&](auto f) { for_each_logit(row, vocab, f); },
           [&](int, float x, std::uint32_t& key, u64& w) {
             key = ordered_key(scaled(x)), w = 1;
             return true;
           },
           static_cast<u64>(P.top_k), s));
     }
+    // Small top_k: gather the kept tokens; every later pass reads shared memory.
+    bool fast = false;
+    if (top_k && P.top_k <= kFastTopK) {
+      if (tid == 0) s.cand_count = 0;
+      __syncthreads();
+      for_each_logit(row, vocab, [&](int idx, float x) {
+        if (scaled(x) >= kth) {
+          const int slot = atomicAdd(&s.cand_count, 1);
+          if (slot < kCandidates) s.cand_idx[slot] = idx, s.cand_val[slot] = x;
+        }
+      });
+      __syncthreads();
+      fast = s.cand_count <= kCandidates;  // else (many ties at the k-th value) the whole row
+    }
+    const int candidates = fast ? s.cand_count : 0;
+    auto kept = [&](auto f) {  // f(index, raw value) for every token that survived top-k
+      if (fast) {
+        for (int i = tid; i < candidates; i += kThreads) f(s.cand_idx[i], s.cand_val[i]);
+      } else {
+        for_each_logit(row, vocab, [&](int idx, float x) {
+          if (scaled(x) >= kth) f(idx, x);
+        });
+      }
+    };
     float mx = -INFINITY;
-    for_each_logit(row, vocab, [&](int, float x) {
-      const float l = scaled(x);
-      if (l >= kth) mx = fmaxf(mx, l);
-    });
+    kept([&](int, float x) { mx = fmaxf(mx, scaled(x)); });
     mx = block_reduce(mx, fmax_op, s.red_f);
     // prob = exp(l - mx) for kept tokens (0 for -inf), as the CPU computes it.
     auto prob = [&](float x) {
       const float l = scaled(x);
       return (l >= kth && l != -INFINITY) ? expf(__fsub_rn(l, mx)) : 0.0f;
     };
-    double total = 0.0;
-    for_each_logit(row, vocab, [&](int, float x) { total += static_cast<double>(prob(x)); });
-    total = block_reduce(
-        total, [](double x, double y) { return x + y; }, s.red_d);
+    // Their sum, in an order-independent way: in double over the row (fixed thread mapping), or,
+    // for candidates gathered in arbitrary order, exactly in 2^-52 fixed point (<= 2^63).
+    double total;
+    if (fast) {
+      u64 fixed = 0;
+      kept([&](int, float x) { fixed += static_cast<u64>(static_cast<double>(prob(x)) * 0x1p52); });
+      total = static_cast<double>(block_reduce(
+                  fixed, [](u64 x, u64 y) { return x + y; }, s.red_u64)) *
+              0x1p-52;
+    } else {
+      double sum = 0.0;
+      kept([&](int, float x) { sum += static_cast<double>(prob(x)); });
+      total = block_reduce(
+          sum, [](double x, double y) { return x + y; }, s.red_d);
+    }
     const float inv_total = static_cast<float>(1.0 / total);
     auto q_of = [&](float x) { return __fmul_rn(prob(x), inv_total); };
     float threshold = 0.0f;  // keep q >= threshold (and q > 0)
     if (P.top_p < 1.0f) {
       const u64 target = static_cast<u64>(static_cast<double>(P.top_p) * 0x1p60);
       threshold = __uint_as_float(radix_select(
-          row, vocab,
+          kept,
           [&](int, float x, std::uint32_t& key, u64& w) {
             const float q = q_of(x);
             key = __float_as_uint(q);
@@ -361,24 +402,31 @@ __global__ void __launch_bounds__(kThreads, 1) sample_kernel(const KernelArgs a)
 
     // ---- 5. the exponential race ----
     Best b{-1.0f, INT_MAX};
-    for_each_group(row, vocab, [&](int c, float4 v) {
-      const float x[4] = {v.x, v.y, v.z, v.w};
-      float q[4];
-      bool any = false;
+    auto race = [&](int idx, float q, std::uint32_t word) {
+      if (q <= 0.0f || q < threshold) return;
+      b = better(b, Best{__fdiv_rn(q, -logf(philox_word_to_uniform(word))), idx});
+    };
+    if (fast) {
+      kept([&](int idx, float x) {
+        const Philox4 r = philox4x32_10(P.seed, static_cast<std::uint32_t>(idx / 4), P.position, 0, 0);
+        race(idx, q_of(x), r.v[idx % 4]);
+      });
+    } else {
+      for_each_group(row, vocab, [&](int c, float4 v) {
+        const float x[4] = {v.x, v.y, v.z, v.w};
+        float q[4];
+        bool any = false;
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        q[e] = 4 * c + e < vocab ? q_of(x[e]) : 0.0f;
-        any |= q[e] > 0.0f && q[e] >= threshold;
-      }
-      if (!any) return;
-      const Philox4 r = philox4x32_10(P.seed, static_cast<std::uint32_t>(c), P.position, 0, 0);
+        for (int e = 0; e < 4; ++e) {
+          q[e] = 4 * c + e < vocab ? q_of(x[e]) : 0.0f;
+          any |= q[e] > 0.0f && q[e] >= threshold;
+        }
+        if (!any) return;
+        const Philox4 r = philox4x32_10(P.seed, static_cast<std::uint32_t>(c), P.position, 0, 0);
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        if (q[e] <= 0.0f || q[e] < threshold) continue;
-        const float u = philox_word_to_uniform(r.v[e]);
-        b = better(b, Best{__fdiv_rn(q[e], -logf(u)), 4 * c + e});
-      }
-    });
+        for (int e = 0; e < 4; ++e) race(4 * c + e, q[e], r.v[e]);
+      });
+    }
     b = block_argmax(b, s.red_best);
     token = b.i == INT_MAX ? -1 : b.i;
   }

@@ -21,8 +21,10 @@
 // is streamed with 16-byte loads once per pass; thresholds (k-th largest, top-p threshold,
 // top-n) come from a block-wide radix select over 32-bit order-preserving keys (11/11/10-bit
 // digits, shared-memory histograms, integer weights: counts, or probability mass in 2^-60
-// fixed point, so the sums are exact and order-independent). Greedy rows take one pass; the
-// full top-k + top-p path about nine. Same code on every arch (no tensor cores).
+// fixed point, so the sums are exact and order-independent). With top_k <= 1024 the kept tokens
+// are gathered into shared memory after the k-th value is known, and softmax, top-p, min-p and
+// the race run there: 4 passes over the row. Greedy rows take 1 pass; top-p without top-k about
+// 6. Same code on every arch (no tensor cores).
 //
 // Where the GPU and the CPU can disagree: expf/logf differ from the host libm in the last ulp
 // and the sums are taken in another order, so a row whose two best race scores are equal to
