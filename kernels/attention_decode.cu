@@ -12,8 +12,8 @@ namespace awqd::cuda {
 
 namespace {
 
-constexpr int kCtasPerSm = 2;  // resident decode CTAs per SM (shared memory bound)
-constexpr int kWaves = 4;      // aim for this many waves of CTAs, for load balance
+constexpr int kCtasPerSm = 2;        // resident decode CTAs per SM (shared memory bound)
+constexpr int kWaves = 4;            // aim for this many waves of CTAs, for load balance
 constexpr int kMinSplitBlocks = 16;  // 4 blocks per warp: fewer partials to merge
 
 // Workspace capacity, a function of the device only: splitting happens when units < target, so

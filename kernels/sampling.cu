@@ -258,13 +258,12 @@ __global__ void __launch_bounds__(kThreads, 1) sample_kernel(const KernelArgs a)
         sum, [](double x, double y) { return x + y; }, s.red_d);
     lse = m + static_cast<float>(log(sum));
 
-    const std::uint32_t kth = radix_select(
-        [&](auto f) { for_each_logit(row, vocab, f); },
-        [](int, float x, std::uint32_t& key, u64& w) {
-          key = ordered_key(x), w = 1;
-          return true;
-        },
-        static_cast<u64>(n_top), s);
+    const std::uint32_t kth = radix_select([&](auto f) { for_each_logit(row, vocab, f); },
+                                           [](int, float x, std::uint32_t& key, u64& w) {
+                                             key = ordered_key(x), w = 1;
+                                             return true;
+                                           },
+                                           static_cast<u64>(n_top), s);
     if (tid == 0) s.top_count = 0;
     __syncthreads();
     for_each_logit(row, vocab, [&](int idx, float x) {
@@ -328,13 +327,12 @@ __global__ void __launch_bounds__(kThreads, 1) sample_kernel(const KernelArgs a)
     float kth = -INFINITY;  // keep scaled >= kth
     const bool top_k = P.top_k > 0 && P.top_k < vocab;
     if (top_k) {
-      kth = from_ordered_key(radix_select(
-          [&](auto f) { for_each_logit(row, vocab, f); },
-          [&](int, float x, std::uint32_t& key, u64& w) {
-            key = ordered_key(scaled(x)), w = 1;
-            return true;
-          },
-          static_cast<u64>(P.top_k), s));
+      kth = from_ordered_key(radix_select([&](auto f) { for_each_logit(row, vocab, f); },
+                                          [&](int, float x, std::uint32_t& key, u64& w) {
+                                            key = ordered_key(scaled(x)), w = 1;
+                                            return true;
+                                          },
+                                          static_cast<u64>(P.top_k), s));
     }
     // Small top_k: gather the kept tokens; every later pass reads shared memory.
     bool fast = false;
@@ -408,7 +406,8 @@ __global__ void __launch_bounds__(kThreads, 1) sample_kernel(const KernelArgs a)
     };
     if (fast) {
       kept([&](int idx, float x) {
-        const Philox4 r = philox4x32_10(P.seed, static_cast<std::uint32_t>(idx / 4), P.position, 0, 0);
+        const Philox4 r =
+            philox4x32_10(P.seed, static_cast<std::uint32_t>(idx / 4), P.position, 0, 0);
         race(idx, q_of(x), r.v[idx % 4]);
       });
     } else {
