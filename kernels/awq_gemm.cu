@@ -76,6 +76,7 @@ struct FamilyCaps {
 struct DeviceCaps {
   int sm = 0;   // 75, 80, 90, ...
   int sms = 0;  // multiprocessors
+  int l2_bytes = 0;
   FamilyCaps tensor_core, turing;
 };
 
@@ -128,6 +129,7 @@ const DeviceCaps& device_caps() {
   CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
   CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
   CUDA_CHECK(cudaDeviceGetAttribute(&caps.sms, cudaDevAttrMultiProcessorCount, device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&caps.l2_bytes, cudaDevAttrL2CacheSize, device));
   caps.sm = major * 10 + minor;
   caps.tensor_core = probe_family(false, caps.sm);
   caps.turing = probe_family(true, caps.sm);
@@ -193,7 +195,8 @@ Shape shape_of(const AwqWeight& w) {
 // Workspace split of the dequant path: [counters][cuBLASLt workspace][fp16 weight chunk].
 struct DequantLayout {
   std::size_t cublas_bytes = 0;
-  int chunk_cols = 0;  // 0: the workspace cannot hold even one stripe
+  int max_chunk_cols = 0;  // what the workspace holds; 0: not even one stripe
+  int chunk_cols = 0;      // what a call uses
 };
 DequantLayout dequant_layout(const AwqWorkspace& ws, int K, int n_pad) {
   DequantLayout d;
@@ -201,8 +204,17 @@ DequantLayout dequant_layout(const AwqWorkspace& ws, int K, int n_pad) {
   const std::size_t avail = ws.bytes - kCounterBytes;
   d.cublas_bytes = std::min(kCublasWorkspaceBytes, avail / 2) / 256 * 256;
   const std::size_t cols = (avail - d.cublas_bytes) / (static_cast<std::size_t>(K) * 2) / 64 * 64;
-  d.chunk_cols = static_cast<int>(std::min<std::size_t>(cols, n_pad));
+  d.max_chunk_cols = static_cast<int>(std::min<std::size_t>(cols, n_pad));
   return d;
+}
+
+// Columns dequantized per cuBLASLt call: small enough that the fp16 chunk (K x cols) stays in
+// about 40% of the L2 between the dequantize kernel writing it and cuBLASLt reading it, but wide
+// enough for two waves of 128 x 256 cuBLASLt tiles at this M.
+int dequant_chunk_cols(int M, int K, const DeviceCaps& caps) {
+  const long long l2_cols = static_cast<long long>(0.4 * caps.l2_bytes) / (2ll * K) / 64 * 64;
+  const long long wave_cols = (2ll * caps.sms * 128 * 256 / std::max(M, 1) + 63) / 64 * 64;
+  return static_cast<int>(std::min<long long>(std::max({l2_cols, wave_cols, 256ll}), 1 << 30));
 }
 
 struct TensorCorePlan {
@@ -283,7 +295,7 @@ Resolved resolve(int M, const AwqWeight& w, const AwqWorkspace& ws, const AwqGem
   if (r.path == AwqGemmPath::kAuto) {
     const bool forced_shape = o.tile != AwqTile::kAuto || o.splits != 0 || o.batch_invariant;
     if (!forced_shape && M >= kDequantMinM &&
-        r.dq.chunk_cols >= std::min(sh.n_pad, kDequantMinChunkCols))
+        r.dq.max_chunk_cols >= std::min(sh.n_pad, kDequantMinChunkCols))
       r.path = AwqGemmPath::kDequantCublas;
     else
       r.path = caps.tensor_core.available ? AwqGemmPath::kTensorCore : AwqGemmPath::kTuring;
@@ -297,7 +309,7 @@ Resolved resolve(int M, const AwqWeight& w, const AwqWorkspace& ws, const AwqGem
       if (!caps.turing.available) bad_argument("the Turing path is unavailable: " + caps.turing.why_not);
       break;
     case AwqGemmPath::kDequantCublas:
-      if (r.dq.chunk_cols < 64)
+      if (r.dq.max_chunk_cols < 64)
         bad_argument("the dequantize + cuBLASLt path needs a workspace of at least " +
                      std::to_string(kCounterBytes + 2 * (std::size_t{64} * w.K * 2)) + " bytes");
       if (o.batch_invariant) bad_argument("batch_invariant runs the tensor-core kernels only");
@@ -305,7 +317,12 @@ Resolved resolve(int M, const AwqWeight& w, const AwqWorkspace& ws, const AwqGem
     default:
       bad_argument("unknown path");
   }
-  if (r.path != AwqGemmPath::kDequantCublas && M > 0) {
+  if (r.path == AwqGemmPath::kDequantCublas) {
+    if (o.dequant_chunk_cols < 0 || o.dequant_chunk_cols % 64 != 0)
+      bad_argument("options.dequant_chunk_cols must be a multiple of 64");
+    const int want = o.dequant_chunk_cols > 0 ? o.dequant_chunk_cols : dequant_chunk_cols(M, w.K, caps);
+    r.dq.chunk_cols = std::min({want, r.dq.max_chunk_cols, sh.n_pad});
+  } else if (M > 0) {
     const std::size_t partial_bytes = ws.bytes > kCounterBytes ? ws.bytes - kCounterBytes : 0;
     r.tc = plan_tensor_core(M, w, sh, r.path == AwqGemmPath::kTuring, caps, o, partial_bytes);
   }

@@ -24,7 +24,8 @@
 //   the workspace; the block that finishes last (an atomic counter per tile) adds them in split
 //   order (deterministic), adds the bias, writes fp16 and resets the counter. One launch.
 // - Large M (>= kDequantMinM): dequantize W to fp16 in the workspace, chunk by chunk of columns,
-//   and run cuBLASLt (as vLLM does at >= 256 tokens); chosen where it measured faster.
+//   and run cuBLASLt (as vLLM does at >= 256 tokens); chosen where it measured faster. A chunk is
+//   sized to stay in L2 between the two kernels when M leaves cuBLASLt enough tiles.
 // - batch_invariant: the s16 tile for every M and a split count that depends on N and K only, so
 //   a row's result does not depend on the other rows of the batch (engine `deterministic`).
 //
@@ -107,6 +108,7 @@ struct AwqGemmOptions {
   AwqTile tile = AwqTile::kAuto;  // tensor-core/Turing paths: force a tile shape (tests, bench)
   int splits = 0;                 // tensor-core/Turing paths: force split-K (0 = planner)
   bool batch_invariant = false;   // a row's result independent of M (see the top of this file)
+  int dequant_chunk_cols = 0;     // dequant path: columns per cuBLASLt call (0 = by M and L2)
 };
 
 // What awq_gemm chose (for logs, tests and the benchmark).

@@ -145,8 +145,7 @@ struct Row {
 struct SweepRow {
   std::string shape;
   int M;
-  AwqTile tile;
-  int splits;
+  std::string config;  // tile/splits, or dequant chunk columns
   double us;
 };
 
@@ -363,8 +362,11 @@ int main(int argc, char** argv) {
         r.tflops = 2.0 * M * s.K * s.N / r.awq_us / 1e6;
         r.speedup = r.cublas_us / r.awq_us;
         char plan[64];
-        std::snprintf(plan, sizeof(plan), "%s/%s/s%d", awq_gemm_path_name(r.plan.path),
-                      awq_tile_name(r.plan.tile), r.plan.splits);
+        if (r.plan.path == AwqGemmPath::kDequantCublas)
+          std::snprintf(plan, sizeof(plan), "dequant/chunk%d", r.plan.chunk_cols);
+        else
+          std::snprintf(plan, sizeof(plan), "%s/%s/s%d", awq_gemm_path_name(r.plan.path),
+                        awq_tile_name(r.plan.tile), r.plan.splits);
         std::printf("%6d %-28s %9.2f %8.0f %6.1f %8.1f %9.2f %8.2f | %9.2f %9.2f %9.2f\n", M, plan,
                     r.awq_us, r.weight_gbs, r.hbm_pct, r.tflops, r.cublas_us, r.speedup, r.tc_us,
                     r.turing_us, r.dequant_us);
@@ -380,8 +382,19 @@ int main(int argc, char** argv) {
               so.splits = splits;
               AwqGemmPlan sp;
               const double us = bench.awq(M, so, &sp);
-              sweep_rows.push_back({s.name, M, tile, sp.splits, us});
+              sweep_rows.push_back(
+                  {s.name, M, std::string(awq_tile_name(tile)) + "/s" + std::to_string(sp.splits), us});
             }
+        }
+        if (sweep && M >= 1024) {
+          for (int chunk : {1024, 2048, 4096, 8192, 1 << 20}) {
+            AwqGemmOptions so;
+            so.path = AwqGemmPath::kDequantCublas;
+            so.dequant_chunk_cols = chunk;
+            AwqGemmPlan sp;
+            const double us = bench.awq(M, so, &sp);
+            sweep_rows.push_back({s.name, M, "chunk" + std::to_string(sp.chunk_cols), us});
+          }
         }
       }
     }
@@ -400,21 +413,23 @@ int main(int argc, char** argv) {
     if (!sweep_rows.empty()) {
       if (!sweep_path.empty()) {
         std::ofstream f(sweep_path);
-        f << "shape,M,tile,splits,us\n";
+        f << "shape,M,config,us\n";
         for (const SweepRow& r : sweep_rows)
-          f << r.shape << ',' << r.M << ',' << awq_tile_name(r.tile) << ',' << r.splits << ','
-            << r.us << '\n';
+          f << r.shape << ',' << r.M << ',' << r.config << ',' << r.us << '\n';
       }
-      std::printf("\n## sweep: best forced tile/splits vs auto\n%-8s %6s %10s %-12s %10s\n",
-                  "shape", "M", "auto_us", "best", "best_us");
+      std::printf("\n## sweep: best forced tile/splits (dequant chunk for M >= 1024) vs auto\n"
+                  "%-8s %6s %-22s %10s %-14s %10s\n",
+                  "shape", "M", "auto", "auto_us", "best", "best_us");
       for (const Row& r : rows) {
         const SweepRow* best = nullptr;
         for (const SweepRow& sr : sweep_rows)
           if (sr.shape == r.shape && sr.M == r.M && (best == nullptr || sr.us < best->us)) best = &sr;
         if (best == nullptr) continue;
-        char cfg[32];
-        std::snprintf(cfg, sizeof(cfg), "%s/s%d", awq_tile_name(best->tile), best->splits);
-        std::printf("%-8s %6d %10.2f %-12s %10.2f\n", r.shape.c_str(), r.M, r.awq_us, cfg, best->us);
+        char plan[48];
+        std::snprintf(plan, sizeof(plan), "%s/s%d/c%d", awq_tile_name(r.plan.tile), r.plan.splits,
+                      r.plan.chunk_cols);
+        std::printf("%-8s %6d %-22s %10.2f %-14s %10.2f\n", r.shape.c_str(), r.M, plan, r.awq_us,
+                    best->config.c_str(), best->us);
       }
     }
 
