@@ -1,6 +1,8 @@
 // Device building blocks of the AWQ GEMM paths: int4 -> fp16 dequantization of the tile layout
 // (kernels/awq_layout.cuh), and thin wrappers over the PTX instructions the kernels use
-// (mma.sync m16n8k16 / m16n8k8, ldmatrix, cp.async). Included by .cu files only.
+// (mma.sync m16n8k16 / m16n8k8, ldmatrix, cp.async). Included by .cu files, and by the CPU
+// emulation test (tests/emu/cuda_emulation.h), which defines AWQD_KERNEL_EMULATION and supplies
+// its own versions of the PTX wrappers, so CI runs the kernel's real code without a GPU.
 #pragma once
 
 #include <cuda_fp16.h>
@@ -9,6 +11,7 @@
 
 namespace awqd::cuda::awq_device {
 
+#ifndef AWQD_KERNEL_EMULATION
 // ---- fp16x2 arithmetic on raw 32-bit registers -----------------------------------------------
 // Explicit .rn keeps ptxas from contracting the pair into an fma (which would round differently
 // from the CPU reference and the dequantize kernel).
@@ -22,6 +25,7 @@ __device__ __forceinline__ std::uint32_t hmul2(std::uint32_t a, std::uint32_t b)
   asm("mul.rn.f16x2 %0, %1, %2;" : "=r"(d) : "r"(a), "r"(b));
   return d;
 }
+#endif  // AWQD_KERNEL_EMULATION
 
 // 1024 + (the 4-bit values at bits 0..3 and 16..19 of w), as two fp16 numbers: 0x6400 is 1024.0,
 // whose ulp is 1, so OR-ing a 4-bit integer into the mantissa adds it exactly. Compiles to LOP3.
@@ -61,6 +65,7 @@ __device__ __forceinline__ void dequant_word(std::uint32_t w, const GroupConsts&
   b[1][1] = hmul2(hsub2(int4_pair_plus_1024(w >> 12), c.z2[2 * j + 1]), c.s2[2 * j + 1]);
 }
 
+#ifndef AWQD_KERNEL_EMULATION
 // ---- tensor cores --------------------------------------------------------------------------------
 // D += A * B, A 16x16 row-major (4 regs, ldmatrix.x4 order), B 16x8 "col" (2 regs), fp32 C/D.
 __device__ __forceinline__ void mma_m16n8k16(float (&d)[4], const std::uint32_t (&a)[4],
@@ -131,5 +136,6 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;" ::"n"(kPending) : "memory");
 #endif
 }
+#endif  // AWQD_KERNEL_EMULATION
 
 }  // namespace awqd::cuda::awq_device

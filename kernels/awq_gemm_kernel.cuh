@@ -130,8 +130,13 @@ __device__ __forceinline__ void compute_stage(const std::uint8_t* stage, int wm,
 template <class C>
 __device__ __forceinline__ void gemm_block(const Params& p) {
   using namespace awq_device;
+#ifndef AWQD_KERNEL_EMULATION
   extern __shared__ __align__(128) std::uint8_t smem[];
   __shared__ int s_is_last;
+#else
+  std::uint8_t* smem = emu::shared_memory();
+  static int s_is_last;
+#endif
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int wn = warp % C::kWarpsN;
@@ -315,6 +320,7 @@ __device__ __forceinline__ void gemm_block(const Params& p) {
   }
 }
 
+#ifndef AWQD_KERNEL_EMULATION
 template <class C>
 __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks) awq_gemm_kernel(const Params p) {
 #if defined(__CUDA_ARCH__)
@@ -341,5 +347,6 @@ void launch(const Params& p, dim3 grid, cudaStream_t stream) {
 #define AWQD_INSTANTIATE_AWQ_GEMM(Cfg)                                                   \
   template const void* kernel_fn<Cfg>();                                                \
   template void launch<Cfg>(const Params&, dim3, cudaStream_t);
+#endif  // AWQD_KERNEL_EMULATION
 
 }  // namespace awqd::cuda::awq_gemm_detail

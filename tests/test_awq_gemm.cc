@@ -1,31 +1,14 @@
 // AWQ W4A16 GEMM on the GPU (skipped without one): every path (tensor-core sm_80+, the Turing
-// path forced on newer GPUs, dequantize + cuBLASLt, auto) against a CPU reference, on random data,
-// M = 1..64 and 128, 256, 1000, 4096, 8192, odd tensor-parallel shards, G = 32/64/128, with and
-// without bias; outputs are poisoned (NaN) before every run, so an unwritten element fails.
-//
-// Reference: awq_quantize a random fp32 W (per-group offsets, so zero points span 0..15), then
-// W16 = fp16(awq_dequantize(...)): the kernels multiply by exactly these fp16 values (the exact
-// q - z times the fp16 scale, rounded once). ref = sum_k x*W16 in double.
-//
-// Tolerance for one output, with mag = sqrt(sum_k (x_k W16_k)^2):
-//   |y - ref| <= 2^-10 |ref|                                   fp16 output rounding (2^-11) x 2
-//              + (K + 8 splits + 32) 2^-23 (|ref| + 4 mag)     fp32 accumulation
-// The products x*W16 are exact in fp32 (11-bit significands). The tensor cores add the products
-// of each mma into the fp32 accumulator after aligning them to the largest exponent and
-// truncating, so each of the K products can lose up to one fp32 ulp (2^-23 relative) of the
-// running sum; split-K, the warps' k-split and cuBLASLt add a few more fp32 additions. A running
-// sum of random-sign terms stays within a few mag of zero (4 mag bounds it with a wide margin).
-// For the shapes below this is 0.1% to 1% of mag: a wrong scale or zero for one group of 32 rows
-// moves an output by several % of mag, a wrong column or tile by ~100%.
+// path forced on newer GPUs, dequantize + cuBLASLt, auto) against the CPU reference of
+// tests/awq_gemm_reference.h (which also explains the tolerance), on random data, M = 1..64 and
+// 128, 256, 1000, 4096, 8192, odd tensor-parallel shards, G = 32/64/128, with and without bias;
+// outputs are poisoned (NaN) before every run, so an unwritten element fails.
 #include <gtest/gtest.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
-#include <algorithm>
-#include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <cstring>
 #include <memory>
 #include <random>
 #include <sstream>
@@ -37,11 +20,13 @@
 #include "engine/fp16.h"
 #include "kernels/awq_gemm.cuh"
 #include "kernels/cuda_check.cuh"
+#include "tests/awq_gemm_reference.h"
 #include "tests/test_support.h"
 
 namespace {
 
 using awqd::half_bits;
+using awqd::test::AwqReference;
 using namespace awqd::cuda;
 
 template <class T>
@@ -59,75 +44,27 @@ struct DeviceArray {
   }
 };
 
-// One Linear with its reference outputs for rows 0..max_M-1 of x.
+// The reference of one Linear, uploaded, with output and workspace buffers.
 struct Problem {
-  int K, N, G, max_M;
-  bool has_bias;
-  std::vector<double> ref, mag;  // [max_M, N]
+  AwqReference r;
+  bool has_bias = false;
   std::unique_ptr<AwqDeviceWeight> weight;
   std::unique_ptr<DeviceArray<__half>> x, bias, y;
   std::unique_ptr<DeviceArray<char>> workspace;
   AwqWorkspace ws;
+  int N() const { return r.N; }
 };
 
 std::unique_ptr<Problem> make_problem(int K, int N, int G, int max_M, bool has_bias,
                                       std::size_t workspace_bytes = SIZE_MAX) {
   auto p = std::make_unique<Problem>();
-  p->K = K;
-  p->N = N;
-  p->G = G;
-  p->max_M = max_M;
+  p->r = awqd::test::make_awq_reference(K, N, G, max_M);
   p->has_bias = has_bias;
-  std::mt19937 rng(static_cast<std::uint32_t>(K * 7919 + N * 31 + G + max_M * 3 + has_bias));
-  std::uniform_real_distribution<float> uni(-1.0f, 1.0f), amp(0.5f, 2.0f);
-
-  std::vector<float> W(static_cast<std::size_t>(K) * N);
-  std::vector<float> col_amp(N);
-  for (auto& a : col_amp) a = 0.05f * amp(rng);
-  for (int g = 0; g < K / G; ++g)
-    for (int n = 0; n < N; ++n) {
-      const float offset = col_amp[n] * uni(rng);  // moves the group's zero point off the middle
-      for (int k = g * G; k < (g + 1) * G; ++k)
-        W[static_cast<std::size_t>(k) * N + n] = col_amp[n] * uni(rng) + offset;
-    }
-  const awqd::AwqTensors t = awqd::awq_quantize(W.data(), K, N, G);
-  std::vector<float> w16 =
-      awqd::awq_dequantize(t.qweight.data(), t.qzeros.data(), t.scales.data(), K, N, G);
-  for (auto& v : w16) v = awqd::round_to_half(v);
-
-  std::vector<half_bits> x(static_cast<std::size_t>(max_M) * K), bias(N);
-  for (auto& v : x) v = awqd::float_to_half(uni(rng));
-  for (auto& v : bias) v = awqd::float_to_half(uni(rng));
-
-  p->ref.assign(static_cast<std::size_t>(max_M) * N, 0.0);
-  p->mag.assign(static_cast<std::size_t>(max_M) * N, 0.0);
-  std::vector<double> acc(N), sq(N);
-  for (int m = 0; m < max_M; ++m) {
-    std::fill(acc.begin(), acc.end(), 0.0);
-    std::fill(sq.begin(), sq.end(), 0.0);
-    for (int k = 0; k < K; ++k) {
-      const double xv = awqd::half_to_float(x[static_cast<std::size_t>(m) * K + k]);
-      const float* wrow = &w16[static_cast<std::size_t>(k) * N];
-      for (int n = 0; n < N; ++n) {
-        const double prod = xv * wrow[n];
-        acc[n] += prod;
-        sq[n] += prod * prod;
-      }
-    }
-    for (int n = 0; n < N; ++n) {
-      p->ref[static_cast<std::size_t>(m) * N + n] =
-          acc[n] + (has_bias ? awqd::half_to_float(bias[n]) : 0.0);
-      p->mag[static_cast<std::size_t>(m) * N + n] = std::sqrt(sq[n]);
-    }
-  }
-
-  const AwqPackedWeight packed =
-      awq_repack(t.qweight.data(), t.qzeros.data(), t.scales.data(), K, N, G);
-  p->weight = std::make_unique<AwqDeviceWeight>(packed);
-  p->x = std::make_unique<DeviceArray<__half>>(x.size());
-  p->x->upload(x.data(), x.size());
+  p->weight = std::make_unique<AwqDeviceWeight>(p->r.packed);
+  p->x = std::make_unique<DeviceArray<__half>>(p->r.x.size());
+  p->x->upload(p->r.x.data(), p->r.x.size());
   p->bias = std::make_unique<DeviceArray<__half>>(N);
-  p->bias->upload(bias.data(), N);
+  p->bias->upload(p->r.bias.data(), N);
   p->y = std::make_unique<DeviceArray<__half>>(static_cast<std::size_t>(max_M) * N);
   if (workspace_bytes == SIZE_MAX) workspace_bytes = awq_gemm_workspace_bytes(max_M, K, N, G);
   p->workspace = std::make_unique<DeviceArray<char>>(workspace_bytes);
@@ -139,56 +76,24 @@ std::unique_ptr<Problem> make_problem(int K, int N, int G, int max_M, bool has_b
 
 std::string describe(const Problem& p, int M, const AwqGemmOptions& o, const AwqGemmPlan& plan) {
   std::ostringstream s;
-  s << "M=" << M << " K=" << p.K << " N=" << p.N << " G=" << p.G << " bias=" << p.has_bias
+  s << "M=" << M << " K=" << p.r.K << " N=" << p.r.N << " G=" << p.r.G << " bias=" << p.has_bias
     << " path=" << awq_gemm_path_name(o.path) << " -> " << awq_gemm_path_name(plan.path)
     << " tile=" << awq_tile_name(plan.tile) << " splits=" << plan.splits
-    << (o.batch_invariant ? " batch_invariant" : "");
+    << " chunk=" << plan.chunk_cols << (o.batch_invariant ? " batch_invariant" : "");
   return s.str();
 }
 
 // Runs y = x W (+ b) for the first M rows and compares; returns the outputs (fp16 bits).
 std::vector<half_bits> run_and_check(Problem& p, int M, AwqGemmOptions o = {}) {
-  const std::size_t count = static_cast<std::size_t>(M) * p.N;
+  const std::size_t count = static_cast<std::size_t>(M) * p.N();
   CUDA_CHECK(cudaMemset(p.y->ptr, 0xFF, count * sizeof(__half)));  // NaN: poison
   const AwqGemmPlan plan = awq_gemm(p.x->ptr, p.weight->view(), p.has_bias ? p.bias->ptr : nullptr,
                                     p.y->ptr, M, p.ws, nullptr, o);
   CUDA_CHECK(cudaDeviceSynchronize());
   std::vector<half_bits> y(count);
   CUDA_CHECK(cudaMemcpy(y.data(), p.y->ptr, count * sizeof(__half), cudaMemcpyDeviceToHost));
-
-  const double acc_bound = (p.K + 8.0 * plan.splits + 32.0) * std::ldexp(1.0, -23);
-  std::size_t bad = 0, unwritten = 0, worst_i = 0;
-  double worst_ratio = 0.0, err2 = 0.0, ref2 = 0.0;
-  for (std::size_t i = 0; i < count; ++i) {
-    const double got = awqd::half_to_float(y[i]);
-    const double ref = p.ref[i];
-    const double tol = std::ldexp(std::fabs(ref), -10) + acc_bound * (std::fabs(ref) + 4.0 * p.mag[i]);
-    if (!std::isfinite(got)) {
-      ++unwritten;
-      if (worst_ratio < INFINITY) worst_i = i;
-      worst_ratio = INFINITY;
-      continue;
-    }
-    const double ratio = std::fabs(got - ref) / tol;
-    if (ratio > 1.0) ++bad;
-    if (ratio > worst_ratio) {
-      worst_ratio = ratio;
-      worst_i = i;
-    }
-    err2 += (got - ref) * (got - ref);
-    ref2 += ref * ref;
-  }
-  const double rel_l2 = std::sqrt(err2 / std::max(ref2, 1e-300));
-  if (bad > 0 || unwritten > 0 || rel_l2 > 4e-3) {
-    const std::size_t m = worst_i / p.N, n = worst_i % p.N;
-    const double tol = std::ldexp(std::fabs(p.ref[worst_i]), -10) +
-                       acc_bound * (std::fabs(p.ref[worst_i]) + 4.0 * p.mag[worst_i]);
-    ADD_FAILURE() << describe(p, M, o, plan) << ": " << bad << " outside tolerance, "
-                  << unwritten << " unwritten or NaN of " << count << "; rel L2 error " << rel_l2
-                  << "; worst at (m=" << m << ", n=" << n << "): got "
-                  << awqd::half_to_float(y[worst_i]) << ", ref " << p.ref[worst_i] << ", tol "
-                  << tol << " (mag " << p.mag[worst_i] << ")";
-  }
+  const std::string failure = awqd::test::check_awq_output(p.r, y.data(), M, p.has_bias, plan.splits);
+  if (!failure.empty()) ADD_FAILURE() << describe(p, M, o, plan) << ": " << failure;
   return y;
 }
 
@@ -232,13 +137,15 @@ AwqGemmOptions with_path(AwqGemmPath path) {
 TEST(AwqGemm, EveryMFrom1To64EveryPathEveryGroupSize) {
   AWQD_REQUIRE_CUDA();
   // N = 392: 7 stripes, the last with 8 real columns; K = 1536: 24 k-tiles.
-  for (int G : {32, 64, 128})
+  for (int G : {32, 64, 128}) {
+    auto p = make_problem(1536, 392, G, 64, false);
     for (bool bias : {false, true}) {
-      auto p = make_problem(1536, 392, G, 64, bias);
+      p->has_bias = bias;
       for (AwqGemmPath path : paths_to_test())
         for (int M = 1; M <= 64; ++M) run_and_check(*p, M, with_path(path));
       if (HasFailure()) return;
     }
+  }
 }
 
 TEST(AwqGemm, LargeM) {
@@ -311,7 +218,7 @@ TEST(AwqGemm, BatchInvariantRowsDoNotDependOnTheBatch) {
     const std::vector<half_bits> alone = run_and_check(*p, 1, o);
     for (int M : {2, 37, 300}) {
       const std::vector<half_bits> batch = run_and_check(*p, M, o);
-      for (int n = 0; n < p->N; ++n)
+      for (int n = 0; n < p->N(); ++n)
         ASSERT_EQ(alone[n], batch[n]) << "row 0, column " << n << ", M=" << M << " path "
                                       << awq_gemm_path_name(path);
     }
@@ -324,7 +231,7 @@ TEST(AwqGemm, RunsInsideACudaGraph) {
   run_and_check(*p, 8);  // first call outside: caches, attributes
   cudaStream_t stream;
   CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  CUDA_CHECK(cudaMemset(p->y->ptr, 0xFF, 8 * p->N * sizeof(__half)));
+  CUDA_CHECK(cudaMemset(p->y->ptr, 0xFF, 8 * p->N() * sizeof(__half)));
   cudaGraph_t graph;
   CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
   awq_gemm(p->x->ptr, p->weight->view(), nullptr, p->y->ptr, 8, p->ws, stream);
@@ -333,7 +240,7 @@ TEST(AwqGemm, RunsInsideACudaGraph) {
   CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
   for (int i = 0; i < 3; ++i) CUDA_CHECK(cudaGraphLaunch(exec, stream));
   CUDA_CHECK(cudaStreamSynchronize(stream));
-  std::vector<half_bits> y(8 * p->N);
+  std::vector<half_bits> y(8 * p->N());
   CUDA_CHECK(cudaMemcpy(y.data(), p->y->ptr, y.size() * 2, cudaMemcpyDeviceToHost));
   const std::vector<half_bits> direct = run_and_check(*p, 8);
   EXPECT_EQ(y, direct);
