@@ -16,7 +16,7 @@
 //     s32   32 x 128   1 x 2 x 4         M <= 32
 //     m64   64 x 128   1 x 2 x 2         M <= 64             4 m16 tiles share each dequantized B
 //     l128  128 x 256  2 x 4 x 1         M > 64              tensor-core bound: big tile, reuse
-//   sm_80/sm_90: mma.sync m16n8k16 + ldmatrix + cp.async, 4-stage pipeline.
+//   sm_80/sm_90: mma.sync m16n8k16 + ldmatrix + cp.async, 4- to 6-stage pipeline.
 //   sm_75 (the Turing path): the same kernel with two mma.m16n8k8 per k16 step and a 2-stage
 //   pipeline through registers (ld.global -> st.shared, no cp.async). It also runs on newer GPUs
 //   when forced (AwqGemmPath::kTuring), which is how it is tested on the H100.

@@ -11,7 +11,7 @@
 //   B  [WarpsN stripes][4 tiles][512 bytes], copied verbatim from the tile layout.
 //   S  [2 group slots][WarpsN stripes][128 bytes scales + 32 bytes zeros]; slot 1 is used when
 //      G == 32 (a 64-row k-tile spans two groups).
-// sm_80+: cp.async, kStages = 4 (3 tiles in flight while one is computed).
+// sm_80+: cp.async, kStages = 4 to 6 (kStages - 1 tiles in flight while one is computed).
 // sm_75:  loads of tile kt+1 go to registers before computing tile kt, then to the other of
 //         2 shared-memory stages; one __syncthreads per k-tile.
 #pragma once

@@ -30,7 +30,7 @@ struct Params {
   int splits;       // gridDim.z
 };
 
-template <int WarpsM, int WarpsN, int WarpsK, int MTiles, bool Turing, int MinBlocks>
+template <int WarpsM, int WarpsN, int WarpsK, int MTiles, bool Turing, int MinBlocks, int Stages>
 struct TileConfig {
   static constexpr int kWarpsM = WarpsM, kWarpsN = WarpsN, kWarpsK = WarpsK, kMTiles = MTiles;
   static constexpr bool kTuring = Turing;
@@ -40,7 +40,7 @@ struct TileConfig {
   static constexpr int kBN = WarpsN * 64;
   static constexpr int kBK = 64;
   static constexpr int kK16PerWarp = 4 / WarpsK;  // k16 steps of each k-tile per warp
-  static constexpr int kStages = Turing ? 2 : 4;
+  static constexpr int kStages = Turing ? 2 : Stages;  // sm_80+: cp.async stages
   static constexpr int kABytes = kBM * kBK * 2;
   static constexpr int kBBytes = WarpsN * 4 * awq_layout::kTileBytes;
   static constexpr int kSSlotBytes = 160;  // one (stripe, group): 64 fp16 scales + 8 zero words
@@ -64,12 +64,13 @@ struct TileConfig {
 };
 
 // The tile shapes (kernels/awq_gemm.cuh explains the choice). MinBlocks caps registers so that
-// that many blocks fit on an SM (65536 registers): s16/s32 run 2 blocks of 8 warps, m64 3 blocks
-// of 4 warps, l128 one block of 8 warps.
-template <bool Turing> using TileS16 = TileConfig<1, 2, 4, 1, Turing, 2>;
-template <bool Turing> using TileS32 = TileConfig<1, 2, 4, 2, Turing, 2>;
-template <bool Turing> using TileM64 = TileConfig<1, 2, 2, 4, Turing, 1>;
-template <bool Turing> using TileL128 = TileConfig<2, 4, 1, 4, Turing, 1>;
+// that many blocks fit on an SM (65536 registers): s16/s32 run 2 blocks of 8 warps, m64 2 blocks
+// of 4 warps, l128 one block of 8 warps. The weight-streaming tiles (s16, s32) keep 5-6 k-tiles in
+// flight (s32's 5 stages fit in the shared memory its k-split reduction needs anyway).
+template <bool Turing> using TileS16 = TileConfig<1, 2, 4, 1, Turing, 2, 6>;
+template <bool Turing> using TileS32 = TileConfig<1, 2, 4, 2, Turing, 2, 5>;
+template <bool Turing> using TileM64 = TileConfig<1, 2, 2, 4, Turing, 1, 4>;
+template <bool Turing> using TileL128 = TileConfig<2, 4, 1, 4, Turing, 1, 4>;
 
 // Defined in awq_gemm_kernel.cuh, instantiated once per tile in awq_gemm_{sm80,sm75}_<tile>.cu.
 template <class C>
