@@ -119,6 +119,7 @@ if cuobjdump -sass "$bin/test_awq_gemm" >"$OUT/.sass" 2>/dev/null; then
              for (n in seen) if (n ~ /awq_gemm_kernel|awq_dequantize/) {
                fam = n ~ /Lb1E/ ? "turing" : (n ~ /dequant/ ? "dequant" : "sm80")
                tile = n; sub(/.*TileConfigILi/, "", tile); gsub(/ELi|ELb[01]E|E+vNS.*|Li/, ",", tile)
+               if (fam == "dequant") tile = "-"  # tile = warps M,N,K, m16 tiles,, min blocks, stages
                printf "%-10s %-12s %6d %6d %5d %6d %6d %6d %5d %5d %7d\n", fam, substr(tile, 1, 12),
                       h16[n], h8[n], ldsm[n], ldgsts[n], ldg[n], lds[n], lop[n], h2[n], loc[n] } }' \
     "$OUT/.sass" | sort >"$OUT/sass.txt"
