@@ -1,8 +1,6 @@
 // Host side of the AWQ GEMM (design: kernels/awq_gemm.cuh): argument checks, the choice of path,
 // tile and split-K factor, the dequantize kernel and the dequantize + cuBLASLt path, and the
 // owner of a repacked weight in device memory.
-#include "kernels/awq_gemm.cuh"
-
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -13,6 +11,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "kernels/awq_gemm.cuh"
 #include "kernels/awq_gemm_device.cuh"
 #include "kernels/awq_gemm_tiles.cuh"
 #include "kernels/awq_layout.cuh"
@@ -32,19 +31,20 @@ constexpr int kDequantMinChunkCols = 1024;
 constexpr std::size_t kCounterBytes = std::size_t{64} << 10;  // split-K counters: workspace start
 constexpr int kMaxCounters = static_cast<int>(kCounterBytes / sizeof(int));
 constexpr std::size_t kCublasWorkspaceBytes = std::size_t{32} << 20;
-constexpr std::size_t kDequantChunkBytes = std::size_t{256} << 20;  // largest chunk worth asking for
+constexpr std::size_t kDequantChunkBytes = std::size_t{256}
+                                           << 20;  // largest chunk worth asking for
 
 [[noreturn]] void bad_argument(const std::string& what) {
   throw std::invalid_argument("awq_gemm: " + what);
 }
 
-// ---- tiles and what the device can run -----------------------------------------------------------
+// ---- tiles and what the device can run ----
 struct TileEntry {
   AwqTile tile;
   int bm;       // rows per block
   int stripes;  // 64-column stripes per block
   int threads;
-  int smem;     // dynamic shared memory, bytes
+  int smem;  // dynamic shared memory, bytes
   const void* (*kernel)();
   void (*launch)(const D::Params&, dim3, cudaStream_t);
 };
@@ -69,7 +69,7 @@ const TileTable& tile_table(bool turing) {
 
 struct FamilyCaps {
   bool available = false;
-  std::string why_not;                   // when unavailable
+  std::string why_not;                      // when unavailable
   std::array<int, kTiles> blocks_per_sm{};  // occupancy of each tile
 };
 
@@ -86,7 +86,8 @@ FamilyCaps probe_family(bool turing, int sm) {
   FamilyCaps caps;
   const int min_arch = turing ? 75 : 80;
   if (sm < min_arch) {
-    caps.why_not = "needs sm_" + std::to_string(min_arch) + "+, this GPU is sm_" + std::to_string(sm);
+    caps.why_not =
+        "needs sm_" + std::to_string(min_arch) + "+, this GPU is sm_" + std::to_string(sm);
     return caps;
   }
   for (int i = 0; i < kTiles; ++i) {
@@ -94,9 +95,10 @@ FamilyCaps probe_family(bool turing, int sm) {
     cudaFuncAttributes attr{};
     if (cudaFuncGetAttributes(&attr, e.kernel()) != cudaSuccess || attr.ptxVersion < min_arch) {
       cudaGetLastError();  // clear a "no kernel image" error
-      caps.why_not = "awqd_kernels has no code of compute capability >= " +
-                     std::to_string(min_arch) + " for this GPU (sm_" + std::to_string(sm) +
-                     "); rebuild with AWQD_CUDA_ARCHS including it";
+      caps.why_not =
+          "awqd_kernels has no code of compute capability >= " + std::to_string(min_arch) +
+          " for this GPU (sm_" + std::to_string(sm) +
+          "); rebuild with AWQD_CUDA_ARCHS including it";
       return caps;
     }
     int blocks = 0;
@@ -136,13 +138,13 @@ const DeviceCaps& device_caps() {
   return by_device.emplace(device, std::move(caps)).first->second;
 }
 
-// ---- planning --------------------------------------------------------------------------------------
+// ---- planning ----
 void check_weight(const AwqWeight& w) {
   if (w.group_size != 32 && w.group_size != 64 && w.group_size != 128)
     bad_argument("group size " + std::to_string(w.group_size) + " is not supported (32, 64, 128)");
   if (w.K <= 0 || w.K % w.group_size != 0)
-    bad_argument("K=" + std::to_string(w.K) + " must be a positive multiple of G=" +
-                 std::to_string(w.group_size));
+    bad_argument("K=" + std::to_string(w.K) +
+                 " must be a positive multiple of G=" + std::to_string(w.group_size));
   if (w.N <= 0 || w.N % 8 != 0)
     bad_argument("N=" + std::to_string(w.N) + " must be a positive multiple of 8");
   if (w.tiles == nullptr || w.scales == nullptr || w.zeros == nullptr)
@@ -174,7 +176,8 @@ int choose_splits(int tiles, int k_tiles, int sms, int blocks_per_sm, int rows_e
     const long long blocks = static_cast<long long>(tiles) * s;
     const double waves = std::ceil(static_cast<double>(blocks) / capacity);
     const double fill = static_cast<double>(std::min(blocks, capacity)) / capacity;
-    const double per_block = std::ceil(static_cast<double>(k_tiles) / s) + (s > 1 ? rows_eff / 32.0 : 0.0);
+    const double per_block =
+        std::ceil(static_cast<double>(k_tiles) / s) + (s > 1 ? rows_eff / 32.0 : 0.0);
     const double cost = waves * per_block / fill + (s > 1 ? s * rows_eff / 48.0 : 0.0);
     if (cost < best_cost * 0.999) {
       best_cost = cost;
@@ -240,12 +243,14 @@ TensorCorePlan plan_tensor_core(int M, const AwqWeight& w, const Shape& sh, bool
 
   if (o.batch_invariant) {
     // Splits from N and K only; rows go in launches small enough for the counters and partials.
-    plan.splits = o.splits > 0 ? std::min(o.splits, sh.k_tiles)
-                               : choose_splits(plan.n_blocks, sh.k_tiles, caps.sms, blocks_per_sm, 1);
+    plan.splits = o.splits > 0
+                      ? std::min(o.splits, sh.k_tiles)
+                      : choose_splits(plan.n_blocks, sh.k_tiles, caps.sms, blocks_per_sm, 1);
     long long rows = std::min<long long>(M, 65535ll * bm);
     if (plan.splits > 1) {
       rows = std::min<long long>(rows, static_cast<long long>(kMaxCounters / plan.n_blocks) * bm);
-      rows = std::min<long long>(rows, static_cast<long long>(partial_bytes / (row_bytes * plan.splits)));
+      rows = std::min<long long>(rows,
+                                 static_cast<long long>(partial_bytes / (row_bytes * plan.splits)));
       if (!have_counters || rows < 1)
         bad_argument("batch_invariant needs a workspace of at least " +
                      std::to_string(kCounterBytes + row_bytes * plan.splits) +
@@ -256,15 +261,15 @@ TensorCorePlan plan_tensor_core(int M, const AwqWeight& w, const Shape& sh, bool
     plan.rows_per_launch = std::min(M, 65535 * bm);
     const int m_blocks = (plan.rows_per_launch + bm - 1) / bm;
     const int tiles = plan.n_blocks * m_blocks;
-    int splits = o.splits > 0 ? o.splits
-                              : choose_splits(tiles, sh.k_tiles, caps.sms, blocks_per_sm,
-                                              std::min(M, bm));
+    int splits = o.splits > 0
+                     ? o.splits
+                     : choose_splits(tiles, sh.k_tiles, caps.sms, blocks_per_sm, std::min(M, bm));
     splits = std::min(splits, sh.k_tiles);
     // What the workspace allows: a counter per tile, the partial sums of every split.
     if (splits > 1 && (!have_counters || tiles > kMaxCounters)) splits = 1;
     if (splits > 1)
-      splits = static_cast<int>(std::min<std::size_t>(
-          splits, partial_bytes / (row_bytes * static_cast<std::size_t>(M))));
+      splits = static_cast<int>(
+          std::min<std::size_t>(splits, partial_bytes / (row_bytes * static_cast<std::size_t>(M))));
     plan.splits = std::max(splits, 1);
     if (M > plan.rows_per_launch) plan.splits = 1;  // more than 65535 row blocks: one pass each
   }
@@ -282,7 +287,8 @@ Resolved resolve(int M, const AwqWeight& w, const AwqWorkspace& ws, const AwqGem
                  const DeviceCaps& caps) {
   check_weight(w);
   if (M < 0) bad_argument("M=" + std::to_string(M) + " is negative");
-  if (ws.ptr == nullptr && ws.bytes != 0) bad_argument("workspace of " + std::to_string(ws.bytes) + " bytes at nullptr");
+  if (ws.ptr == nullptr && ws.bytes != 0)
+    bad_argument("workspace of " + std::to_string(ws.bytes) + " bytes at nullptr");
   if (reinterpret_cast<std::uintptr_t>(ws.ptr) % 256 != 0)
     bad_argument("the workspace must be 256-byte aligned");
   if (o.splits < 0) bad_argument("options.splits must be >= 0");
@@ -306,7 +312,8 @@ Resolved resolve(int M, const AwqWeight& w, const AwqWorkspace& ws, const AwqGem
         bad_argument("the tensor-core path is unavailable: " + caps.tensor_core.why_not);
       break;
     case AwqGemmPath::kTuring:
-      if (!caps.turing.available) bad_argument("the Turing path is unavailable: " + caps.turing.why_not);
+      if (!caps.turing.available)
+        bad_argument("the Turing path is unavailable: " + caps.turing.why_not);
       break;
     case AwqGemmPath::kDequantCublas:
       if (r.dq.max_chunk_cols < 64)
@@ -320,7 +327,8 @@ Resolved resolve(int M, const AwqWeight& w, const AwqWorkspace& ws, const AwqGem
   if (r.path == AwqGemmPath::kDequantCublas) {
     if (o.dequant_chunk_cols < 0 || o.dequant_chunk_cols % 64 != 0)
       bad_argument("options.dequant_chunk_cols must be a multiple of 64");
-    const int want = o.dequant_chunk_cols > 0 ? o.dequant_chunk_cols : dequant_chunk_cols(M, w.K, caps);
+    const int want =
+        o.dequant_chunk_cols > 0 ? o.dequant_chunk_cols : dequant_chunk_cols(M, w.K, caps);
     r.dq.chunk_cols = std::min({want, r.dq.max_chunk_cols, sh.n_pad});
   } else if (M > 0) {
     const std::size_t partial_bytes = ws.bytes > kCounterBytes ? ws.bytes - kCounterBytes : 0;
@@ -335,29 +343,28 @@ AwqGemmPlan describe(int M, const AwqWeight& w, const Resolved& r) {
   if (r.path == AwqGemmPath::kDequantCublas) {
     plan.chunk_cols = r.dq.chunk_cols;
     const int chunk = std::min(r.dq.chunk_cols, L::pad_n(w.N));
-    plan.workspace_used = kCounterBytes + r.dq.cublas_bytes + static_cast<std::size_t>(chunk) * w.K * 2;
+    plan.workspace_used =
+        kCounterBytes + r.dq.cublas_bytes + static_cast<std::size_t>(chunk) * w.K * 2;
   } else if (r.tc.tile != nullptr) {
     plan.tile = r.tc.tile->tile;
     plan.splits = r.tc.splits;
     plan.grid_blocks = r.tc.n_blocks * r.tc.m_blocks * r.tc.splits;
-    plan.workspace_used =
-        r.tc.splits > 1 ? kCounterBytes + static_cast<std::size_t>(r.tc.splits) *
-                                              std::min(M, r.tc.rows_per_launch) * w.N * sizeof(float)
-                        : 0;
+    plan.workspace_used = r.tc.splits > 1 ? kCounterBytes + static_cast<std::size_t>(r.tc.splits) *
+                                                                std::min(M, r.tc.rows_per_launch) *
+                                                                w.N * sizeof(float)
+                                          : 0;
   }
   return plan;
 }
 
-// ---- dequantize kernel -----------------------------------------------------------------------------
+// ---- dequantize kernel ----
 // Block: 4 warps, one stripe, 64 k-rows (a warp per 16-row tile). Each lane dequantizes its 32
 // values with the GEMM kernels' own code (so the fp16 values are identical), the block transposes
 // them through shared memory and writes 64 rows x 128 bytes, coalesced.
-__global__ void __launch_bounds__(128) awq_dequantize_kernel(const uint4* tiles,
-                                                            const __half* scales,
-                                                            const std::uint32_t* zeros, int k_pad,
-                                                            int groups, int group_shift, int K,
-                                                            int stripe_begin, __half* out,
-                                                            int ld_out) {
+__global__ void __launch_bounds__(128)
+    awq_dequantize_kernel(const uint4* tiles, const __half* scales, const std::uint32_t* zeros,
+                          int k_pad, int groups, int group_shift, int K, int stripe_begin,
+                          __half* out, int ld_out) {
   using namespace awq_device;
   __shared__ __align__(16) __half tile[64][64 + 8];  // +8: rows stay 16-byte aligned, banks spread
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -446,25 +453,35 @@ void run_dequant_cublas(const __half* x, const AwqWeight& w, const __half* bias,
 
 }  // namespace
 
-// ---- public API --------------------------------------------------------------------------------------
+// ---- public API ----
 const char* awq_gemm_path_name(AwqGemmPath path) {
   switch (path) {
-    case AwqGemmPath::kAuto: return "auto";
-    case AwqGemmPath::kTensorCore: return "tensor-core";
-    case AwqGemmPath::kTuring: return "turing";
-    case AwqGemmPath::kDequantCublas: return "dequant+cublaslt";
+    case AwqGemmPath::kAuto:
+      return "auto";
+    case AwqGemmPath::kTensorCore:
+      return "tensor-core";
+    case AwqGemmPath::kTuring:
+      return "turing";
+    case AwqGemmPath::kDequantCublas:
+      return "dequant+cublaslt";
   }
   return "?";
 }
 
 const char* awq_tile_name(AwqTile tile) {
   switch (tile) {
-    case AwqTile::kAuto: return "auto";
-    case AwqTile::kS16: return "s16";
-    case AwqTile::kS32: return "s32";
-    case AwqTile::kM64: return "m64";
-    case AwqTile::kL128: return "l128";
-    case AwqTile::kCount: break;
+    case AwqTile::kAuto:
+      return "auto";
+    case AwqTile::kS16:
+      return "s16";
+    case AwqTile::kS32:
+      return "s32";
+    case AwqTile::kM64:
+      return "m64";
+    case AwqTile::kL128:
+      return "l128";
+    case AwqTile::kCount:
+      break;
   }
   return "?";
 }
@@ -531,8 +548,8 @@ std::size_t awq_gemm_workspace_bytes(int max_M, int K, int N, int group_size) {
     const TensorCorePlan plan = plan_tensor_core(M, probe, sh, turing, caps, AwqGemmOptions{},
                                                  std::numeric_limits<std::size_t>::max() / 4);
     if (plan.splits > 1)
-      need = std::max(need, kCounterBytes + static_cast<std::size_t>(plan.splits) * M * N *
-                                                sizeof(float));
+      need = std::max(
+          need, kCounterBytes + static_cast<std::size_t>(plan.splits) * M * N * sizeof(float));
   }
   return need;
 }
@@ -542,7 +559,7 @@ void awq_gemm_workspace_init(AwqWorkspace ws, cudaStream_t stream) {
   CUDA_CHECK(cudaMemsetAsync(ws.ptr, 0, std::min(ws.bytes, kCounterBytes), stream));
 }
 
-// ---- device weights ----------------------------------------------------------------------------------
+// ---- device weights ----
 AwqDeviceWeight::AwqDeviceWeight(const AwqPackedWeight& packed) {
   if (packed.tiles.empty() || packed.scales.empty() || packed.zeros.empty())
     throw std::invalid_argument("AwqDeviceWeight: empty packed weight");

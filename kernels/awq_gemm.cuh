@@ -49,11 +49,11 @@ namespace awqd::cuda {
 
 // Repacked weights in host memory (kernels/awq_layout.cuh).
 struct AwqPackedWeight {
-  int K = 0, N = 0, group_size = 0;  // the Linear: K inputs, N outputs, group size G
-  int k_pad = 0, n_pad = 0;          // K rounded up to 64, N to 64
-  std::vector<std::uint32_t> tiles;  // [n_pad/64][k_pad/16][32][4] int4 fragments
-  std::vector<std::uint16_t> scales; // [n_pad/64][k_pad/G][8][8] fp16 bits
-  std::vector<std::uint32_t> zeros;  // [n_pad/64][k_pad/G][8] 4-bit zero points
+  int K = 0, N = 0, group_size = 0;   // the Linear: K inputs, N outputs, group size G
+  int k_pad = 0, n_pad = 0;           // K rounded up to 64, N to 64
+  std::vector<std::uint32_t> tiles;   // [n_pad/64][k_pad/16][32][4] int4 fragments
+  std::vector<std::uint16_t> scales;  // [n_pad/64][k_pad/G][8][8] fp16 bits
+  std::vector<std::uint32_t> zeros;   // [n_pad/64][k_pad/G][8] 4-bit zero points
 };
 
 // Repacks the AWQ GEMM checkpoint tensors of one Linear (SPEC section 2):
@@ -115,14 +115,14 @@ struct AwqGemmOptions {
 struct AwqGemmPlan {
   AwqGemmPath path = AwqGemmPath::kAuto;
   AwqTile tile = AwqTile::kAuto;
-  int splits = 1;            // split-K factor (tensor-core/Turing paths)
-  int grid_blocks = 0;       // thread blocks launched (tensor-core/Turing paths)
-  int chunk_cols = 0;        // columns dequantized per cuBLASLt call (dequant path)
+  int splits = 1;       // split-K factor (tensor-core/Turing paths)
+  int grid_blocks = 0;  // thread blocks launched (tensor-core/Turing paths)
+  int chunk_cols = 0;   // columns dequantized per cuBLASLt call (dequant path)
   std::size_t workspace_used = 0;
 };
 
 struct AwqWorkspace {
-  void* ptr = nullptr;      // device memory, 256-byte aligned (cudaMalloc)
+  void* ptr = nullptr;  // device memory, 256-byte aligned (cudaMalloc)
   std::size_t bytes = 0;
 };
 
@@ -136,7 +136,8 @@ AwqGemmPlan awq_gemm_plan(int M, const AwqWeight& w, AwqWorkspace ws,
                           const AwqGemmOptions& options = {});
 
 // y[M, N] = x[M, K] * W + bias. x, y: row-major fp16 device arrays; bias: fp16 [N] or nullptr.
-// Asynchronous on `stream`; throws std::invalid_argument on bad arguments, CudaError on CUDA errors.
+// Asynchronous on `stream`; throws std::invalid_argument on bad arguments, CudaError on CUDA
+// errors.
 AwqGemmPlan awq_gemm(const __half* x, const AwqWeight& w, const __half* bias, __half* y, int M,
                      AwqWorkspace ws, cudaStream_t stream, const AwqGemmOptions& options = {});
 

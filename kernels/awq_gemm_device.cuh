@@ -12,7 +12,7 @@
 namespace awqd::cuda::awq_device {
 
 #ifndef AWQD_KERNEL_EMULATION
-// ---- fp16x2 arithmetic on raw 32-bit registers -----------------------------------------------
+// ---- fp16x2 arithmetic on raw 32-bit registers ----
 // Explicit .rn keeps ptxas from contracting the pair into an fma (which would round differently
 // from the CPU reference and the dequantize kernel).
 __device__ __forceinline__ std::uint32_t hsub2(std::uint32_t a, std::uint32_t b) {
@@ -46,8 +46,8 @@ __device__ __forceinline__ void load_group_consts(uint4 scales, std::uint32_t ze
   const std::uint32_t sw[4] = {scales.x, scales.y, scales.z, scales.w};
 #pragma unroll
   for (int a = 0; a < 4; ++a) {
-    c.s2[2 * a] = __byte_perm(sw[a], 0, 0x1010);      // low half, twice
-    c.s2[2 * a + 1] = __byte_perm(sw[a], 0, 0x3232);  // high half, twice
+    c.s2[2 * a] = __byte_perm(sw[a], 0, 0x1010);                    // low half, twice
+    c.s2[2 * a + 1] = __byte_perm(sw[a], 0, 0x3232);                // high half, twice
     const std::uint32_t z = int4_pair_plus_1024(zeros >> (4 * a));  // (z_a, z_{a+4})
     c.z2[a] = __byte_perm(z, 0, 0x1010);
     c.z2[a + 4] = __byte_perm(z, 0, 0x3232);
@@ -66,7 +66,7 @@ __device__ __forceinline__ void dequant_word(std::uint32_t w, const GroupConsts&
 }
 
 #ifndef AWQD_KERNEL_EMULATION
-// ---- tensor cores --------------------------------------------------------------------------------
+// ---- tensor cores ----
 // D += A * B, A 16x16 row-major (4 regs, ldmatrix.x4 order), B 16x8 "col" (2 regs), fp32 C/D.
 __device__ __forceinline__ void mma_m16n8k16(float (&d)[4], const std::uint32_t (&a)[4],
                                              std::uint32_t b0, std::uint32_t b1) {
@@ -97,7 +97,7 @@ __device__ __forceinline__ void mma_m16n8k16_as_2x_k8(float (&d)[4], const std::
 #endif
 }
 
-// ---- shared memory -------------------------------------------------------------------------------
+// ---- shared memory ----
 __device__ __forceinline__ std::uint32_t smem_addr(const void* p) {
   return static_cast<std::uint32_t>(__cvta_generic_to_shared(p));
 }
@@ -118,8 +118,7 @@ __device__ __forceinline__ void ldmatrix_x4(std::uint32_t (&r)[4], std::uint32_t
 __device__ __forceinline__ void cp_async_16(std::uint32_t dst, const void* src, bool valid) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   const int src_bytes = valid ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src),
-               "r"(src_bytes)
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(src_bytes)
                : "memory");
 #else
   __trap();

@@ -71,8 +71,7 @@ __device__ __forceinline__ void for_each_chunk(const Params& p, int kt, int m0, 
       const void* src = q < 8 ? static_cast<const void*>(p.scales + sg * 64 + q * 8)
                               : static_cast<const void*>(p.zeros + sg * 8 + (q - 8) * 4);
       f(C::kAIters + C::kBIters + i, src,
-        C::kABytes + C::kBBytes + (slot * C::kWarpsN + wn) * C::kSSlotBytes + q * 16, true,
-        active);
+        C::kABytes + C::kBBytes + (slot * C::kWarpsN + wn) * C::kSSlotBytes + q * 16, true, active);
     }
   }
 }
@@ -178,7 +177,8 @@ __device__ __forceinline__ void gemm_block(const Params& p) {
       const int i = kt - kt_begin;
       cp_async_wait<C::kStages - 2>();  // tile kt has landed (this thread's copies)...
       __syncthreads();                  // ...and everyone's; stage (i-1) % kStages is free
-      if (kt + C::kStages - 1 < kt_end) issue((i + C::kStages - 1) % C::kStages, kt + C::kStages - 1);
+      if (kt + C::kStages - 1 < kt_end)
+        issue((i + C::kStages - 1) % C::kStages, kt + C::kStages - 1);
       cp_async_commit();
       if (warp_active)
         compute_stage<C>(smem + (i % C::kStages) * C::kStageBytes, wm, wn, wk, lane, mt_valid, g32,
@@ -188,11 +188,11 @@ __device__ __forceinline__ void gemm_block(const Params& p) {
   } else {
     uint4 staged[C::kRegChunks];
     auto fetch = [&](int kt) {
-      for_each_chunk<C>(p, kt, m0, n_block,
-                        [&](int idx, const void* src, int, bool valid, bool active) {
-                          staged[idx] = valid && active ? __ldg(static_cast<const uint4*>(src))
-                                                        : make_uint4(0, 0, 0, 0);
-                        });
+      for_each_chunk<C>(
+          p, kt, m0, n_block, [&](int idx, const void* src, int, bool valid, bool active) {
+            staged[idx] =
+                valid && active ? __ldg(static_cast<const uint4*>(src)) : make_uint4(0, 0, 0, 0);
+          });
     };
     auto store = [&](int stage, int kt) {
       std::uint8_t* base = smem + stage * C::kStageBytes;
@@ -245,7 +245,8 @@ __device__ __forceinline__ void gemm_block(const Params& p) {
     }
   }
 
-  // Accumulator (mt, nt, 2h + e) is row warp_row0 + 16 mt + g + 8h, column 64 stripe + 8 nt + 2t + e.
+  // Accumulator (mt, nt, 2h + e) is row warp_row0 + 16 mt + g + 8h, column 64 stripe + 8 nt + 2t +
+  // e.
   const bool writer = wk == 0 && warp_active;
   const int g = lane >> 2, t = lane & 3;
   auto store_y = [&](int row, int col, float v0, float v1) {
@@ -344,8 +345,8 @@ void launch(const Params& p, dim3 grid, cudaStream_t stream) {
   awq_gemm_kernel<C><<<grid, C::kThreads, C::kSmemBytes, stream>>>(p);
 }
 
-#define AWQD_INSTANTIATE_AWQ_GEMM(Cfg)                                                   \
-  template const void* kernel_fn<Cfg>();                                                \
+#define AWQD_INSTANTIATE_AWQ_GEMM(Cfg)   \
+  template const void* kernel_fn<Cfg>(); \
   template void launch<Cfg>(const Params&, dim3, cudaStream_t);
 #endif  // AWQD_KERNEL_EMULATION
 

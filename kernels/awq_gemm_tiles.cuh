@@ -39,7 +39,7 @@ struct TileConfig {
   static constexpr int kBM = WarpsM * MTiles * 16;
   static constexpr int kBN = WarpsN * 64;
   static constexpr int kBK = 64;
-  static constexpr int kK16PerWarp = 4 / WarpsK;  // k16 steps of each k-tile per warp
+  static constexpr int kK16PerWarp = 4 / WarpsK;       // k16 steps of each k-tile per warp
   static constexpr int kStages = Turing ? 2 : Stages;  // sm_80+: cp.async stages
   static constexpr int kABytes = kBM * kBK * 2;
   static constexpr int kBBytes = WarpsN * 4 * awq_layout::kTileBytes;
@@ -48,8 +48,8 @@ struct TileConfig {
   static constexpr int kStageBytes = kABytes + kBBytes + kSBytes;
   static constexpr int kAcc = MTiles * 8 * 4;  // fp32 accumulators per thread
   static constexpr int kRedBytes = (WarpsK - 1) * WarpsM * WarpsN * kAcc * 32 * 4;
-  static constexpr int kSmemBytes =
-      kStages * kStageBytes > kRedBytes ? kStages * kStageBytes : kRedBytes;
+  static constexpr int kPipeBytes = kStages * kStageBytes;
+  static constexpr int kSmemBytes = kPipeBytes > kRedBytes ? kPipeBytes : kRedBytes;
   // 16-byte chunks per stage, and per-thread iterations over them.
   static constexpr int kAChunks = kBM * 8;
   static constexpr int kBChunks = WarpsN * 4 * 32;
@@ -67,10 +67,14 @@ struct TileConfig {
 // that many blocks fit on an SM (65536 registers): s16/s32 run 2 blocks of 8 warps, m64 2 blocks
 // of 4 warps, l128 one block of 8 warps. The weight-streaming tiles (s16, s32) keep 5-6 k-tiles in
 // flight (s32's 5 stages fit in the shared memory its k-split reduction needs anyway).
-template <bool Turing> using TileS16 = TileConfig<1, 2, 4, 1, Turing, 2, 6>;
-template <bool Turing> using TileS32 = TileConfig<1, 2, 4, 2, Turing, 2, 5>;
-template <bool Turing> using TileM64 = TileConfig<1, 2, 2, 4, Turing, 1, 4>;
-template <bool Turing> using TileL128 = TileConfig<2, 4, 1, 4, Turing, 1, 4>;
+template <bool Turing>
+using TileS16 = TileConfig<1, 2, 4, 1, Turing, 2, 6>;
+template <bool Turing>
+using TileS32 = TileConfig<1, 2, 4, 2, Turing, 2, 5>;
+template <bool Turing>
+using TileM64 = TileConfig<1, 2, 2, 4, Turing, 1, 4>;
+template <bool Turing>
+using TileL128 = TileConfig<2, 4, 1, 4, Turing, 1, 4>;
 
 // Defined in awq_gemm_kernel.cuh, instantiated once per tile in awq_gemm_{sm80,sm75}_<tile>.cu.
 template <class C>

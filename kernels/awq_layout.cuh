@@ -30,8 +30,9 @@
 //
 // Scales and zeros, per (stripe, group), ordered so that lane (g, t) finds the 8 columns it owns,
 // n = 8i + g for i = 0..7 (i = 2j + nn), in one 16-byte and one 4-byte load:
-//   scales  fp16 [n_pad/64][k_pad/G][8 (g)][8 (i)]                      128 bytes per (stripe, group)
-//   zeros   u32  [n_pad/64][k_pad/G][8 (g)], nibble i = z of column 8i+g  32 bytes per (stripe, group)
+//   scales  fp16 [n_pad/64][k_pad/G][8 (g)][8 (i)]                      128 bytes per (stripe,
+//   group) zeros   u32  [n_pad/64][k_pad/G][8 (g)], nibble i = z of column 8i+g  32 bytes per
+//   (stripe, group)
 //
 // K is padded to a multiple of 64 (the kernels' k-tile); since K % G == 0 and G is 32, 64 or 128,
 // k_pad % G == 0 too. Padded rows hold q = 0 and their (padded) groups scale 0.
@@ -48,13 +49,13 @@
 
 namespace awqd::cuda::awq_layout {
 
-inline constexpr int kStripeCols = 64;         // output columns per stripe
-inline constexpr int kTileRows = 16;           // k rows per fragment tile
-inline constexpr int kTileWords = 32 * 4;      // u32 words per tile (32 lanes x 4)
-inline constexpr int kTileBytes = 512;         // 16 x 64 int4
-inline constexpr int kKPad = 64;               // K is padded to a multiple of this
-inline constexpr int kScalesPerGroup = 64;     // fp16 per (stripe, group)
-inline constexpr int kZeroWordsPerGroup = 8;   // u32 per (stripe, group)
+inline constexpr int kStripeCols = 64;        // output columns per stripe
+inline constexpr int kTileRows = 16;          // k rows per fragment tile
+inline constexpr int kTileWords = 32 * 4;     // u32 words per tile (32 lanes x 4)
+inline constexpr int kTileBytes = 512;        // 16 x 64 int4
+inline constexpr int kKPad = 64;              // K is padded to a multiple of this
+inline constexpr int kScalesPerGroup = 64;    // fp16 per (stripe, group)
+inline constexpr int kZeroWordsPerGroup = 8;  // u32 per (stripe, group)
 
 AWQD_HD constexpr int pad_k(int K) { return (K + kKPad - 1) / kKPad * kKPad; }
 AWQD_HD constexpr int pad_n(int N) { return (N + kStripeCols - 1) / kStripeCols * kStripeCols; }
@@ -72,8 +73,7 @@ AWQD_HD constexpr TilePos tile_pos(int lane, int word, int nibble) {
 }
 
 // Index (in u32 words) of word `word` of lane `lane` of tile `tile` (k / 16) of stripe `stripe`.
-AWQD_HD constexpr std::size_t tile_word_index(int stripe, int tile, int lane, int word,
-                                              int k_pad) {
+AWQD_HD constexpr std::size_t tile_word_index(int stripe, int tile, int lane, int word, int k_pad) {
   return ((static_cast<std::size_t>(stripe) * (k_pad / kTileRows) + tile) * 32 + lane) * 4 + word;
 }
 

@@ -19,8 +19,8 @@ namespace L = awq_layout;
 constexpr int kAwqNibble[8] = {0, 4, 1, 5, 2, 6, 3, 7};
 
 inline std::uint32_t awq_value(const std::int32_t* packed, int row, int col, int cols) {
-  const auto word = static_cast<std::uint32_t>(
-      packed[static_cast<std::size_t>(row) * (cols / 8) + col / 8]);
+  const auto word =
+      static_cast<std::uint32_t>(packed[static_cast<std::size_t>(row) * (cols / 8) + col / 8]);
   return (word >> (4 * kAwqNibble[col % 8])) & 0xFu;
 }
 
@@ -98,8 +98,8 @@ AwqPackedWeight awq_repack(const std::int32_t* qweight, const std::int32_t* qzer
   // About 1 ns per nibble: split tensors above a few million nibbles over threads by stripe.
   const long long nibbles = static_cast<long long>(out.k_pad) * out.n_pad;
   const int hw = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  const int workers = static_cast<int>(
-      std::clamp<long long>(nibbles / (4ll << 20), 1, std::min(hw, stripes)));
+  const int workers =
+      static_cast<int>(std::clamp<long long>(nibbles / (4ll << 20), 1, std::min(hw, stripes)));
   if (workers == 1) {
     repack_stripes(qweight, qzeros, scales, out, 0, stripes);
     return out;

@@ -11,12 +11,12 @@
 
 #include "kernels/cuda_check.cuh"
 
-#define CUBLASLT_CHECK(expr)                                                              \
-  do {                                                                                    \
-    cublasStatus_t awqd_status_ = (expr);                                                 \
-    if (awqd_status_ != CUBLAS_STATUS_SUCCESS)                                            \
-      ::awqd::cuda::throw_cuda_error(#expr, cublasLtGetStatusString(awqd_status_),        \
-                                     __FILE__, __LINE__);                                 \
+#define CUBLASLT_CHECK(expr)                                                                 \
+  do {                                                                                       \
+    cublasStatus_t awqd_status_ = (expr);                                                    \
+    if (awqd_status_ != CUBLAS_STATUS_SUCCESS)                                               \
+      ::awqd::cuda::throw_cuda_error(#expr, cublasLtGetStatusString(awqd_status_), __FILE__, \
+                                     __LINE__);                                              \
   } while (0)
 
 namespace awqd::cuda {
@@ -61,8 +61,8 @@ Plan make_plan(cublasLtHandle_t handle, int M, int N, int K, int ldx, int ldw, i
   if (has_bias) {
     const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
     const cudaDataType_t bias_type = CUDA_R_16F;
-    CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_EPILOGUE,
-                                                  &epilogue, sizeof(epilogue)));
+    CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue,
+                                                  sizeof(epilogue)));
     CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
                                                   &bias_type, sizeof(bias_type)));
   }
@@ -118,12 +118,18 @@ void cublaslt_gemm_f16(const __half* x, int ldx, const __half* w, int ldw, const
     CUBLASLT_CHECK(cublasLtCreate(&handle));
     handle_it = c.handles.emplace(device, handle).first;
   }
-  const Key key{device,           M,
-                N,                K,
-                ldx,              ldw,
-                ldy,              bias != nullptr,
-                alignment_of(x),  alignment_of(w),
-                alignment_of(y),  workspace_bytes};
+  const Key key{device,
+                M,
+                N,
+                K,
+                ldx,
+                ldw,
+                ldy,
+                bias != nullptr,
+                alignment_of(x),
+                alignment_of(w),
+                alignment_of(y),
+                workspace_bytes};
   auto plan_it = c.plans.find(key);
   if (plan_it == c.plans.end()) {
     plan_it = c.plans
@@ -134,12 +140,11 @@ void cublaslt_gemm_f16(const __half* x, int ldx, const __half* w, int ldw, const
   }
   Plan& plan = plan_it->second;
   if (bias != nullptr)
-    CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
-                                                  &bias, sizeof(bias)));
+    CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+                                                  sizeof(bias)));
   const float alpha = 1.0f, beta = 0.0f;
-  CUBLASLT_CHECK(cublasLtMatmul(handle_it->second, plan.op, &alpha, w, plan.a, x, plan.b, &beta,
-                                y, plan.d, y, plan.d, &plan.algo, workspace, workspace_bytes,
-                                stream));
+  CUBLASLT_CHECK(cublasLtMatmul(handle_it->second, plan.op, &alpha, w, plan.a, x, plan.b, &beta, y,
+                                plan.d, y, plan.d, &plan.algo, workspace, workspace_bytes, stream));
 }
 
 }  // namespace awqd::cuda

@@ -73,8 +73,10 @@ std::string check_awq_output(const AwqReference& r, const half_bits* y, int M, b
   for (std::size_t i = 0; i < count; ++i) {
     const double got = half_to_float(y[i]), ref = reference(i);
     const double ratio = std::isfinite(got) ? std::fabs(got - ref) / tolerance(i) : INFINITY;
-    if (!std::isfinite(got)) ++unwritten;
-    else if (ratio > 1.0) ++bad;
+    if (!std::isfinite(got))
+      ++unwritten;
+    else if (ratio > 1.0)
+      ++bad;
     if (ratio > worst_ratio || (i == 0 && ratio == 0.0)) {
       worst_ratio = ratio;
       worst_i = i;

@@ -28,12 +28,12 @@ namespace awqd::test {
 
 struct AwqReference {
   int K = 0, N = 0, G = 0, max_M = 0;
-  std::vector<half_bits> x;     // [max_M, K] activations, uniform in [-1, 1]
-  std::vector<half_bits> bias;  // [N], uniform in [-1, 1]
-  std::vector<double> ref;      // [max_M, N] x * W16, without the bias
-  std::vector<double> mag;      // [max_M, N] sqrt(sum_k (x_k W16_k)^2)
-  cuda::AwqPackedWeight packed;   // awq_repack of the quantized W
-  std::vector<float> w16;       // [K, N] the dequantized fp16 weights, as floats
+  std::vector<half_bits> x;      // [max_M, K] activations, uniform in [-1, 1]
+  std::vector<half_bits> bias;   // [N], uniform in [-1, 1]
+  std::vector<double> ref;       // [max_M, N] x * W16, without the bias
+  std::vector<double> mag;       // [max_M, N] sqrt(sum_k (x_k W16_k)^2)
+  cuda::AwqPackedWeight packed;  // awq_repack of the quantized W
+  std::vector<float> w16;        // [K, N] the dequantized fp16 weights, as floats
 };
 
 AwqReference make_awq_reference(int K, int N, int G, int max_M);

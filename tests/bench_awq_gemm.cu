@@ -42,7 +42,7 @@ using namespace awqd::cuda;
 constexpr std::size_t kRotateBytes = std::size_t{256} << 20;
 constexpr std::size_t kCublasWorkspace = std::size_t{32} << 20;
 
-// ---- random fill on the GPU -------------------------------------------------------------------------
+// ---- random fill on the GPU ----
 __device__ std::uint32_t hash32(std::uint64_t i, std::uint32_t seed) {
   std::uint64_t z = i * 0x9E3779B97F4A7C15ull + seed;
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
@@ -67,7 +67,7 @@ T* device_alloc(std::size_t count) {
   return static_cast<T*>(p);
 }
 
-// ---- timing --------------------------------------------------------------------------------------
+// ---- timing ----
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
@@ -121,14 +121,15 @@ double measure_hbm_gbs(cudaStream_t stream) {
   CUDA_CHECK(cudaMemset(a, 1, bytes));
   CUDA_CHECK(cudaMemset(b, 2, bytes));
   const double us = time_us(stream, [&](int i) {
-    CUDA_CHECK(cudaMemcpyAsync(i % 2 ? a : b, i % 2 ? b : a, bytes, cudaMemcpyDeviceToDevice, stream));
+    CUDA_CHECK(
+        cudaMemcpyAsync(i % 2 ? a : b, i % 2 ? b : a, bytes, cudaMemcpyDeviceToDevice, stream));
   });
   CUDA_CHECK(cudaFree(a));
   CUDA_CHECK(cudaFree(b));
   return 2.0 * bytes / us / 1e3;  // GB/s
 }
 
-// ---- one Linear shape -------------------------------------------------------------------------------
+// ---- one Linear shape ----
 struct LinearShape {
   std::string name;
   int K, N;
@@ -159,11 +160,15 @@ class ShapeBench {
     scales_count_ = groups * n_pad;
     zeros_words_ = groups * (n_pad / 64) * 8;
     weight_bytes_ = awq_weight_bytes(s.K, s.N, G);
-    copies_ = static_cast<int>(std::max<std::size_t>(2, (kRotateBytes + weight_bytes_ - 1) / weight_bytes_));
+    copies_ = static_cast<int>(
+        std::max<std::size_t>(2, (kRotateBytes + weight_bytes_ - 1) / weight_bytes_));
     const std::size_t w16_bytes = std::size_t{2} * s.K * s.N;
-    copies16_ = static_cast<int>(std::max<std::size_t>(2, (kRotateBytes + w16_bytes - 1) / w16_bytes));
+    copies16_ =
+        static_cast<int>(std::max<std::size_t>(2, (kRotateBytes + w16_bytes - 1) / w16_bytes));
     std::uint32_t seed = 1;
-    auto fill32 = [&](std::uint32_t* p, std::size_t n) { fill_u32<<<1024, 256, 0, stream>>>(p, n, seed++); };
+    auto fill32 = [&](std::uint32_t* p, std::size_t n) {
+      fill_u32<<<1024, 256, 0, stream>>>(p, n, seed++);
+    };
     auto fill16 = [&](__half* p, std::size_t n, float lo, float hi) {
       fill_half<<<1024, 256, 0, stream>>>(p, n, seed++, lo, hi);
     };
@@ -223,8 +228,8 @@ class ShapeBench {
 
   double cublas(int M) {
     return time_us(stream_, [&](int i) {
-      cublaslt_gemm_f16(x_, shape_.K, weights16_[i % copies16_], shape_.N, nullptr, y_, shape_.N,
-                        M, shape_.N, shape_.K, cublas_ws_, kCublasWorkspace, stream_);
+      cublaslt_gemm_f16(x_, shape_.K, weights16_[i % copies16_], shape_.N, nullptr, y_, shape_.N, M,
+                        shape_.N, shape_.K, cublas_ws_, kCublasWorkspace, stream_);
     });
   }
 
@@ -292,12 +297,18 @@ int main(int argc, char** argv) {
       }
       return argv[++i];
     };
-    if (a == "--m") ms = parse_ints(next());
-    else if (a == "--shapes") shape_names = parse_strings(next());
-    else if (a == "--group") G = std::stoi(next());
-    else if (a == "--csv") csv_path = next();
-    else if (a == "--sweep-csv") sweep_path = next();
-    else if (a == "--no-sweep") sweep = false;
+    if (a == "--m")
+      ms = parse_ints(next());
+    else if (a == "--shapes")
+      shape_names = parse_strings(next());
+    else if (a == "--group")
+      G = std::stoi(next());
+    else if (a == "--csv")
+      csv_path = next();
+    else if (a == "--sweep-csv")
+      sweep_path = next();
+    else if (a == "--no-sweep")
+      sweep = false;
     else {
       std::fprintf(stderr,
                    "usage: bench_awq_gemm [--m 1,2,...] [--shapes qkv,o,gate_up,down] [--group G]"
@@ -335,8 +346,9 @@ int main(int argc, char** argv) {
       const LinearShape& s = it->second;
       ShapeBench bench(s, G, max_M, stream);
       const double deq_us = bench.dequantize_only();
-      std::printf("\n## %s: K=%d N=%d, AWQ weight %.1f MB (fp16 %.1f MB); dequantize alone %.1f us\n",
-                  s.name.c_str(), s.K, s.N, bench.weight_bytes() / 1e6, 2.0 * s.K * s.N / 1e6, deq_us);
+      std::printf(
+          "\n## %s: K=%d N=%d, AWQ weight %.1f MB (fp16 %.1f MB); dequantize alone %.1f us\n",
+          s.name.c_str(), s.K, s.N, bench.weight_bytes() / 1e6, 2.0 * s.K * s.N / 1e6, deq_us);
       std::printf("%6s %-28s %9s %8s %6s %8s %9s %8s | %9s %9s %9s\n", "M", "auto plan", "awq_us",
                   "GB/s", "%HBM", "TFLOP/s", "cublas_us", "speedup", "tc_us", "turing_us",
                   "deq_us");
@@ -383,7 +395,8 @@ int main(int argc, char** argv) {
               AwqGemmPlan sp;
               const double us = bench.awq(M, so, &sp);
               sweep_rows.push_back(
-                  {s.name, M, std::string(awq_tile_name(tile)) + "/s" + std::to_string(sp.splits), us});
+                  {s.name, M, std::string(awq_tile_name(tile)) + "/s" + std::to_string(sp.splits),
+                   us});
             }
         }
         if (sweep && M >= 1024) {
@@ -407,8 +420,8 @@ int main(int argc, char** argv) {
         f << r.shape << ',' << r.M << ',' << awq_gemm_path_name(r.plan.path) << ','
           << awq_tile_name(r.plan.tile) << ',' << r.plan.splits << ',' << r.awq_us << ','
           << r.weight_gbs << ',' << r.hbm_pct << ',' << r.tflops << ',' << r.cublas_us << ','
-          << r.speedup << ',' << r.tc_us << ',' << r.turing_us << ',' << r.dequant_us << ','
-          << hbm << '\n';
+          << r.speedup << ',' << r.tc_us << ',' << r.turing_us << ',' << r.dequant_us << ',' << hbm
+          << '\n';
     }
     if (!sweep_rows.empty()) {
       if (!sweep_path.empty()) {
@@ -417,13 +430,15 @@ int main(int argc, char** argv) {
         for (const SweepRow& r : sweep_rows)
           f << r.shape << ',' << r.M << ',' << r.config << ',' << r.us << '\n';
       }
-      std::printf("\n## sweep: best forced tile/splits (dequant chunk for M >= 1024) vs auto\n"
-                  "%-8s %6s %-22s %10s %-14s %10s\n",
-                  "shape", "M", "auto", "auto_us", "best", "best_us");
+      std::printf(
+          "\n## sweep: best forced tile/splits (dequant chunk for M >= 1024) vs auto\n"
+          "%-8s %6s %-22s %10s %-14s %10s\n",
+          "shape", "M", "auto", "auto_us", "best", "best_us");
       for (const Row& r : rows) {
         const SweepRow* best = nullptr;
         for (const SweepRow& sr : sweep_rows)
-          if (sr.shape == r.shape && sr.M == r.M && (best == nullptr || sr.us < best->us)) best = &sr;
+          if (sr.shape == r.shape && sr.M == r.M && (best == nullptr || sr.us < best->us))
+            best = &sr;
         if (best == nullptr) continue;
         char plan[48];
         std::snprintf(plan, sizeof(plan), "%s/s%d/c%d", awq_tile_name(r.plan.tile), r.plan.splits,
@@ -433,8 +448,10 @@ int main(int argc, char** argv) {
       }
     }
 
-    std::printf("\n## summary: speed-up of auto over cuBLASLt fp16 (min and geomean over shapes)\n");
-    std::printf("%6s %8s %8s %8s %10s %s\n", "M", "min", "geomean", "target", "min %HBM", "verdict");
+    std::printf(
+        "\n## summary: speed-up of auto over cuBLASLt fp16 (min and geomean over shapes)\n");
+    std::printf("%6s %8s %8s %8s %10s %s\n", "M", "min", "geomean", "target", "min %HBM",
+                "verdict");
     for (int M : ms) {
       double lo = INFINITY, log_sum = 0, hbm_lo = INFINITY;
       int n = 0;
@@ -448,8 +465,8 @@ int main(int argc, char** argv) {
       if (n == 0) continue;
       const double target = target_for(M);
       const char* verdict = target == 0 ? "-" : lo >= target ? "MET" : "MISSED";
-      std::printf("%6d %8.2f %8.2f %8.1f %10.1f %s\n", M, lo, std::exp(log_sum / n), target,
-                  hbm_lo, verdict);
+      std::printf("%6d %8.2f %8.2f %8.1f %10.1f %s\n", M, lo, std::exp(log_sum / n), target, hbm_lo,
+                  verdict);
     }
     CUDA_CHECK(cudaStreamDestroy(stream));
   } catch (const std::exception& e) {

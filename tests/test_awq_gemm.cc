@@ -3,9 +3,9 @@
 // tests/awq_gemm_reference.h (which also explains the tolerance), on random data, M = 1..64 and
 // 128, 256, 1000, 4096, 8192, odd tensor-parallel shards, G = 32/64/128, with and without bias;
 // outputs are poisoned (NaN) before every run, so an unwritten element fails.
-#include <gtest/gtest.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+#include <gtest/gtest.h>
 
 #include <cstdint>
 #include <cstdio>
@@ -92,7 +92,8 @@ std::vector<half_bits> run_and_check(Problem& p, int M, AwqGemmOptions o = {}) {
   CUDA_CHECK(cudaDeviceSynchronize());
   std::vector<half_bits> y(count);
   CUDA_CHECK(cudaMemcpy(y.data(), p.y->ptr, count * sizeof(__half), cudaMemcpyDeviceToHost));
-  const std::string failure = awqd::test::check_awq_output(p.r, y.data(), M, p.has_bias, plan.splits);
+  const std::string failure =
+      awqd::test::check_awq_output(p.r, y.data(), M, p.has_bias, plan.splits);
   if (!failure.empty()) ADD_FAILURE() << describe(p, M, o, plan) << ": " << failure;
   return y;
 }
@@ -219,8 +220,8 @@ TEST(AwqGemm, BatchInvariantRowsDoNotDependOnTheBatch) {
     for (int M : {2, 37, 300}) {
       const std::vector<half_bits> batch = run_and_check(*p, M, o);
       for (int n = 0; n < p->N(); ++n)
-        ASSERT_EQ(alone[n], batch[n]) << "row 0, column " << n << ", M=" << M << " path "
-                                      << awq_gemm_path_name(path);
+        ASSERT_EQ(alone[n], batch[n])
+            << "row 0, column " << n << ", M=" << M << " path " << awq_gemm_path_name(path);
     }
   }
 }
@@ -286,7 +287,8 @@ TEST(AwqGemm, DequantizeMatchesTheReferenceWeights) {
   const awqd::AwqTensors t = awqd::awq_quantize(W.data(), K, N, G);
   const std::vector<float> ref =
       awqd::awq_dequantize(t.qweight.data(), t.qzeros.data(), t.scales.data(), K, N, G);
-  const AwqDeviceWeight weight(awq_repack(t.qweight.data(), t.qzeros.data(), t.scales.data(), K, N, G));
+  const AwqDeviceWeight weight(
+      awq_repack(t.qweight.data(), t.qzeros.data(), t.scales.data(), K, N, G));
   const int n_pad = 256;
   DeviceArray<__half> out(static_cast<std::size_t>(K) * n_pad);
   awq_dequantize_f16(weight.view(), 0, n_pad, out.ptr, n_pad, nullptr);
@@ -295,7 +297,8 @@ TEST(AwqGemm, DequantizeMatchesTheReferenceWeights) {
   CUDA_CHECK(cudaMemcpy(got.data(), out.ptr, got.size() * 2, cudaMemcpyDeviceToHost));
   for (int k = 0; k < K; ++k)
     for (int n = 0; n < n_pad; ++n) {
-      const half_bits want = n < N ? awqd::float_to_half(ref[static_cast<std::size_t>(k) * N + n]) : 0;
+      const half_bits want =
+          n < N ? awqd::float_to_half(ref[static_cast<std::size_t>(k) * N + n]) : 0;
       ASSERT_EQ(got[static_cast<std::size_t>(k) * n_pad + n], want) << "k=" << k << " n=" << n;
     }
 }

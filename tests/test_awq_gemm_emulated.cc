@@ -7,14 +7,13 @@
 
 #include "tests/emu/cuda_emulation.h"
 // (the emulation must come first: it defines what the kernel header expects from CUDA)
-#include "kernels/awq_gemm_kernel.cuh"
-
 #include <algorithm>
 #include <cmath>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "kernels/awq_gemm_kernel.cuh"
 #include "kernels/awq_layout.cuh"
 #include "tests/awq_gemm_reference.h"
 
@@ -58,17 +57,18 @@ void emulate_and_check(const AwqReference& r, int M, int splits, bool with_bias,
   std::vector<emu::Dim> blocks;
   for (unsigned z = 0; z < static_cast<unsigned>(splits); ++z)
     for (unsigned yb = 0; yb < static_cast<unsigned>(m_blocks); ++yb)
-      for (unsigned xb = 0; xb < static_cast<unsigned>(n_blocks); ++xb) blocks.push_back({xb, yb, z});
+      for (unsigned xb = 0; xb < static_cast<unsigned>(n_blocks); ++xb)
+        blocks.push_back({xb, yb, z});
   std::shuffle(blocks.begin(), blocks.end(), rng);
   const emu::Dim grid{static_cast<unsigned>(n_blocks), static_cast<unsigned>(m_blocks),
                       static_cast<unsigned>(splits)};
   for (const emu::Dim& b : blocks) emu::run_block(C::kThreads, b, grid, [&] { gemm_block<C>(p); });
 
-  const std::string what = std::string(C::kTuring ? "turing" : "sm80") + " tile " +
-                           std::to_string(C::kBM) + "x" + std::to_string(C::kBN) +
-                           " M=" + std::to_string(M) + " K=" + std::to_string(r.K) +
-                           " N=" + std::to_string(r.N) + " G=" + std::to_string(r.G) +
-                           " splits=" + std::to_string(splits) + " bias=" + std::to_string(with_bias);
+  const std::string what =
+      std::string(C::kTuring ? "turing" : "sm80") + " tile " + std::to_string(C::kBM) + "x" +
+      std::to_string(C::kBN) + " M=" + std::to_string(M) + " K=" + std::to_string(r.K) +
+      " N=" + std::to_string(r.N) + " G=" + std::to_string(r.G) +
+      " splits=" + std::to_string(splits) + " bias=" + std::to_string(with_bias);
   const std::string failure = awqd::test::check_awq_output(r, y.data(), M, with_bias, splits);
   EXPECT_TRUE(failure.empty()) << what << ": " << failure;
   EXPECT_TRUE(std::all_of(counters.begin(), counters.end(), [](int c) { return c == 0; }))

@@ -65,7 +65,8 @@ void expect_repack_exact(int K, int N, int G) {
       for (int lane = 0; lane < 32; ++lane) {
         const int g = lane / 4, t = lane % 4;
         for (int j = 0; j < 4; ++j) {
-          const std::uint32_t w = p.tiles[((static_cast<std::size_t>(s) * tiles + tile) * 32 + lane) * 4 + j];
+          const std::uint32_t w =
+              p.tiles[((static_cast<std::size_t>(s) * tiles + tile) * 32 + lane) * 4 + j];
           for (int a = 0; a < 4; ++a)
             for (int half = 0; half < 2; ++half) {
               const std::uint32_t value = (w >> (4 * a + 16 * half)) & 0xFu;
@@ -73,7 +74,8 @@ void expect_repack_exact(int K, int N, int G) {
               const int k = tile * 16 + 2 * t + 8 * (a % 2) + half;
               const int n = s * 64 + 8 * n8_tile + g;
               ++seen[static_cast<std::size_t>(k) * p.n_pad + n];
-              const std::uint32_t want = k < K && n < N ? q[static_cast<std::size_t>(k) * N + n] : 0u;
+              const std::uint32_t want =
+                  k < K && n < N ? q[static_cast<std::size_t>(k) * N + n] : 0u;
               if (value != want && ++mismatches <= 5)
                 ADD_FAILURE() << "weight (k=" << k << ", n=" << n << "): repacked " << value
                               << ", checkpoint " << want;
@@ -82,8 +84,8 @@ void expect_repack_exact(int K, int N, int G) {
       }
   EXPECT_EQ(mismatches, 0);
   for (std::size_t i = 0; i < seen.size(); ++i)
-    ASSERT_EQ(seen[i], 1) << "position k=" << i / p.n_pad << " n=" << i % p.n_pad
-                          << " decoded " << int(seen[i]) << " times";
+    ASSERT_EQ(seen[i], 1) << "position k=" << i / p.n_pad << " n=" << i % p.n_pad << " decoded "
+                          << int(seen[i]) << " times";
 
   mismatches = 0;
   for (int s = 0; s < stripes; ++s)
@@ -95,7 +97,8 @@ void expect_repack_exact(int K, int N, int G) {
           const std::size_t sg = static_cast<std::size_t>(s) * groups + grp;
           const std::uint16_t scale = p.scales[sg * 64 + g * 8 + i];
           const std::uint32_t zero = (p.zeros[sg * 8 + g] >> (4 * i)) & 0xFu;
-          const std::uint16_t want_scale = real ? c.scales[static_cast<std::size_t>(grp) * N + n] : 0;
+          const std::uint16_t want_scale =
+              real ? c.scales[static_cast<std::size_t>(grp) * N + n] : 0;
           const std::uint32_t want_zero = real ? z[static_cast<std::size_t>(grp) * N + n] : 0u;
           if ((scale != want_scale || zero != want_zero) && ++mismatches <= 5)
             ADD_FAILURE() << "group " << grp << " column " << n << ": scale " << scale << " zero "
@@ -105,11 +108,11 @@ void expect_repack_exact(int K, int N, int G) {
 }
 
 TEST(AwqRepack, EveryValueLandsWhereTheKernelReadsIt) {
-  expect_repack_exact(128, 64, 128);    // one stripe, two k-tiles
-  expect_repack_exact(4768, 200, 32);   // K % 64 == 32 (a padded group), N % 64 == 8
-  expect_repack_exact(4864, 1408, 128); // Llama-3 TP=3 row shard K, 11 heads of 128 columns
+  expect_repack_exact(128, 64, 128);     // one stripe, two k-tiles
+  expect_repack_exact(4768, 200, 32);    // K % 64 == 32 (a padded group), N % 64 == 8
+  expect_repack_exact(4864, 1408, 128);  // Llama-3 TP=3 row shard K, 11 heads of 128 columns
   expect_repack_exact(192, 72, 64);
-  expect_repack_exact(32, 8, 32);       // smallest shape
+  expect_repack_exact(32, 8, 32);  // smallest shape
 }
 
 TEST(AwqRepack, LargeTensorsUseThreadsAndGiveTheSameResult) {
@@ -121,10 +124,13 @@ TEST(AwqRepack, LargeTensorsUseThreadsAndGiveTheSameResult) {
   // The first 64 columns as their own checkpoint: its one stripe must equal stripe 0.
   Checkpoint first;
   for (int k = 0; k < K; ++k)
-    for (int w = 0; w < 8; ++w) first.qweight.push_back(c.qweight[static_cast<std::size_t>(k) * (N / 8) + w]);
+    for (int w = 0; w < 8; ++w)
+      first.qweight.push_back(c.qweight[static_cast<std::size_t>(k) * (N / 8) + w]);
   for (int g = 0; g < K / G; ++g) {
-    for (int w = 0; w < 8; ++w) first.qzeros.push_back(c.qzeros[static_cast<std::size_t>(g) * (N / 8) + w]);
-    for (int n = 0; n < 64; ++n) first.scales.push_back(c.scales[static_cast<std::size_t>(g) * N + n]);
+    for (int w = 0; w < 8; ++w)
+      first.qzeros.push_back(c.qzeros[static_cast<std::size_t>(g) * (N / 8) + w]);
+    for (int n = 0; n < 64; ++n)
+      first.scales.push_back(c.scales[static_cast<std::size_t>(g) * N + n]);
   }
   const AwqPackedWeight q = awqd::cuda::awq_repack(first.qweight.data(), first.qzeros.data(),
                                                    first.scales.data(), K, 64, G);
@@ -140,9 +146,9 @@ TEST(AwqRepack, RejectsUnsupportedShapes) {
   auto repack = [&](int K, int N, int G) {
     return awqd::cuda::awq_repack(words.data(), words.data(), scales.data(), K, N, G);
   };
-  EXPECT_THROW(repack(64, 64, 16), std::invalid_argument);   // group size
-  EXPECT_THROW(repack(96, 64, 64), std::invalid_argument);   // K % G
-  EXPECT_THROW(repack(64, 60, 32), std::invalid_argument);   // N % 8
+  EXPECT_THROW(repack(64, 64, 16), std::invalid_argument);  // group size
+  EXPECT_THROW(repack(96, 64, 64), std::invalid_argument);  // K % G
+  EXPECT_THROW(repack(64, 60, 32), std::invalid_argument);  // N % 8
   EXPECT_THROW(repack(0, 64, 32), std::invalid_argument);
   EXPECT_THROW(awqd::cuda::awq_repack(nullptr, words.data(), scales.data(), 64, 64, 32),
                std::invalid_argument);

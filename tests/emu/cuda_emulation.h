@@ -213,7 +213,8 @@ inline void mma_m16n8k16(float (&d)[4], const std::uint32_t (&a)[4], std::uint32
     for (unsigned k = 0; k < 16; ++k) {
       const float av = half_bits_to_float(
           blk.a[w][4 * (row % 8) + (k % 8) / 2][(row >= 8) + 2 * (k >= 8)] >> (16 * (k % 2)));
-      const float bv = half_bits_to_float(blk.b[w][4 * col + (k % 8) / 2][k >= 8] >> (16 * (k % 2)));
+      const float bv =
+          half_bits_to_float(blk.b[w][4 * col + (k % 8) / 2][k >= 8] >> (16 * (k % 2)));
       acc += static_cast<double>(av) * bv;
     }
     d[i] = static_cast<float>(acc);
