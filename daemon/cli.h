@@ -7,6 +7,11 @@
 
 #include <functional>
 
+namespace awqd {
+struct EngineConfig;
+struct SamplingParams;
+}  // namespace awqd
+
 namespace awqd::cli {
 
 // Where a subcommand's callback stores its exit code (main returns it).
@@ -14,5 +19,13 @@ int& exit_code();
 
 // Wraps a subcommand body: runs it, turns exceptions into "awqd <name>: error: ..." and exit 1.
 void set_action(CLI::App* sub, std::function<int()> body);
+
+// Shared flag groups (daemon/cmd_generate.cc).
+void add_engine_flags(CLI::App* sub, ::awqd::EngineConfig& config);
+void add_sampling_flags(CLI::App* sub, ::awqd::SamplingParams& params);
+
+// Subcommand registration, one function per file (cmd_*.cc).
+void add_generate_commands(CLI::App& app);  // generate, import-llama2c
+void add_tokenize_commands(CLI::App& app);  // tokenize, detokenize
 
 }  // namespace awqd::cli

@@ -33,6 +33,8 @@ int main(int argc, char** argv) {
   CLI::App app{"awqd: batch inference daemon for 4-bit AWQ models (Redis queue -> CUDA engine -> SQLite)"};
   app.set_version_flag("--version", std::string("awqd ") + awqd::kVersion);
   app.require_subcommand(1);
+  awqd::cli::add_generate_commands(app);
+  awqd::cli::add_tokenize_commands(app);
 
   try {
     app.parse(argc, argv);

@@ -31,7 +31,7 @@ struct SamplingParams {
   int max_tokens = 256;
   float temperature = 1.0f;
   float top_p = 1.0f;
-  int top_k = 0;  // 0: off
+  int top_k = 0;  // <= 0: off (-1 accepted, as vLLM spells it)
   float min_p = 0.0f;
   float repetition_penalty = 1.0f;
   float presence_penalty = 0.0f;
@@ -50,11 +50,13 @@ struct SamplingParams {
   void validate(int vocab_size) const;
 };
 
-// Philox4x32-10 (Salmon et al., SC'11): a counter-based RNG. Key = seed, counter = (c0, c1, 0, 0).
+// Philox4x32-10 (Salmon et al., SC'11): a counter-based RNG. Key = (seed low, seed high),
+// counter = (c0, c1, c2, c3). The sampler uses counter (index / 4, position, 0, 0).
 struct Philox4 {
   std::uint32_t v[4];
 };
-Philox4 philox4x32_10(std::uint64_t seed, std::uint32_t c0, std::uint32_t c1);
+Philox4 philox4x32_10(std::uint64_t seed, std::uint32_t c0, std::uint32_t c1,
+                      std::uint32_t c2 = 0, std::uint32_t c3 = 0);
 
 // u in (0, 1) for token index i at sequence position `position`: word i % 4 of
 // philox(seed, counter = (i / 4, position)), as (word >> 8) * 2^-24 + 2^-25.
