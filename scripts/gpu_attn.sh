@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Issue 6 on a GPU machine (H100/H200: nvcc 13, cmake, gcc, GoogleTest; no hiredis/SQLite).
-# From the repository root:   scripts/gpu_attn.sh            (logs under $OUT, else ./gpu_attn_out)
+# From the repository root:   scripts/gpu_attn.sh [all|test|sanitize|bench]     (default all)
+# Logs under $OUT (else ./gpu_attn_out). `all` takes about 6-10 minutes on an H100 box; where one
+# command may run at most 10 minutes, run `test`, then `sanitize`, then `bench` on the same warm
+# machine (each rebuilds nothing that is already built in build-gpu/).
 #
 #   1. configures build-gpu/ (sm_90a only, daemon off) and builds the kernel tests and the
 #      benchmark, -j16;
@@ -14,6 +17,12 @@
 # Every step has a time limit, so nothing hangs; a failing step does not stop the others.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+mode=${1:-all}
+case $mode in
+  all | test | sanitize | bench) ;;
+  *) echo "usage: $0 [all|test|sanitize|bench]" >&2; exit 2 ;;
+esac
+want() { [[ $mode == all || $mode == "$1" ]]; }
 OUT=${OUT:-$PWD/gpu_attn_out}
 mkdir -p "$OUT"
 export PATH=/usr/local/cuda/bin:$PATH
@@ -44,7 +53,7 @@ git log -1 --format='%H %cd' >"$OUT/commit.txt" 2>/dev/null || true
 targets=(test_ops test_attention test_sampling_gpu bench_attention)
 step configure 300 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DAWQD_BUILD_DAEMON=OFF -DAWQD_CUDA_ARCHS=90a &&
-  step build 900 cmake --build build-gpu -j"${JOBS:-16}" --target "${targets[@]}"
+  step build 480 cmake --build build-gpu -j"${JOBS:-16}" --target "${targets[@]}"
 built=$?
 
 if ((built == 0)); then
@@ -62,19 +71,23 @@ if ((built == 0)); then
   fi
 
   bin=build-gpu/bin
-  step test_ops 300 "$bin/test_ops"
-  step test_attention 600 "$bin/test_attention"
-  step test_sampling_gpu 600 "$bin/test_sampling_gpu"
-  if command -v compute-sanitizer >/dev/null; then
+  if want test; then
+    step test_ops 120 "$bin/test_ops"
+    step test_attention 240 "$bin/test_attention"
+    step test_sampling_gpu 240 "$bin/test_sampling_gpu"
+  fi
+  if want sanitize && command -v compute-sanitizer >/dev/null; then
     export AWQD_TEST_QUICK=1
-    step memcheck_ops 600 compute-sanitizer --tool memcheck --error-exitcode 3 "$bin/test_ops"
-    step memcheck_attention 600 compute-sanitizer --tool memcheck --error-exitcode 3 "$bin/test_attention"
-    step memcheck_sampling 600 compute-sanitizer --tool memcheck --error-exitcode 3 "$bin/test_sampling_gpu"
-    step racecheck_attention 600 compute-sanitizer --tool racecheck --error-exitcode 3 \
+    step memcheck_ops 180 compute-sanitizer --tool memcheck --error-exitcode 3 "$bin/test_ops"
+    step memcheck_attention 240 compute-sanitizer --tool memcheck --error-exitcode 3 "$bin/test_attention"
+    step memcheck_sampling 240 compute-sanitizer --tool memcheck --error-exitcode 3 "$bin/test_sampling_gpu"
+    step racecheck_attention 300 compute-sanitizer --tool racecheck --error-exitcode 3 \
       "$bin/test_attention" --gtest_filter='*Decode*:*Prefill*'
     unset AWQD_TEST_QUICK
   fi
-  step bench 600 "$bin/bench_attention" "$OUT/bench_attention.md"
+  if want bench; then
+    step bench 360 "$bin/bench_attention" "$OUT/bench_attention.md"
+  fi
 fi
 
 echo
