@@ -46,9 +46,9 @@ __device__ __forceinline__ Philox4 philox4x32_10(std::uint64_t seed, std::uint32
   return {{c0, c1, c2, c3}};
 }
 
-// philox_uniform's mapping of one word to (0, 1]: (word >> 8) * 2^-24 + 2^-25, two roundings.
+// philox_uniform's mapping of one word to (0, 1): (word >> 9) * 2^-23 + 2^-24, exact in fp32.
 __device__ __forceinline__ float philox_word_to_uniform(std::uint32_t w) {
-  return __fadd_rn(__fmul_rn(static_cast<float>(w >> 8), 0x1p-24f), 0x1p-25f);
+  return __fadd_rn(__fmul_rn(static_cast<float>(w >> 9), 0x1p-23f), 0x1p-24f);
 }
 
 // ---- keys and block reductions --------------------------------------------------------------
