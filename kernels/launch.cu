@@ -1,8 +1,8 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <mutex>
-#include <set>
 #include <utility>
 
 #include "kernels/launch.cuh"
@@ -70,21 +70,36 @@ void allow_dynamic_smem(const void* kernel, std::size_t bytes) {
   (void)kernel;
   (void)bytes;
 #else
+  // Per (kernel, device): the dynamic bytes it may use without asking, and at most.
+  struct Limits {
+    std::size_t free_bytes;  // 48 KiB less the kernel's static shared memory
+    std::size_t max_bytes;   // the device's opt-in limit less the static shared memory
+    bool raised;
+  };
   static std::mutex mu;
-  static std::set<std::pair<const void*, int> > done;  // (kernel, device) at the largest size
+  static std::map<std::pair<const void*, int>, Limits> known;
   int dev = 0;
   CUDA_CHECK(cudaGetDevice(&dev));
   std::lock_guard<std::mutex> lock(mu);
-  if (done.count({kernel, dev}) != 0) return;
-  if (bytes > cached_device().smem_optin) {
-    throw CudaError("kernel needs " + std::to_string(bytes) +
-                    " bytes of shared memory; this device allows " +
-                    std::to_string(cached_device().smem_optin));
+  auto it = known.find({kernel, dev});
+  if (it == known.end()) {
+    cudaFuncAttributes attr{};
+    CUDA_CHECK(cudaFuncGetAttributes(&attr, kernel));
+    const std::size_t stat = attr.sharedSizeBytes;
+    const std::size_t optin = cached_device().smem_optin;
+    it = known.emplace(std::make_pair(kernel, dev),
+                       Limits{stat < 48 * 1024 ? 48 * 1024 - stat : 0, optin > stat ? optin - stat : 0, false})
+             .first;
   }
-  // Raise to the device maximum once, so later launches with more need no second call.
-  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                  static_cast<int>(cached_device().smem_optin)));
-  done.insert({kernel, dev});
+  Limits& l = it->second;
+  if (bytes > l.max_bytes)
+    throw CudaError("kernel needs " + std::to_string(bytes) + " bytes of dynamic shared memory; this device allows " +
+                    std::to_string(l.max_bytes) + " beside its static shared memory");
+  if (bytes > l.free_bytes && !l.raised) {
+    // Raise to the device maximum once, so later launches with more need no second call.
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(l.max_bytes)));
+    l.raised = true;
+  }
 #endif
 }
 

@@ -38,7 +38,9 @@ bool sm75_path_forced();
 bool use_sm75_path();
 
 namespace detail {
-// Raises the kernel's dynamic shared-memory limit on the current device (once per device).
+// Raises the kernel's dynamic shared-memory limit on the current device when its static plus
+// `bytes` of dynamic shared memory exceed the default 48 KiB (once per kernel and device; later
+// calls are a lookup). Throws when the device cannot give that much.
 void allow_dynamic_smem(const void* kernel, std::size_t bytes);
 }  // namespace detail
 
@@ -53,7 +55,8 @@ void launch(void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t smem, 
   (void)stream;
   emu::launch(grid, block, smem, [&] { kernel(static_cast<Params>(args)...); });
 #else
-  if (smem > 48 * 1024) detail::allow_dynamic_smem(reinterpret_cast<const void*>(kernel), smem);
+  // Static + dynamic shared memory above 48 KiB needs the kernel's opt-in attribute raised.
+  if (smem > 0) detail::allow_dynamic_smem(reinterpret_cast<const void*>(kernel), smem);
   // clang-format off
   kernel<<<grid, block, smem, stream>>>(static_cast<Params>(args)...);
   // clang-format on
