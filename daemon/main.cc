@@ -35,6 +35,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   awqd::cli::add_generate_commands(app);
   awqd::cli::add_tokenize_commands(app);
+  awqd::cli::add_bench_command(app);
 
   try {
     app.parse(argc, argv);

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -182,6 +183,12 @@ class CudaExecutor final : public Executor {
                   int ldy = 0);
   void forward(int T, int B, bool decode_only, int max_context);
   void ensure_logits_rows(int rows);
+  void fill_sampler_params(const StepBatch& b, int rows);
+  // lm_head (fp32 logits) on `rows` hidden rows, then the sampler on the first sample_rows.
+  void head_and_sample(const __half* hidden, int rows, int sample_rows, const int* penalty);
+  int graph_bucket(int batch) const;  // 0: no graph for this batch size
+  // context_bucket bounds every context length of the step (it sizes the attention split).
+  void decode_body(int bucket, int context_bucket);
 
   ModelConfig config_;
   EngineConfig engine_config_;
@@ -224,6 +231,17 @@ class CudaExecutor final : public Executor {
   const int* d_block_tables_ = nullptr;
   const int* d_rows_ = nullptr;
   int step_max_blocks_ = 0;
+
+  // Penalty lists (CSR), grown on demand.
+  DeviceBuffer penalty_dev_;
+  std::vector<int> penalty_host_;
+  int penalty_entries_ = 0;
+
+  // CUDA graphs of pure decode steps, one per bucket of sequences, reading their metadata from
+  // decode_meta_dev_: tokens, positions, slots, context lens [max_seqs] each, then block
+  // tables [max_seqs, max_blocks_per_seq].
+  DeviceBuffer decode_meta_dev_;
+  std::map<std::pair<int, int>, cudaGraphExec_t> graphs_;  // (batch bucket, context bucket)
 };
 
 CudaExecutor::CudaExecutor(const ModelWeights& w, const EngineConfig& ec) : config_(w.config()), engine_config_(ec) {
@@ -309,6 +327,7 @@ CudaExecutor::CudaExecutor(const ModelWeights& w, const EngineConfig& ec) : conf
                    static_cast<std::size_t>(max_seqs_) * max_blocks_per_seq_;
   meta_host_ = PinnedBuffer(meta_capacity_ * sizeof(int));
   meta_dev_ = DeviceBuffer(meta_capacity_ * sizeof(int));
+  decode_meta_dev_ = DeviceBuffer((4 + static_cast<std::size_t>(max_blocks_per_seq_)) * max_seqs_ * sizeof(int));
 
   // The KV pool from what is left.
   CUDA_CHECK(cudaStreamSynchronize(stream_));
@@ -335,6 +354,7 @@ CudaExecutor::CudaExecutor(const ModelWeights& w, const EngineConfig& ec) : conf
 }
 
 CudaExecutor::~CudaExecutor() {
+  for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
   if (stream_) {
     cudaStreamSynchronize(stream_);
     cudaStreamDestroy(stream_);
@@ -343,6 +363,10 @@ CudaExecutor::~CudaExecutor() {
 
 void CudaExecutor::ensure_logits_rows(int rows) {
   if (rows <= logits_rows_) return;
+  // The buffers move: graphs captured with the old ones must go.
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  for (auto& [key, exec] : graphs_) CUDA_CHECK(cudaGraphExecDestroy(exec));
+  graphs_.clear();
   logits_rows_ = rows;
   rows_hidden_ = DeviceBuffer(static_cast<std::size_t>(rows) * config_.hidden_size * 2);
   logits_ = DeviceBuffer(static_cast<std::size_t>(rows) * vocab_stride_ * sizeof(float));
@@ -467,6 +491,76 @@ void CudaExecutor::forward(int T, int B, bool decode_only, int max_context) {
   cuda::add_rmsnorm(h, x, proj, final_norm_.as<__half>(), T, D, c.rms_norm_eps, stream_);
 }
 
+void CudaExecutor::fill_sampler_params(const StepBatch& b, int rows) {
+  auto* params = params_host_.as<cuda::SamplerRowParams>();
+  const int S = static_cast<int>(b.sample_seqs.size());
+  for (int s = 0; s < rows; ++s) {
+    cuda::SamplerRowParams& r = params[s];
+    r = {};
+    r.temperature = 0.0f;  // padding rows of a graph batch: greedy, results ignored
+    if (s >= S) continue;
+    const SamplingContext& ctx = b.sample_contexts[s];
+    const SamplingParams& p = *ctx.params;
+    r.temperature = p.temperature;
+    r.top_p = p.top_p;
+    r.top_k = p.top_k;
+    r.min_p = p.min_p;
+    r.repetition_penalty = p.repetition_penalty;
+    r.presence_penalty = p.presence_penalty;
+    r.frequency_penalty = p.frequency_penalty;
+    r.logprobs = p.logprobs;
+    r.seed = p.seed;
+    r.position = ctx.position;
+  }
+  CUDA_CHECK(cudaMemcpyAsync(sampler_params_.as<void>(), params, rows * sizeof(cuda::SamplerRowParams),
+                             cudaMemcpyHostToDevice, stream_));
+}
+
+void CudaExecutor::head_and_sample(const __half* hidden, int rows, int sample_rows, const int* penalty) {
+  const ModelConfig& c = config_;
+  const __half* head = c.tie_word_embeddings ? embed_.as<__half>() : lm_head_.as<__half>();
+  dense_gemm(hidden, head, nullptr, logits_.as<float>(), true, rows, c.vocab_size, c.hidden_size, vocab_stride_);
+  if (sample_rows == 0) return;
+  const std::size_t C = static_cast<std::size_t>(logits_rows_);
+  cuda::SampleArgs a;
+  a.logits = logits_.as<float>();
+  a.logits_stride = vocab_stride_;
+  a.vocab = c.vocab_size;
+  a.rows = sample_rows;
+  a.params = sampler_params_.as<cuda::SamplerRowParams>();
+  if (penalty != nullptr) {
+    a.penalty_offsets = penalty;
+    a.penalty_tokens = penalty + sample_rows + 1;
+    const int n = penalty_entries_;
+    a.penalty_counts = a.penalty_tokens + n;
+    a.penalty_raw = reinterpret_cast<float*>(const_cast<int*>(a.penalty_counts + n));
+  }
+  a.out_tokens = results_dev_.as<int>();
+  a.out_logprobs = reinterpret_cast<float*>(a.out_tokens + C);
+  a.out_top_tokens = a.out_tokens + 2 * C;
+  a.out_top_logprobs = reinterpret_cast<float*>(a.out_tokens + 2 * C + C * cuda::kSamplerMaxLogprobs);
+  cuda::sample(a, stream_);
+}
+
+int CudaExecutor::graph_bucket(int batch) const {
+  for (int b : {1, 2, 4, 8, 16, 24, 32, 48, 64, 80, 96, 128, 160, 192, 224, 256})
+    if (b >= batch && b <= max_seqs_) return b;
+  return batch <= max_seqs_ && max_seqs_ <= 1024 ? max_seqs_ : 0;
+}
+
+void CudaExecutor::decode_body(int bucket, int context_bucket) {
+  // Everything of a pure decode step after the metadata copy, with fixed pointers and sizes:
+  // what a CUDA graph captures.
+  d_tokens_ = decode_meta_dev_.as<int>();
+  d_positions_ = d_tokens_ + max_seqs_;
+  d_slots_ = d_positions_ + max_seqs_;
+  d_context_lens_ = d_slots_ + max_seqs_;
+  d_block_tables_ = d_context_lens_ + max_seqs_;
+  step_max_blocks_ = max_blocks_per_seq_;
+  forward(bucket, bucket, /*decode_only=*/true, context_bucket);
+  head_and_sample(h_.as<__half>(), bucket, bucket, nullptr);
+}
+
 StepResult CudaExecutor::execute(const StepBatch& b) {
   const ModelConfig& c = config_;
   const int T = b.num_tokens(), B = b.num_seqs();
@@ -478,116 +572,136 @@ StepResult CudaExecutor::execute(const StepBatch& b) {
                                 " sequences exceeds the executor's limits (" + std::to_string(max_tokens_) + " / " +
                                 std::to_string(max_seqs_) + ")");
   ensure_logits_rows(R);
+  const int V = c.vocab_size;
+  bool any_penalty = false;
+  for (const auto& ctx : b.sample_contexts) any_penalty |= ctx.params->has_penalties();
 
-  // Metadata, one copy.
-  int* m = meta_host_.as<int>();
-  std::size_t off = 0;
-  auto put = [&](const std::vector<std::int32_t>& v) {
-    const int* dev = meta_dev_.as<int>() + off;
-    std::memcpy(m + off, v.data(), v.size() * sizeof(int));
-    off += v.size();
-    return dev;
-  };
-  d_tokens_ = put(b.token_ids);
-  d_positions_ = put(b.positions);
-  d_slots_ = put(b.slot_mapping);
-  d_cu_seqlens_ = put(b.cu_seqlens_q);
-  d_context_lens_ = put(b.context_lens);
-  d_block_tables_ = put(b.block_tables);
-  step_max_blocks_ = b.max_blocks_per_seq;
-  std::vector<std::int32_t> rows;
-  rows.reserve(R);
-  for (int s : b.sample_seqs) rows.push_back(b.cu_seqlens_q[s + 1] - 1);
-  rows.insert(rows.end(), b.logits_rows.begin(), b.logits_rows.end());
-  d_rows_ = put(rows);
-  CUDA_CHECK(cudaMemcpyAsync(meta_dev_.as<void>(), m, off * sizeof(int), cudaMemcpyHostToDevice, stream_));
-
+  // A pure decode step (one new token per sequence, each sampling, no logits asked) replays a
+  // CUDA graph captured for the smallest bucket of sequences that holds it; padding rows decode a
+  // dummy token whose K/V is not cached.
   const bool decode_only = T == B && !engine_config_.deterministic;
-  const int max_context = *std::max_element(b.context_lens.begin(), b.context_lens.end());
-  forward(T, B, decode_only, max_context);
+  const int bucket = decode_only ? graph_bucket(B) : 0;
+  const bool use_graph = engine_config_.cuda_graphs && decode_only && S == B && R == S && !any_penalty && bucket > 0;
+  if (use_graph) {
+    int* m = meta_host_.as<int>();
+    const int Sx = max_seqs_;
+    int* tokens = m;
+    int* positions = m + Sx;
+    int* slots = m + 2 * Sx;
+    int* context = m + 3 * Sx;
+    int* tables = m + 4 * Sx;
+    for (int i = 0; i < bucket; ++i) {
+      const bool real = i < B;
+      tokens[i] = real ? b.token_ids[i] : 0;
+      positions[i] = real ? b.positions[i] : 0;
+      slots[i] = real ? b.slot_mapping[i] : -1;
+      context[i] = real ? b.context_lens[i] : 1;
+      int* row = tables + static_cast<std::size_t>(i) * max_blocks_per_seq_;
+      if (real) {
+        std::memcpy(row, &b.block_tables[static_cast<std::size_t>(i) * b.max_blocks_per_seq], b.max_blocks_per_seq * sizeof(int));
+      } else {
+        row[0] = 0;  // any valid block: a padding row reads one token and its result is dropped
+      }
+    }
+    // Copy the first `bucket` entries of each region (regions are max_seqs apart).
+    CUDA_CHECK(cudaMemcpyAsync(decode_meta_dev_.as<void>(), m, 4 * static_cast<std::size_t>(Sx) * sizeof(int),
+                               cudaMemcpyHostToDevice, stream_));
+    CUDA_CHECK(cudaMemcpy2DAsync(decode_meta_dev_.as<int>() + 4 * Sx, max_blocks_per_seq_ * sizeof(int), tables,
+                                 max_blocks_per_seq_ * sizeof(int), b.max_blocks_per_seq * sizeof(int), bucket,
+                                 cudaMemcpyHostToDevice, stream_));
+    fill_sampler_params(b, bucket);
+    // Contexts are bucketed by powers of two from 256, so the attention split fits the step.
+    const int max_context = *std::max_element(b.context_lens.begin(), b.context_lens.end());
+    int context_bucket = 256;
+    while (context_bucket < max_context) context_bucket *= 2;
+    const auto key = std::make_pair(bucket, context_bucket);
+    auto it = graphs_.find(key);
+    if (it == graphs_.end()) {
+      decode_body(bucket, context_bucket);  // eager first: warms kernels and cuBLASLt plans, gives this step's result
+      cudaGraph_t graph = nullptr;
+      CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+      decode_body(bucket, context_bucket);
+      CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+      cudaGraphExec_t exec = nullptr;
+      CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+      CUDA_CHECK(cudaGraphDestroy(graph));
+      graphs_.emplace(key, exec);
+    } else {
+      CUDA_CHECK(cudaGraphLaunch(it->second, stream_));
+    }
+  } else {
+    // Metadata, one copy.
+    int* m = meta_host_.as<int>();
+    std::size_t off = 0;
+    auto put = [&](const std::vector<std::int32_t>& v) {
+      const int* dev = meta_dev_.as<int>() + off;
+      std::memcpy(m + off, v.data(), v.size() * sizeof(int));
+      off += v.size();
+      return dev;
+    };
+    d_tokens_ = put(b.token_ids);
+    d_positions_ = put(b.positions);
+    d_slots_ = put(b.slot_mapping);
+    d_cu_seqlens_ = put(b.cu_seqlens_q);
+    d_context_lens_ = put(b.context_lens);
+    d_block_tables_ = put(b.block_tables);
+    step_max_blocks_ = b.max_blocks_per_seq;
+    std::vector<std::int32_t> rows;
+    rows.reserve(R);
+    for (int s : b.sample_seqs) rows.push_back(b.cu_seqlens_q[s + 1] - 1);
+    rows.insert(rows.end(), b.logits_rows.begin(), b.logits_rows.end());
+    d_rows_ = put(rows);
+    // Penalty lists (CSR over the sampling rows) after the metadata.
+    const int* penalty = nullptr;
+    if (any_penalty) {
+      std::vector<int> offsets{0}, tokens, counts;
+      for (const auto& ctx : b.sample_contexts) {
+        if (ctx.params->has_penalties())
+          cuda::build_penalty_list(ctx.prompt.data(), ctx.prompt.size(), ctx.output.data(), ctx.output.size(), V,
+                                   tokens, counts);
+        offsets.push_back(static_cast<int>(tokens.size()));
+      }
+      penalty_entries_ = static_cast<int>(tokens.size());
+      const std::size_t need = offsets.size() + 3 * tokens.size();  // offsets, tokens, counts, raw
+      if (penalty_dev_.bytes() < need * sizeof(int)) {
+        CUDA_CHECK(cudaStreamSynchronize(stream_));
+        penalty_dev_ = DeviceBuffer(need * sizeof(int) * 2);
+      }
+      offsets.insert(offsets.end(), tokens.begin(), tokens.end());
+      offsets.insert(offsets.end(), counts.begin(), counts.end());
+      penalty_host_.assign(offsets.begin(), offsets.end());
+      CUDA_CHECK(cudaMemcpyAsync(penalty_dev_.as<void>(), penalty_host_.data(), penalty_host_.size() * sizeof(int),
+                                 cudaMemcpyHostToDevice, stream_));
+      penalty = penalty_dev_.as<int>();
+    }
+    CUDA_CHECK(cudaMemcpyAsync(meta_dev_.as<void>(), m, off * sizeof(int), cudaMemcpyHostToDevice, stream_));
+    const int max_context = *std::max_element(b.context_lens.begin(), b.context_lens.end());
+    forward(T, B, decode_only, max_context);
+    if (R > 0) {
+      if (S > 0) fill_sampler_params(b, S);
+      // lm_head on the rows that need logits only.
+      cuda::embedding_gather(rows_hidden_.as<__half>(), h_.as<__half>(), d_rows_, R, c.hidden_size, 0, T, stream_);
+      head_and_sample(rows_hidden_.as<__half>(), R, S, penalty);
+    }
+  }
 
   StepResult result;
-  if (R == 0) {
-    CUDA_CHECK(cudaStreamSynchronize(stream_));
-    return result;
-  }
-  // lm_head on the rows that need logits only.
-  const int D = c.hidden_size, V = c.vocab_size;
-  cuda::embedding_gather(rows_hidden_.as<__half>(), h_.as<__half>(), d_rows_, R, D, 0, T, stream_);
-  const __half* head = c.tie_word_embeddings ? embed_.as<__half>() : lm_head_.as<__half>();
-  dense_gemm(rows_hidden_.as<__half>(), head, nullptr, logits_.as<float>(), true, R, V, D, vocab_stride_);
-
-  // Sampler I/O layout in results_*: tokens [R], logprobs [R], top tokens [R, 20], top logprobs [R, 20].
-  int* out_tokens = results_dev_.as<int>();
-  float* out_logprobs = reinterpret_cast<float*>(out_tokens + R);
-  int* out_top_tokens = reinterpret_cast<int*>(out_logprobs + R);
-  float* out_top_logprobs = reinterpret_cast<float*>(out_top_tokens + static_cast<std::size_t>(R) * cuda::kSamplerMaxLogprobs);
-  std::vector<int> pen_offsets{0}, pen_tokens, pen_counts;
-  bool any_penalty = false;
-  if (S > 0) {
-    auto* params = params_host_.as<cuda::SamplerRowParams>();
-    for (int s = 0; s < S; ++s) {
-      const SamplingContext& ctx = b.sample_contexts[s];
-      const SamplingParams& p = *ctx.params;
-      cuda::SamplerRowParams& r = params[s];
-      r = {};
-      r.temperature = p.temperature;
-      r.top_p = p.top_p;
-      r.top_k = p.top_k;
-      r.min_p = p.min_p;
-      r.repetition_penalty = p.repetition_penalty;
-      r.presence_penalty = p.presence_penalty;
-      r.frequency_penalty = p.frequency_penalty;
-      r.logprobs = p.logprobs;
-      r.seed = p.seed;
-      r.position = ctx.position;
-      if (p.has_penalties()) {
-        any_penalty = true;
-        cuda::build_penalty_list(ctx.prompt.data(), ctx.prompt.size(), ctx.output.data(), ctx.output.size(), V,
-                                 pen_tokens, pen_counts);
-      }
-      pen_offsets.push_back(static_cast<int>(pen_tokens.size()));
-    }
-    CUDA_CHECK(cudaMemcpyAsync(sampler_params_.as<void>(), params, S * sizeof(cuda::SamplerRowParams), cudaMemcpyHostToDevice, stream_));
-    DeviceBuffer pen;
-    cuda::SampleArgs a;
-    a.logits = logits_.as<float>();
-    a.logits_stride = vocab_stride_;
-    a.vocab = V;
-    a.rows = S;
-    a.params = sampler_params_.as<cuda::SamplerRowParams>();
-    if (any_penalty) {
-      const std::size_t n = pen_tokens.size();
-      std::vector<int> packed(pen_offsets);
-      packed.insert(packed.end(), pen_tokens.begin(), pen_tokens.end());
-      packed.insert(packed.end(), pen_counts.begin(), pen_counts.end());
-      pen = DeviceBuffer((packed.size() + n) * sizeof(int));
-      CUDA_CHECK(cudaMemcpyAsync(pen.as<void>(), packed.data(), packed.size() * sizeof(int), cudaMemcpyHostToDevice, stream_));
-      a.penalty_offsets = pen.as<int>();
-      a.penalty_tokens = pen.as<int>() + pen_offsets.size();
-      a.penalty_counts = a.penalty_tokens + n;
-      a.penalty_raw = reinterpret_cast<float*>(pen.as<int>() + packed.size());
-    }
-    a.out_tokens = out_tokens;
-    a.out_logprobs = out_logprobs;
-    a.out_top_tokens = out_top_tokens;
-    a.out_top_logprobs = out_top_logprobs;
-    cuda::sample(a, stream_);
-    CUDA_CHECK(cudaMemcpyAsync(results_host_.as<void>(), results_dev_.as<void>(),
-                               static_cast<std::size_t>(R) * (2 + 2 * cuda::kSamplerMaxLogprobs) * 4,
+  const std::size_t C = static_cast<std::size_t>(logits_rows_);
+  if (S > 0)
+    CUDA_CHECK(cudaMemcpyAsync(results_host_.as<void>(), results_dev_.as<void>(), results_dev_.bytes(),
                                cudaMemcpyDeviceToHost, stream_));
-    CUDA_CHECK(cudaStreamSynchronize(stream_));  // the penalty buffer lives until here
-  }
   if (R > S) {
     result.logits.resize(static_cast<std::size_t>(R - S) * V);
-    CUDA_CHECK(cudaMemcpy2DAsync(result.logits.data(), V * sizeof(float), logits_.as<float>() + static_cast<std::size_t>(S) * vocab_stride_,
-                                 vocab_stride_ * sizeof(float), V * sizeof(float), R - S, cudaMemcpyDeviceToHost, stream_));
+    CUDA_CHECK(cudaMemcpy2DAsync(result.logits.data(), V * sizeof(float),
+                                 logits_.as<float>() + static_cast<std::size_t>(S) * vocab_stride_,
+                                 vocab_stride_ * sizeof(float), V * sizeof(float), R - S, cudaMemcpyDeviceToHost,
+                                 stream_));
   }
   CUDA_CHECK(cudaStreamSynchronize(stream_));
   const int* h_tokens = results_host_.as<int>();
-  const float* h_logprobs = reinterpret_cast<const float*>(h_tokens + R);
-  const int* h_top_tokens = reinterpret_cast<const int*>(h_logprobs + R);
-  const float* h_top_logprobs = reinterpret_cast<const float*>(h_top_tokens + static_cast<std::size_t>(R) * cuda::kSamplerMaxLogprobs);
+  const float* h_logprobs = reinterpret_cast<const float*>(h_tokens + C);
+  const int* h_top_tokens = h_tokens + 2 * C;
+  const float* h_top_logprobs = reinterpret_cast<const float*>(h_tokens + 2 * C + C * cuda::kSamplerMaxLogprobs);
   result.samples.resize(S);
   for (int s = 0; s < S; ++s) {
     SampleResult& r = result.samples[s];
