@@ -34,6 +34,9 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("awqd ") + awqd::kVersion);
   app.require_subcommand(1);
   awqd::cli::add_generate_commands(app);
+  awqd::cli::add_perplexity_command(app);
+  awqd::cli::add_quantize_command(app);
+  awqd::cli::add_synth_command(app);
   awqd::cli::add_tokenize_commands(app);
   awqd::cli::add_bench_command(app);
 
