@@ -30,5 +30,6 @@ void add_perplexity_command(CLI::App& app);
 void add_quantize_command(CLI::App& app);
 void add_synth_command(CLI::App& app);
 void add_tokenize_commands(CLI::App& app);  // tokenize, detokenize
+void add_bench_command(CLI::App& app);      // bench
 
 }  // namespace awqd::cli

@@ -38,6 +38,7 @@ int main(int argc, char** argv) {
   awqd::cli::add_quantize_command(app);
   awqd::cli::add_synth_command(app);
   awqd::cli::add_tokenize_commands(app);
+  awqd::cli::add_bench_command(app);
 
   try {
     app.parse(argc, argv);
