@@ -24,10 +24,17 @@ namespace {
 namespace D = awq_gemm_detail;
 namespace L = awq_layout;
 
-// From this M up, auto runs dequantize + cuBLASLt (where the workspace allows chunks of at least
-// kDequantMinChunkCols columns). Set from bench_awq_gemm on the H100: docs/PERF.md.
-constexpr int kDequantMinM = 1024;
+// Auto runs dequantize + cuBLASLt from M = kDequantMinM (where the workspace allows chunks of at
+// least kDequantMinChunkCols columns) when it is predicted faster than the tiled kernel
+// (dequant_beats_tiles). Set from bench_awq_gemm on the H100: docs/PERF.md.
+constexpr int kDequantMinM = 128;
+constexpr int kDequantAlwaysM = 256;
 constexpr int kDequantMinChunkCols = 1024;
+// Stream kernel model (choose_stream_splits): the time one warp waits for a batch of loads, the
+// fixed cost of a split-K reduction, and the fraction of the memory's peak a pass reaches.
+constexpr double kBatchLatencyUs = 1.2;
+constexpr double kReduceLatencyUs = 0.5;
+constexpr double kStreamBandwidthFraction = 0.8;
 constexpr std::size_t kCounterBytes = std::size_t{64} << 10;  // split-K counters: workspace start
 constexpr int kMaxCounters = static_cast<int>(kCounterBytes / sizeof(int));
 constexpr std::size_t kCublasWorkspaceBytes = std::size_t{32} << 20;
@@ -41,17 +48,22 @@ constexpr std::size_t kDequantChunkBytes = std::size_t{256}
 // ---- tiles and what the device can run ----
 struct TileEntry {
   AwqTile tile;
+  bool stream;  // the stream kernel (awq_gemm_stream.cuh), else the tiled one
   int bm;       // rows per block
   int stripes;  // 64-column stripes per block
   int threads;
-  int smem;  // dynamic shared memory, bytes
+  int smem;     // dynamic shared memory, bytes
+  int x_bytes;  // stream kernel: shared memory for the staged activations
   const void* (*kernel)();
-  void (*launch)(const D::Params&, dim3, cudaStream_t);
+  void (*launch)(const D::Params&, dim3, cudaStream_t, bool);
 };
 
 template <class C>
 TileEntry entry(AwqTile tile) {
-  return {tile, C::kBM, C::kWarpsN, C::kThreads, C::kSmemBytes, &D::kernel_fn<C>, &D::launch<C>};
+  int x_bytes = 0;
+  if constexpr (C::kStream) x_bytes = C::kXBytes;
+  return {tile,         C::kStream,   C::kBM,           C::kWarpsN, C::kThreads,
+          C::kSmemBytes, x_bytes,     &D::kernel_fn<C>, &D::launch<C>};
 }
 
 constexpr int kTiles = static_cast<int>(AwqTile::kCount);
@@ -59,11 +71,13 @@ using TileTable = std::array<TileEntry, kTiles>;
 
 const TileTable& tile_table(bool turing) {
   static const TileTable tensor_core = {
-      entry<D::TileS16<false>>(AwqTile::kS16), entry<D::TileS32<false>>(AwqTile::kS32),
-      entry<D::TileM64<false>>(AwqTile::kM64), entry<D::TileL128<false>>(AwqTile::kL128)};
+      entry<D::TileS16<false>>(AwqTile::kS16),   entry<D::TileS32<false>>(AwqTile::kS32),
+      entry<D::TileM64<false>>(AwqTile::kM64),   entry<D::TileL128<false>>(AwqTile::kL128),
+      entry<D::StreamM8<false>>(AwqTile::kSt8), entry<D::StreamM16<false>>(AwqTile::kSt16)};
   static const TileTable turing_tiles = {
-      entry<D::TileS16<true>>(AwqTile::kS16), entry<D::TileS32<true>>(AwqTile::kS32),
-      entry<D::TileM64<true>>(AwqTile::kM64), entry<D::TileL128<true>>(AwqTile::kL128)};
+      entry<D::TileS16<true>>(AwqTile::kS16),   entry<D::TileS32<true>>(AwqTile::kS32),
+      entry<D::TileM64<true>>(AwqTile::kM64),   entry<D::TileL128<true>>(AwqTile::kL128),
+      entry<D::StreamM8<true>>(AwqTile::kSt8), entry<D::StreamM16<true>>(AwqTile::kSt16)};
   return turing ? turing_tiles : tensor_core;
 }
 
@@ -71,12 +85,14 @@ struct FamilyCaps {
   bool available = false;
   std::string why_not;                      // when unavailable
   std::array<int, kTiles> blocks_per_sm{};  // occupancy of each tile
+  std::array<bool, kTiles> pdl{};           // its code is sm_90+: Programmatic Dependent Launch
 };
 
 struct DeviceCaps {
   int sm = 0;   // 75, 80, 90, ...
   int sms = 0;  // multiprocessors
   int l2_bytes = 0;
+  double memory_bytes_per_us = 0;  // peak, from the memory clock and bus width
   FamilyCaps tensor_core, turing;
 };
 
@@ -113,6 +129,8 @@ FamilyCaps probe_family(bool turing, int sm) {
       return caps;
     }
     caps.blocks_per_sm[i] = blocks;
+    // griddepcontrol is compiled into sm_90+ code only: without it a PDL launch would race.
+    caps.pdl[i] = sm >= 90 && attr.binaryVersion >= 90;
   }
   caps.available = true;
   return caps;
@@ -132,6 +150,10 @@ const DeviceCaps& device_caps() {
   CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
   CUDA_CHECK(cudaDeviceGetAttribute(&caps.sms, cudaDevAttrMultiProcessorCount, device));
   CUDA_CHECK(cudaDeviceGetAttribute(&caps.l2_bytes, cudaDevAttrL2CacheSize, device));
+  int memory_khz = 0, bus_bits = 0;
+  CUDA_CHECK(cudaDeviceGetAttribute(&memory_khz, cudaDevAttrMemoryClockRate, device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, device));
+  caps.memory_bytes_per_us = std::max(2.0 * memory_khz * 1e3 * bus_bits / 8 / 1e6, 1e5);
   caps.sm = major * 10 + minor;
   caps.tensor_core = probe_family(false, caps.sm);
   caps.turing = probe_family(true, caps.sm);
@@ -155,8 +177,17 @@ void check_weight(const AwqWeight& w) {
     bad_argument("the weight tensors must be 16-byte aligned");
 }
 
+// Measured on the H100 (docs/PERF.md, run 3): dequantize + cuBLASLt beat the l128 tile from
+// M = 128 on qkv and o (K * N <= 25 M) and from M = 256 on gate_up and down (58 M, 117 M), where
+// dequantizing (a K x N fp16 write) costs more against the tile's time.
+bool dequant_beats_tiles(int M, int K, int N) {
+  return M >= kDequantAlwaysM ||
+         (M >= kDequantMinM && static_cast<long long>(K) * N <= (32ll << 20));
+}
+
 AwqTile tile_for(int M) {
-  if (M <= 16) return AwqTile::kS16;
+  if (M <= 8) return AwqTile::kSt8;
+  if (M <= 16) return AwqTile::kSt16;
   if (M <= 32) return AwqTile::kS32;
   if (M <= 64) return AwqTile::kM64;
   return AwqTile::kL128;
@@ -220,11 +251,85 @@ int dequant_chunk_cols(int M, int K, const DeviceCaps& caps) {
   return static_cast<int>(std::min<long long>(std::max({l2_cols, wave_cols, 256ll}), 1 << 30));
 }
 
+// Split-K factor of the stream kernel for `sets` (stripe, m-block) pairs of `batches` 128-row
+// batches, at least s_min (the activations of a split must fit shared memory). A small model of a
+// memory-bound pass, cheapest wins:
+//   time = max(bytes / (bw x min(1, in flight / (bw x latency))), waves x batches per warp x latency)
+//          + (splits > 1: the partial sums written and read back, and the reduction's latency)
+// where each resident warp keeps one 4 KB batch in flight and waits one latency per batch.
+int choose_stream_splits(const TileEntry& e, int sets, int batches, int s_min, int M, int N,
+                         double weight_bytes, const DeviceCaps& caps, int blocks_per_sm) {
+  const double bw = caps.memory_bytes_per_us * kStreamBandwidthFraction;  // bytes per us
+  const double in_flight_needed = bw * kBatchLatencyUs;
+  const long long capacity = static_cast<long long>(caps.sms) * std::max(blocks_per_sm, 1);
+  const int warps = e.threads / 32;
+  int best = s_min;
+  double best_cost = std::numeric_limits<double>::infinity();
+  for (int s = s_min; s <= std::min(batches, 64); ++s) {
+    const long long blocks = static_cast<long long>(sets) * s;
+    const int per_block = (batches + s - 1) / s;
+    const int per_warp = (per_block + warps - 1) / warps;
+    const double waves = std::ceil(static_cast<double>(blocks) / capacity);
+    const double in_flight =
+        static_cast<double>(std::min(blocks, capacity)) * std::min(per_block, warps) * 4096.0;
+    const double t_mem = weight_bytes / (bw * std::min(1.0, in_flight / in_flight_needed));
+    const double t_lat = waves * per_warp * kBatchLatencyUs;
+    const double t_red = s > 1 ? 2.0 * s * M * N * 4.0 / bw + kReduceLatencyUs : 0.0;
+    const double cost = std::max(t_mem, t_lat) + t_red;
+    if (cost < best_cost * 0.999) {
+      best_cost = cost;
+      best = s;
+    }
+  }
+  return best;
+}
+
 struct TensorCorePlan {
   const TileEntry* tile = nullptr;
   int n_blocks = 0, m_blocks = 0, splits = 1;
   int rows_per_launch = 0;  // M is split into launches of at most this many rows
+  int batches = 0;          // stream kernel: 128-row batches of K
+  int x_stride = 0;         // stream kernel: shared-memory row stride of the activations, halves
+  bool pdl = false;
 };
+
+// The stream kernel's plan, or a plan with tile == nullptr when the workspace cannot hold the
+// partial sums of the fewest splits its shared memory allows.
+TensorCorePlan plan_stream(int M, const AwqWeight& w, const Shape& sh, const TileEntry& e,
+                           const DeviceCaps& caps, int blocks_per_sm, const AwqGemmOptions& o,
+                           std::size_t partial_bytes) {
+  TensorCorePlan plan;
+  plan.tile = &e;
+  plan.n_blocks = sh.n_stripes;
+  plan.rows_per_launch = std::min(M, 65535 * e.bm);
+  plan.m_blocks = (plan.rows_per_launch + e.bm - 1) / e.bm;
+  const int rows = std::min(plan.rows_per_launch, e.bm);
+  const int batch_capacity = D::stream_max_k_rows(e.x_bytes, rows) / 128;
+  plan.batches = (sh.k_pad + 127) / 128;
+  const int s_min = (plan.batches + batch_capacity - 1) / batch_capacity;
+  int splits = o.splits > 0 ? std::max(o.splits, s_min)
+                            : choose_stream_splits(e, plan.n_blocks * plan.m_blocks, plan.batches,
+                                                   s_min, plan.rows_per_launch, w.N,
+                                                   static_cast<double>(awq_weight_bytes(
+                                                       w.K, w.N, w.group_size)) * plan.m_blocks,
+                                                   caps, blocks_per_sm);
+  splits = std::min(splits, plan.batches);
+  if (splits > 1) {
+    // What the workspace allows: a counter per (stripe, m-block), the partial sums of each split.
+    const std::size_t split_bytes =
+        static_cast<std::size_t>(plan.rows_per_launch) * w.N * sizeof(float);
+    const int fit = static_cast<int>(std::min<std::size_t>(partial_bytes / split_bytes, 1 << 20));
+    if (plan.n_blocks * plan.m_blocks > kMaxCounters || partial_bytes == 0) splits = 1;
+    else splits = std::min(splits, std::max(fit, 1));
+    if (splits < s_min) {
+      plan.tile = nullptr;
+      return plan;
+    }
+  }
+  plan.splits = splits;
+  plan.x_stride = (plan.batches + splits - 1) / splits * 128 + 8;
+  return plan;
+}
 
 TensorCorePlan plan_tensor_core(int M, const AwqWeight& w, const Shape& sh, bool turing,
                                 const DeviceCaps& caps, const AwqGemmOptions& o,
@@ -232,14 +337,26 @@ TensorCorePlan plan_tensor_core(int M, const AwqWeight& w, const Shape& sh, bool
   const FamilyCaps& family = turing ? caps.turing : caps.tensor_core;
   AwqTile tile = o.tile == AwqTile::kAuto ? tile_for(M) : o.tile;
   if (o.batch_invariant) tile = AwqTile::kS16;
+  const bool have_counters = partial_bytes > 0;
+  if (tile_table(turing)[static_cast<int>(tile)].stream) {
+    const int si = static_cast<int>(tile);
+    TensorCorePlan plan = plan_stream(M, w, sh, tile_table(turing)[si], caps,
+                                      family.blocks_per_sm[si], o, partial_bytes);
+    plan.pdl = o.pdl && family.pdl[si];
+    if (plan.tile != nullptr) return plan;
+    if (o.tile != AwqTile::kAuto)
+      bad_argument("tile " + std::string(awq_tile_name(tile)) + " at M=" + std::to_string(M) +
+                   " needs a larger workspace (awq_gemm_workspace_bytes)");
+    tile = AwqTile::kS16;  // the tiled kernel runs in any workspace
+  }
   TensorCorePlan plan;
   const int ti = static_cast<int>(tile);
   plan.tile = &tile_table(turing)[ti];
+  plan.pdl = o.pdl && family.pdl[ti];
   const int bm = plan.tile->bm;
   plan.n_blocks = (sh.n_stripes + plan.tile->stripes - 1) / plan.tile->stripes;
   const int blocks_per_sm = family.blocks_per_sm[ti];
   const std::size_t row_bytes = static_cast<std::size_t>(w.N) * sizeof(float);
-  const bool have_counters = partial_bytes > 0;
 
   if (o.batch_invariant) {
     // Splits from N and K only; rows go in launches small enough for the counters and partials.
@@ -300,7 +417,7 @@ Resolved resolve(int M, const AwqWeight& w, const AwqWorkspace& ws, const AwqGem
   r.path = o.path;
   if (r.path == AwqGemmPath::kAuto) {
     const bool forced_shape = o.tile != AwqTile::kAuto || o.splits != 0 || o.batch_invariant;
-    if (!forced_shape && M >= kDequantMinM &&
+    if (!forced_shape && dequant_beats_tiles(M, w.K, w.N) &&
         r.dq.max_chunk_cols >= std::min(sh.n_pad, kDequantMinChunkCols))
       r.path = AwqGemmPath::kDequantCublas;
     else
@@ -349,6 +466,7 @@ AwqGemmPlan describe(int M, const AwqWeight& w, const Resolved& r) {
     plan.tile = r.tc.tile->tile;
     plan.splits = r.tc.splits;
     plan.grid_blocks = r.tc.n_blocks * r.tc.m_blocks * r.tc.splits;
+    plan.pdl = r.tc.pdl;
     plan.workspace_used = r.tc.splits > 1 ? kCounterBytes + static_cast<std::size_t>(r.tc.splits) *
                                                                 std::min(M, r.tc.rows_per_launch) *
                                                                 w.N * sizeof(float)
@@ -423,6 +541,8 @@ void run_tensor_core(const __half* x, const AwqWeight& w, const __half* bias, __
   p.groups = sh.k_pad / w.group_size;
   p.group_shift = log2_of(w.group_size);
   p.splits = plan.splits;
+  p.batches = plan.batches;
+  p.x_stride = plan.x_stride;
   if (plan.splits > 1) {
     p.counters = static_cast<int*>(ws.ptr);
     p.partials = reinterpret_cast<float*>(static_cast<char*>(ws.ptr) + kCounterBytes);
@@ -432,7 +552,7 @@ void run_tensor_core(const __half* x, const AwqWeight& w, const __half* bias, __
     p.x = x + static_cast<std::size_t>(row0) * w.K;
     p.y = y + static_cast<std::size_t>(row0) * w.N;
     const dim3 grid(plan.n_blocks, (p.M + plan.tile->bm - 1) / plan.tile->bm, plan.splits);
-    plan.tile->launch(p, grid, stream);
+    plan.tile->launch(p, grid, stream, plan.pdl);
     CUDA_CHECK_LAUNCH();
   }
 }
@@ -480,6 +600,10 @@ const char* awq_tile_name(AwqTile tile) {
       return "m64";
     case AwqTile::kL128:
       return "l128";
+    case AwqTile::kSt8:
+      return "st8";
+    case AwqTile::kSt16:
+      return "st16";
     case AwqTile::kCount:
       break;
   }
@@ -544,7 +668,7 @@ std::size_t awq_gemm_workspace_bytes(int max_M, int K, int N, int group_size) {
   if (turing && !caps.turing.available) return need;
   const Shape sh{L::pad_k(K), static_cast<int>(n_pad), L::pad_k(K) / 64,
                  static_cast<int>(n_pad) / L::kStripeCols};
-  for (int M = 1; M <= std::min(max_M, kDequantMinM - 1); M += (M < 64 ? 1 : M / 4)) {
+  for (int M = 1; M <= std::min(max_M, kDequantAlwaysM - 1); M += (M < 64 ? 1 : M / 4)) {
     const TensorCorePlan plan = plan_tensor_core(M, probe, sh, turing, caps, AwqGemmOptions{},
                                                  std::numeric_limits<std::size_t>::max() / 4);
     if (plan.splits > 1)

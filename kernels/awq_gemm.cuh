@@ -100,7 +100,9 @@ enum class AwqGemmPath {
 };
 const char* awq_gemm_path_name(AwqGemmPath path);
 
-enum class AwqTile { kAuto = -1, kS16 = 0, kS32, kM64, kL128, kCount };
+// s16..l128: the tiled kernel (awq_gemm_kernel.cuh); st8, st16: the stream kernel for M <= 8, 16
+// (awq_gemm_stream.cuh).
+enum class AwqTile { kAuto = -1, kS16 = 0, kS32, kM64, kL128, kSt8, kSt16, kCount };
 const char* awq_tile_name(AwqTile tile);
 
 struct AwqGemmOptions {
@@ -109,6 +111,10 @@ struct AwqGemmOptions {
   int splits = 0;                 // tensor-core/Turing paths: force split-K (0 = planner)
   bool batch_invariant = false;   // a row's result independent of M (see the top of this file)
   int dequant_chunk_cols = 0;     // dequant path: columns per cuBLASLt call (0 = by M and L2)
+  // sm_90+: Programmatic Dependent Launch. The kernel may start while the previous kernel on the
+  // stream runs, streaming weights before it waits for that kernel's results, so the previous
+  // kernel must not write the weights. Ignored where the kernel's code is older than sm_90.
+  bool pdl = true;
 };
 
 // What awq_gemm chose (for logs, tests and the benchmark).
@@ -118,6 +124,7 @@ struct AwqGemmPlan {
   int splits = 1;       // split-K factor (tensor-core/Turing paths)
   int grid_blocks = 0;  // thread blocks launched (tensor-core/Turing paths)
   int chunk_cols = 0;   // columns dequantized per cuBLASLt call (dequant path)
+  bool pdl = false;     // launched with Programmatic Dependent Launch
   std::size_t workspace_used = 0;
 };
 

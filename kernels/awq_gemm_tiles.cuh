@@ -28,10 +28,14 @@ struct Params {
   int groups;       // k_pad / G
   int group_shift;  // log2(G)
   int splits;       // gridDim.z
+  // Stream kernel only (StreamConfig):
+  int batches;   // 128-row batches of k_pad (the last one may hold only 64 rows)
+  int x_stride;  // row stride of the staged activations in shared memory, in halves
 };
 
 template <int WarpsM, int WarpsN, int WarpsK, int MTiles, bool Turing, int MinBlocks, int Stages>
 struct TileConfig {
+  static constexpr bool kStream = false;
   static constexpr int kWarpsM = WarpsM, kWarpsN = WarpsN, kWarpsK = WarpsK, kMTiles = MTiles;
   static constexpr bool kTuring = Turing;
   static constexpr int kMinBlocks = MinBlocks;
@@ -76,10 +80,49 @@ using TileM64 = TileConfig<1, 2, 2, 4, Turing, 1, 4>;
 template <bool Turing>
 using TileL128 = TileConfig<2, 4, 1, 4, Turing, 1, 4>;
 
+// The stream kernel (awq_gemm_stream.cuh) for M <= 8 * MGroups rows per m-block: every warp
+// streams whole 128-row batches of one stripe (8 tiles, 4 KB) with 16-byte loads straight into
+// registers, multiplies them with mma (weights as the A operand, activation rows as the n8 side)
+// and the block's warps add their sums in shared memory.
+template <int MGroups, bool Turing>
+struct StreamConfig {
+  static constexpr bool kStream = true;
+  static constexpr bool kTuring = Turing;
+  static constexpr int kMGroups = MGroups;  // n8 groups of activation rows
+  static constexpr int kRows = 8 * MGroups; // activation rows per m-block
+  static constexpr int kWarps = 4;
+  static constexpr int kThreads = 32 * kWarps;
+  static constexpr int kMinBlocks = 4;
+  static constexpr int kBM = kRows;    // for the launcher's tables
+  static constexpr int kWarpsN = 1;    // one stripe per block
+  static constexpr int kSteps = 8;     // k16 steps per batch: 128 rows, 8 x 512 bytes per warp
+  static constexpr int kBatchRows = 16 * kSteps;
+  static constexpr int kMaxGroupsPerBatch = kBatchRows / 32;  // G = 32
+  static constexpr int kAcc = 4 * MGroups * 4;                // fp32 accumulators per lane
+  // Activations [rows][x_stride] fp16 for the block's K range, and later the warps' sums: 34 KB
+  // (1024 rows at M = 16, K = 16384 at M = 1; 6 blocks per SM on the H100). Half on the Turing
+  // path, for Turing's 64 KB of shared memory per SM.
+  static constexpr int kXBytes = Turing ? 17408 : 34816;
+  static constexpr int kRedBytes = kWarps * kAcc * 32 * 4;
+  static constexpr int kSmemBytes = kXBytes > kRedBytes ? kXBytes : kRedBytes;
+  static_assert(kMGroups == 1 || kMGroups == 2, "the stream kernel serves M <= 16 per m-block");
+};
+template <bool Turing>
+using StreamM8 = StreamConfig<1, Turing>;
+template <bool Turing>
+using StreamM16 = StreamConfig<2, Turing>;
+
+// Longest K range (a multiple of 128 rows) whose activations fit the stream kernel's shared
+// memory for `rows` rows, with the padded row stride the kernel uses (kr + 8 halves).
+constexpr int stream_max_k_rows(int x_bytes, int rows) {
+  return ((x_bytes / (2 * rows) - 8) / 128) * 128;
+}
+
 // Defined in awq_gemm_kernel.cuh, instantiated once per tile in awq_gemm_{sm80,sm75}_<tile>.cu.
+// pdl: launch with Programmatic Dependent Launch (only where the kernel's code is sm_90+).
 template <class C>
 const void* kernel_fn();
 template <class C>
-void launch(const Params& p, dim3 grid, cudaStream_t stream);
+void launch(const Params& p, dim3 grid, cudaStream_t stream, bool pdl);
 
 }  // namespace awqd::cuda::awq_gemm_detail

@@ -1,5 +1,7 @@
 // AWQ W4A16 GEMM on the GPU (skipped without one): every path (tensor-core sm_80+, the Turing
-// path forced on newer GPUs, dequantize + cuBLASLt, auto) against the CPU reference of
+// path forced on newer GPUs, dequantize + cuBLASLt, auto), every tile (the tiled kernel's and the
+// stream kernel's, forced at every M), with and without Programmatic Dependent Launch, against
+// the CPU reference of
 // tests/awq_gemm_reference.h (which also explains the tolerance), on random data, M = 1..64 and
 // 128, 256, 1000, 4096, 8192, odd tensor-parallel shards, G = 32/64/128, with and without bias;
 // outputs are poisoned (NaN) before every run, so an unwritten element fails.
@@ -7,6 +9,7 @@
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <memory>
@@ -186,9 +189,10 @@ TEST(AwqGemm, EveryTileAndForcedSplitK) {
   auto p = make_problem(2048, 520, 64, 130, true, std::size_t{16} << 20);
   for (AwqGemmPath path : paths_to_test()) {
     if (path == AwqGemmPath::kDequantCublas || path == AwqGemmPath::kAuto) continue;
-    for (AwqTile tile : {AwqTile::kS16, AwqTile::kS32, AwqTile::kM64, AwqTile::kL128})
+    for (AwqTile tile : {AwqTile::kS16, AwqTile::kS32, AwqTile::kM64, AwqTile::kL128,
+                         AwqTile::kSt8, AwqTile::kSt16})
       for (int splits : {1, 2, 3, 7, 32})
-        for (int M : {1, 17, 64, 130}) {
+        for (int M : {1, 8, 9, 17, 64, 130}) {
           AwqGemmOptions o = with_path(path);
           o.tile = tile;
           o.splits = splits;
@@ -200,8 +204,10 @@ TEST(AwqGemm, EveryTileAndForcedSplitK) {
 TEST(AwqGemm, SmallOrNoWorkspaceIsSlowerNeverWrong) {
   AWQD_REQUIRE_CUDA();
   for (std::size_t bytes : {std::size_t{0}, std::size_t{64} << 10, std::size_t{80} << 10}) {
-    auto p = make_problem(1024, 256, 128, 40, true, bytes);
-    for (int M : {1, 16, 40}) {
+    // K = 2112: the stream kernel needs 3 splits at M = 16 (shared memory), which these
+    // workspaces cannot hold, so it gives way to the tiled kernel.
+    auto p = make_problem(2112, 256, 64, 40, true, bytes);
+    for (int M : {1, 8, 16, 40}) {
       const std::vector<half_bits> y = run_and_check(*p, M);
       (void)y;
     }
@@ -226,6 +232,47 @@ TEST(AwqGemm, BatchInvariantRowsDoNotDependOnTheBatch) {
             << "row 0, column " << n << ", M=" << M << " path " << awq_gemm_path_name(path);
     }
   }
+}
+
+// Each GEMM reads the previous one's output, back to back on one stream, sharing the workspace:
+// with Programmatic Dependent Launch a kernel starts before the previous one has finished and
+// must wait for it before reading the activations or touching the workspace. The chain must give
+// the same bits with and without PDL (all paths here are deterministic), for the stream kernel
+// (split-K) and the tiled kernel.
+TEST(AwqGemm, ChainedCallsWithProgrammaticDependentLaunch) {
+  AWQD_REQUIRE_CUDA();
+  const int K = 2048, M_max = 16;
+  auto p = make_problem(K, K, 128, M_max, true);
+  DeviceArray<__half> a(static_cast<std::size_t>(M_max) * K), b(static_cast<std::size_t>(M_max) * K);
+  cudaStream_t stream;
+  CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  for (AwqTile tile : {AwqTile::kAuto, AwqTile::kS16})
+    for (int M : {1, 5, 16}) {
+      std::vector<half_bits> result[2];
+      for (int pdl = 0; pdl < 2; ++pdl) {
+        AwqGemmOptions o;
+        o.tile = tile;
+        o.pdl = pdl == 1;
+        CUDA_CHECK(cudaMemcpy(a.ptr, p->x->ptr, static_cast<std::size_t>(M) * K * 2,
+                              cudaMemcpyDeviceToDevice));
+        CUDA_CHECK(cudaMemset(b.ptr, 0xFF, b.count * sizeof(__half)));
+        for (int i = 0; i < 6; ++i) {  // a -> b -> a -> ...: each call reads the last one's y
+          __half* in = i % 2 == 0 ? a.ptr : b.ptr;
+          __half* out = i % 2 == 0 ? b.ptr : a.ptr;
+          awq_gemm(in, p->weight->view(), p->bias->ptr, out, M, p->ws, stream, o);
+        }
+        CUDA_CHECK(cudaStreamSynchronize(stream));
+        result[pdl].resize(static_cast<std::size_t>(M) * K);
+        CUDA_CHECK(cudaMemcpy(result[pdl].data(), a.ptr, result[pdl].size() * 2,
+                              cudaMemcpyDeviceToHost));
+      }
+      for (std::size_t i = 0; i < result[0].size(); ++i) {
+        ASSERT_TRUE(std::isfinite(awqd::half_to_float(result[0][i]))) << "M=" << M << " i=" << i;
+        ASSERT_EQ(result[0][i], result[1][i])
+            << "M=" << M << " tile " << awq_tile_name(tile) << " element " << i;
+      }
+    }
+  cudaStreamDestroy(stream);
 }
 
 TEST(AwqGemm, RunsInsideACudaGraph) {

@@ -227,6 +227,11 @@ inline void mma_m16n8k16_as_2x_k8(float (&d)[4], const std::uint32_t (&a)[4], st
   mma_m16n8k16(d, a, b0, b1);
 }
 
+inline uint4 ldg_stream(const uint4* p) { return *p; }
+// One block at a time on the CPU: the previous kernel has always finished.
+inline void grid_dependency_wait() {}
+inline void allow_dependents_launch() {}
+
 inline std::uint32_t smem_addr(const void* p) {
   const auto offset = static_cast<const std::uint8_t*>(p) - emu::shared_memory();
   if (offset < 0 || offset >= static_cast<long>(emu::block().smem.size())) {
