@@ -34,6 +34,7 @@ constexpr int kDequantMinChunkCols = 1024;
 // fixed cost of a split-K reduction, and the fraction of the memory's peak a pass reaches.
 constexpr double kBatchLatencyUs = 1.2;
 constexpr double kReduceLatencyUs = 0.5;
+constexpr double kPhaseLatencyUs = 0.3;  // staging the next phase's activations
 constexpr double kStreamBandwidthFraction = 0.8;
 constexpr std::size_t kCounterBytes = std::size_t{64} << 10;  // split-K counters: workspace start
 constexpr int kMaxCounters = static_cast<int>(kCounterBytes / sizeof(int));
@@ -53,17 +54,17 @@ struct TileEntry {
   int stripes;  // 64-column stripes per block
   int threads;
   int smem;     // dynamic shared memory, bytes
-  int x_bytes;  // stream kernel: shared memory for the staged activations
+  int (*phase_batches)(int rows, int wanted);  // stream kernel: D::stream_phase_batches
   const void* (*kernel)();
   void (*launch)(const D::Params&, dim3, cudaStream_t, bool);
 };
 
 template <class C>
 TileEntry entry(AwqTile tile) {
-  int x_bytes = 0;
-  if constexpr (C::kStream) x_bytes = C::kXBytes;
-  return {tile,         C::kStream,   C::kBM,           C::kWarpsN, C::kThreads,
-          C::kSmemBytes, x_bytes,     &D::kernel_fn<C>, &D::launch<C>};
+  int (*phase_batches)(int, int) = nullptr;
+  if constexpr (C::kStream) phase_batches = &D::stream_phase_batches<C>;
+  return {tile,          C::kStream,    C::kBM,           C::kWarpsN, C::kThreads,
+          C::kSmemBytes, phase_batches, &D::kernel_fn<C>, &D::launch<C>};
 }
 
 constexpr int kTiles = static_cast<int>(AwqTile::kCount);
@@ -252,28 +253,30 @@ int dequant_chunk_cols(int M, int K, const DeviceCaps& caps) {
 }
 
 // Split-K factor of the stream kernel for `sets` (stripe, m-block) pairs of `batches` 128-row
-// batches, at least s_min (the activations of a split must fit shared memory). A small model of a
-// memory-bound pass, cheapest wins:
-//   time = max(bytes / (bw x min(1, in flight / (bw x latency))), waves x batches per warp x latency)
+// batches. A small model of a memory-bound pass, cheapest wins:
+//   time = max(bytes / (bw x min(1, in flight / (bw x latency))),
+//              waves x (batches per warp x latency + phase changes x staging latency))
 //          + (splits > 1: the partial sums written and read back, and the reduction's latency)
 // where each resident warp keeps one 4 KB batch in flight and waits one latency per batch.
-int choose_stream_splits(const TileEntry& e, int sets, int batches, int s_min, int M, int N,
+int choose_stream_splits(const TileEntry& e, int sets, int batches, int rows, int M, int N,
                          double weight_bytes, const DeviceCaps& caps, int blocks_per_sm) {
   const double bw = caps.memory_bytes_per_us * kStreamBandwidthFraction;  // bytes per us
   const double in_flight_needed = bw * kBatchLatencyUs;
   const long long capacity = static_cast<long long>(caps.sms) * std::max(blocks_per_sm, 1);
   const int warps = e.threads / 32;
-  int best = s_min;
+  int best = 1;
   double best_cost = std::numeric_limits<double>::infinity();
-  for (int s = s_min; s <= std::min(batches, 64); ++s) {
+  for (int s = 1; s <= std::min(batches, 64); ++s) {
     const long long blocks = static_cast<long long>(sets) * s;
     const int per_block = (batches + s - 1) / s;
     const int per_warp = (per_block + warps - 1) / warps;
+    const int phase = e.phase_batches(rows, per_block);
+    const int phases = (per_block + phase - 1) / phase;
     const double waves = std::ceil(static_cast<double>(blocks) / capacity);
     const double in_flight =
         static_cast<double>(std::min(blocks, capacity)) * std::min(per_block, warps) * 4096.0;
     const double t_mem = weight_bytes / (bw * std::min(1.0, in_flight / in_flight_needed));
-    const double t_lat = waves * per_warp * kBatchLatencyUs;
+    const double t_lat = waves * (per_warp * kBatchLatencyUs + (phases - 1) * kPhaseLatencyUs);
     const double t_red = s > 1 ? 2.0 * s * M * N * 4.0 / bw + kReduceLatencyUs : 0.0;
     const double cost = std::max(t_mem, t_lat) + t_red;
     if (cost < best_cost * 0.999) {
@@ -289,12 +292,11 @@ struct TensorCorePlan {
   int n_blocks = 0, m_blocks = 0, splits = 1;
   int rows_per_launch = 0;  // M is split into launches of at most this many rows
   int batches = 0;          // stream kernel: 128-row batches of K
+  int phase_batches = 0;    // stream kernel: batches of activations staged at once
   int x_stride = 0;         // stream kernel: shared-memory row stride of the activations, halves
   bool pdl = false;
 };
 
-// The stream kernel's plan, or a plan with tile == nullptr when the workspace cannot hold the
-// partial sums of the fewest splits its shared memory allows.
 TensorCorePlan plan_stream(int M, const AwqWeight& w, const Shape& sh, const TileEntry& e,
                            const DeviceCaps& caps, int blocks_per_sm, const AwqGemmOptions& o,
                            std::size_t partial_bytes) {
@@ -304,30 +306,24 @@ TensorCorePlan plan_stream(int M, const AwqWeight& w, const Shape& sh, const Til
   plan.rows_per_launch = std::min(M, 65535 * e.bm);
   plan.m_blocks = (plan.rows_per_launch + e.bm - 1) / e.bm;
   const int rows = std::min(plan.rows_per_launch, e.bm);
-  const int batch_capacity = D::stream_max_k_rows(e.x_bytes, rows) / 128;
   plan.batches = (sh.k_pad + 127) / 128;
-  const int s_min = (plan.batches + batch_capacity - 1) / batch_capacity;
-  int splits = o.splits > 0 ? std::max(o.splits, s_min)
+  const double weight_bytes =
+      static_cast<double>(awq_weight_bytes(w.K, w.N, w.group_size)) * plan.m_blocks;
+  int splits = o.splits > 0 ? o.splits
                             : choose_stream_splits(e, plan.n_blocks * plan.m_blocks, plan.batches,
-                                                   s_min, plan.rows_per_launch, w.N,
-                                                   static_cast<double>(awq_weight_bytes(
-                                                       w.K, w.N, w.group_size)) * plan.m_blocks,
+                                                   rows, plan.rows_per_launch, w.N, weight_bytes,
                                                    caps, blocks_per_sm);
   splits = std::min(splits, plan.batches);
-  if (splits > 1) {
-    // What the workspace allows: a counter per (stripe, m-block), the partial sums of each split.
-    const std::size_t split_bytes =
-        static_cast<std::size_t>(plan.rows_per_launch) * w.N * sizeof(float);
-    const int fit = static_cast<int>(std::min<std::size_t>(partial_bytes / split_bytes, 1 << 20));
-    if (plan.n_blocks * plan.m_blocks > kMaxCounters || partial_bytes == 0) splits = 1;
-    else splits = std::min(splits, std::max(fit, 1));
-    if (splits < s_min) {
-      plan.tile = nullptr;
-      return plan;
-    }
-  }
-  plan.splits = splits;
-  plan.x_stride = (plan.batches + splits - 1) / splits * 128 + 8;
+  // What the workspace allows: a counter per (stripe, m-block), the partial sums of each split.
+  const std::size_t split_bytes =
+      static_cast<std::size_t>(plan.rows_per_launch) * w.N * sizeof(float);
+  if (splits > 1 && (partial_bytes == 0 || plan.n_blocks * plan.m_blocks > kMaxCounters))
+    splits = 1;
+  if (splits > 1)
+    splits = static_cast<int>(std::min<std::size_t>(splits, partial_bytes / split_bytes));
+  plan.splits = std::max(splits, 1);
+  plan.phase_batches = e.phase_batches(rows, (plan.batches + plan.splits - 1) / plan.splits);
+  plan.x_stride = plan.phase_batches * 128 + 8;
   return plan;
 }
 
@@ -343,11 +339,7 @@ TensorCorePlan plan_tensor_core(int M, const AwqWeight& w, const Shape& sh, bool
     TensorCorePlan plan = plan_stream(M, w, sh, tile_table(turing)[si], caps,
                                       family.blocks_per_sm[si], o, partial_bytes);
     plan.pdl = o.pdl && family.pdl[si];
-    if (plan.tile != nullptr) return plan;
-    if (o.tile != AwqTile::kAuto)
-      bad_argument("tile " + std::string(awq_tile_name(tile)) + " at M=" + std::to_string(M) +
-                   " needs a larger workspace (awq_gemm_workspace_bytes)");
-    tile = AwqTile::kS16;  // the tiled kernel runs in any workspace
+    return plan;
   }
   TensorCorePlan plan;
   const int ti = static_cast<int>(tile);
@@ -542,6 +534,7 @@ void run_tensor_core(const __half* x, const AwqWeight& w, const __half* bias, __
   p.group_shift = log2_of(w.group_size);
   p.splits = plan.splits;
   p.batches = plan.batches;
+  p.phase_batches = plan.phase_batches;
   p.x_stride = plan.x_stride;
   if (plan.splits > 1) {
     p.counters = static_cast<int*>(ws.ptr);

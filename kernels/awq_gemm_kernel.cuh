@@ -200,8 +200,12 @@ __device__ __forceinline__ void gemm_block(const Params& p) {
     auto fetch = [&](int kt) {
       for_each_chunk<C>(
           p, kt, m0, n_block, [&](int idx, const void* src, int, bool valid, bool active) {
-            staged[idx] =
-                valid && active ? __ldg(static_cast<const uint4*>(src)) : make_uint4(0, 0, 0, 0);
+            // Activations (idx < kAIters) through a plain load: the read-only path may be
+            // hoisted above grid_dependency_wait, and the previous kernel writes them.
+            const uint4* v = static_cast<const uint4*>(src);
+            staged[idx] = !(valid && active) ? make_uint4(0, 0, 0, 0)
+                          : idx < C::kAIters ? *v
+                                             : __ldg(v);
           });
     };
     auto store = [&](int stage, int kt) {

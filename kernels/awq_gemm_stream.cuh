@@ -15,8 +15,9 @@
 //   A regs {b[0][0], b[1][0], b[0][1], b[1][1]} of word j = columns 16j + g (+8), k 2t.. (+8);
 //   B regs b0 = x[row g][k 2t, 2t+1], b1 = x[row g][k 2t+8, 2t+9];
 //   D reg r = column 16j + g + 8 (r / 2), row 2t + r % 2.
-// The activations of the block's K range are staged in shared memory first ([rows][x_stride]
-// fp16, x_stride = range + 8 halves: the 8 rows of a fragment read land in 8 different banks).
+// The activations are staged in shared memory ([rows][x_stride] fp16, x_stride = phase rows + 8
+// halves: the 8 rows of a fragment read land in 8 different banks), a phase of up to 1024 rows
+// (M = 16) to 16384 rows (M = 1) at a time, between two block barriers.
 //
 // End: the warps' sums meet in shared memory (added in warp order); with one split the block
 // writes y; else it writes fp32 partial sums and the last block of the stripe to arrive adds the
@@ -98,37 +99,6 @@ __device__ __forceinline__ void stream_block(const Params& p) {
 
   grid_dependency_wait();
 
-  // Stage x[m0 .. m0 + rows)[k_lo .. k_lo + range) (zeros past K), 4 loads in flight per thread.
-  __half* xs = reinterpret_cast<__half*>(smem);
-  {
-    const int k_lo = b_begin * C::kBatchRows;
-    const int chunks = (b_end - b_begin) * (C::kBatchRows / 8);  // 16-byte chunks per row
-    const int total = rows * chunks;
-    for (int base = threadIdx.x; base < total; base += 4 * C::kThreads) {
-      uint4 v[4];
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int e = base + i * C::kThreads;
-        v[i] = make_uint4(0, 0, 0, 0);
-        if (e < total) {
-          const int r = e / chunks, k = k_lo + (e - r * chunks) * 8;
-          if (k < p.K)
-            v[i] = __ldg(
-                reinterpret_cast<const uint4*>(p.x + static_cast<std::size_t>(m0 + r) * p.K + k));
-        }
-      }
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int e = base + i * C::kThreads;
-        if (e < total) {
-          const int r = e / chunks, c = e - r * chunks;
-          *reinterpret_cast<uint4*>(xs + r * p.x_stride + c * 8) = v[i];
-        }
-      }
-    }
-  }
-  __syncthreads();
-
   float acc[4][kMG][4];
 #pragma unroll
   for (int j = 0; j < 4; ++j)
@@ -137,45 +107,86 @@ __device__ __forceinline__ void stream_block(const Params& p) {
 #pragma unroll
       for (int r = 0; r < 4; ++r) acc[j][i][r] = 0.0f;
 
-  for (; b < b_end; b += C::kWarps) {
-    const int kt0 = b * C::kSteps;
-    const __half* xb_base = xs + (b - b_begin) * C::kBatchRows + 2 * t;
-    GroupConsts consts{};
+  // The block's batches in phases of p.phase_batches (a multiple of kWarps, so a warp keeps its
+  // place in the round-robin): the block stages the phase's activations, then each warp computes
+  // its batches of the phase, requesting its next batch (of this phase or the next) before it
+  // meets the barrier.
+  __half* xs = reinterpret_cast<__half*>(smem);
+  for (int phase = b_begin; phase < b_end; phase += p.phase_batches) {
+    const int phase_end = phase + p.phase_batches < b_end ? phase + p.phase_batches : b_end;
+    if (phase != b_begin) __syncthreads();  // every warp is done with the last phase's x
+    // Stage x[m0 .. m0 + rows)[phase rows] (zeros past K), 4 loads in flight per thread.
+    {
+      const int k_lo = phase * C::kBatchRows;
+      const int chunks = (phase_end - phase) * (C::kBatchRows / 8);  // 16-byte chunks per row
+      const int total = rows * chunks;
+      for (int base = threadIdx.x; base < total; base += 4 * C::kThreads) {
+        uint4 v[4];
 #pragma unroll
-    for (int u = 0; u < C::kSteps; ++u) {
-      if (kt0 + u < k16) {
-        if (((u * 16) & ((1 << gs) - 1)) == 0) {  // first k16 step of a group
-          const int q = (u * 16) >> gs;
-          load_group_consts(pick4(raw_s, q), pick4(raw_z, q), consts);
-        }
-        std::uint32_t xb[kMG][2];
-#pragma unroll
-        for (int i = 0; i < kMG; ++i) {
-          const int row = 8 * i + g;
-          xb[i][0] = xb[i][1] = 0;
-          if (row < rows) {
-            const __half* xr = xb_base + row * p.x_stride + u * 16;
-            xb[i][0] = *reinterpret_cast<const std::uint32_t*>(xr);
-            xb[i][1] = *reinterpret_cast<const std::uint32_t*>(xr + 8);
+        for (int i = 0; i < 4; ++i) {
+          const int e = base + i * C::kThreads;
+          v[i] = make_uint4(0, 0, 0, 0);
+          if (e < total) {
+            const int r = e / chunks, k = k_lo + (e - r * chunks) * 8;
+            // A plain load: the read-only path (__ldg) may be hoisted above
+            // grid_dependency_wait, and the previous kernel writes x.
+            if (k < p.K)
+              v[i] = *reinterpret_cast<const uint4*>(p.x + static_cast<std::size_t>(m0 + r) * p.K +
+                                                     k);
           }
         }
-        const std::uint32_t words[4] = {w[u].x, w[u].y, w[u].z, w[u].w};
 #pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          std::uint32_t bq[2][2];
-          dequant_word(words[j], consts, j, bq);
-          const std::uint32_t a[4] = {bq[0][0], bq[1][0], bq[0][1], bq[1][1]};
-#pragma unroll
-          for (int i = 0; i < kMG; ++i) {
-            if constexpr (C::kTuring)
-              mma_m16n8k16_as_2x_k8(acc[j][i], a, xb[i][0], xb[i][1]);
-            else
-              mma_m16n8k16(acc[j][i], a, xb[i][0], xb[i][1]);
+        for (int i = 0; i < 4; ++i) {
+          const int e = base + i * C::kThreads;
+          if (e < total) {
+            const int r = e / chunks, c = e - r * chunks;
+            *reinterpret_cast<uint4*>(xs + r * p.x_stride + c * 8) = v[i];
           }
         }
       }
     }
-    if (b + C::kWarps < b_end) load_batch(b + C::kWarps);
+    __syncthreads();
+
+    for (; b < phase_end; b += C::kWarps) {
+      const int kt0 = b * C::kSteps;
+      const __half* xb_base = xs + (b - phase) * C::kBatchRows + 2 * t;
+      GroupConsts consts{};
+#pragma unroll
+      for (int u = 0; u < C::kSteps; ++u) {
+        if (kt0 + u < k16) {
+          if (((u * 16) & ((1 << gs) - 1)) == 0) {  // first k16 step of a group
+            const int q = (u * 16) >> gs;
+            load_group_consts(pick4(raw_s, q), pick4(raw_z, q), consts);
+          }
+          std::uint32_t xb[kMG][2];
+#pragma unroll
+          for (int i = 0; i < kMG; ++i) {
+            const int row = 8 * i + g;
+            xb[i][0] = xb[i][1] = 0;
+            if (row < rows) {
+              const __half* xr = xb_base + row * p.x_stride + u * 16;
+              xb[i][0] = *reinterpret_cast<const std::uint32_t*>(xr);
+              xb[i][1] = *reinterpret_cast<const std::uint32_t*>(xr + 8);
+            }
+          }
+          const std::uint32_t words[4] = {w[u].x, w[u].y, w[u].z, w[u].w};
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            std::uint32_t bq[2][2];
+            dequant_word(words[j], consts, j, bq);
+            const std::uint32_t a[4] = {bq[0][0], bq[1][0], bq[0][1], bq[1][1]};
+#pragma unroll
+            for (int i = 0; i < kMG; ++i) {
+              if constexpr (C::kTuring)
+                mma_m16n8k16_as_2x_k8(acc[j][i], a, xb[i][0], xb[i][1]);
+              else
+                mma_m16n8k16(acc[j][i], a, xb[i][0], xb[i][1]);
+            }
+          }
+        }
+      }
+      if (b + C::kWarps < b_end) load_batch(b + C::kWarps);
+    }
   }
   __syncthreads();  // the staged activations are dead: the space holds the warps' sums
 

@@ -29,8 +29,9 @@ struct Params {
   int group_shift;  // log2(G)
   int splits;       // gridDim.z
   // Stream kernel only (StreamConfig):
-  int batches;   // 128-row batches of k_pad (the last one may hold only 64 rows)
-  int x_stride;  // row stride of the staged activations in shared memory, in halves
+  int batches;        // 128-row batches of k_pad (the last one may hold only 64 rows)
+  int phase_batches;  // batches whose activations are staged at once, a multiple of 4 (warps)
+  int x_stride;       // row stride of the staged activations in shared memory, in halves
 };
 
 template <int WarpsM, int WarpsN, int WarpsK, int MTiles, bool Turing, int MinBlocks, int Stages>
@@ -106,16 +107,22 @@ struct StreamConfig {
   static constexpr int kRedBytes = kWarps * kAcc * 32 * 4;
   static constexpr int kSmemBytes = kXBytes > kRedBytes ? kXBytes : kRedBytes;
   static_assert(kMGroups == 1 || kMGroups == 2, "the stream kernel serves M <= 16 per m-block");
+  static_assert((kXBytes / (2 * kRows) - 8) / kBatchRows >= kWarps,
+                "a phase must give every warp a batch");
 };
 template <bool Turing>
 using StreamM8 = StreamConfig<1, Turing>;
 template <bool Turing>
 using StreamM16 = StreamConfig<2, Turing>;
 
-// Longest K range (a multiple of 128 rows) whose activations fit the stream kernel's shared
-// memory for `rows` rows, with the padded row stride the kernel uses (kr + 8 halves).
-constexpr int stream_max_k_rows(int x_bytes, int rows) {
-  return ((x_bytes / (2 * rows) - 8) / 128) * 128;
+// Batches (128 rows each) of activations the stream kernel stages at once for `rows` rows: as
+// many as fit kXBytes with the padded row stride the kernel uses (phase rows + 8 halves), a
+// multiple of the warps, at most `wanted` rounded up to one.
+template <class C>
+constexpr int stream_phase_batches(int rows, int wanted) {
+  const int fit = (C::kXBytes / (2 * rows) - 8) / C::kBatchRows / C::kWarps * C::kWarps;
+  const int want = (wanted + C::kWarps - 1) / C::kWarps * C::kWarps;
+  return want < fit ? want : fit;
 }
 
 // Defined in awq_gemm_kernel.cuh, instantiated once per tile in awq_gemm_{sm80,sm75}_<tile>.cu.

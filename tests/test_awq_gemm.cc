@@ -204,8 +204,8 @@ TEST(AwqGemm, EveryTileAndForcedSplitK) {
 TEST(AwqGemm, SmallOrNoWorkspaceIsSlowerNeverWrong) {
   AWQD_REQUIRE_CUDA();
   for (std::size_t bytes : {std::size_t{0}, std::size_t{64} << 10, std::size_t{80} << 10}) {
-    // K = 2112: the stream kernel needs 3 splits at M = 16 (shared memory), which these
-    // workspaces cannot hold, so it gives way to the tiled kernel.
+    // K = 2112: without room for partial sums the stream kernel runs one split, its activations
+    // in 3 phases of shared memory at M = 16.
     auto p = make_problem(2112, 256, 64, 40, true, bytes);
     for (int M : {1, 8, 16, 40}) {
       const std::vector<half_bits> y = run_and_check(*p, M);

@@ -77,7 +77,7 @@ void emulate_and_check(const AwqReference& r, int M, int splits, bool with_bias,
 }
 
 // Mirrors the launcher (kernels/awq_gemm.cu, plan_stream and run_tensor_core) for the stream
-// kernel: splits is raised to the fewest the shared memory allows.
+// kernel.
 template <class C>
 void emulate_stream_and_check(const AwqReference& r, int M, int splits, bool with_bias,
                               std::mt19937& rng) {
@@ -85,8 +85,7 @@ void emulate_stream_and_check(const AwqReference& r, int M, int splits, bool wit
   const int k_tiles = w.k_pad / 64, n_stripes = w.n_pad / 64;
   const int batches = (w.k_pad + 127) / 128;
   const int rows = std::min(M, C::kRows);
-  const int per_split = stream_max_k_rows(C::kXBytes, rows) / 128;
-  splits = std::min(std::max(splits, (batches + per_split - 1) / per_split), batches);
+  splits = std::min(splits, batches);
   const int m_blocks = (M + C::kRows - 1) / C::kRows;
   std::vector<half_bits> y(static_cast<std::size_t>(M) * r.N, 0x7E00);  // NaN poison
   std::vector<float> partials(static_cast<std::size_t>(splits) * M * r.N, NAN);
@@ -109,7 +108,8 @@ void emulate_stream_and_check(const AwqReference& r, int M, int splits, bool wit
   p.group_shift = r.G == 32 ? 5 : r.G == 64 ? 6 : 7;
   p.splits = splits;
   p.batches = batches;
-  p.x_stride = (batches + splits - 1) / splits * 128 + 8;
+  p.phase_batches = stream_phase_batches<C>(rows, (batches + splits - 1) / splits);
+  p.x_stride = p.phase_batches * 128 + 8;
   ASSERT_LE(rows * p.x_stride * 2, C::kXBytes);
 
   std::vector<emu::Dim> blocks;
@@ -171,9 +171,9 @@ TEST(AwqGemmEmulated, SplitKEverySplitCountUpToTheKTiles) {
   }
 }
 
-// The stream kernel where its shared memory forces split-K (K > 1024 rows at 16 rows), with a
-// last batch of 64 rows (K % 128 == 64), every group size, every M up to 16, more splits than
-// needed, and a warp whose split has fewer batches than warps.
+// The stream kernel where a split's activations take several phases of shared memory (K > 1024
+// rows at 16 rows, 512 on the Turing path), a last phase with fewer batches than warps, a last
+// batch of 64 rows (K % 128 == 64), every group size, M up to 16, and split-K.
 TEST(AwqGemmEmulated, StreamKernelSplitsAndPartialBatches) {
   std::mt19937 rng(7);
   for (const int G : {32, 64, 128}) {
@@ -181,8 +181,8 @@ TEST(AwqGemmEmulated, StreamKernelSplitsAndPartialBatches) {
     const AwqReference r = awqd::test::make_awq_reference(K, 72, G, 16);
     for (int M = 1; M <= 16; M += (M < 4 ? 1 : 5)) {
       emulate_stream_and_check<StreamM8<false>>(r, std::min(M, 8), 1, M % 2 == 0, rng);
-      emulate_stream_and_check<StreamM16<false>>(r, M, M == 16 ? 9 : 1, M % 2 == 1, rng);
-      emulate_stream_and_check<StreamM16<true>>(r, M, 4, true, rng);
+      emulate_stream_and_check<StreamM16<false>>(r, M, M == 16 ? 1 : 9, M % 2 == 1, rng);
+      emulate_stream_and_check<StreamM16<true>>(r, M, M == 1 ? 1 : 2, true, rng);
     }
   }
 }
