@@ -115,32 +115,50 @@ __device__ __forceinline__ void stream_block(const Params& p) {
   for (int phase = b_begin; phase < b_end; phase += p.phase_batches) {
     const int phase_end = phase + p.phase_batches < b_end ? phase + p.phase_batches : b_end;
     if (phase != b_begin) __syncthreads();  // every warp is done with the last phase's x
-    // Stage x[m0 .. m0 + rows)[phase rows] (zeros past K), 4 loads in flight per thread.
+    // Stage x[m0 .. m0 + rows)[phase rows] (zeros past K) with every load in flight at once:
+    // cp.async on sm_80+, rounds of 4 register loads on the Turing path. Plain (coherent) loads:
+    // the previous kernel writes x.
     {
       const int k_lo = phase * C::kBatchRows;
       const int chunks = (phase_end - phase) * (C::kBatchRows / 8);  // 16-byte chunks per row
       const int total = rows * chunks;
-      for (int base = threadIdx.x; base < total; base += 4 * C::kThreads) {
-        uint4 v[4];
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const int e = base + i * C::kThreads;
-          v[i] = make_uint4(0, 0, 0, 0);
-          if (e < total) {
-            const int r = e / chunks, k = k_lo + (e - r * chunks) * 8;
-            // A plain load: the read-only path (__ldg) may be hoisted above
-            // grid_dependency_wait, and the previous kernel writes x.
-            if (k < p.K)
-              v[i] = *reinterpret_cast<const uint4*>(p.x + static_cast<std::size_t>(m0 + r) * p.K +
-                                                     k);
-          }
+      auto chunk = [&](int e, const __half*& src, __half*& dst) {
+        const int r = e / chunks, c = e - r * chunks, k = k_lo + c * 8;
+        dst = xs + r * p.x_stride + c * 8;
+        src = k < p.K ? p.x + static_cast<std::size_t>(m0 + r) * p.K + k : nullptr;
+      };
+      if constexpr (!C::kTuring) {
+        for (int e = threadIdx.x; e < total; e += C::kThreads) {
+          const __half* src;
+          __half* dst;
+          chunk(e, src, dst);
+          cp_async_16(smem_addr(dst), src != nullptr ? src : p.x, src != nullptr);
         }
+        cp_async_commit();
+        cp_async_wait<0>();
+      } else {
+        for (int base = threadIdx.x; base < total; base += 4 * C::kThreads) {
+          uint4 v[4];
 #pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const int e = base + i * C::kThreads;
-          if (e < total) {
-            const int r = e / chunks, c = e - r * chunks;
-            *reinterpret_cast<uint4*>(xs + r * p.x_stride + c * 8) = v[i];
+          for (int i = 0; i < 4; ++i) {
+            const int e = base + i * C::kThreads;
+            v[i] = make_uint4(0, 0, 0, 0);
+            const __half* src;
+            __half* dst;
+            if (e < total) {
+              chunk(e, src, dst);
+              if (src != nullptr) v[i] = *reinterpret_cast<const uint4*>(src);
+            }
+          }
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            const int e = base + i * C::kThreads;
+            const __half* src;
+            __half* dst;
+            if (e < total) {
+              chunk(e, src, dst);
+              *reinterpret_cast<uint4*>(dst) = v[i];
+            }
           }
         }
       }
