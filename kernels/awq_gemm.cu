@@ -263,7 +263,7 @@ int choose_stream_splits(const TileEntry& e, int sets, int batches, int rows, in
   const double bw = caps.memory_bytes_per_us * kStreamBandwidthFraction;  // bytes per us
   const double in_flight_needed = bw * kBatchLatencyUs;
   const long long capacity = static_cast<long long>(caps.sms) * std::max(blocks_per_sm, 1);
-  const int warps = e.threads / 32;
+  const int warps = e.threads / 32 / e.stripes;  // per stripe
   int best = 1;
   double best_cost = std::numeric_limits<double>::infinity();
   for (int s = 1; s <= std::min(batches, 64); ++s) {
@@ -273,8 +273,8 @@ int choose_stream_splits(const TileEntry& e, int sets, int batches, int rows, in
     const int phase = e.phase_batches(rows, per_block);
     const int phases = (per_block + phase - 1) / phase;
     const double waves = std::ceil(static_cast<double>(blocks) / capacity);
-    const double in_flight =
-        static_cast<double>(std::min(blocks, capacity)) * std::min(per_block, warps) * 4096.0;
+    const double in_flight = static_cast<double>(std::min(blocks, capacity)) * e.stripes *
+                             std::min(per_block, warps) * 4096.0;
     const double t_mem = weight_bytes / (bw * std::min(1.0, in_flight / in_flight_needed));
     const double t_lat = waves * (per_warp * kBatchLatencyUs + (phases - 1) * kPhaseLatencyUs);
     const double t_red = s > 1 ? 2.0 * s * M * N * 4.0 / bw + kReduceLatencyUs : 0.0;
@@ -302,7 +302,7 @@ TensorCorePlan plan_stream(int M, const AwqWeight& w, const Shape& sh, const Til
                            std::size_t partial_bytes) {
   TensorCorePlan plan;
   plan.tile = &e;
-  plan.n_blocks = sh.n_stripes;
+  plan.n_blocks = (sh.n_stripes + e.stripes - 1) / e.stripes;
   plan.rows_per_launch = std::min(M, 65535 * e.bm);
   plan.m_blocks = (plan.rows_per_launch + e.bm - 1) / e.bm;
   const int rows = std::min(plan.rows_per_launch, e.bm);

@@ -60,7 +60,10 @@ __device__ __forceinline__ void stream_block(const Params& p) {
   constexpr int kMG = C::kMGroups;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int g = lane >> 2, t = lane & 3;
-  const int stripe = blockIdx.x, m_block = blockIdx.y, split = blockIdx.z;
+  const int warp_k = warp % C::kWarpsK;  // the warp's place in its stripe's round-robin
+  const int stripe = blockIdx.x * C::kStripes + warp / C::kWarpsK;
+  const bool stripe_valid = stripe < p.n_stripes;
+  const int m_block = blockIdx.y, split = blockIdx.z;
   const int m0 = m_block * C::kRows;
   const int rows = p.M - m0 < C::kRows ? p.M - m0 : C::kRows;
   const int k16 = p.k_tiles * 4;  // k16 tiles of the stripe
@@ -94,7 +97,8 @@ __device__ __forceinline__ void stream_block(const Params& p) {
       }
     }
   };
-  int b = b_begin + warp;
+  // A warp past the last stripe computes nothing but meets every barrier.
+  int b = stripe_valid ? b_begin + warp_k : b_end;
   if (b < b_end) load_batch(b);  // weights only: may run before the previous kernel ends
 
   grid_dependency_wait();
@@ -107,7 +111,7 @@ __device__ __forceinline__ void stream_block(const Params& p) {
 #pragma unroll
       for (int r = 0; r < 4; ++r) acc[j][i][r] = 0.0f;
 
-  // The block's batches in phases of p.phase_batches (a multiple of kWarps, so a warp keeps its
+  // The block's batches in phases of p.phase_batches (a multiple of kWarpsK, so a warp keeps its
   // place in the round-robin): the block stages the phase's activations, then each warp computes
   // its batches of the phase, requesting its next batch (of this phase or the next) before it
   // meets the barrier.
@@ -165,7 +169,7 @@ __device__ __forceinline__ void stream_block(const Params& p) {
     }
     __syncthreads();
 
-    for (; b < phase_end; b += C::kWarps) {
+    for (; b < phase_end; b += C::kWarpsK) {
       const int kt0 = b * C::kSteps;
       const __half* xb_base = xs + (b - phase) * C::kBatchRows + 2 * t;
       GroupConsts consts{};
@@ -203,7 +207,7 @@ __device__ __forceinline__ void stream_block(const Params& p) {
           }
         }
       }
-      if (b + C::kWarps < b_end) load_batch(b + C::kWarps);
+      if (b + C::kWarpsK < b_end) load_batch(b + C::kWarpsK);
     }
   }
   __syncthreads();  // the staged activations are dead: the space holds the warps' sums
@@ -220,19 +224,23 @@ __device__ __forceinline__ void stream_block(const Params& p) {
   }
   __syncthreads();
 
-  // Output o = e * 32 + lane of the accumulators: e = (j * kMG + i) * 4 + r.
+  // Output o = (s * kAcc + e) * 32 + lane: stripe s of the block, accumulator
+  // e = (j * kMG + i) * 4 + r of `lane`; the warps of stripe s are s * kWarpsK + 0..kWarpsK-1.
+  constexpr int kOutputs = C::kStripes * C::kAcc * 32;
   auto column_of = [&](int o) {
-    const int e = o >> 5, ln = o & 31;
-    return stripe * 64 + 16 * ((e >> 2) / kMG) + (ln >> 2) + 8 * ((e & 3) >> 1);
+    const int e = (o >> 5) % C::kAcc, ln = o & 31;
+    return (blockIdx.x * C::kStripes + o / (C::kAcc * 32)) * 64 + 16 * ((e >> 2) / kMG) +
+           (ln >> 2) + 8 * ((e & 3) >> 1);
   };
   auto row_of = [&](int o) {
-    const int e = o >> 5, ln = o & 31;
+    const int e = (o >> 5) % C::kAcc, ln = o & 31;
     return m0 + 8 * ((e >> 2) % kMG) + 2 * (ln & 3) + (e & 1);
   };
   auto block_sum = [&](int o) {
+    const int s = o / (C::kAcc * 32), e_lane = o % (C::kAcc * 32);
     float sum = 0.0f;
 #pragma unroll
-    for (int v = 0; v < C::kWarps; ++v) sum += red[v * C::kAcc * 32 + o];
+    for (int v = 0; v < C::kWarpsK; ++v) sum += red[(s * C::kWarpsK + v) * C::kAcc * 32 + e_lane];
     return sum;
   };
   auto store_y = [&](int m, int n, float v) {
@@ -241,7 +249,7 @@ __device__ __forceinline__ void stream_block(const Params& p) {
   };
 
   if (p.splits == 1) {
-    for (int o = threadIdx.x; o < C::kAcc * 32; o += C::kThreads) {
+    for (int o = threadIdx.x; o < kOutputs; o += C::kThreads) {
       const int m = row_of(o), n = column_of(o);
       if (m < p.M && n < p.N) store_y(m, n, block_sum(o));
     }
@@ -251,14 +259,14 @@ __device__ __forceinline__ void stream_block(const Params& p) {
   auto partial = [&](int z, int m, int n) {
     return p.partials + (static_cast<std::size_t>(z) * p.M + m) * p.N + n;
   };
-  for (int o = threadIdx.x; o < C::kAcc * 32; o += C::kThreads) {
+  for (int o = threadIdx.x; o < kOutputs; o += C::kThreads) {
     const int m = row_of(o), n = column_of(o);
     if (m < p.M && n < p.N) *partial(split, m, n) = block_sum(o);
   }
   __threadfence();  // this thread's partial sums are visible GPU-wide before the arrival below
   __syncthreads();
   if (threadIdx.x == 0) {
-    int* counter = p.counters + m_block * gridDim.x + stripe;
+    int* counter = p.counters + m_block * gridDim.x + blockIdx.x;
     const int arrived = atomicAdd(counter, 1);
     s_is_last = arrived == p.splits - 1;
     if (s_is_last) *counter = 0;  // every split has arrived: reset for the next launch
@@ -266,7 +274,7 @@ __device__ __forceinline__ void stream_block(const Params& p) {
   __syncthreads();
   if (!s_is_last) return;
   __threadfence();
-  for (int o = threadIdx.x; o < C::kAcc * 32; o += C::kThreads) {
+  for (int o = threadIdx.x; o < kOutputs; o += C::kThreads) {
     const int m = row_of(o), n = column_of(o);
     if (m >= p.M || n >= p.N) continue;
     float sum = 0.0f;

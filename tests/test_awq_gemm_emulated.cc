@@ -87,9 +87,10 @@ void emulate_stream_and_check(const AwqReference& r, int M, int splits, bool wit
   const int rows = std::min(M, C::kRows);
   splits = std::min(splits, batches);
   const int m_blocks = (M + C::kRows - 1) / C::kRows;
+  const int n_blocks = (n_stripes + C::kStripes - 1) / C::kStripes;
   std::vector<half_bits> y(static_cast<std::size_t>(M) * r.N, 0x7E00);  // NaN poison
   std::vector<float> partials(static_cast<std::size_t>(splits) * M * r.N, NAN);
-  std::vector<int> counters(static_cast<std::size_t>(n_stripes) * m_blocks, 0);
+  std::vector<int> counters(static_cast<std::size_t>(n_blocks) * m_blocks, 0);
   Params p{};
   p.x = reinterpret_cast<const __half*>(r.x.data());
   p.tiles = reinterpret_cast<const uint4*>(w.tiles.data());
@@ -115,10 +116,10 @@ void emulate_stream_and_check(const AwqReference& r, int M, int splits, bool wit
   std::vector<emu::Dim> blocks;
   for (unsigned z = 0; z < static_cast<unsigned>(splits); ++z)
     for (unsigned yb = 0; yb < static_cast<unsigned>(m_blocks); ++yb)
-      for (unsigned xb = 0; xb < static_cast<unsigned>(n_stripes); ++xb)
+      for (unsigned xb = 0; xb < static_cast<unsigned>(n_blocks); ++xb)
         blocks.push_back({xb, yb, z});
   std::shuffle(blocks.begin(), blocks.end(), rng);
-  const emu::Dim grid{static_cast<unsigned>(n_stripes), static_cast<unsigned>(m_blocks),
+  const emu::Dim grid{static_cast<unsigned>(n_blocks), static_cast<unsigned>(m_blocks),
                       static_cast<unsigned>(splits)};
   for (const emu::Dim& b : blocks)
     emu::run_block(C::kThreads, b, grid, [&] { stream_block<C>(p); });
