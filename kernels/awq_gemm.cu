@@ -186,10 +186,17 @@ bool dequant_beats_tiles(int M, int K, int N) {
          (M >= kDequantMinM && static_cast<long long>(K) * N <= (32ll << 20));
 }
 
+// M <= 64: the stream kernel; from 17 rows st16 runs ceil(M / 16) m-blocks, each a pass over the
+// weights (mostly from L2: the m-blocks of a stripe run together). Predicted to beat the s32 and
+// m64 tiles, which measured 0.7-1.2x cuBLASLt at M = 32-64 on the H100 (docs/PERF.md); the
+// sweep of bench_awq_gemm compares them.
+constexpr int kStreamMaxM = 64;
+static_assert(kStreamMaxM >= 16, "the stream kernel serves decode (M <= 16) in any case");
+
 AwqTile tile_for(int M) {
   if (M <= 8) return AwqTile::kSt8;
-  if (M <= 16) return AwqTile::kSt16;
-  if (M <= 32) return AwqTile::kS32;
+  if (M <= kStreamMaxM) return AwqTile::kSt16;
+  if (M <= 32) return AwqTile::kS32;  // (with kStreamMaxM below 64)
   if (M <= 64) return AwqTile::kM64;
   return AwqTile::kL128;
 }
@@ -544,7 +551,9 @@ void run_tensor_core(const __half* x, const AwqWeight& w, const __half* bias, __
     p.M = std::min(plan.rows_per_launch, M - row0);
     p.x = x + static_cast<std::size_t>(row0) * w.K;
     p.y = y + static_cast<std::size_t>(row0) * w.N;
-    const dim3 grid(plan.n_blocks, (p.M + plan.tile->bm - 1) / plan.tile->bm, plan.splits);
+    const unsigned m_blocks = (p.M + plan.tile->bm - 1) / plan.tile->bm;
+    const dim3 grid = plan.tile->stream ? dim3(m_blocks, plan.n_blocks, plan.splits)
+                                        : dim3(plan.n_blocks, m_blocks, plan.splits);
     plan.tile->launch(p, grid, stream, plan.pdl);
     CUDA_CHECK_LAUNCH();
   }

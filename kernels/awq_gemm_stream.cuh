@@ -2,7 +2,9 @@
 // decode case, where the GEMM is a pass over the weights and its speed is their bandwidth.
 // Included by awq_gemm_kernel.cuh (and so by the instantiation files and the CPU emulation).
 //
-// Grid: (stripe, m-block of StreamConfig::kRows rows, split of K). The stripe's K is cut into
+// Grid: (m-block of StreamConfig::kRows rows, block of kStripes stripes, split of K); m-blocks
+// first, so the blocks that read the same weights for other rows run together and mostly find
+// them in L2. The stripe's K is cut into
 // 128-row batches (8 k16 tiles, 8 x 512 contiguous bytes of the tile layout); split z owns batches
 // [z * batches / splits, (z + 1) * batches / splits) and its 4 warps take them round-robin.
 // A warp issues the 8 16-byte loads of a batch (plus the batch's 1 to 4 groups of scales and
@@ -61,9 +63,9 @@ __device__ __forceinline__ void stream_block(const Params& p) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int g = lane >> 2, t = lane & 3;
   const int warp_k = warp % C::kWarpsK;  // the warp's place in its stripe's round-robin
-  const int stripe = blockIdx.x * C::kStripes + warp / C::kWarpsK;
+  const int m_block = blockIdx.x, n_block = blockIdx.y, split = blockIdx.z;
+  const int stripe = n_block * C::kStripes + warp / C::kWarpsK;
   const bool stripe_valid = stripe < p.n_stripes;
-  const int m_block = blockIdx.y, split = blockIdx.z;
   const int m0 = m_block * C::kRows;
   const int rows = p.M - m0 < C::kRows ? p.M - m0 : C::kRows;
   const int k16 = p.k_tiles * 4;  // k16 tiles of the stripe
@@ -229,7 +231,7 @@ __device__ __forceinline__ void stream_block(const Params& p) {
   constexpr int kOutputs = C::kStripes * C::kAcc * 32;
   auto column_of = [&](int o) {
     const int e = (o >> 5) % C::kAcc, ln = o & 31;
-    return (blockIdx.x * C::kStripes + o / (C::kAcc * 32)) * 64 + 16 * ((e >> 2) / kMG) +
+    return (n_block * C::kStripes + o / (C::kAcc * 32)) * 64 + 16 * ((e >> 2) / kMG) +
            (ln >> 2) + 8 * ((e & 3) >> 1);
   };
   auto row_of = [&](int o) {
@@ -266,7 +268,7 @@ __device__ __forceinline__ void stream_block(const Params& p) {
   __threadfence();  // this thread's partial sums are visible GPU-wide before the arrival below
   __syncthreads();
   if (threadIdx.x == 0) {
-    int* counter = p.counters + m_block * gridDim.x + blockIdx.x;
+    int* counter = p.counters + n_block * gridDim.x + m_block;
     const int arrived = atomicAdd(counter, 1);
     s_is_last = arrived == p.splits - 1;
     if (s_is_last) *counter = 0;  // every split has arrived: reset for the next launch

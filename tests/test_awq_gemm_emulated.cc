@@ -117,9 +117,9 @@ void emulate_stream_and_check(const AwqReference& r, int M, int splits, bool wit
   for (unsigned z = 0; z < static_cast<unsigned>(splits); ++z)
     for (unsigned yb = 0; yb < static_cast<unsigned>(m_blocks); ++yb)
       for (unsigned xb = 0; xb < static_cast<unsigned>(n_blocks); ++xb)
-        blocks.push_back({xb, yb, z});
+        blocks.push_back({yb, xb, z});
   std::shuffle(blocks.begin(), blocks.end(), rng);
-  const emu::Dim grid{static_cast<unsigned>(n_blocks), static_cast<unsigned>(m_blocks),
+  const emu::Dim grid{static_cast<unsigned>(m_blocks), static_cast<unsigned>(n_blocks),
                       static_cast<unsigned>(splits)};
   for (const emu::Dim& b : blocks)
     emu::run_block(C::kThreads, b, grid, [&] { stream_block<C>(p); });
