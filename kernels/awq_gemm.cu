@@ -619,7 +619,10 @@ AwqGemmPlan awq_gemm_plan(int M, const AwqWeight& w, AwqWorkspace ws,
 
 AwqGemmPlan awq_gemm(const __half* x, const AwqWeight& w, const __half* bias, __half* y, int M,
                      AwqWorkspace ws, cudaStream_t stream, const AwqGemmOptions& options) {
-  const Resolved r = resolve(M, w, ws, options, device_caps());
+  Resolved r = resolve(M, w, ws, options, device_caps());
+  // PDL orders a kernel after the previous one of its own stream; the legacy default stream also
+  // synchronizes with every other blocking stream, so it gets plain launches.
+  if (stream == nullptr || stream == cudaStreamLegacy) r.tc.pdl = false;
   if (M == 0) return describe(M, w, r);
   if (x == nullptr || y == nullptr) bad_argument("x or y is null");
   if (reinterpret_cast<std::uintptr_t>(x) % 16 != 0) bad_argument("x must be 16-byte aligned");

@@ -129,7 +129,8 @@ struct AwqGemmOptions {
   int dequant_chunk_cols = 0;     // dequant path: columns per cuBLASLt call (0 = by M and L2)
   // sm_90+: Programmatic Dependent Launch. The kernel may start while the previous kernel on the
   // stream runs, streaming weights before it waits for that kernel's results, so the previous
-  // kernel must not write the weights. Ignored where the kernel's code is older than sm_90.
+  // kernel must not write the weights. Ignored where the kernel's code is older than sm_90 and on
+  // the legacy default stream.
   bool pdl = true;
 };
 

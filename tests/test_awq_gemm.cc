@@ -88,13 +88,24 @@ std::string describe(const Problem& p, int M, const AwqGemmOptions& o, const Awq
   return s.str();
 }
 
+// The tests' stream: a created one, so that sm_90 launches use Programmatic Dependent Launch
+// (which the legacy default stream does not get).
+cudaStream_t test_stream() {
+  static cudaStream_t stream = [] {
+    cudaStream_t s;
+    CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    return s;
+  }();
+  return stream;
+}
+
 // Runs y = x W (+ b) for the first M rows and compares; returns the outputs (fp16 bits).
 std::vector<half_bits> run_and_check(Problem& p, int M, AwqGemmOptions o = {}) {
   const std::size_t count = static_cast<std::size_t>(M) * p.N();
-  CUDA_CHECK(cudaMemset(p.y->ptr, 0xFF, count * sizeof(__half)));  // NaN: poison
+  CUDA_CHECK(cudaMemsetAsync(p.y->ptr, 0xFF, count * sizeof(__half), test_stream()));  // NaN
   const AwqGemmPlan plan = awq_gemm(p.x->ptr, p.weight->view(), p.has_bias ? p.bias->ptr : nullptr,
-                                    p.y->ptr, M, p.ws, nullptr, o);
-  CUDA_CHECK(cudaDeviceSynchronize());
+                                    p.y->ptr, M, p.ws, test_stream(), o);
+  CUDA_CHECK(cudaStreamSynchronize(test_stream()));
   std::vector<half_bits> y(count);
   CUDA_CHECK(cudaMemcpy(y.data(), p.y->ptr, count * sizeof(__half), cudaMemcpyDeviceToHost));
   const std::string failure =
@@ -253,9 +264,9 @@ TEST(AwqGemm, ChainedCallsWithProgrammaticDependentLaunch) {
         AwqGemmOptions o;
         o.tile = tile;
         o.pdl = pdl == 1;
-        CUDA_CHECK(cudaMemcpy(a.ptr, p->x->ptr, static_cast<std::size_t>(M) * K * 2,
-                              cudaMemcpyDeviceToDevice));
-        CUDA_CHECK(cudaMemset(b.ptr, 0xFF, b.count * sizeof(__half)));
+        CUDA_CHECK(cudaMemcpyAsync(a.ptr, p->x->ptr, static_cast<std::size_t>(M) * K * 2,
+                                   cudaMemcpyDeviceToDevice, stream));
+        CUDA_CHECK(cudaMemsetAsync(b.ptr, 0xFF, b.count * sizeof(__half), stream));
         for (int i = 0; i < 6; ++i) {  // a -> b -> a -> ...: each call reads the last one's y
           __half* in = i % 2 == 0 ? a.ptr : b.ptr;
           __half* out = i % 2 == 0 ? b.ptr : a.ptr;
@@ -281,10 +292,12 @@ TEST(AwqGemm, RunsInsideACudaGraph) {
   run_and_check(*p, 8);  // first call outside: caches, attributes
   cudaStream_t stream;
   CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  CUDA_CHECK(cudaMemset(p->y->ptr, 0xFF, 8 * p->N() * sizeof(__half)));
+  CUDA_CHECK(cudaMemsetAsync(p->y->ptr, 0xFF, 8 * p->N() * sizeof(__half), stream));
   cudaGraph_t graph;
   CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-  awq_gemm(p->x->ptr, p->weight->view(), nullptr, p->y->ptr, 8, p->ws, stream);
+  // Two calls: on sm_90 the second depends on the first through a programmatic (PDL) edge.
+  for (int i = 0; i < 2; ++i)
+    awq_gemm(p->x->ptr, p->weight->view(), nullptr, p->y->ptr, 8, p->ws, stream);
   CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
   cudaGraphExec_t exec;
   CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
