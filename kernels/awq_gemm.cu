@@ -130,8 +130,10 @@ FamilyCaps probe_family(bool turing, int sm) {
       return caps;
     }
     caps.blocks_per_sm[i] = blocks;
-    // griddepcontrol is compiled into sm_90+ code only: without it a PDL launch would race.
-    caps.pdl[i] = sm >= 90 && attr.binaryVersion >= 90;
+    // griddepcontrol is compiled into code for compute_90+ only: without it a PDL launch would
+    // race. ptxVersion, not binaryVersion: PTX for compute_75 JIT-compiled on an H100 has a
+    // binaryVersion of 90 and no griddepcontrol.
+    caps.pdl[i] = sm >= 90 && attr.ptxVersion >= 90;
   }
   caps.available = true;
   return caps;
