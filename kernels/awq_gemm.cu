@@ -342,7 +342,6 @@ TensorCorePlan plan_tensor_core(int M, const AwqWeight& w, const Shape& sh, bool
   const FamilyCaps& family = turing ? caps.turing : caps.tensor_core;
   AwqTile tile = o.tile == AwqTile::kAuto ? tile_for(M) : o.tile;
   if (o.batch_invariant) tile = AwqTile::kS16;
-  const bool have_counters = partial_bytes > 0;
   if (tile_table(turing)[static_cast<int>(tile)].stream) {
     const int si = static_cast<int>(tile);
     TensorCorePlan plan = plan_stream(M, w, sh, tile_table(turing)[si], caps,
@@ -358,6 +357,7 @@ TensorCorePlan plan_tensor_core(int M, const AwqWeight& w, const Shape& sh, bool
   plan.n_blocks = (sh.n_stripes + plan.tile->stripes - 1) / plan.tile->stripes;
   const int blocks_per_sm = family.blocks_per_sm[ti];
   const std::size_t row_bytes = static_cast<std::size_t>(w.N) * sizeof(float);
+  const bool have_counters = partial_bytes > 0;
 
   if (o.batch_invariant) {
     // Splits from N and K only; rows go in launches small enough for the counters and partials.
