@@ -414,6 +414,7 @@ int main(int argc, char** argv) {
             split_counts = {1, 2, 4, 8};
           } else if (M <= 512) {
             tiles = {AwqTile::kM64, AwqTile::kL128};
+            if (M <= 256) tiles.push_back(AwqTile::kSt16);  // M / 16 passes, mostly from L2
             split_counts = {1, 2, 4};
           }
           std::map<std::string, bool> seen;
