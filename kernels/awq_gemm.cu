@@ -53,7 +53,7 @@ struct TileEntry {
   int bm;       // rows per block
   int stripes;  // 64-column stripes per block
   int threads;
-  int smem;     // dynamic shared memory, bytes
+  int smem;                                    // dynamic shared memory, bytes
   int (*phase_batches)(int rows, int wanted);  // stream kernel: D::stream_phase_batches
   const void* (*kernel)();
   void (*launch)(const D::Params&, dim3, cudaStream_t, bool);
@@ -63,7 +63,7 @@ template <class C>
 TileEntry entry(AwqTile tile) {
   int (*phase_batches)(int, int) = nullptr;
   if constexpr (C::kStream) phase_batches = &D::stream_phase_batches<C>;
-  return {tile,          C::kStream,    C::kBM,           C::kWarpsN, C::kThreads,
+  return {tile,          C::kStream,    C::kBM,           C::kWarpsN,   C::kThreads,
           C::kSmemBytes, phase_batches, &D::kernel_fn<C>, &D::launch<C>};
 }
 
@@ -72,12 +72,12 @@ using TileTable = std::array<TileEntry, kTiles>;
 
 const TileTable& tile_table(bool turing) {
   static const TileTable tensor_core = {
-      entry<D::TileS16<false>>(AwqTile::kS16),   entry<D::TileS32<false>>(AwqTile::kS32),
-      entry<D::TileM64<false>>(AwqTile::kM64),   entry<D::TileL128<false>>(AwqTile::kL128),
+      entry<D::TileS16<false>>(AwqTile::kS16),  entry<D::TileS32<false>>(AwqTile::kS32),
+      entry<D::TileM64<false>>(AwqTile::kM64),  entry<D::TileL128<false>>(AwqTile::kL128),
       entry<D::StreamM8<false>>(AwqTile::kSt8), entry<D::StreamM16<false>>(AwqTile::kSt16)};
   static const TileTable turing_tiles = {
-      entry<D::TileS16<true>>(AwqTile::kS16),   entry<D::TileS32<true>>(AwqTile::kS32),
-      entry<D::TileM64<true>>(AwqTile::kM64),   entry<D::TileL128<true>>(AwqTile::kL128),
+      entry<D::TileS16<true>>(AwqTile::kS16),  entry<D::TileS32<true>>(AwqTile::kS32),
+      entry<D::TileM64<true>>(AwqTile::kM64),  entry<D::TileL128<true>>(AwqTile::kL128),
       entry<D::StreamM8<true>>(AwqTile::kSt8), entry<D::StreamM16<true>>(AwqTile::kSt16)};
   return turing ? turing_tiles : tensor_core;
 }

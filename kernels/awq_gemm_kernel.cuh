@@ -198,15 +198,16 @@ __device__ __forceinline__ void gemm_block(const Params& p) {
   } else {
     uint4 staged[C::kRegChunks];
     auto fetch = [&](int kt) {
-      for_each_chunk<C>(
-          p, kt, m0, n_block, [&](int idx, const void* src, int, bool valid, bool active) {
-            // Activations (idx < kAIters) through a plain load: the read-only path may be
-            // hoisted above grid_dependency_wait, and the previous kernel writes them.
-            const uint4* v = static_cast<const uint4*>(src);
-            staged[idx] = !(valid && active) ? make_uint4(0, 0, 0, 0)
-                          : idx < C::kAIters ? *v
-                                             : __ldg(v);
-          });
+      for_each_chunk<C>(p, kt, m0, n_block,
+                        [&](int idx, const void* src, int, bool valid, bool active) {
+                          // Activations (idx < kAIters) through a plain load: the read-only path
+                          // may be hoisted above grid_dependency_wait, and the previous kernel
+                          // writes them.
+                          const uint4* v = static_cast<const uint4*>(src);
+                          staged[idx] = !(valid && active) ? make_uint4(0, 0, 0, 0)
+                                        : idx < C::kAIters ? *v
+                                                           : __ldg(v);
+                        });
     };
     auto store = [&](int stage, int kt) {
       std::uint8_t* base = smem + stage * C::kStageBytes;

@@ -231,8 +231,8 @@ __device__ __forceinline__ void stream_block(const Params& p) {
   constexpr int kOutputs = C::kStripes * C::kAcc * 32;
   auto column_of = [&](int o) {
     const int e = (o >> 5) % C::kAcc, ln = o & 31;
-    return (n_block * C::kStripes + o / (C::kAcc * 32)) * 64 + 16 * ((e >> 2) / kMG) +
-           (ln >> 2) + 8 * ((e & 3) >> 1);
+    return (n_block * C::kStripes + o / (C::kAcc * 32)) * 64 + 16 * ((e >> 2) / kMG) + (ln >> 2) +
+           8 * ((e & 3) >> 1);
   };
   auto row_of = [&](int o) {
     const int e = (o >> 5) % C::kAcc, ln = o & 31;

@@ -454,8 +454,7 @@ int main(int argc, char** argv) {
           << awq_tile_name(r.plan.tile) << ',' << r.plan.splits << ',' << r.plan.pdl << ','
           << r.awq_us << ',' << r.weight_gbs << ',' << r.hbm_pct << ',' << r.tflops << ','
           << r.cublas_us << ',' << r.speedup << ',' << r.nopdl_us << ',' << r.tiled_us << ','
-          << r.turing_us << ',' << r.dequant_us << ',' << hbm
-          << '\n';
+          << r.turing_us << ',' << r.dequant_us << ',' << hbm << '\n';
     }
     if (!sweep_rows.empty()) {
       if (!sweep_path.empty()) {

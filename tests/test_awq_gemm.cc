@@ -70,8 +70,9 @@ std::unique_ptr<Problem> make_problem(int K, int N, int G, int max_M, bool has_b
   p->bias->upload(p->r.bias.data(), N);
   p->y = std::make_unique<DeviceArray<__half>>(static_cast<std::size_t>(max_M) * N);
   // Room for every path the tests force, the dequantize + cuBLASLt one included (which auto
-  // planning only takes from M = 1024, so a workspace sized for max_M alone may lack it).
-  if (workspace_bytes == SIZE_MAX) workspace_bytes = awq_gemm_workspace_bytes(std::max(max_M, 4096), K, N, G);
+  // planning takes only from M = 128, so a workspace sized for max_M alone may lack it).
+  if (workspace_bytes == SIZE_MAX)
+    workspace_bytes = awq_gemm_workspace_bytes(std::max(max_M, 4096), K, N, G);
   p->workspace = std::make_unique<DeviceArray<char>>(workspace_bytes);
   p->ws = {p->workspace->ptr, workspace_bytes};
   awq_gemm_workspace_init(p->ws, nullptr);
@@ -200,8 +201,8 @@ TEST(AwqGemm, EveryTileAndForcedSplitK) {
   auto p = make_problem(2048, 520, 64, 130, true, std::size_t{16} << 20);
   for (AwqGemmPath path : paths_to_test()) {
     if (path == AwqGemmPath::kDequantCublas || path == AwqGemmPath::kAuto) continue;
-    for (AwqTile tile : {AwqTile::kS16, AwqTile::kS32, AwqTile::kM64, AwqTile::kL128,
-                         AwqTile::kSt8, AwqTile::kSt16})
+    for (AwqTile tile : {AwqTile::kS16, AwqTile::kS32, AwqTile::kM64, AwqTile::kL128, AwqTile::kSt8,
+                         AwqTile::kSt16})
       for (int splits : {1, 2, 3, 7, 32})
         for (int M : {1, 8, 9, 17, 64, 130}) {
           AwqGemmOptions o = with_path(path);
@@ -254,7 +255,8 @@ TEST(AwqGemm, ChainedCallsWithProgrammaticDependentLaunch) {
   AWQD_REQUIRE_CUDA();
   const int K = 2048, M_max = 16;
   auto p = make_problem(K, K, 128, M_max, true);
-  DeviceArray<__half> a(static_cast<std::size_t>(M_max) * K), b(static_cast<std::size_t>(M_max) * K);
+  DeviceArray<__half> a(static_cast<std::size_t>(M_max) * K),
+      b(static_cast<std::size_t>(M_max) * K);
   cudaStream_t stream;
   CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   for (AwqTile tile : {AwqTile::kAuto, AwqTile::kS16})
@@ -274,8 +276,8 @@ TEST(AwqGemm, ChainedCallsWithProgrammaticDependentLaunch) {
         }
         CUDA_CHECK(cudaStreamSynchronize(stream));
         result[pdl].resize(static_cast<std::size_t>(M) * K);
-        CUDA_CHECK(cudaMemcpy(result[pdl].data(), a.ptr, result[pdl].size() * 2,
-                              cudaMemcpyDeviceToHost));
+        CUDA_CHECK(
+            cudaMemcpy(result[pdl].data(), a.ptr, result[pdl].size() * 2, cudaMemcpyDeviceToHost));
       }
       for (std::size_t i = 0; i < result[0].size(); ++i) {
         ASSERT_TRUE(std::isfinite(awqd::half_to_float(result[0][i]))) << "M=" << M << " i=" << i;
