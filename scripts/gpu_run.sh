@@ -62,8 +62,10 @@ case $mode in
     grep -E "Failure|FAILED|error|agree_before_near_tie|top-1 agreement|tokens equal HF" "$log" | head -40
     ;;
   bench)
-    step bench_gemm 420 "$OUT/bench_gemm.log" "$bin/bench_awq_gemm" --no-sweep
+    # With the sweep of forced tiles and split-K factors (tuning data for kernels/awq_gemm.cu).
+    step bench_gemm 420 "$OUT/bench_gemm.log" "$bin/bench_awq_gemm"
     step bench_attention 300 "$OUT/bench_attention.log" "$bin/bench_attention" "$OUT/bench_attention.md"
+    sed -n '/^## sweep: best/,/^$/p' "$OUT/bench_gemm.log"
     sed -n '/^## summary/,$p' "$OUT/bench_gemm.log"
     cat "$OUT/bench_attention.md" 2>/dev/null
     ;;
