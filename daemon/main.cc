@@ -5,6 +5,7 @@
 #include <string>
 
 #include "daemon/cli.h"
+#include "daemon/commands.h"
 #include "engine/version.h"
 
 namespace awqd::cli {
@@ -33,6 +34,11 @@ int main(int argc, char** argv) {
   CLI::App app{"awqd: batch inference daemon for 4-bit AWQ models (Redis queue -> CUDA engine -> SQLite)"};
   app.set_version_flag("--version", std::string("awqd ") + awqd::kVersion);
   app.require_subcommand(1);
+  awqd::cli::add_serve_command(app);
+  awqd::cli::add_status_command(app);
+  awqd::cli::add_submit_command(app);
+  awqd::cli::add_cancel_command(app);
+  awqd::cli::add_results_command(app);
 
   try {
     app.parse(argc, argv);
