@@ -50,6 +50,9 @@ constexpr int kReadBlockMs = 2000;      // XREADGROUP BLOCK: how long one read w
 constexpr int kMaxReadCount = 1024;     // entries per XREADGROUP / XAUTOCLAIM
 constexpr std::size_t kMaxKeysPerCommand = 2000;
 constexpr auto kShutdownGrace = 15s;    // after the drain deadline, for results to reach Redis
+// The idle time a handed-back entry gets: past any instance's visibility timeout, so whichever
+// daemon looks next reclaims it.
+constexpr long long kHandBackIdleMs = 24LL * 3600 * 1000;
 
 // One delivery of a stream entry to this consumer.
 struct Delivery {
@@ -131,10 +134,10 @@ struct Daemon::Impl {
         cmd(io, parse_redis_url(config.redis), "commands"),
         reader(io, parse_redis_url(config.redis), "reader"),
         signals(io, SIGTERM, SIGINT),
-        step_seconds({0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5}),
         capacity_signal(io, asio::steady_timer::time_point::max()),
         drain_timer(io),
-        seed_rng(std::random_device{}()) {}
+        seed_rng(std::random_device{}()),
+        step_seconds({0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5}) {}
 
   // ---- configuration and wiring ----
   DaemonConfig config;
@@ -357,8 +360,8 @@ struct Daemon::Impl {
     const auto interval = std::clamp<std::chrono::milliseconds>(
         std::chrono::milliseconds(config.visibility_timeout_s * 1000 / 4), 500ms, 30s);
     std::map<std::string, std::string> cursor;
-    while (!draining && !stopped) {
-      co_await sleep(interval);
+    for (bool first = true; !draining && !stopped; first = false) {
+      if (!first) co_await sleep(interval);  // at once on start: jobs handed back by a drain wait for no one
       for (const auto& stream : streams) {
         if (draining || stopped || capacity() <= 0 || !cmd.connected()) break;
         const std::string start = cursor.count(stream) ? cursor[stream] : "0-0";
@@ -862,8 +865,8 @@ struct Daemon::Impl {
     maybe_finish_drain();
   }
 
-  // Gives jobs back to the group without counting the delivery: their idle time is set past the
-  // visibility timeout, so any live consumer reclaims them at once.
+  // Gives jobs back to the group without counting the delivery (RETRYCOUNT restores the count):
+  // their idle time is set past any visibility timeout, so any live consumer reclaims them.
   void hand_back(const std::vector<std::string>& ids) {
     std::map<std::pair<std::string, int>, std::vector<std::string>> by_stream_attempts;
     for (const auto& id : ids) {
@@ -878,7 +881,7 @@ struct Daemon::Impl {
     for (const auto& [key, entries] : by_stream_attempts) {
       std::vector<std::string> args{"XCLAIM", key.first, RedisKeys::kGroup, config.consumer, "0"};
       args.insert(args.end(), entries.begin(), entries.end());
-      args.insert(args.end(), {"IDLE", std::to_string(config.visibility_timeout_s * 1000LL + 1000), "RETRYCOUNT",
+      args.insert(args.end(), {"IDLE", std::to_string(kHandBackIdleMs), "RETRYCOUNT",
                                std::to_string(std::max(0, key.second - 1)), "JUSTID"});
       fire(args);
     }
@@ -932,7 +935,7 @@ struct Daemon::Impl {
       rate_in.sample(now, prompt_tokens_total);
       rate_out.sample(now, generated_tokens_total);
       if (watchdog) sd_notify(0, "WATCHDOG=1");
-      if (++tick % 5 == 0 && cmd.connected()) {
+      if (tick++ % 2 == 0 && cmd.connected()) {
         for (const auto& stream : streams) {
           const Args xlen{"XLEN", stream};
           const RedisReply len = co_await cmd.command(xlen);
