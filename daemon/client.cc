@@ -81,7 +81,10 @@ std::string format_duration(double seconds) {
 std::string progress_line(const BatchCounts& b, int width) {
   const double fraction = b.total > 0 ? std::min(1.0, double(b.finished()) / double(b.total)) : 0.0;
   const int filled = static_cast<int>(fraction * width);
-  std::string bar = "[" + std::string(filled, '#') + std::string(width - filled, '-') + "]";
+  std::string bar(static_cast<std::size_t>(width + 2), '-');
+  bar.front() = '[';
+  bar.back() = ']';
+  std::fill_n(bar.begin() + 1, filled, '#');
   char text[256];
   if (b.total > 0) {
     std::snprintf(text, sizeof(text), " %3.0f%%  %lld/%lld done, %lld failed, %lld cancelled  %.0f tok/s  ETA %s",

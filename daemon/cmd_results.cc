@@ -43,6 +43,7 @@ int from_redis(const DaemonConfig& c, const ResultsArgs& a) {
       ++printed;
     }
   }
+  std::fflush(stdout);  // the summary goes after the data even when both streams share a pipe
   std::fprintf(stderr, "%zu result(s) of batch %s\n", printed, a.batch.c_str());
   return printed > 0 ? 0 : 1;
 }
@@ -56,6 +57,7 @@ int from_db(const DaemonConfig& c, const ResultsArgs& a) {
     std::printf("%s\n", result_text(r).c_str());
     ++printed;
   });
+  std::fflush(stdout);
   std::fprintf(stderr, "%zu result(s) of batch %s in %s\n", printed, a.batch.c_str(), c.db.c_str());
   return printed > 0 ? 0 : 1;
 }

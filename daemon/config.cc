@@ -152,10 +152,13 @@ void DaemonConfig::validate() const {
 }
 
 ConfigOptions::ConfigOptions(CLI::App* app, ConfigScope scope) : app_(app), scope_(scope) {
-  app->add_option("--config", config_path_, "TOML config file")->capture_default_str();
+  app->add_option("--config", config_path_, "TOML config file")
+      ->capture_default_str()
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   for_each_key(flags_, [&](const std::string& key, const char* help, auto& member, bool client) {
     if (scope == ConfigScope::kClient && !client) return;
-    auto* opt = app->add_option(flag_name(key), member, help);
+    // A flag given twice takes the last value, as wrappers that append flags expect.
+    auto* opt = app->add_option(flag_name(key), member, help)->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
     if constexpr (std::is_same_v<std::decay_t<decltype(member)>, std::vector<int>>) opt->delimiter(',');
   });
 }

@@ -110,8 +110,8 @@ struct Fnv1a {
 
 }  // namespace
 
-std::unique_ptr<Runner> make_engine_runner(const DaemonConfig& config, int replica) {
-  return std::make_unique<EngineRunner>(config, replica);
+RunnerFactory engine_runner_factory(const DaemonConfig& config) {
+  return [config](int replica) { return std::make_unique<EngineRunner>(config, replica); };
 }
 
 std::string model_fingerprint(const std::filesystem::path& dir) {

@@ -11,9 +11,10 @@
 
 namespace awqd {
 
-// Builds replica `replica` of the engine (GPUs gpus[replica * tp .. (replica + 1) * tp)).
-// Throws std::runtime_error with the engine's message when the model cannot be loaded.
-std::unique_ptr<Runner> make_engine_runner(const DaemonConfig& config, int replica);
+// The factory of engine replicas for `config`: replica r runs on GPUs
+// gpus[r * tensor_parallel .. (r + 1) * tensor_parallel). A factory call throws
+// std::runtime_error with the engine's message when the model cannot be loaded.
+RunnerFactory engine_runner_factory(const DaemonConfig& config);
 
 // A fingerprint of a model directory: FNV-1a 64 over config.json and the header (tensor names,
 // dtypes, shapes, offsets) and size of every safetensors file, as 16 hex digits. Cheap (no

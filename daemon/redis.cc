@@ -24,8 +24,9 @@ timeval to_timeval(std::chrono::milliseconds ms) {
 }  // namespace
 
 std::string RedisEndpoint::describe() const {
-  if (!unix_path.empty()) return "unix://" + unix_path + (db ? "?db=" + std::to_string(db) : "");
-  return "redis://" + host + ":" + std::to_string(port) + (db ? "/" + std::to_string(db) : "");
+  std::string url = unix_path.empty() ? "redis://" + host + ":" + std::to_string(port) : "unix://" + unix_path;
+  if (db != 0) url.append(unix_path.empty() ? "/" : "?db=").append(std::to_string(db));
+  return url;
 }
 
 RedisEndpoint parse_redis_url(const std::string& url) {

@@ -152,6 +152,7 @@ int run_command(const std::vector<std::string>& argv, std::string* out) {
   const pid_t pid = fork();
   if (pid == 0) {
     dup2(fds[1], 1);
+    dup2(fds[1], 2);
     close(fds[0]);
     close(fds[1]);
     std::vector<char*> a;

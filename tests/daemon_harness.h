@@ -68,7 +68,7 @@ class Child {
   int status_ = -1;
 };
 
-// Runs a command and returns its exit code, with stdout in `out` (stderr to the test log).
+// Runs a command and returns its exit code, with its stdout and stderr together in `out`.
 int run_command(const std::vector<std::string>& argv, std::string* out = nullptr);
 
 // Polls `done` every 20 ms until it is true or `timeout` passes; returns its last value.

@@ -4,6 +4,8 @@
 //   "#fail"   the engine fails the job (FinishReason::kError: transient, retried)
 //   "#reject" the runner rejects the input (JobRejected, errc::kInvalidRequest)
 //   "#slow"   each step of this job takes 20 ms more
+// A text prompt counts as size / 4 + 1 tokens; one that does not fit the context is rejected
+// (errc::kPromptTooLong), as the engine runner does.
 // With tokens_per_job = 1 and no delay it is the no-op engine of tests/bench_daemon.cc.
 #pragma once
 
@@ -48,6 +50,9 @@ class FakeRunner final : public Runner {
     s.slow = job.prompt.find("#slow") != std::string::npos;
     s.prompt_tokens = job.prompt_kind == PromptKind::kTokenIds ? static_cast<int>(job.prompt_token_ids.size())
                                                                 : static_cast<int>(job.prompt.size() / 4 + 1);
+    if (s.prompt_tokens >= info().limits.max_context) {  // as the engine runner does after tokenizing
+      throw JobRejected(errc::kPromptTooLong, "the fake prompt is " + std::to_string(s.prompt_tokens) + " tokens");
+    }
     seqs_[id] = s;
   }
 
