@@ -7,6 +7,11 @@
 
 #include <functional>
 
+namespace awqd {
+struct EngineConfig;
+struct SamplingParams;
+}  // namespace awqd
+
 namespace awqd::cli {
 
 // Where a subcommand's callback stores its exit code (main returns it).
@@ -18,5 +23,13 @@ void set_action(CLI::App* sub, std::function<int()> body);
 // Parses the command line, runs the chosen subcommand, and returns the exit code: the
 // subcommand's, 0 for --help/--version, 2 for bad usage.
 int run_app(CLI::App& app, int argc, char** argv);
+
+// Shared flag groups (daemon/cmd_generate.cc).
+void add_engine_flags(CLI::App* sub, ::awqd::EngineConfig& config);
+void add_sampling_flags(CLI::App* sub, ::awqd::SamplingParams& params);
+
+// Subcommand registration, one function per file (cmd_*.cc).
+void add_generate_commands(CLI::App& app);  // generate, import-llama2c
+void add_tokenize_commands(CLI::App& app);  // tokenize, detokenize
 
 }  // namespace awqd::cli

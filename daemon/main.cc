@@ -16,5 +16,7 @@ int main(int argc, char** argv) {
   awqd::cli::add_submit_command(app);
   awqd::cli::add_cancel_command(app);
   awqd::cli::add_results_command(app);
+  awqd::cli::add_generate_commands(app);
+  awqd::cli::add_tokenize_commands(app);
   return awqd::cli::run_app(app, argc, argv);
 }

@@ -56,13 +56,12 @@ class SafetensorsFile {
   std::map<std::string, std::string> metadata_;
 };
 
-// Validates a header buffer (without the 8-byte length prefix) against a data section of
-// `data_size` bytes and returns the tensors with `data` relative to the data section start
-// (nullptr + offset). Exposed for the fuzzer and for tests; throws std::runtime_error.
-std::map<std::string, TensorView> parse_safetensors_header(std::string_view header,
-                                                           std::size_t data_size,
-                                                           const std::string& where,
-                                                           std::map<std::string, std::string>* metadata);
+// Validates a whole safetensors image (length prefix, header, data) held in memory and returns
+// its tensors pointing into `bytes`. The file reader and the fuzzer both use it; throws
+// std::runtime_error naming `where` and the problem.
+std::map<std::string, TensorView> parse_safetensors(const std::byte* bytes, std::size_t size,
+                                                    const std::string& where,
+                                                    std::map<std::string, std::string>* metadata);
 
 // All tensors of a model directory: model.safetensors, or the shards named by
 // model.safetensors.index.json (every listed shard must exist and hold what the index says), or

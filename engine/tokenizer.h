@@ -54,6 +54,7 @@ class Tokenizer {
   struct Impl;
 
  private:
+  friend class IncrementalDecoder;  // decodes through Impl to learn whether a text end is final
   explicit Tokenizer(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
@@ -76,6 +77,7 @@ class IncrementalDecoder {
   std::vector<std::int32_t> ids_;
   std::size_t prefix_offset_ = 0;  // ids_[prefix_offset_, read_offset_) decode to emitted text
   std::size_t read_offset_ = 0;
+  std::string prefix_text_;  // decode(ids_[prefix_offset_, read_offset_))
 };
 
 struct ChatMessage {

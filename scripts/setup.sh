@@ -9,9 +9,9 @@ packages=(
   libgtest-dev libgmock-dev
   libhiredis-dev libsqlitecpp-dev libsqlite3-dev sqlite3
   libboost-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libtomlplusplus-dev libcli11-dev
-  libsystemd-dev systemd libpcre2-dev
+  libsystemd-dev systemd libpcre2-dev libicu-dev liblzma-dev
   redis-server redis-tools
-  clang libclang-rt-14-dev  # libFuzzer targets
+  clang libclang-rt-14-dev  # libFuzzer targets (scripts/fuzz.sh)
   xz-utils python3
 )
 

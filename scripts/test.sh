@@ -26,3 +26,7 @@ echo "test: redis-server on $AWQD_TEST_REDIS_URL"
 
 cd build
 ctest --output-on-failure --timeout 900 -j "$(nproc)" "$@"
+
+# The parsers that take outside input, fuzzed for a minute each (libFuzzer, ASan + UBSan).
+cd ..
+scripts/fuzz.sh "${AWQD_FUZZ_SECONDS:-60}"

@@ -57,7 +57,9 @@ TEST(Fp16, FloatToHalfRoundsToNearestEven) {
       const double other = half_value(nb);
       const double e_got = std::fabs(got - f), e_other = std::fabs(other - f);
       ASSERT_LE(e_got, e_other) << f;
-      if (e_got == e_other) ASSERT_EQ(h & 1, 0) << f;
+      if (e_got == e_other) {
+        ASSERT_EQ(h & 1, 0) << f;
+      }
     }
   }
   EXPECT_EQ(float_to_half(65520.f), 0x7C00);  // halfway to 2^16 rounds to infinity

@@ -1,0 +1,44 @@
+// The CPU reference executor: the whole forward pass in fp32 (weights widened from fp16 or
+// dequantized from AWQ at load), over a paged fp32 KV cache with the same block layout as the
+// GPU's. It is the oracle for the CUDA engine and runs the daemon in CI. OpenMP uses every core.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "engine/cpu_ops.h"
+#include "engine/executor.h"
+#include "engine/model_weights.h"
+
+namespace awqd {
+
+class CpuExecutor : public Executor {
+ public:
+  // kv_cache_bytes sizes the paged pool (unless num_blocks > 0 forces a count).
+  CpuExecutor(const ModelWeights& weights, std::int64_t kv_cache_bytes, int num_blocks = 0);
+
+  StepResult execute(const StepBatch& batch) override;
+  int num_kv_blocks() const override { return num_blocks_; }
+  std::string describe() const override;
+
+ private:
+  struct Layer {
+    std::vector<float> input_norm, post_attn_norm, q_norm, k_norm;  // (hidden) / (head_dim)
+    std::vector<float> wqkv;   // (q + 2 kv, hidden): q, k and v stacked (one matmul)
+    std::vector<float> bqkv;   // (q + 2 kv) or empty
+    std::vector<float> wo;     // (hidden, q)
+    std::vector<float> wgate_up;  // (2 * inter, hidden): gate then up
+    std::vector<float> wdown;  // (hidden, inter)
+    std::vector<float> k_cache, v_cache;  // (blocks, kv_heads, block, head_dim)
+  };
+
+  ModelConfig config_;
+  std::vector<float> embed_;    // (vocab, hidden)
+  std::vector<float> lm_head_;  // (vocab, hidden); empty when tied (embed_ is used)
+  std::vector<float> final_norm_;
+  std::vector<float> inv_freq_;
+  std::vector<Layer> layers_;
+  int num_blocks_ = 0;
+};
+
+}  // namespace awqd

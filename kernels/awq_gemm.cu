@@ -1,0 +1,617 @@
+// Host side of the AWQ GEMM (design: kernels/awq_gemm.cuh): argument checks, the choice of path,
+// tile and split-K factor, the dequantize kernel and the dequantize + cuBLASLt path, and the
+// owner of a repacked weight in device memory.
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <map>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+
+#include "kernels/awq_gemm.cuh"
+#include "kernels/awq_gemm_device.cuh"
+#include "kernels/awq_gemm_tiles.cuh"
+#include "kernels/awq_layout.cuh"
+#include "kernels/cublaslt_gemm.cuh"
+#include "kernels/cuda_check.cuh"
+
+namespace awqd::cuda {
+namespace {
+
+namespace D = awq_gemm_detail;
+namespace L = awq_layout;
+
+// From this M up, auto runs dequantize + cuBLASLt (where the workspace allows chunks of at least
+// kDequantMinChunkCols columns). Set from bench_awq_gemm on the H100: docs/PERF.md.
+constexpr int kDequantMinM = 1024;
+constexpr int kDequantMinChunkCols = 1024;
+constexpr std::size_t kCounterBytes = std::size_t{64} << 10;  // split-K counters: workspace start
+constexpr int kMaxCounters = static_cast<int>(kCounterBytes / sizeof(int));
+constexpr std::size_t kCublasWorkspaceBytes = std::size_t{32} << 20;
+constexpr std::size_t kDequantChunkBytes = std::size_t{256}
+                                           << 20;  // largest chunk worth asking for
+
+[[noreturn]] void bad_argument(const std::string& what) {
+  throw std::invalid_argument("awq_gemm: " + what);
+}
+
+// ---- tiles and what the device can run ----
+struct TileEntry {
+  AwqTile tile;
+  int bm;       // rows per block
+  int stripes;  // 64-column stripes per block
+  int threads;
+  int smem;  // dynamic shared memory, bytes
+  const void* (*kernel)();
+  void (*launch)(const D::Params&, dim3, cudaStream_t);
+};
+
+template <class C>
+TileEntry entry(AwqTile tile) {
+  return {tile, C::kBM, C::kWarpsN, C::kThreads, C::kSmemBytes, &D::kernel_fn<C>, &D::launch<C>};
+}
+
+constexpr int kTiles = static_cast<int>(AwqTile::kCount);
+using TileTable = std::array<TileEntry, kTiles>;
+
+const TileTable& tile_table(bool turing) {
+  static const TileTable tensor_core = {
+      entry<D::TileS16<false>>(AwqTile::kS16), entry<D::TileS32<false>>(AwqTile::kS32),
+      entry<D::TileM64<false>>(AwqTile::kM64), entry<D::TileL128<false>>(AwqTile::kL128)};
+  static const TileTable turing_tiles = {
+      entry<D::TileS16<true>>(AwqTile::kS16), entry<D::TileS32<true>>(AwqTile::kS32),
+      entry<D::TileM64<true>>(AwqTile::kM64), entry<D::TileL128<true>>(AwqTile::kL128)};
+  return turing ? turing_tiles : tensor_core;
+}
+
+struct FamilyCaps {
+  bool available = false;
+  std::string why_not;                      // when unavailable
+  std::array<int, kTiles> blocks_per_sm{};  // occupancy of each tile
+};
+
+struct DeviceCaps {
+  int sm = 0;   // 75, 80, 90, ...
+  int sms = 0;  // multiprocessors
+  int l2_bytes = 0;
+  FamilyCaps tensor_core, turing;
+};
+
+// Can this device run the family's kernels (code for its architecture, the instructions they
+// need), and how many blocks of each tile fit on a multiprocessor?
+FamilyCaps probe_family(bool turing, int sm) {
+  FamilyCaps caps;
+  const int min_arch = turing ? 75 : 80;
+  if (sm < min_arch) {
+    caps.why_not =
+        "needs sm_" + std::to_string(min_arch) + "+, this GPU is sm_" + std::to_string(sm);
+    return caps;
+  }
+  for (int i = 0; i < kTiles; ++i) {
+    const TileEntry& e = tile_table(turing)[i];
+    cudaFuncAttributes attr{};
+    if (cudaFuncGetAttributes(&attr, e.kernel()) != cudaSuccess || attr.ptxVersion < min_arch) {
+      cudaGetLastError();  // clear a "no kernel image" error
+      caps.why_not =
+          "awqd_kernels has no code of compute capability >= " + std::to_string(min_arch) +
+          " for this GPU (sm_" + std::to_string(sm) +
+          "); rebuild with AWQD_CUDA_ARCHS including it";
+      return caps;
+    }
+    int blocks = 0;
+    if (cudaFuncSetAttribute(e.kernel(), cudaFuncAttributeMaxDynamicSharedMemorySize, e.smem) !=
+            cudaSuccess ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, e.kernel(), e.threads, e.smem) !=
+            cudaSuccess ||
+        blocks < 1) {
+      cudaGetLastError();
+      caps.why_not = "tile " + std::string(awq_tile_name(e.tile)) + " does not fit this GPU (" +
+                     std::to_string(e.smem) + " bytes of shared memory)";
+      return caps;
+    }
+    caps.blocks_per_sm[i] = blocks;
+  }
+  caps.available = true;
+  return caps;
+}
+
+const DeviceCaps& device_caps() {
+  static std::mutex mutex;
+  static std::map<int, DeviceCaps> by_device;
+  int device = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = by_device.find(device);
+  if (it != by_device.end()) return it->second;
+  DeviceCaps caps;
+  int major = 0, minor = 0;
+  CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&caps.sms, cudaDevAttrMultiProcessorCount, device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&caps.l2_bytes, cudaDevAttrL2CacheSize, device));
+  caps.sm = major * 10 + minor;
+  caps.tensor_core = probe_family(false, caps.sm);
+  caps.turing = probe_family(true, caps.sm);
+  return by_device.emplace(device, std::move(caps)).first->second;
+}
+
+// ---- planning ----
+void check_weight(const AwqWeight& w) {
+  if (w.group_size != 32 && w.group_size != 64 && w.group_size != 128)
+    bad_argument("group size " + std::to_string(w.group_size) + " is not supported (32, 64, 128)");
+  if (w.K <= 0 || w.K % w.group_size != 0)
+    bad_argument("K=" + std::to_string(w.K) +
+                 " must be a positive multiple of G=" + std::to_string(w.group_size));
+  if (w.N <= 0 || w.N % 8 != 0)
+    bad_argument("N=" + std::to_string(w.N) + " must be a positive multiple of 8");
+  if (w.tiles == nullptr || w.scales == nullptr || w.zeros == nullptr)
+    bad_argument("the weight has a null tensor");
+  if (reinterpret_cast<std::uintptr_t>(w.tiles) % 16 != 0 ||
+      reinterpret_cast<std::uintptr_t>(w.scales) % 16 != 0 ||
+      reinterpret_cast<std::uintptr_t>(w.zeros) % 16 != 0)
+    bad_argument("the weight tensors must be 16-byte aligned");
+}
+
+AwqTile tile_for(int M) {
+  if (M <= 16) return AwqTile::kS16;
+  if (M <= 32) return AwqTile::kS32;
+  if (M <= 64) return AwqTile::kM64;
+  return AwqTile::kL128;
+}
+
+// Split-K factor for `tiles` output tiles of `k_tiles` k-tiles each. Cost, in k-tiles of one
+// block: waves of blocks x k-tiles per block, inflated when the blocks fill only part of the
+// GPU's block slots (the weights then stream with fewer bytes in flight); each split adds the
+// writing of its partial tile and, for the last block, the reading of all of them (rows_eff rows
+// of fp32 against 64 rows of int4 per k-tile, from L2, counted at a quarter of their size).
+int choose_splits(int tiles, int k_tiles, int sms, int blocks_per_sm, int rows_eff) {
+  const long long capacity = static_cast<long long>(sms) * blocks_per_sm;
+  if (tiles >= capacity) return 1;
+  int best = 1;
+  double best_cost = std::numeric_limits<double>::infinity();
+  for (int s = 1; s <= std::min(k_tiles, 32); ++s) {
+    const long long blocks = static_cast<long long>(tiles) * s;
+    const double waves = std::ceil(static_cast<double>(blocks) / capacity);
+    const double fill = static_cast<double>(std::min(blocks, capacity)) / capacity;
+    const double per_block =
+        std::ceil(static_cast<double>(k_tiles) / s) + (s > 1 ? rows_eff / 32.0 : 0.0);
+    const double cost = waves * per_block / fill + (s > 1 ? s * rows_eff / 48.0 : 0.0);
+    if (cost < best_cost * 0.999) {
+      best_cost = cost;
+      best = s;
+    }
+  }
+  return best;
+}
+
+struct Shape {
+  int k_pad, n_pad, k_tiles, n_stripes;
+};
+Shape shape_of(const AwqWeight& w) {
+  const int k_pad = L::pad_k(w.K), n_pad = L::pad_n(w.N);
+  return {k_pad, n_pad, k_pad / 64, n_pad / L::kStripeCols};
+}
+
+// Workspace split of the dequant path: [counters][cuBLASLt workspace][fp16 weight chunk].
+struct DequantLayout {
+  std::size_t cublas_bytes = 0;
+  int max_chunk_cols = 0;  // what the workspace holds; 0: not even one stripe
+  int chunk_cols = 0;      // what a call uses
+};
+DequantLayout dequant_layout(const AwqWorkspace& ws, int K, int n_pad) {
+  DequantLayout d;
+  if (ws.ptr == nullptr || ws.bytes <= kCounterBytes) return d;
+  const std::size_t avail = ws.bytes - kCounterBytes;
+  d.cublas_bytes = std::min(kCublasWorkspaceBytes, avail / 2) / 256 * 256;
+  const std::size_t cols = (avail - d.cublas_bytes) / (static_cast<std::size_t>(K) * 2) / 64 * 64;
+  d.max_chunk_cols = static_cast<int>(std::min<std::size_t>(cols, n_pad));
+  return d;
+}
+
+// Columns dequantized per cuBLASLt call: small enough that the fp16 chunk (K x cols) stays in
+// about 40% of the L2 between the dequantize kernel writing it and cuBLASLt reading it, but wide
+// enough for two waves of 128 x 256 cuBLASLt tiles at this M.
+int dequant_chunk_cols(int M, int K, const DeviceCaps& caps) {
+  const long long l2_cols = static_cast<long long>(0.4 * caps.l2_bytes) / (2ll * K) / 64 * 64;
+  const long long wave_cols = (2ll * caps.sms * 128 * 256 / std::max(M, 1) + 63) / 64 * 64;
+  return static_cast<int>(std::min<long long>(std::max({l2_cols, wave_cols, 256ll}), 1 << 30));
+}
+
+struct TensorCorePlan {
+  const TileEntry* tile = nullptr;
+  int n_blocks = 0, m_blocks = 0, splits = 1;
+  int rows_per_launch = 0;  // M is split into launches of at most this many rows
+};
+
+TensorCorePlan plan_tensor_core(int M, const AwqWeight& w, const Shape& sh, bool turing,
+                                const DeviceCaps& caps, const AwqGemmOptions& o,
+                                std::size_t partial_bytes) {
+  const FamilyCaps& family = turing ? caps.turing : caps.tensor_core;
+  AwqTile tile = o.tile == AwqTile::kAuto ? tile_for(M) : o.tile;
+  if (o.batch_invariant) tile = AwqTile::kS16;
+  TensorCorePlan plan;
+  const int ti = static_cast<int>(tile);
+  plan.tile = &tile_table(turing)[ti];
+  const int bm = plan.tile->bm;
+  plan.n_blocks = (sh.n_stripes + plan.tile->stripes - 1) / plan.tile->stripes;
+  const int blocks_per_sm = family.blocks_per_sm[ti];
+  const std::size_t row_bytes = static_cast<std::size_t>(w.N) * sizeof(float);
+  const bool have_counters = partial_bytes > 0;
+
+  if (o.batch_invariant) {
+    // Splits from N and K only; rows go in launches small enough for the counters and partials.
+    plan.splits = o.splits > 0
+                      ? std::min(o.splits, sh.k_tiles)
+                      : choose_splits(plan.n_blocks, sh.k_tiles, caps.sms, blocks_per_sm, 1);
+    long long rows = std::min<long long>(M, 65535ll * bm);
+    if (plan.splits > 1) {
+      rows = std::min<long long>(rows, static_cast<long long>(kMaxCounters / plan.n_blocks) * bm);
+      rows = std::min<long long>(rows,
+                                 static_cast<long long>(partial_bytes / (row_bytes * plan.splits)));
+      if (!have_counters || rows < 1)
+        bad_argument("batch_invariant needs a workspace of at least " +
+                     std::to_string(kCounterBytes + row_bytes * plan.splits) +
+                     " bytes (awq_gemm_workspace_bytes)");
+    }
+    plan.rows_per_launch = static_cast<int>(rows);
+  } else {
+    plan.rows_per_launch = std::min(M, 65535 * bm);
+    const int m_blocks = (plan.rows_per_launch + bm - 1) / bm;
+    const int tiles = plan.n_blocks * m_blocks;
+    int splits = o.splits > 0
+                     ? o.splits
+                     : choose_splits(tiles, sh.k_tiles, caps.sms, blocks_per_sm, std::min(M, bm));
+    splits = std::min(splits, sh.k_tiles);
+    // What the workspace allows: a counter per tile, the partial sums of every split.
+    if (splits > 1 && (!have_counters || tiles > kMaxCounters)) splits = 1;
+    if (splits > 1)
+      splits = static_cast<int>(
+          std::min<std::size_t>(splits, partial_bytes / (row_bytes * static_cast<std::size_t>(M))));
+    plan.splits = std::max(splits, 1);
+    if (M > plan.rows_per_launch) plan.splits = 1;  // more than 65535 row blocks: one pass each
+  }
+  plan.m_blocks = (plan.rows_per_launch + bm - 1) / bm;
+  return plan;
+}
+
+struct Resolved {
+  AwqGemmPath path;
+  TensorCorePlan tc;
+  DequantLayout dq;
+};
+
+Resolved resolve(int M, const AwqWeight& w, const AwqWorkspace& ws, const AwqGemmOptions& o,
+                 const DeviceCaps& caps) {
+  check_weight(w);
+  if (M < 0) bad_argument("M=" + std::to_string(M) + " is negative");
+  if (ws.ptr == nullptr && ws.bytes != 0)
+    bad_argument("workspace of " + std::to_string(ws.bytes) + " bytes at nullptr");
+  if (reinterpret_cast<std::uintptr_t>(ws.ptr) % 256 != 0)
+    bad_argument("the workspace must be 256-byte aligned");
+  if (o.splits < 0) bad_argument("options.splits must be >= 0");
+  if (o.tile != AwqTile::kAuto && (static_cast<int>(o.tile) < 0 || o.tile >= AwqTile::kCount))
+    bad_argument("unknown tile");
+  const Shape sh = shape_of(w);
+  Resolved r;
+  r.dq = dequant_layout(ws, w.K, sh.n_pad);
+  r.path = o.path;
+  if (r.path == AwqGemmPath::kAuto) {
+    const bool forced_shape = o.tile != AwqTile::kAuto || o.splits != 0 || o.batch_invariant;
+    if (!forced_shape && M >= kDequantMinM &&
+        r.dq.max_chunk_cols >= std::min(sh.n_pad, kDequantMinChunkCols))
+      r.path = AwqGemmPath::kDequantCublas;
+    else
+      r.path = caps.tensor_core.available ? AwqGemmPath::kTensorCore : AwqGemmPath::kTuring;
+  }
+  switch (r.path) {
+    case AwqGemmPath::kTensorCore:
+      if (!caps.tensor_core.available)
+        bad_argument("the tensor-core path is unavailable: " + caps.tensor_core.why_not);
+      break;
+    case AwqGemmPath::kTuring:
+      if (!caps.turing.available)
+        bad_argument("the Turing path is unavailable: " + caps.turing.why_not);
+      break;
+    case AwqGemmPath::kDequantCublas:
+      if (r.dq.max_chunk_cols < 64)
+        bad_argument("the dequantize + cuBLASLt path needs a workspace of at least " +
+                     std::to_string(kCounterBytes + 2 * (std::size_t{64} * w.K * 2)) + " bytes");
+      if (o.batch_invariant) bad_argument("batch_invariant runs the tensor-core kernels only");
+      break;
+    default:
+      bad_argument("unknown path");
+  }
+  if (r.path == AwqGemmPath::kDequantCublas) {
+    if (o.dequant_chunk_cols < 0 || o.dequant_chunk_cols % 64 != 0)
+      bad_argument("options.dequant_chunk_cols must be a multiple of 64");
+    const int want =
+        o.dequant_chunk_cols > 0 ? o.dequant_chunk_cols : dequant_chunk_cols(M, w.K, caps);
+    r.dq.chunk_cols = std::min({want, r.dq.max_chunk_cols, sh.n_pad});
+  } else if (M > 0) {
+    const std::size_t partial_bytes = ws.bytes > kCounterBytes ? ws.bytes - kCounterBytes : 0;
+    r.tc = plan_tensor_core(M, w, sh, r.path == AwqGemmPath::kTuring, caps, o, partial_bytes);
+  }
+  return r;
+}
+
+AwqGemmPlan describe(int M, const AwqWeight& w, const Resolved& r) {
+  AwqGemmPlan plan;
+  plan.path = r.path;
+  if (r.path == AwqGemmPath::kDequantCublas) {
+    plan.chunk_cols = r.dq.chunk_cols;
+    const int chunk = std::min(r.dq.chunk_cols, L::pad_n(w.N));
+    plan.workspace_used =
+        kCounterBytes + r.dq.cublas_bytes + static_cast<std::size_t>(chunk) * w.K * 2;
+  } else if (r.tc.tile != nullptr) {
+    plan.tile = r.tc.tile->tile;
+    plan.splits = r.tc.splits;
+    plan.grid_blocks = r.tc.n_blocks * r.tc.m_blocks * r.tc.splits;
+    plan.workspace_used = r.tc.splits > 1 ? kCounterBytes + static_cast<std::size_t>(r.tc.splits) *
+                                                                std::min(M, r.tc.rows_per_launch) *
+                                                                w.N * sizeof(float)
+                                          : 0;
+  }
+  return plan;
+}
+
+// ---- dequantize kernel ----
+// Block: 4 warps, one stripe, 64 k-rows (a warp per 16-row tile). Each lane dequantizes its 32
+// values with the GEMM kernels' own code (so the fp16 values are identical), the block transposes
+// them through shared memory and writes 64 rows x 128 bytes, coalesced.
+__global__ void __launch_bounds__(128)
+    awq_dequantize_kernel(const uint4* tiles, const __half* scales, const std::uint32_t* zeros,
+                          int k_pad, int groups, int group_shift, int K, int stripe_begin,
+                          __half* out, int ld_out) {
+  using namespace awq_device;
+  __shared__ __align__(16) __half tile[64][64 + 8];  // +8: rows stay 16-byte aligned, banks spread
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int g = lane >> 2, t = lane & 3;
+  const int stripe = stripe_begin + blockIdx.x;
+  const int kb = blockIdx.y * 4 + warp;  // 16-row tile
+  const uint4 w = tiles[(static_cast<std::size_t>(stripe) * (k_pad / 16) + kb) * 32 + lane];
+  const std::size_t sg = static_cast<std::size_t>(stripe) * groups + ((kb * 16) >> group_shift);
+  GroupConsts consts;
+  load_group_consts(*reinterpret_cast<const uint4*>(scales + sg * 64 + g * 8), zeros[sg * 8 + g],
+                    consts);
+  const std::uint32_t words[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    std::uint32_t b[2][2];
+    dequant_word(words[j], consts, j, b);
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const int k = warp * 16 + 2 * t + 8 * r, n = 16 * j + 8 * h + g;
+        __half2 pair;
+        std::memcpy(&pair, &b[h][r], sizeof(pair));
+        tile[k][n] = __low2half(pair);
+        tile[k + 1][n] = __high2half(pair);
+      }
+  }
+  __syncthreads();
+  for (int c = threadIdx.x; c < 64 * 8; c += 128) {
+    const int r = c >> 3, cc = c & 7;
+    const int k = blockIdx.y * 64 + r;
+    if (k < K)
+      *reinterpret_cast<uint4*>(out + static_cast<std::size_t>(k) * ld_out + blockIdx.x * 64 +
+                                cc * 8) = *reinterpret_cast<const uint4*>(&tile[r][cc * 8]);
+  }
+}
+
+int log2_of(int v) {
+  int s = 0;
+  while ((1 << s) < v) ++s;
+  return s;
+}
+
+void run_tensor_core(const __half* x, const AwqWeight& w, const __half* bias, __half* y, int M,
+                     const AwqWorkspace& ws, const TensorCorePlan& plan, cudaStream_t stream) {
+  const Shape sh = shape_of(w);
+  D::Params p{};
+  p.tiles = w.tiles;
+  p.scales = w.scales;
+  p.zeros = w.zeros;
+  p.bias = bias;
+  p.N = w.N;
+  p.K = w.K;
+  p.k_tiles = sh.k_tiles;
+  p.n_stripes = sh.n_stripes;
+  p.groups = sh.k_pad / w.group_size;
+  p.group_shift = log2_of(w.group_size);
+  p.splits = plan.splits;
+  if (plan.splits > 1) {
+    p.counters = static_cast<int*>(ws.ptr);
+    p.partials = reinterpret_cast<float*>(static_cast<char*>(ws.ptr) + kCounterBytes);
+  }
+  for (int row0 = 0; row0 < M; row0 += plan.rows_per_launch) {
+    p.M = std::min(plan.rows_per_launch, M - row0);
+    p.x = x + static_cast<std::size_t>(row0) * w.K;
+    p.y = y + static_cast<std::size_t>(row0) * w.N;
+    const dim3 grid(plan.n_blocks, (p.M + plan.tile->bm - 1) / plan.tile->bm, plan.splits);
+    plan.tile->launch(p, grid, stream);
+    CUDA_CHECK_LAUNCH();
+  }
+}
+
+void run_dequant_cublas(const __half* x, const AwqWeight& w, const __half* bias, __half* y, int M,
+                        const AwqWorkspace& ws, const DequantLayout& dq, cudaStream_t stream) {
+  char* base = static_cast<char*>(ws.ptr) + kCounterBytes;
+  void* cublas_ws = base;
+  auto* chunk = reinterpret_cast<__half*>(base + dq.cublas_bytes);
+  const int n_pad = L::pad_n(w.N);
+  for (int n0 = 0; n0 < w.N; n0 += dq.chunk_cols) {
+    const int cols = std::min(dq.chunk_cols, n_pad - n0);
+    awq_dequantize_f16(w, n0, cols, chunk, cols, stream);
+    cublaslt_gemm_f16(x, w.K, chunk, cols, bias != nullptr ? bias + n0 : nullptr, y + n0, w.N, M,
+                      std::min(cols, w.N - n0), w.K, cublas_ws, dq.cublas_bytes, stream);
+  }
+}
+
+}  // namespace
+
+// ---- public API ----
+const char* awq_gemm_path_name(AwqGemmPath path) {
+  switch (path) {
+    case AwqGemmPath::kAuto:
+      return "auto";
+    case AwqGemmPath::kTensorCore:
+      return "tensor-core";
+    case AwqGemmPath::kTuring:
+      return "turing";
+    case AwqGemmPath::kDequantCublas:
+      return "dequant+cublaslt";
+  }
+  return "?";
+}
+
+const char* awq_tile_name(AwqTile tile) {
+  switch (tile) {
+    case AwqTile::kAuto:
+      return "auto";
+    case AwqTile::kS16:
+      return "s16";
+    case AwqTile::kS32:
+      return "s32";
+    case AwqTile::kM64:
+      return "m64";
+    case AwqTile::kL128:
+      return "l128";
+    case AwqTile::kCount:
+      break;
+  }
+  return "?";
+}
+
+AwqGemmPlan awq_gemm_plan(int M, const AwqWeight& w, AwqWorkspace ws,
+                          const AwqGemmOptions& options) {
+  return describe(M, w, resolve(M, w, ws, options, device_caps()));
+}
+
+AwqGemmPlan awq_gemm(const __half* x, const AwqWeight& w, const __half* bias, __half* y, int M,
+                     AwqWorkspace ws, cudaStream_t stream, const AwqGemmOptions& options) {
+  const Resolved r = resolve(M, w, ws, options, device_caps());
+  if (M == 0) return describe(M, w, r);
+  if (x == nullptr || y == nullptr) bad_argument("x or y is null");
+  if (reinterpret_cast<std::uintptr_t>(x) % 16 != 0) bad_argument("x must be 16-byte aligned");
+  if (reinterpret_cast<std::uintptr_t>(y) % 4 != 0) bad_argument("y must be 4-byte aligned");
+  if (bias != nullptr && reinterpret_cast<std::uintptr_t>(bias) % 4 != 0)
+    bad_argument("bias must be 4-byte aligned");
+  if (r.path == AwqGemmPath::kDequantCublas)
+    run_dequant_cublas(x, w, bias, y, M, ws, r.dq, stream);
+  else
+    run_tensor_core(x, w, bias, y, M, ws, r.tc, stream);
+  return describe(M, w, r);
+}
+
+void awq_dequantize_f16(const AwqWeight& w, int n_begin, int n_count, __half* out, int ld_out,
+                        cudaStream_t stream) {
+  check_weight(w);
+  const Shape sh = shape_of(w);
+  if (n_begin < 0 || n_count <= 0 || n_begin % 64 != 0 || n_count % 64 != 0 ||
+      n_begin + n_count > sh.n_pad)
+    bad_argument("dequantize: columns [" + std::to_string(n_begin) + ", +" +
+                 std::to_string(n_count) + ") are not whole stripes of N=" + std::to_string(w.N));
+  if (out == nullptr || reinterpret_cast<std::uintptr_t>(out) % 16 != 0 || ld_out < n_count ||
+      ld_out % 8 != 0)
+    bad_argument("dequantize: out must be 16-byte aligned with ld_out >= n_count, a multiple of 8");
+  const dim3 grid(n_count / 64, sh.k_pad / 64);
+  awq_dequantize_kernel<<<grid, 128, 0, stream>>>(w.tiles, w.scales, w.zeros, sh.k_pad,
+                                                  sh.k_pad / w.group_size, log2_of(w.group_size),
+                                                  w.K, n_begin / 64, out, ld_out);
+  CUDA_CHECK_LAUNCH();
+}
+
+std::size_t awq_gemm_workspace_bytes(int max_M, int K, int N, int group_size) {
+  const std::size_t n_pad = L::pad_n(N);
+  std::size_t need = kCounterBytes;
+  if (max_M >= kDequantMinM) {
+    const std::size_t chunk =
+        std::max<std::size_t>(std::min(kDequantChunkBytes, static_cast<std::size_t>(K) * n_pad * 2),
+                              static_cast<std::size_t>(K) * 64 * 2);
+    need = std::max(need, kCounterBytes + kCublasWorkspaceBytes + chunk);
+  }
+  // Split-K partial sums of the tensor-core plans below the dequant threshold.
+  AwqWeight probe;
+  probe.K = K;
+  probe.N = N;
+  probe.group_size = group_size;
+  const DeviceCaps& caps = device_caps();
+  const bool turing = !caps.tensor_core.available;
+  if (turing && !caps.turing.available) return need;
+  const Shape sh{L::pad_k(K), static_cast<int>(n_pad), L::pad_k(K) / 64,
+                 static_cast<int>(n_pad) / L::kStripeCols};
+  for (int M = 1; M <= std::min(max_M, kDequantMinM - 1); M += (M < 64 ? 1 : M / 4)) {
+    const TensorCorePlan plan = plan_tensor_core(M, probe, sh, turing, caps, AwqGemmOptions{},
+                                                 std::numeric_limits<std::size_t>::max() / 4);
+    if (plan.splits > 1)
+      need = std::max(
+          need, kCounterBytes + static_cast<std::size_t>(plan.splits) * M * N * sizeof(float));
+  }
+  return need;
+}
+
+void awq_gemm_workspace_init(AwqWorkspace ws, cudaStream_t stream) {
+  if (ws.ptr == nullptr) return;
+  CUDA_CHECK(cudaMemsetAsync(ws.ptr, 0, std::min(ws.bytes, kCounterBytes), stream));
+}
+
+// ---- device weights ----
+AwqDeviceWeight::AwqDeviceWeight(const AwqPackedWeight& packed) {
+  if (packed.tiles.empty() || packed.scales.empty() || packed.zeros.empty())
+    throw std::invalid_argument("AwqDeviceWeight: empty packed weight");
+  try {
+    void* tiles = nullptr;
+    void* scales = nullptr;
+    void* zeros = nullptr;
+    view_.K = packed.K;
+    view_.N = packed.N;
+    view_.group_size = packed.group_size;
+    CUDA_CHECK(cudaMalloc(&tiles, packed.tiles.size() * sizeof(std::uint32_t)));
+    view_.tiles = static_cast<const uint4*>(tiles);
+    CUDA_CHECK(cudaMalloc(&scales, packed.scales.size() * sizeof(std::uint16_t)));
+    view_.scales = static_cast<const __half*>(scales);
+    CUDA_CHECK(cudaMalloc(&zeros, packed.zeros.size() * sizeof(std::uint32_t)));
+    view_.zeros = static_cast<const std::uint32_t*>(zeros);
+    CUDA_CHECK(cudaMemcpy(tiles, packed.tiles.data(), packed.tiles.size() * sizeof(std::uint32_t),
+                          cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpy(scales, packed.scales.data(),
+                          packed.scales.size() * sizeof(std::uint16_t), cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpy(zeros, packed.zeros.data(), packed.zeros.size() * sizeof(std::uint32_t),
+                          cudaMemcpyHostToDevice));
+  } catch (...) {
+    release();
+    throw;
+  }
+}
+
+AwqDeviceWeight::~AwqDeviceWeight() { release(); }
+
+AwqDeviceWeight::AwqDeviceWeight(AwqDeviceWeight&& other) noexcept : view_(other.view_) {
+  other.view_ = AwqWeight{};
+}
+
+AwqDeviceWeight& AwqDeviceWeight::operator=(AwqDeviceWeight&& other) noexcept {
+  if (this != &other) {
+    release();
+    view_ = other.view_;
+    other.view_ = AwqWeight{};
+  }
+  return *this;
+}
+
+void AwqDeviceWeight::release() noexcept {
+  cudaFree(const_cast<uint4*>(view_.tiles));
+  cudaFree(const_cast<__half*>(view_.scales));
+  cudaFree(const_cast<std::uint32_t*>(view_.zeros));
+  view_ = AwqWeight{};
+}
+
+std::size_t AwqDeviceWeight::bytes() const {
+  return view_.tiles == nullptr ? 0 : awq_weight_bytes(view_.K, view_.N, view_.group_size);
+}
+
+}  // namespace awqd::cuda

@@ -1,0 +1,150 @@
+// AWQ W4A16 GEMM: y[M, N] = x[M, K] (fp16) * W[K, N] (+ bias[N]), W dequantized from AWQ 4-bit
+// weights (group size G = 32, 64 or 128, unsigned zero points, fp16 scales), fp32 accumulation,
+// fp16 output. Every M from 1 to many thousands, on Turing (sm_75), Ampere (sm_80) and Hopper.
+//
+// Design (issue 5; measurements and limits in docs/PERF.md):
+// - Load time: awq_repack turns the checkpoint tensors (SPEC section 2) into the tile layout of
+//   kernels/awq_layout.cuh, once, on the host. A lane's 16-byte load then holds the int4 values of
+//   its mma B fragments; 4 shifts, 4 lop3 and 8 fp16 ops turn 8 of them into fp16.
+// - One tensor-core kernel template (awq_gemm_kernel.cuh) serves small and large M. A block owns a
+//   BM x BN output tile and a range of K (split-K); its warps split the tile along M and N and
+//   the k-tile along K (their partial sums meet in shared memory). Activations are staged in
+//   shared memory (XOR-swizzled rows, ldmatrix); weights, scales and zeros are staged raw and each
+//   warp dequantizes its own B fragments in registers.
+//     tile  BM x BN    warps M x N x K   used for            why
+//     s16   16 x 128   1 x 2 x 4         M <= 16             weights stream: 8 warps, many blocks
+//     s32   32 x 128   1 x 2 x 4         M <= 32
+//     m64   64 x 128   1 x 2 x 2         M <= 64             4 m16 tiles share each dequantized B
+//     l128  128 x 256  2 x 4 x 1         M > 64              tensor-core bound: big tile, reuse
+//   sm_80/sm_90: mma.sync m16n8k16 + ldmatrix + cp.async, 4- to 6-stage pipeline.
+//   sm_75 (the Turing path): the same kernel with two mma.m16n8k8 per k16 step and a 2-stage
+//   pipeline through registers (ld.global -> st.shared, no cp.async). It also runs on newer GPUs
+//   when forced (AwqGemmPath::kTuring), which is how it is tested on the H100.
+// - Split-K when the output tiles cannot fill the GPU: each split writes fp32 partial sums to
+//   the workspace; the block that finishes last (an atomic counter per tile) adds them in split
+//   order (deterministic), adds the bias, writes fp16 and resets the counter. One launch.
+// - Large M (>= kDequantMinM): dequantize W to fp16 in the workspace, chunk by chunk of columns,
+//   and run cuBLASLt (as vLLM does at >= 256 tokens); chosen where it measured faster. A chunk is
+//   sized to stay in L2 between the two kernels when M leaves cuBLASLt enough tiles.
+// - batch_invariant: the s16 tile for every M and a split count that depends on N and K only, so
+//   a row's result does not depend on the other rows of the batch (engine `deterministic`).
+//
+// Launch constraints (checked, std::invalid_argument otherwise): G in {32, 64, 128}, K % G == 0,
+// N % 8 == 0, x 16-byte aligned, y and bias 4-byte aligned, M >= 0 (M == 0 does nothing).
+// Covers every linear of Llama-3-8B/70B, Qwen2.5-7B/14B/32B and Mistral-7B and their TP = 2, 3, 4
+// shards (column shards any multiple of 8 columns, row shards any multiple of G rows).
+// Workspace: one per stream (split-K counters and partial sums, the dequantized weight chunk and
+// cuBLASLt's workspace); zero it once after allocation (awq_gemm_workspace_init); the kernels
+// leave it ready for the next call. A smaller workspace is never wrong, only slower.
+#pragma once
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace awqd::cuda {
+
+// Repacked weights in host memory (kernels/awq_layout.cuh).
+struct AwqPackedWeight {
+  int K = 0, N = 0, group_size = 0;   // the Linear: K inputs, N outputs, group size G
+  int k_pad = 0, n_pad = 0;           // K rounded up to 64, N to 64
+  std::vector<std::uint32_t> tiles;   // [n_pad/64][k_pad/16][32][4] int4 fragments
+  std::vector<std::uint16_t> scales;  // [n_pad/64][k_pad/G][8][8] fp16 bits
+  std::vector<std::uint32_t> zeros;   // [n_pad/64][k_pad/G][8] 4-bit zero points
+};
+
+// Repacks the AWQ GEMM checkpoint tensors of one Linear (SPEC section 2):
+//   qweight int32 [K, N/8], qzeros int32 [K/G, N/8], scales fp16 bits [K/G, N].
+// Throws std::invalid_argument on unsupported sizes. Uses several threads for large tensors.
+AwqPackedWeight awq_repack(const std::int32_t* qweight, const std::int32_t* qzeros,
+                           const std::uint16_t* scales, int K, int N, int group_size);
+
+// Device view of a repacked weight (pointers into device memory, layout of awq_layout.cuh).
+struct AwqWeight {
+  const uint4* tiles = nullptr;
+  const __half* scales = nullptr;
+  const std::uint32_t* zeros = nullptr;
+  int K = 0, N = 0, group_size = 0;
+};
+
+// Owns a repacked weight in device memory.
+class AwqDeviceWeight {
+ public:
+  AwqDeviceWeight() = default;
+  explicit AwqDeviceWeight(const AwqPackedWeight& packed);  // synchronous upload
+  ~AwqDeviceWeight();
+  AwqDeviceWeight(AwqDeviceWeight&& other) noexcept;
+  AwqDeviceWeight& operator=(AwqDeviceWeight&& other) noexcept;
+  AwqDeviceWeight(const AwqDeviceWeight&) = delete;
+  AwqDeviceWeight& operator=(const AwqDeviceWeight&) = delete;
+
+  AwqWeight view() const { return view_; }
+  std::size_t bytes() const;  // device bytes of tiles + scales + zeros
+
+ private:
+  void release() noexcept;
+  AwqWeight view_;
+};
+
+// Device bytes of a repacked weight of this shape: what streams from memory per GEMM.
+std::size_t awq_weight_bytes(int K, int N, int group_size);
+
+enum class AwqGemmPath {
+  kAuto,           // pick by M and architecture
+  kTensorCore,     // mma.m16n8k16 + ldmatrix + cp.async (sm_80+)
+  kTuring,         // mma.m16n8k8, loads through registers (sm_75+; forced on newer GPUs for tests)
+  kDequantCublas,  // dequantize to fp16 in the workspace + cuBLASLt
+};
+const char* awq_gemm_path_name(AwqGemmPath path);
+
+enum class AwqTile { kAuto = -1, kS16 = 0, kS32, kM64, kL128, kCount };
+const char* awq_tile_name(AwqTile tile);
+
+struct AwqGemmOptions {
+  AwqGemmPath path = AwqGemmPath::kAuto;
+  AwqTile tile = AwqTile::kAuto;  // tensor-core/Turing paths: force a tile shape (tests, bench)
+  int splits = 0;                 // tensor-core/Turing paths: force split-K (0 = planner)
+  bool batch_invariant = false;   // a row's result independent of M (see the top of this file)
+  int dequant_chunk_cols = 0;     // dequant path: columns per cuBLASLt call (0 = by M and L2)
+};
+
+// What awq_gemm chose (for logs, tests and the benchmark).
+struct AwqGemmPlan {
+  AwqGemmPath path = AwqGemmPath::kAuto;
+  AwqTile tile = AwqTile::kAuto;
+  int splits = 1;       // split-K factor (tensor-core/Turing paths)
+  int grid_blocks = 0;  // thread blocks launched (tensor-core/Turing paths)
+  int chunk_cols = 0;   // columns dequantized per cuBLASLt call (dequant path)
+  std::size_t workspace_used = 0;
+};
+
+struct AwqWorkspace {
+  void* ptr = nullptr;  // device memory, 256-byte aligned (cudaMalloc)
+  std::size_t bytes = 0;
+};
+
+// Workspace that lets every call with M <= max_M take its fastest plan on the current device.
+std::size_t awq_gemm_workspace_bytes(int max_M, int K, int N, int group_size);
+// Zeroes the split-K counters; call once after allocating the workspace.
+void awq_gemm_workspace_init(AwqWorkspace ws, cudaStream_t stream);
+
+// The plan awq_gemm would run (no launch). Throws std::invalid_argument on bad arguments.
+AwqGemmPlan awq_gemm_plan(int M, const AwqWeight& w, AwqWorkspace ws,
+                          const AwqGemmOptions& options = {});
+
+// y[M, N] = x[M, K] * W + bias. x, y: row-major fp16 device arrays; bias: fp16 [N] or nullptr.
+// Asynchronous on `stream`; throws std::invalid_argument on bad arguments, CudaError on CUDA
+// errors.
+AwqGemmPlan awq_gemm(const __half* x, const AwqWeight& w, const __half* bias, __half* y, int M,
+                     AwqWorkspace ws, cudaStream_t stream, const AwqGemmOptions& options = {});
+
+// Dequantizes columns [n_begin, n_begin + n_count) of W into out[K, ld_out] (row-major fp16,
+// n_begin and n_count multiples of 64 within n_pad; columns >= N come out 0). The exact fp16 values
+// the GEMM kernels multiply by.
+void awq_dequantize_f16(const AwqWeight& w, int n_begin, int n_count, __half* out, int ld_out,
+                        cudaStream_t stream);
+
+}  // namespace awqd::cuda

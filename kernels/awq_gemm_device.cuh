@@ -1,0 +1,140 @@
+// Device building blocks of the AWQ GEMM paths: int4 -> fp16 dequantization of the tile layout
+// (kernels/awq_layout.cuh), and thin wrappers over the PTX instructions the kernels use
+// (mma.sync m16n8k16 / m16n8k8, ldmatrix, cp.async). Included by .cu files, and by the CPU
+// emulation test (tests/emu/cuda_emulation.h), which defines AWQD_KERNEL_EMULATION and supplies
+// its own versions of the PTX wrappers, so CI runs the kernel's real code without a GPU.
+#pragma once
+
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+namespace awqd::cuda::awq_device {
+
+#ifndef AWQD_KERNEL_EMULATION
+// ---- fp16x2 arithmetic on raw 32-bit registers ----
+// Explicit .rn keeps ptxas from contracting the pair into an fma (which would round differently
+// from the CPU reference and the dequantize kernel).
+__device__ __forceinline__ std::uint32_t hsub2(std::uint32_t a, std::uint32_t b) {
+  std::uint32_t d;
+  asm("sub.rn.f16x2 %0, %1, %2;" : "=r"(d) : "r"(a), "r"(b));
+  return d;
+}
+__device__ __forceinline__ std::uint32_t hmul2(std::uint32_t a, std::uint32_t b) {
+  std::uint32_t d;
+  asm("mul.rn.f16x2 %0, %1, %2;" : "=r"(d) : "r"(a), "r"(b));
+  return d;
+}
+#endif  // AWQD_KERNEL_EMULATION
+
+// 1024 + (the 4-bit values at bits 0..3 and 16..19 of w), as two fp16 numbers: 0x6400 is 1024.0,
+// whose ulp is 1, so OR-ing a 4-bit integer into the mantissa adds it exactly. Compiles to LOP3.
+__device__ __forceinline__ std::uint32_t int4_pair_plus_1024(std::uint32_t w) {
+  return (w & 0x000F000Fu) | 0x64006400u;
+}
+
+// Per-group constants of one lane: for its 8 columns n = 8i + g of a stripe,
+//   s2[i] = (s, s) and z2[i] = (1024 + z, 1024 + z) as fp16x2.
+// `scales` holds the 8 fp16 scales of those columns (i = 0..7), `zeros` the 8 zero points
+// (nibble i), as laid out by awq_repack.
+struct GroupConsts {
+  std::uint32_t s2[8];
+  std::uint32_t z2[8];
+};
+__device__ __forceinline__ void load_group_consts(uint4 scales, std::uint32_t zeros,
+                                                  GroupConsts& c) {
+  const std::uint32_t sw[4] = {scales.x, scales.y, scales.z, scales.w};
+#pragma unroll
+  for (int a = 0; a < 4; ++a) {
+    c.s2[2 * a] = __byte_perm(sw[a], 0, 0x1010);                    // low half, twice
+    c.s2[2 * a + 1] = __byte_perm(sw[a], 0, 0x3232);                // high half, twice
+    const std::uint32_t z = int4_pair_plus_1024(zeros >> (4 * a));  // (z_a, z_{a+4})
+    c.z2[a] = __byte_perm(z, 0, 0x1010);
+    c.z2[a + 4] = __byte_perm(z, 0, 0x3232);
+  }
+}
+
+// Word j of a lane's tile fragment -> the B registers of n8-tiles 2j and 2j+1:
+//   b[h][0]: k = 2t, 2t+1;  b[h][1]: k = 2t+8, 2t+9;  column 16j + 8h + g.
+// W = ((1024 + q) - (1024 + z)) * s: the subtraction is exact, the product rounds once.
+__device__ __forceinline__ void dequant_word(std::uint32_t w, const GroupConsts& c, int j,
+                                             std::uint32_t (&b)[2][2]) {
+  b[0][0] = hmul2(hsub2(int4_pair_plus_1024(w), c.z2[2 * j]), c.s2[2 * j]);
+  b[0][1] = hmul2(hsub2(int4_pair_plus_1024(w >> 4), c.z2[2 * j]), c.s2[2 * j]);
+  b[1][0] = hmul2(hsub2(int4_pair_plus_1024(w >> 8), c.z2[2 * j + 1]), c.s2[2 * j + 1]);
+  b[1][1] = hmul2(hsub2(int4_pair_plus_1024(w >> 12), c.z2[2 * j + 1]), c.s2[2 * j + 1]);
+}
+
+#ifndef AWQD_KERNEL_EMULATION
+// ---- tensor cores ----
+// D += A * B, A 16x16 row-major (4 regs, ldmatrix.x4 order), B 16x8 "col" (2 regs), fp32 C/D.
+__device__ __forceinline__ void mma_m16n8k16(float (&d)[4], const std::uint32_t (&a)[4],
+                                             std::uint32_t b0, std::uint32_t b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#else
+  __trap();
+#endif
+}
+
+// The same product as two m16n8k8 (sm_75): A regs {0,1} hold k 0..7, {2,3} k 8..15.
+__device__ __forceinline__ void mma_m16n8k16_as_2x_k8(float (&d)[4], const std::uint32_t (&a)[4],
+                                                      std::uint32_t b0, std::uint32_t b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 750
+  asm("mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5}, {%6}, "
+      "{%0,%1,%2,%3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(b0));
+  asm("mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5}, {%6}, "
+      "{%0,%1,%2,%3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[2]), "r"(a[3]), "r"(b1));
+#else
+  __trap();
+#endif
+}
+
+// ---- shared memory ----
+__device__ __forceinline__ std::uint32_t smem_addr(const void* p) {
+  return static_cast<std::uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// Four 8x8 fp16 matrices; lane l gives the row address of matrix l/8, row l%8 (sm_75+).
+__device__ __forceinline__ void ldmatrix_x4(std::uint32_t (&r)[4], std::uint32_t addr) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 750
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+#else
+  __trap();
+#endif
+}
+
+// 16 bytes global -> shared, asynchronously, bypassing L1 (sm_80+). valid == false writes zeros
+// and reads nothing.
+__device__ __forceinline__ void cp_async_16(std::uint32_t dst, const void* src, bool valid) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const int src_bytes = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(src_bytes)
+               : "memory");
+#else
+  __trap();
+#endif
+}
+__device__ __forceinline__ void cp_async_commit() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.commit_group;" ::: "memory");
+#endif
+}
+template <int kPending>
+__device__ __forceinline__ void cp_async_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group %0;" ::"n"(kPending) : "memory");
+#endif
+}
+#endif  // AWQD_KERNEL_EMULATION
+
+}  // namespace awqd::cuda::awq_device

@@ -1,0 +1,150 @@
+#include "kernels/cublaslt_gemm.cuh"
+
+#include <cublasLt.h>
+
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <tuple>
+
+#include "kernels/cuda_check.cuh"
+
+#define CUBLASLT_CHECK(expr)                                                                 \
+  do {                                                                                       \
+    cublasStatus_t awqd_status_ = (expr);                                                    \
+    if (awqd_status_ != CUBLAS_STATUS_SUCCESS)                                               \
+      ::awqd::cuda::throw_cuda_error(#expr, cublasLtGetStatusString(awqd_status_), __FILE__, \
+                                     __LINE__);                                              \
+  } while (0)
+
+namespace awqd::cuda {
+namespace {
+
+// Largest power of two (<= 256) that divides the address: what cuBLASLt may assume.
+int alignment_of(const void* p) {
+  const auto a = reinterpret_cast<std::uintptr_t>(p);
+  int align = 256;
+  while (align > 2 && a % align != 0) align /= 2;
+  return align;
+}
+
+using Key = std::tuple<int, int, int, int, int, int, int, bool, int, int, int, std::size_t>;
+
+struct Plan {
+  cublasLtMatmulDesc_t op = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+};
+
+struct Cache {
+  std::mutex mutex;
+  std::map<int, cublasLtHandle_t> handles;  // per device
+  std::map<Key, Plan> plans;
+};
+
+Cache& cache() {
+  static Cache* c = new Cache();  // never destroyed: handles outlive static destructors' order
+  return *c;
+}
+
+Plan make_plan(cublasLtHandle_t handle, int M, int N, int K, int ldx, int ldw, int ldy,
+               bool has_bias, int align_x, int align_w, int align_y, std::size_t ws_bytes) {
+  Plan plan;
+  CUBLASLT_CHECK(cublasLtMatmulDescCreate(&plan.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const cublasOperation_t no_trans = CUBLAS_OP_N;
+  CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_TRANSA, &no_trans,
+                                                sizeof(no_trans)));
+  CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_TRANSB, &no_trans,
+                                                sizeof(no_trans)));
+  if (has_bias) {
+    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+    const cudaDataType_t bias_type = CUDA_R_16F;
+    CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue,
+                                                  sizeof(epilogue)));
+    CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
+                                                  &bias_type, sizeof(bias_type)));
+  }
+  CUBLASLT_CHECK(cublasLtMatrixLayoutCreate(&plan.a, CUDA_R_16F, N, K, ldw));
+  CUBLASLT_CHECK(cublasLtMatrixLayoutCreate(&plan.b, CUDA_R_16F, K, M, ldx));
+  CUBLASLT_CHECK(cublasLtMatrixLayoutCreate(&plan.d, CUDA_R_16F, N, M, ldy));
+
+  cublasLtMatmulPreference_t pref = nullptr;
+  CUBLASLT_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+  const std::uint32_t aw = align_w, ax = align_x, ay = align_y;
+  CUBLASLT_CHECK(cublasLtMatmulPreferenceSetAttribute(
+      pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws_bytes, sizeof(ws_bytes)));
+  CUBLASLT_CHECK(cublasLtMatmulPreferenceSetAttribute(
+      pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &aw, sizeof(aw)));
+  CUBLASLT_CHECK(cublasLtMatmulPreferenceSetAttribute(
+      pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &ax, sizeof(ax)));
+  CUBLASLT_CHECK(cublasLtMatmulPreferenceSetAttribute(
+      pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &ay, sizeof(ay)));
+  CUBLASLT_CHECK(cublasLtMatmulPreferenceSetAttribute(
+      pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ay, sizeof(ay)));
+  cublasLtMatmulHeuristicResult_t result{};
+  int found = 0;
+  const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(
+      handle, plan.op, plan.a, plan.b, plan.d, plan.d, pref, 1, &result, &found);
+  cublasLtMatmulPreferenceDestroy(pref);
+  if (status != CUBLAS_STATUS_SUCCESS || found == 0)
+    throw CudaError("cuBLASLt found no fp16 GEMM algorithm for M=" + std::to_string(M) +
+                    " N=" + std::to_string(N) + " K=" + std::to_string(K) + " (" +
+                    cublasLtGetStatusString(status) + ")");
+  plan.algo = result.algo;
+  return plan;
+}
+
+}  // namespace
+
+void cublaslt_gemm_f16(const __half* x, int ldx, const __half* w, int ldw, const __half* bias,
+                       __half* y, int ldy, int M, int N, int K, void* workspace,
+                       std::size_t workspace_bytes, cudaStream_t stream) {
+  if (M <= 0 || N <= 0 || K <= 0 || ldx < K || ldw < N || ldy < N)
+    throw std::invalid_argument("cublaslt_gemm_f16: bad sizes M=" + std::to_string(M) +
+                                " N=" + std::to_string(N) + " K=" + std::to_string(K));
+  if (x == nullptr || w == nullptr || y == nullptr)
+    throw std::invalid_argument("cublaslt_gemm_f16: null operand");
+  int device = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  if (workspace == nullptr) workspace_bytes = 0;
+
+  Cache& c = cache();
+  std::lock_guard<std::mutex> lock(c.mutex);
+  auto handle_it = c.handles.find(device);
+  if (handle_it == c.handles.end()) {
+    cublasLtHandle_t handle = nullptr;
+    CUBLASLT_CHECK(cublasLtCreate(&handle));
+    handle_it = c.handles.emplace(device, handle).first;
+  }
+  const Key key{device,
+                M,
+                N,
+                K,
+                ldx,
+                ldw,
+                ldy,
+                bias != nullptr,
+                alignment_of(x),
+                alignment_of(w),
+                alignment_of(y),
+                workspace_bytes};
+  auto plan_it = c.plans.find(key);
+  if (plan_it == c.plans.end()) {
+    plan_it = c.plans
+                  .emplace(key, make_plan(handle_it->second, M, N, K, ldx, ldw, ldy,
+                                          bias != nullptr, alignment_of(x), alignment_of(w),
+                                          alignment_of(y), workspace_bytes))
+                  .first;
+  }
+  Plan& plan = plan_it->second;
+  if (bias != nullptr)
+    CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+                                                  sizeof(bias)));
+  const float alpha = 1.0f, beta = 0.0f;
+  CUBLASLT_CHECK(cublasLtMatmul(handle_it->second, plan.op, &alpha, w, plan.a, x, plan.b, &beta, y,
+                                plan.d, y, plan.d, &plan.algo, workspace, workspace_bytes, stream));
+}
+
+}  // namespace awqd::cuda

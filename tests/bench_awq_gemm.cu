@@ -1,0 +1,477 @@
+// bench_awq_gemm: the AWQ W4A16 GEMM against cuBLASLt fp16 on Llama-3-8B's linear shapes, every
+// M of issue 5, in one run on one GPU (results: docs/PERF.md). Not a test; never run by ctest.
+//
+// Method (as /work/.library/device/METHOD.md asks):
+// - HBM bandwidth measured in the same run: a 1 GiB device-to-device copy, bytes read + written.
+// - Each timing: warm-up calls, then a CUDA graph of `reps` back-to-back calls (reps chosen so a
+//   replay lasts about 2 ms), replayed 7 times; the median replay / reps is the time of one call.
+// - Weights are rotated through copies totalling > 256 MB (5x the H100's 50 MB L2), both the AWQ
+//   weights and cuBLASLt's fp16 weights, so each call streams its weights from HBM. Activations
+//   are not rotated: in a model they come straight from the previous kernel, usually from L2.
+// - Random data everywhere (a hash on the GPU), never zeros.
+// - Effective weight bandwidth = bytes of the repacked weight (int4 + scales + zeros) / time.
+//
+// Usage: bench_awq_gemm [--m 1,2,4,...] [--shapes qkv,o,gate_up,down] [--group 128]
+//                       [--csv FILE] [--sweep-csv FILE] [--no-sweep]
+// Prints a table per shape, then the tile x split-K sweep's best against auto (tuning data), and
+// last a summary against the issue's targets.
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "kernels/awq_gemm.cuh"
+#include "kernels/cublaslt_gemm.cuh"
+#include "kernels/cuda_check.cuh"
+
+namespace {
+
+using namespace awqd::cuda;
+
+constexpr std::size_t kRotateBytes = std::size_t{256} << 20;
+constexpr std::size_t kCublasWorkspace = std::size_t{32} << 20;
+
+// ---- random fill on the GPU ----
+__device__ std::uint32_t hash32(std::uint64_t i, std::uint32_t seed) {
+  std::uint64_t z = i * 0x9E3779B97F4A7C15ull + seed;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return static_cast<std::uint32_t>(z ^ (z >> 31));
+}
+__global__ void fill_u32(std::uint32_t* p, std::size_t n, std::uint32_t seed) {
+  for (std::size_t i = blockIdx.x * std::size_t{blockDim.x} + threadIdx.x; i < n;
+       i += std::size_t{gridDim.x} * blockDim.x)
+    p[i] = hash32(i, seed);
+}
+__global__ void fill_half(__half* p, std::size_t n, std::uint32_t seed, float lo, float hi) {
+  for (std::size_t i = blockIdx.x * std::size_t{blockDim.x} + threadIdx.x; i < n;
+       i += std::size_t{gridDim.x} * blockDim.x)
+    p[i] = __float2half(lo + (hi - lo) * (hash32(i, seed) >> 8) * (1.0f / 16777216.0f));
+}
+
+template <class T>
+T* device_alloc(std::size_t count) {
+  void* p = nullptr;
+  CUDA_CHECK(cudaMalloc(&p, std::max<std::size_t>(count, 1) * sizeof(T)));
+  return static_cast<T*>(p);
+}
+
+// ---- timing ----
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// Microseconds per call of call(i) (i = the call's index, for rotating buffers).
+double time_us(cudaStream_t stream, const std::function<void(int)>& call) {
+  cudaEvent_t start, stop;
+  CUDA_CHECK(cudaEventCreate(&start));
+  CUDA_CHECK(cudaEventCreate(&stop));
+  for (int i = 0; i < 3; ++i) call(i);  // warm-up: caches, attributes, cuBLASLt plans
+  CUDA_CHECK(cudaStreamSynchronize(stream));
+  CUDA_CHECK(cudaEventRecord(start, stream));
+  for (int i = 0; i < 5; ++i) call(i);
+  CUDA_CHECK(cudaEventRecord(stop, stream));
+  CUDA_CHECK(cudaEventSynchronize(stop));
+  float ms = 0;
+  CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+  const double estimate_us = std::max(1.0, 1000.0 * ms / 5);
+  const int reps = static_cast<int>(std::clamp(2000.0 / estimate_us, 3.0, 400.0));
+
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  for (int i = 0; i < reps; ++i) call(i);
+  CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
+  CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+  CUDA_CHECK(cudaGraphLaunch(exec, stream));  // warm replay
+  std::vector<double> samples;
+  for (int r = 0; r < 7; ++r) {
+    CUDA_CHECK(cudaEventRecord(start, stream));
+    CUDA_CHECK(cudaGraphLaunch(exec, stream));
+    CUDA_CHECK(cudaEventRecord(stop, stream));
+    CUDA_CHECK(cudaEventSynchronize(stop));
+    CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+    samples.push_back(1000.0 * ms / reps);
+  }
+  CUDA_CHECK(cudaGraphExecDestroy(exec));
+  CUDA_CHECK(cudaGraphDestroy(graph));
+  CUDA_CHECK(cudaEventDestroy(start));
+  CUDA_CHECK(cudaEventDestroy(stop));
+  return median(samples);
+}
+
+double measure_hbm_gbs(cudaStream_t stream) {
+  std::size_t free_bytes = 0, total = 0;
+  CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total));
+  const std::size_t bytes = std::min<std::size_t>(std::size_t{1} << 30, free_bytes / 4);
+  char* a = device_alloc<char>(bytes);
+  char* b = device_alloc<char>(bytes);
+  CUDA_CHECK(cudaMemset(a, 1, bytes));
+  CUDA_CHECK(cudaMemset(b, 2, bytes));
+  const double us = time_us(stream, [&](int i) {
+    CUDA_CHECK(
+        cudaMemcpyAsync(i % 2 ? a : b, i % 2 ? b : a, bytes, cudaMemcpyDeviceToDevice, stream));
+  });
+  CUDA_CHECK(cudaFree(a));
+  CUDA_CHECK(cudaFree(b));
+  return 2.0 * bytes / us / 1e3;  // GB/s
+}
+
+// ---- one Linear shape ----
+struct LinearShape {
+  std::string name;
+  int K, N;
+};
+
+struct Row {
+  std::string shape;
+  int M = 0;
+  AwqGemmPlan plan;
+  double awq_us = 0, cublas_us = 0, tc_us = NAN, turing_us = NAN, dequant_us = NAN;
+  double weight_gbs = 0, hbm_pct = 0, tflops = 0, speedup = 0;
+};
+
+struct SweepRow {
+  std::string shape;
+  int M;
+  std::string config;  // tile/splits, or dequant chunk columns
+  double us;
+};
+
+class ShapeBench {
+ public:
+  ShapeBench(const LinearShape& s, int G, int max_M, cudaStream_t stream)
+      : shape_(s), G_(G), stream_(stream) {
+    const std::size_t k_pad = (s.K + 63) / 64 * 64, n_pad = (s.N + 63) / 64 * 64;
+    const std::size_t groups = k_pad / G;
+    tiles_words_ = k_pad * n_pad / 8;
+    scales_count_ = groups * n_pad;
+    zeros_words_ = groups * (n_pad / 64) * 8;
+    weight_bytes_ = awq_weight_bytes(s.K, s.N, G);
+    copies_ = static_cast<int>(
+        std::max<std::size_t>(2, (kRotateBytes + weight_bytes_ - 1) / weight_bytes_));
+    const std::size_t w16_bytes = std::size_t{2} * s.K * s.N;
+    copies16_ =
+        static_cast<int>(std::max<std::size_t>(2, (kRotateBytes + w16_bytes - 1) / w16_bytes));
+    std::uint32_t seed = 1;
+    auto fill32 = [&](std::uint32_t* p, std::size_t n) {
+      fill_u32<<<1024, 256, 0, stream>>>(p, n, seed++);
+    };
+    auto fill16 = [&](__half* p, std::size_t n, float lo, float hi) {
+      fill_half<<<1024, 256, 0, stream>>>(p, n, seed++, lo, hi);
+    };
+    for (int c = 0; c < copies_; ++c) {
+      AwqWeight w;
+      w.K = s.K;
+      w.N = s.N;
+      w.group_size = G;
+      auto* t = device_alloc<std::uint32_t>(tiles_words_);
+      auto* sc = device_alloc<__half>(scales_count_);
+      auto* z = device_alloc<std::uint32_t>(zeros_words_);
+      fill32(t, tiles_words_);
+      fill16(sc, scales_count_, 0.002f, 0.02f);
+      fill32(z, zeros_words_);
+      w.tiles = reinterpret_cast<const uint4*>(t);
+      w.scales = sc;
+      w.zeros = z;
+      weights_.push_back(w);
+    }
+    for (int c = 0; c < copies16_; ++c) {
+      __half* w16 = device_alloc<__half>(std::size_t{1} * s.K * s.N);
+      fill16(w16, std::size_t{1} * s.K * s.N, -0.05f, 0.05f);
+      weights16_.push_back(w16);
+    }
+    x_ = device_alloc<__half>(std::size_t{1} * max_M * s.K);
+    fill16(x_, std::size_t{1} * max_M * s.K, -1.0f, 1.0f);
+    y_ = device_alloc<__half>(std::size_t{1} * max_M * s.N);
+    ws_.bytes = awq_gemm_workspace_bytes(max_M, s.K, s.N, G);
+    ws_.ptr = device_alloc<char>(ws_.bytes);
+    CUDA_CHECK(cudaMemset(ws_.ptr, 0, ws_.bytes));
+    cublas_ws_ = device_alloc<char>(kCublasWorkspace);
+    CUDA_CHECK_LAUNCH();
+    CUDA_CHECK(cudaStreamSynchronize(stream));
+  }
+
+  ~ShapeBench() {
+    for (const AwqWeight& w : weights_) {
+      cudaFree(const_cast<uint4*>(w.tiles));
+      cudaFree(const_cast<__half*>(w.scales));
+      cudaFree(const_cast<std::uint32_t*>(w.zeros));
+    }
+    for (__half* w : weights16_) cudaFree(w);
+    cudaFree(x_);
+    cudaFree(y_);
+    cudaFree(ws_.ptr);
+    cudaFree(cublas_ws_);
+  }
+
+  std::size_t weight_bytes() const { return weight_bytes_; }
+
+  double awq(int M, const AwqGemmOptions& o, AwqGemmPlan* plan = nullptr) {
+    if (plan != nullptr) *plan = awq_gemm_plan(M, weights_[0], ws_, o);
+    return time_us(stream_, [&](int i) {
+      awq_gemm(x_, weights_[i % copies_], nullptr, y_, M, ws_, stream_, o);
+    });
+  }
+
+  double cublas(int M) {
+    return time_us(stream_, [&](int i) {
+      cublaslt_gemm_f16(x_, shape_.K, weights16_[i % copies16_], shape_.N, nullptr, y_, shape_.N, M,
+                        shape_.N, shape_.K, cublas_ws_, kCublasWorkspace, stream_);
+    });
+  }
+
+  double dequantize_only() {
+    __half* out = weights16_[0];  // K x N fp16: the chunk the dequant path writes, in one piece
+    const int n = shape_.N / 64 * 64;
+    return time_us(stream_, [&](int i) {
+      awq_dequantize_f16(weights_[i % copies_], 0, n, out, shape_.N, stream_);
+    });
+  }
+
+ private:
+  LinearShape shape_;
+  int G_;
+  cudaStream_t stream_;
+  std::size_t tiles_words_ = 0, scales_count_ = 0, zeros_words_ = 0, weight_bytes_ = 0;
+  int copies_ = 0, copies16_ = 0;
+  std::vector<AwqWeight> weights_;
+  std::vector<__half*> weights16_;
+  __half* x_ = nullptr;
+  __half* y_ = nullptr;
+  AwqWorkspace ws_;
+  void* cublas_ws_ = nullptr;
+};
+
+std::vector<int> parse_ints(const std::string& s) {
+  std::vector<int> v;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) v.push_back(std::stoi(item));
+  return v;
+}
+
+std::vector<std::string> parse_strings(const std::string& s) {
+  std::vector<std::string> v;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) v.push_back(item);
+  return v;
+}
+
+// The issue's speed-up targets over cuBLASLt fp16 (H100).
+double target_for(int M) {
+  if (M <= 16) return 3.3;
+  if (M == 64) return 1.8;
+  if (M == 256) return 1.0;
+  if (M >= 1024) return 0.9;
+  return 0.0;  // no target
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<int> ms = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096};
+  std::vector<std::string> shape_names = {"qkv", "o", "gate_up", "down"};
+  int G = 128;
+  std::string csv_path, sweep_path;
+  bool sweep = true;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "bench_awq_gemm: %s needs a value\n", a.c_str());
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--m")
+      ms = parse_ints(next());
+    else if (a == "--shapes")
+      shape_names = parse_strings(next());
+    else if (a == "--group")
+      G = std::stoi(next());
+    else if (a == "--csv")
+      csv_path = next();
+    else if (a == "--sweep-csv")
+      sweep_path = next();
+    else if (a == "--no-sweep")
+      sweep = false;
+    else {
+      std::fprintf(stderr,
+                   "usage: bench_awq_gemm [--m 1,2,...] [--shapes qkv,o,gate_up,down] [--group G]"
+                   " [--csv FILE] [--sweep-csv FILE] [--no-sweep]\n");
+      return 2;
+    }
+  }
+  const std::map<std::string, LinearShape> known = {
+      {"qkv", {"qkv", 4096, 6144}},
+      {"o", {"o", 4096, 4096}},
+      {"gate_up", {"gate_up", 4096, 28672}},
+      {"down", {"down", 14336, 4096}},
+  };
+
+  try {
+    cudaDeviceProp prop{};
+    CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+    cudaStream_t stream;
+    CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    const bool has_tc = prop.major >= 8;
+    const double hbm = measure_hbm_gbs(stream);
+    std::printf("# %s, sm_%d%d, %d SMs, L2 %d MB; measured D2D copy bandwidth %.0f GB/s; G=%d\n",
+                prop.name, prop.major, prop.minor, prop.multiProcessorCount, prop.l2CacheSize >> 20,
+                hbm, G);
+    const int max_M = *std::max_element(ms.begin(), ms.end());
+    std::vector<Row> rows;
+    std::vector<SweepRow> sweep_rows;
+
+    for (const std::string& name : shape_names) {
+      const auto it = known.find(name);
+      if (it == known.end()) {
+        std::fprintf(stderr, "bench_awq_gemm: unknown shape %s\n", name.c_str());
+        return 2;
+      }
+      const LinearShape& s = it->second;
+      ShapeBench bench(s, G, max_M, stream);
+      const double deq_us = bench.dequantize_only();
+      std::printf(
+          "\n## %s: K=%d N=%d, AWQ weight %.1f MB (fp16 %.1f MB); dequantize alone %.1f us\n",
+          s.name.c_str(), s.K, s.N, bench.weight_bytes() / 1e6, 2.0 * s.K * s.N / 1e6, deq_us);
+      std::printf("%6s %-28s %9s %8s %6s %8s %9s %8s | %9s %9s %9s\n", "M", "auto plan", "awq_us",
+                  "GB/s", "%HBM", "TFLOP/s", "cublas_us", "speedup", "tc_us", "turing_us",
+                  "deq_us");
+      for (int M : ms) {
+        Row r;
+        r.shape = s.name;
+        r.M = M;
+        r.awq_us = bench.awq(M, AwqGemmOptions{}, &r.plan);
+        r.cublas_us = bench.cublas(M);
+        AwqGemmOptions o;
+        if (has_tc) {
+          o.path = AwqGemmPath::kTensorCore;
+          r.tc_us = bench.awq(M, o);
+        }
+        o.path = AwqGemmPath::kTuring;
+        r.turing_us = bench.awq(M, o);
+        if (M >= 64) {
+          o.path = AwqGemmPath::kDequantCublas;
+          r.dequant_us = bench.awq(M, o);
+        }
+        r.weight_gbs = bench.weight_bytes() / r.awq_us / 1e3;
+        r.hbm_pct = 100.0 * r.weight_gbs / hbm;
+        r.tflops = 2.0 * M * s.K * s.N / r.awq_us / 1e6;
+        r.speedup = r.cublas_us / r.awq_us;
+        char plan[64];
+        if (r.plan.path == AwqGemmPath::kDequantCublas)
+          std::snprintf(plan, sizeof(plan), "dequant/chunk%d", r.plan.chunk_cols);
+        else
+          std::snprintf(plan, sizeof(plan), "%s/%s/s%d", awq_gemm_path_name(r.plan.path),
+                        awq_tile_name(r.plan.tile), r.plan.splits);
+        std::printf("%6d %-28s %9.2f %8.0f %6.1f %8.1f %9.2f %8.2f | %9.2f %9.2f %9.2f\n", M, plan,
+                    r.awq_us, r.weight_gbs, r.hbm_pct, r.tflops, r.cublas_us, r.speedup, r.tc_us,
+                    r.turing_us, r.dequant_us);
+        std::fflush(stdout);
+        rows.push_back(r);
+
+        if (sweep && (M == 1 || M == 16 || M == 64 || M == 256)) {
+          for (AwqTile tile : {AwqTile::kS16, AwqTile::kS32, AwqTile::kM64, AwqTile::kL128})
+            for (int splits : {1, 2, 4, 8, 16}) {
+              AwqGemmOptions so;
+              so.path = has_tc ? AwqGemmPath::kTensorCore : AwqGemmPath::kTuring;
+              so.tile = tile;
+              so.splits = splits;
+              AwqGemmPlan sp;
+              const double us = bench.awq(M, so, &sp);
+              sweep_rows.push_back(
+                  {s.name, M, std::string(awq_tile_name(tile)) + "/s" + std::to_string(sp.splits),
+                   us});
+            }
+        }
+        if (sweep && M >= 1024) {
+          for (int chunk : {1024, 2048, 4096, 8192, 1 << 20}) {
+            AwqGemmOptions so;
+            so.path = AwqGemmPath::kDequantCublas;
+            so.dequant_chunk_cols = chunk;
+            AwqGemmPlan sp;
+            const double us = bench.awq(M, so, &sp);
+            sweep_rows.push_back({s.name, M, "chunk" + std::to_string(sp.chunk_cols), us});
+          }
+        }
+      }
+    }
+
+    if (!csv_path.empty()) {
+      std::ofstream f(csv_path);
+      f << "shape,M,path,tile,splits,awq_us,weight_gbs,hbm_pct,tflops,cublas_us,speedup,tc_us,"
+           "turing_us,dequant_us,hbm_gbs\n";
+      for (const Row& r : rows)
+        f << r.shape << ',' << r.M << ',' << awq_gemm_path_name(r.plan.path) << ','
+          << awq_tile_name(r.plan.tile) << ',' << r.plan.splits << ',' << r.awq_us << ','
+          << r.weight_gbs << ',' << r.hbm_pct << ',' << r.tflops << ',' << r.cublas_us << ','
+          << r.speedup << ',' << r.tc_us << ',' << r.turing_us << ',' << r.dequant_us << ',' << hbm
+          << '\n';
+    }
+    if (!sweep_rows.empty()) {
+      if (!sweep_path.empty()) {
+        std::ofstream f(sweep_path);
+        f << "shape,M,config,us\n";
+        for (const SweepRow& r : sweep_rows)
+          f << r.shape << ',' << r.M << ',' << r.config << ',' << r.us << '\n';
+      }
+      std::printf(
+          "\n## sweep: best forced tile/splits (dequant chunk for M >= 1024) vs auto\n"
+          "%-8s %6s %-22s %10s %-14s %10s\n",
+          "shape", "M", "auto", "auto_us", "best", "best_us");
+      for (const Row& r : rows) {
+        const SweepRow* best = nullptr;
+        for (const SweepRow& sr : sweep_rows)
+          if (sr.shape == r.shape && sr.M == r.M && (best == nullptr || sr.us < best->us))
+            best = &sr;
+        if (best == nullptr) continue;
+        char plan[48];
+        std::snprintf(plan, sizeof(plan), "%s/s%d/c%d", awq_tile_name(r.plan.tile), r.plan.splits,
+                      r.plan.chunk_cols);
+        std::printf("%-8s %6d %-22s %10.2f %-14s %10.2f\n", r.shape.c_str(), r.M, plan, r.awq_us,
+                    best->config.c_str(), best->us);
+      }
+    }
+
+    std::printf(
+        "\n## summary: speed-up of auto over cuBLASLt fp16 (min and geomean over shapes)\n");
+    std::printf("%6s %8s %8s %8s %10s %s\n", "M", "min", "geomean", "target", "min %HBM",
+                "verdict");
+    for (int M : ms) {
+      double lo = INFINITY, log_sum = 0, hbm_lo = INFINITY;
+      int n = 0;
+      for (const Row& r : rows)
+        if (r.M == M) {
+          lo = std::min(lo, r.speedup);
+          hbm_lo = std::min(hbm_lo, r.hbm_pct);
+          log_sum += std::log(r.speedup);
+          ++n;
+        }
+      if (n == 0) continue;
+      const double target = target_for(M);
+      const char* verdict = target == 0 ? "-" : lo >= target ? "MET" : "MISSED";
+      std::printf("%6d %8.2f %8.2f %8.1f %10.1f %s\n", M, lo, std::exp(log_sum / n), target, hbm_lo,
+                  verdict);
+    }
+    CUDA_CHECK(cudaStreamDestroy(stream));
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_awq_gemm: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

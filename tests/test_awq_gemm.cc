@@ -1,0 +1,306 @@
+// AWQ W4A16 GEMM on the GPU (skipped without one): every path (tensor-core sm_80+, the Turing
+// path forced on newer GPUs, dequantize + cuBLASLt, auto) against the CPU reference of
+// tests/awq_gemm_reference.h (which also explains the tolerance), on random data, M = 1..64 and
+// 128, 256, 1000, 4096, 8192, odd tensor-parallel shards, G = 32/64/128, with and without bias;
+// outputs are poisoned (NaN) before every run, so an unwritten element fails.
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <random>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "engine/awq.h"
+#include "engine/fp16.h"
+#include "kernels/awq_gemm.cuh"
+#include "kernels/cuda_check.cuh"
+#include "tests/awq_gemm_reference.h"
+#include "tests/test_support.h"
+
+namespace {
+
+using awqd::half_bits;
+using awqd::test::AwqReference;
+using namespace awqd::cuda;
+
+template <class T>
+struct DeviceArray {
+  T* ptr = nullptr;
+  std::size_t count = 0;
+  explicit DeviceArray(std::size_t n) : count(n) {
+    if (n > 0) CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&ptr), n * sizeof(T)));
+  }
+  ~DeviceArray() { cudaFree(ptr); }
+  DeviceArray(const DeviceArray&) = delete;
+  DeviceArray& operator=(const DeviceArray&) = delete;
+  void upload(const void* host, std::size_t n) {
+    CUDA_CHECK(cudaMemcpy(ptr, host, n * sizeof(T), cudaMemcpyHostToDevice));
+  }
+};
+
+// The reference of one Linear, uploaded, with output and workspace buffers.
+struct Problem {
+  AwqReference r;
+  bool has_bias = false;
+  std::unique_ptr<AwqDeviceWeight> weight;
+  std::unique_ptr<DeviceArray<__half>> x, bias, y;
+  std::unique_ptr<DeviceArray<char>> workspace;
+  AwqWorkspace ws;
+  int N() const { return r.N; }
+};
+
+std::unique_ptr<Problem> make_problem(int K, int N, int G, int max_M, bool has_bias,
+                                      std::size_t workspace_bytes = SIZE_MAX) {
+  auto p = std::make_unique<Problem>();
+  p->r = awqd::test::make_awq_reference(K, N, G, max_M);
+  p->has_bias = has_bias;
+  p->weight = std::make_unique<AwqDeviceWeight>(p->r.packed);
+  p->x = std::make_unique<DeviceArray<__half>>(p->r.x.size());
+  p->x->upload(p->r.x.data(), p->r.x.size());
+  p->bias = std::make_unique<DeviceArray<__half>>(N);
+  p->bias->upload(p->r.bias.data(), N);
+  p->y = std::make_unique<DeviceArray<__half>>(static_cast<std::size_t>(max_M) * N);
+  if (workspace_bytes == SIZE_MAX) workspace_bytes = awq_gemm_workspace_bytes(max_M, K, N, G);
+  p->workspace = std::make_unique<DeviceArray<char>>(workspace_bytes);
+  p->ws = {p->workspace->ptr, workspace_bytes};
+  awq_gemm_workspace_init(p->ws, nullptr);
+  CUDA_CHECK(cudaDeviceSynchronize());
+  return p;
+}
+
+std::string describe(const Problem& p, int M, const AwqGemmOptions& o, const AwqGemmPlan& plan) {
+  std::ostringstream s;
+  s << "M=" << M << " K=" << p.r.K << " N=" << p.r.N << " G=" << p.r.G << " bias=" << p.has_bias
+    << " path=" << awq_gemm_path_name(o.path) << " -> " << awq_gemm_path_name(plan.path)
+    << " tile=" << awq_tile_name(plan.tile) << " splits=" << plan.splits
+    << " chunk=" << plan.chunk_cols << (o.batch_invariant ? " batch_invariant" : "");
+  return s.str();
+}
+
+// Runs y = x W (+ b) for the first M rows and compares; returns the outputs (fp16 bits).
+std::vector<half_bits> run_and_check(Problem& p, int M, AwqGemmOptions o = {}) {
+  const std::size_t count = static_cast<std::size_t>(M) * p.N();
+  CUDA_CHECK(cudaMemset(p.y->ptr, 0xFF, count * sizeof(__half)));  // NaN: poison
+  const AwqGemmPlan plan = awq_gemm(p.x->ptr, p.weight->view(), p.has_bias ? p.bias->ptr : nullptr,
+                                    p.y->ptr, M, p.ws, nullptr, o);
+  CUDA_CHECK(cudaDeviceSynchronize());
+  std::vector<half_bits> y(count);
+  CUDA_CHECK(cudaMemcpy(y.data(), p.y->ptr, count * sizeof(__half), cudaMemcpyDeviceToHost));
+  const std::string failure =
+      awqd::test::check_awq_output(p.r, y.data(), M, p.has_bias, plan.splits);
+  if (!failure.empty()) ADD_FAILURE() << describe(p, M, o, plan) << ": " << failure;
+  return y;
+}
+
+// The paths this GPU and build can run: the tensor-core path needs sm_80+ code (absent from a
+// compute_75 PTX build, which runs everything through the Turing kernels).
+std::vector<AwqGemmPath> probe_paths() {
+  AwqWeight probe;  // never dereferenced by the planner
+  probe.tiles = reinterpret_cast<const uint4*>(std::uintptr_t{256});
+  probe.scales = reinterpret_cast<const __half*>(std::uintptr_t{256});
+  probe.zeros = reinterpret_cast<const std::uint32_t*>(std::uintptr_t{256});
+  probe.K = 128;
+  probe.N = 64;
+  probe.group_size = 128;
+  std::vector<AwqGemmPath> paths;
+  for (AwqGemmPath path : {AwqGemmPath::kTensorCore, AwqGemmPath::kTuring}) {
+    AwqGemmOptions o;
+    o.path = path;
+    try {
+      awq_gemm_plan(1, probe, AwqWorkspace{}, o);
+      paths.push_back(path);
+    } catch (const std::invalid_argument& e) {
+      std::printf("[ INFO     ] %s path not tested: %s\n", awq_gemm_path_name(path), e.what());
+    }
+  }
+  paths.push_back(AwqGemmPath::kDequantCublas);
+  paths.push_back(AwqGemmPath::kAuto);
+  return paths;
+}
+
+const std::vector<AwqGemmPath>& paths_to_test() {
+  static const std::vector<AwqGemmPath> paths = probe_paths();
+  return paths;
+}
+
+AwqGemmOptions with_path(AwqGemmPath path) {
+  AwqGemmOptions o;
+  o.path = path;
+  return o;
+}
+
+TEST(AwqGemm, EveryMFrom1To64EveryPathEveryGroupSize) {
+  AWQD_REQUIRE_CUDA();
+  // N = 392: 7 stripes, the last with 8 real columns; K = 1536: 24 k-tiles.
+  for (int G : {32, 64, 128}) {
+    auto p = make_problem(1536, 392, G, 64, false);
+    for (bool bias : {false, true}) {
+      p->has_bias = bias;
+      for (AwqGemmPath path : paths_to_test())
+        for (int M = 1; M <= 64; ++M) run_and_check(*p, M, with_path(path));
+      if (HasFailure()) return;
+    }
+  }
+}
+
+TEST(AwqGemm, LargeM) {
+  AWQD_REQUIRE_CUDA();
+  for (int G : {32, 128}) {
+    auto p = make_problem(384, 136, G, 8192, G == 32);
+    for (AwqGemmPath path : paths_to_test())
+      for (int M : {65, 128, 256, 1000, 4096, 8192}) run_and_check(*p, M, with_path(path));
+  }
+}
+
+TEST(AwqGemm, TensorParallelShardsAndOddShapes) {
+  AWQD_REQUIRE_CUDA();
+  struct Shape {
+    int K, N, G;
+  };
+  const Shape shapes[] = {
+      {4864, 320, 128},   // Llama-3 down_proj, TP=3 row shard (38 groups)
+      {4736, 136, 128},   // the other TP=3 row shard (37 groups)
+      {4768, 200, 32},    // row shard on 32-row groups: K % 64 == 32
+      {4096, 2176, 128},  // Llama-3-8B qkv, TP=3 column shard (11 q heads + 3+3 kv heads)
+      {1024, 1408, 64},   // 11 heads of 128 columns
+      {128, 4104, 128},   // N % 64 == 8 past a full-size N
+      {32, 8, 32},        // smallest
+  };
+  for (const Shape& s : shapes) {
+    auto p = make_problem(s.K, s.N, s.G, 100, s.N % 16 == 8);
+    for (AwqGemmPath path : paths_to_test())
+      for (int M : {1, 5, 16, 31, 64, 100}) run_and_check(*p, M, with_path(path));
+  }
+}
+
+TEST(AwqGemm, EveryTileAndForcedSplitK) {
+  AWQD_REQUIRE_CUDA();
+  auto p = make_problem(2048, 520, 64, 130, true, std::size_t{16} << 20);
+  for (AwqGemmPath path : paths_to_test()) {
+    if (path == AwqGemmPath::kDequantCublas || path == AwqGemmPath::kAuto) continue;
+    for (AwqTile tile : {AwqTile::kS16, AwqTile::kS32, AwqTile::kM64, AwqTile::kL128})
+      for (int splits : {1, 2, 3, 7, 32})
+        for (int M : {1, 17, 64, 130}) {
+          AwqGemmOptions o = with_path(path);
+          o.tile = tile;
+          o.splits = splits;
+          run_and_check(*p, M, o);
+        }
+  }
+}
+
+TEST(AwqGemm, SmallOrNoWorkspaceIsSlowerNeverWrong) {
+  AWQD_REQUIRE_CUDA();
+  for (std::size_t bytes : {std::size_t{0}, std::size_t{64} << 10, std::size_t{80} << 10}) {
+    auto p = make_problem(1024, 256, 128, 40, true, bytes);
+    for (int M : {1, 16, 40}) {
+      const std::vector<half_bits> y = run_and_check(*p, M);
+      (void)y;
+    }
+    AwqGemmOptions o = with_path(AwqGemmPath::kDequantCublas);
+    EXPECT_THROW(awq_gemm(p->x->ptr, p->weight->view(), nullptr, p->y->ptr, 4, p->ws, nullptr, o),
+                 std::invalid_argument);
+  }
+}
+
+TEST(AwqGemm, BatchInvariantRowsDoNotDependOnTheBatch) {
+  AWQD_REQUIRE_CUDA();
+  auto p = make_problem(2048, 392, 128, 300, true);
+  for (AwqGemmPath path : paths_to_test()) {
+    if (path == AwqGemmPath::kDequantCublas) continue;
+    AwqGemmOptions o = with_path(path);
+    o.batch_invariant = true;
+    const std::vector<half_bits> alone = run_and_check(*p, 1, o);
+    for (int M : {2, 37, 300}) {
+      const std::vector<half_bits> batch = run_and_check(*p, M, o);
+      for (int n = 0; n < p->N(); ++n)
+        ASSERT_EQ(alone[n], batch[n])
+            << "row 0, column " << n << ", M=" << M << " path " << awq_gemm_path_name(path);
+    }
+  }
+}
+
+TEST(AwqGemm, RunsInsideACudaGraph) {
+  AWQD_REQUIRE_CUDA();
+  auto p = make_problem(1024, 264, 128, 8, false);
+  run_and_check(*p, 8);  // first call outside: caches, attributes
+  cudaStream_t stream;
+  CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  CUDA_CHECK(cudaMemset(p->y->ptr, 0xFF, 8 * p->N() * sizeof(__half)));
+  cudaGraph_t graph;
+  CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  awq_gemm(p->x->ptr, p->weight->view(), nullptr, p->y->ptr, 8, p->ws, stream);
+  CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
+  cudaGraphExec_t exec;
+  CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+  for (int i = 0; i < 3; ++i) CUDA_CHECK(cudaGraphLaunch(exec, stream));
+  CUDA_CHECK(cudaStreamSynchronize(stream));
+  std::vector<half_bits> y(8 * p->N());
+  CUDA_CHECK(cudaMemcpy(y.data(), p->y->ptr, y.size() * 2, cudaMemcpyDeviceToHost));
+  const std::vector<half_bits> direct = run_and_check(*p, 8);
+  EXPECT_EQ(y, direct);
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(stream);
+}
+
+TEST(AwqGemm, LauncherRejectsBadArguments) {
+  AWQD_REQUIRE_CUDA();
+  auto p = make_problem(256, 64, 128, 4, false);
+  const AwqWeight w = p->weight->view();
+  auto call = [&](const __half* x, AwqWeight weight, const __half* bias, __half* y, int M) {
+    awq_gemm(x, weight, bias, y, M, p->ws, nullptr);
+  };
+  EXPECT_THROW(call(p->x->ptr, w, nullptr, p->y->ptr, -1), std::invalid_argument);
+  EXPECT_THROW(call(nullptr, w, nullptr, p->y->ptr, 1), std::invalid_argument);
+  EXPECT_THROW(call(p->x->ptr + 1, w, nullptr, p->y->ptr, 1), std::invalid_argument);  // align
+  EXPECT_THROW(call(p->x->ptr, w, p->bias->ptr + 1, p->y->ptr, 1), std::invalid_argument);
+  AwqWeight bad = w;
+  bad.N = 60;
+  EXPECT_THROW(call(p->x->ptr, bad, nullptr, p->y->ptr, 1), std::invalid_argument);
+  bad = w;
+  bad.group_size = 16;
+  EXPECT_THROW(call(p->x->ptr, bad, nullptr, p->y->ptr, 1), std::invalid_argument);
+  bad = w;
+  bad.K = 200;
+  EXPECT_THROW(call(p->x->ptr, bad, nullptr, p->y->ptr, 1), std::invalid_argument);
+  bad = w;
+  bad.tiles = nullptr;
+  EXPECT_THROW(call(p->x->ptr, bad, nullptr, p->y->ptr, 1), std::invalid_argument);
+  EXPECT_NO_THROW(call(p->x->ptr, w, nullptr, p->y->ptr, 0));  // M == 0: nothing to do
+  CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+TEST(AwqGemm, DequantizeMatchesTheReferenceWeights) {
+  AWQD_REQUIRE_CUDA();
+  const int K = 4768, N = 200, G = 32;
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> uni(-0.2f, 0.3f);
+  std::vector<float> W(static_cast<std::size_t>(K) * N);
+  for (auto& v : W) v = uni(rng);
+  const awqd::AwqTensors t = awqd::awq_quantize(W.data(), K, N, G);
+  const std::vector<float> ref =
+      awqd::awq_dequantize(t.qweight.data(), t.qzeros.data(), t.scales.data(), K, N, G);
+  const AwqDeviceWeight weight(
+      awq_repack(t.qweight.data(), t.qzeros.data(), t.scales.data(), K, N, G));
+  const int n_pad = 256;
+  DeviceArray<__half> out(static_cast<std::size_t>(K) * n_pad);
+  awq_dequantize_f16(weight.view(), 0, n_pad, out.ptr, n_pad, nullptr);
+  CUDA_CHECK(cudaDeviceSynchronize());
+  std::vector<half_bits> got(out.count);
+  CUDA_CHECK(cudaMemcpy(got.data(), out.ptr, got.size() * 2, cudaMemcpyDeviceToHost));
+  for (int k = 0; k < K; ++k)
+    for (int n = 0; n < n_pad; ++n) {
+      const half_bits want =
+          n < N ? awqd::float_to_half(ref[static_cast<std::size_t>(k) * N + n]) : 0;
+      ASSERT_EQ(got[static_cast<std::size_t>(k) * n_pad + n], want) << "k=" << k << " n=" << n;
+    }
+}
+
+}  // namespace

@@ -1,0 +1,113 @@
+// The AWQ GEMM kernel's real source (kernels/awq_gemm_kernel.cuh) run on the CPU through
+// tests/emu/cuda_emulation.h: every tile shape of both paths (sm_80 with deferred cp.async
+// groups, Turing with register staging), split-K with blocks run in random order, odd shapes,
+// the three group sizes, against the reference of tests/awq_gemm_reference.h. Runs in CI, which
+// has no GPU; the GPU test (test_awq_gemm) covers the launcher, cuBLASLt and real hardware.
+#include <gtest/gtest.h>
+
+#include "tests/emu/cuda_emulation.h"
+// (the emulation must come first: it defines what the kernel header expects from CUDA)
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/awq_gemm_kernel.cuh"
+#include "kernels/awq_layout.cuh"
+#include "tests/awq_gemm_reference.h"
+
+namespace {
+
+using awqd::half_bits;
+using awqd::test::AwqReference;
+using namespace awqd::cuda::awq_gemm_detail;
+
+// Mirrors the launcher (kernels/awq_gemm.cu, run_tensor_core) for one tile shape.
+template <class C>
+void emulate_and_check(const AwqReference& r, int M, int splits, bool with_bias,
+                       std::mt19937& rng) {
+  const auto& w = r.packed;
+  const int k_tiles = w.k_pad / 64, n_stripes = w.n_pad / 64;
+  splits = std::min(splits, k_tiles);
+  std::vector<half_bits> y(static_cast<std::size_t>(M) * r.N, 0x7E00);  // NaN poison
+  std::vector<float> partials(static_cast<std::size_t>(splits) * M * r.N, NAN);
+  const int n_blocks = (n_stripes + C::kWarpsN - 1) / C::kWarpsN;
+  const int m_blocks = (M + C::kBM - 1) / C::kBM;
+  std::vector<int> counters(static_cast<std::size_t>(n_blocks) * m_blocks, 0);
+  Params p{};
+  p.x = reinterpret_cast<const __half*>(r.x.data());
+  p.tiles = reinterpret_cast<const uint4*>(w.tiles.data());
+  p.scales = reinterpret_cast<const __half*>(w.scales.data());
+  p.zeros = w.zeros.data();
+  p.bias = with_bias ? reinterpret_cast<const __half*>(r.bias.data()) : nullptr;
+  p.y = reinterpret_cast<__half*>(y.data());
+  p.partials = partials.data();
+  p.counters = counters.data();
+  p.M = M;
+  p.N = r.N;
+  p.K = r.K;
+  p.k_tiles = k_tiles;
+  p.n_stripes = n_stripes;
+  p.groups = w.k_pad / r.G;
+  p.group_shift = r.G == 32 ? 5 : r.G == 64 ? 6 : 7;
+  p.splits = splits;
+
+  // Blocks in random order: any of a tile's splits may be the last to arrive.
+  std::vector<emu::Dim> blocks;
+  for (unsigned z = 0; z < static_cast<unsigned>(splits); ++z)
+    for (unsigned yb = 0; yb < static_cast<unsigned>(m_blocks); ++yb)
+      for (unsigned xb = 0; xb < static_cast<unsigned>(n_blocks); ++xb)
+        blocks.push_back({xb, yb, z});
+  std::shuffle(blocks.begin(), blocks.end(), rng);
+  const emu::Dim grid{static_cast<unsigned>(n_blocks), static_cast<unsigned>(m_blocks),
+                      static_cast<unsigned>(splits)};
+  for (const emu::Dim& b : blocks) emu::run_block(C::kThreads, b, grid, [&] { gemm_block<C>(p); });
+
+  const std::string what =
+      std::string(C::kTuring ? "turing" : "sm80") + " tile " + std::to_string(C::kBM) + "x" +
+      std::to_string(C::kBN) + " M=" + std::to_string(M) + " K=" + std::to_string(r.K) +
+      " N=" + std::to_string(r.N) + " G=" + std::to_string(r.G) +
+      " splits=" + std::to_string(splits) + " bias=" + std::to_string(with_bias);
+  const std::string failure = awqd::test::check_awq_output(r, y.data(), M, with_bias, splits);
+  EXPECT_TRUE(failure.empty()) << what << ": " << failure;
+  EXPECT_TRUE(std::all_of(counters.begin(), counters.end(), [](int c) { return c == 0; }))
+      << what << ": split-K counters not reset";
+}
+
+template <bool Turing>
+void all_tiles(const AwqReference& r, int M, int splits, bool bias, std::mt19937& rng) {
+  emulate_and_check<TileS16<Turing>>(r, M, splits, bias, rng);
+  emulate_and_check<TileS32<Turing>>(r, M, splits, bias, rng);
+  emulate_and_check<TileM64<Turing>>(r, M, splits, bias, rng);
+  emulate_and_check<TileL128<Turing>>(r, M, splits, bias, rng);
+}
+
+TEST(AwqGemmEmulated, EveryTileBothPathsMatchTheReference) {
+  std::mt19937 rng(5);
+  struct Shape {
+    int K, N, G;
+  };
+  // K % 64 == 32 with G = 32 (a padded group); N % 64 == 8 (a stripe with 8 real columns);
+  // N = 136 with 4-stripe blocks leaves whole warps without a stripe.
+  for (const Shape s : {Shape{224, 200, 32}, Shape{320, 136, 64}, Shape{256, 72, 128}}) {
+    const AwqReference r = awqd::test::make_awq_reference(s.K, s.N, s.G, 130);
+    for (int M : {1, 19, 130}) {
+      const int splits = M == 19 ? 3 : 1;
+      const bool bias = M != 19;
+      all_tiles<false>(r, M, splits, bias, rng);
+      all_tiles<true>(r, M, splits, !bias, rng);
+    }
+  }
+}
+
+TEST(AwqGemmEmulated, SplitKEverySplitCountUpToTheKTiles) {
+  std::mt19937 rng(6);
+  const AwqReference r = awqd::test::make_awq_reference(384, 64, 64, 17);
+  for (int splits = 2; splits <= 6; ++splits) {
+    emulate_and_check<TileS16<false>>(r, 17, splits, true, rng);
+    emulate_and_check<TileM64<true>>(r, 5, splits, false, rng);
+  }
+}
+
+}  // namespace
