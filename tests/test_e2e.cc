@@ -248,6 +248,41 @@ TEST_F(E2E, TwoHundredJobsFromRedisCli) {
                           "AND started_at >= queued_at").getInt(), 200);
 }
 
+// The engine's output reaches the result unchanged: greedy jobs, batched with sampled ones,
+// give HF's float32 greedy continuation of the fixture (reference-outputs.json) token for token.
+TEST_F(E2E, GreedyJobsMatchTheReference) {
+  if (kFake) GTEST_SKIP() << "needs the real engine: test_e2e runs it";
+  const auto reference_file = test::fixture("llama-13m/reference-outputs.json");
+  ASSERT_FALSE(reference_file.empty());
+  const json reference = json::parse(std::ifstream(reference_file));
+  auto daemon = serve("a", {"--max-num-seqs", "16"});
+  std::vector<std::string> ids;
+  for (std::size_t i = 0; i < reference["float32"].size(); ++i) {
+    const std::string id = numbered("greedy", static_cast<int>(i));
+    ids.push_back(id);
+    redis_->command({"XADD", prefix_ + "jobs", "*", "job",
+                     json{{"id", id}, {"prompt", reference["float32"][i]["prompt"]},
+                          {"params", {{"max_tokens", 48}, {"temperature", 0}}}}.dump()});
+    for (int k = 0; k < 4; ++k) {  // neighbours in the same batch
+      const std::string other = id + "-n" + std::to_string(k);
+      ids.push_back(other);
+      redis_->command({"XADD", prefix_ + "jobs", "*", "job", job(other, 20).dump()});
+    }
+  }
+  ASSERT_TRUE(all_results(ids)) << log("a");
+  for (std::size_t i = 0; i < reference["float32"].size(); ++i) {
+    const json r = *result(numbered("greedy", static_cast<int>(i)));
+    EXPECT_EQ(r["token_ids"], reference["float32"][i]["greedy_ids"]) << reference["float32"][i]["prompt"];
+    EXPECT_EQ(r["finish_reason"], "length");
+    std::string out;
+    ASSERT_EQ(test::run_command({AWQD_E2E_BINARY, "detokenize", "--json", "--model", model_.string(), "--ids",
+                                 r["token_ids"].dump()}, &out), 0) << out;
+    // The streamed text keeps the space before the first word that a lone decode drops.
+    const auto lstrip = [](std::string s) { return s.erase(0, s.find_first_not_of(' ')); };
+    EXPECT_EQ(lstrip(r["text"].get<std::string>()), lstrip(json::parse(out).get<std::string>()));
+  }
+}
+
 TEST_F(E2E, BadInputGetsAFailedRecord) {
   auto daemon = serve("a");
   std::vector<std::pair<std::string, std::string>> cases;
