@@ -22,6 +22,7 @@
 #include <deque>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <random>
 #include <set>
 #include <unordered_map>
@@ -47,7 +48,7 @@ namespace {
 constexpr auto kHousekeeping = 1s;
 constexpr auto kCancelPoll = 250ms;
 constexpr int kReadBlockMs = 2000;      // XREADGROUP BLOCK: how long one read waits for jobs
-constexpr int kMaxReadCount = 1024;     // entries per XREADGROUP / XAUTOCLAIM
+constexpr int kMaxReadCount = 256;      // entries per XREADGROUP / XAUTOCLAIM
 constexpr std::size_t kMaxKeysPerCommand = 2000;
 constexpr auto kShutdownGrace = 15s;    // after the drain deadline, for results to reach Redis
 // The idle time a handed-back entry gets: past any instance's visibility timeout, so whichever
@@ -118,8 +119,8 @@ struct Daemon::Impl {
 
   struct Tracked {
     JobRecord record;
-    Job job;
-    std::string raw;  // the job document, for the dead-letter stream
+    std::shared_ptr<Job> job;  // shared with the engine thread once admitted
+    std::string raw;           // the job document, for the dead-letter stream
     State state = State::kChecking;
     std::uint64_t arrival = 0;  // its place in `ready` while queued
     int replica = -1;
@@ -205,10 +206,10 @@ struct Daemon::Impl {
   void enqueue(Tracked& t) {
     t.state = State::kQueued;
     t.arrival = arrivals++;
-    ready.emplace(-t.job.priority, t.arrival, t.record.id);
+    ready.emplace(-t.job->priority, t.arrival, t.record.id);
   }
   void dequeue(const Tracked& t) {
-    if (t.state == State::kQueued) ready.erase({-t.job.priority, t.arrival, t.record.id});
+    if (t.state == State::kQueued) ready.erase({-t.job->priority, t.arrival, t.record.id});
   }
 
   template <typename F>
@@ -461,7 +462,7 @@ struct Daemon::Impl {
       rec.metadata = job.metadata;
       Tracked& t = jobs[rec.id];
       t.record = std::move(rec);
-      t.job = std::move(job);
+      t.job = std::make_shared<Job>(std::move(job));
       t.raw = std::move(d.raw);
       checking.push_back(t.record.id);
     }
@@ -494,13 +495,15 @@ struct Daemon::Impl {
       const RedisReply& result = r.elements[4 * i];
       const bool cancelled = !r.elements[4 * i + 1].nil() || !r.elements[4 * i + 3].nil();
       const RedisReply& last_error = r.elements[4 * i + 2];
-      JobRecord published = t.record;
-      if (!result.nil() && merge_result(result.str, published) && published.status == JobStatus::kDone) {
+      std::optional<JobRecord> published;
+      if (!result.nil()) {
+        published = t.record;
+        if (!merge_result(result.str, *published) || published->status != JobStatus::kDone) published.reset();
+      }
+      if (published) {
         // Done before (the daemon that ran it died before acknowledging): record, acknowledge.
         ++totals.duplicates;
-        published.stream = t.record.stream;
-        published.entry_id = t.record.entry_id;
-        t.record = std::move(published);
+        t.record = std::move(*published);
         t.state = State::kPublishing;
         finish_stored(t);
       } else if (t.record.attempts > config.max_attempts) {
@@ -521,6 +524,18 @@ struct Daemon::Impl {
     pump();
   }
 
+  // What the store's job_started statement needs, without the prompt and JSON of the full record.
+  static JobRecord started_row(const JobRecord& rec) {
+    JobRecord row;
+    row.id = rec.id;
+    row.started_at = rec.started_at;
+    row.seed = rec.seed;
+    row.model = rec.model;
+    row.model_hash = rec.model_hash;
+    row.engine_version = rec.engine_version;
+    return row;
+  }
+
   // Starts queued jobs, highest priority first, on the replica with the most room.
   void pump() {
     while (!ready.empty() && !draining) {
@@ -539,14 +554,14 @@ struct Daemon::Impl {
       ++in_engine[best];
       JobRecord& rec = t.record;
       rec.started_at = now_ms();
-      rec.seed = t.job.seed_given ? t.job.params.seed : new_seed();
-      t.job.params.seed = rec.seed;
-      rec.params = params_to_json(t.job.params);
+      rec.seed = t.job->seed_given ? t.job->params.seed : new_seed();
+      t.job->params.seed = rec.seed;
+      rec.params = params_to_json(t.job->params);
       rec.model = runner_info[best].model;
       rec.model_hash = runner_info[best].model_hash;
       rec.engine_version = kVersion;
       engines[best]->add(id, t.job, rec.seed);
-      store->push({StoreOp::Kind::kStarted, rec, {}, {}});
+      store->push({StoreOp::Kind::kStarted, started_row(rec), {}, {}});
       fire({"SET", keys.status(id), "running", "EX", std::to_string(config.result_ttl_s)});
     }
   }
@@ -682,18 +697,18 @@ struct Daemon::Impl {
   // the row is committed. A crash between any two steps leaves the entry pending; its next
   // delivery finds the result and only records and acknowledges it.
   asio::awaitable<void> publish(std::string id) {
-    JobRecord rec = jobs.at(id).record;
-    const std::string text = result_text(rec);
+    // The arguments are built once, here: the tracked record may move while this waits.
+    const JobRecord& rec = jobs.at(id).record;
+    Args args{"EVALSHA", publish_sha, "5", keys.result(id), keys.status(id), keys.results(),
+                    keys.batch(rec.batch), keys.batch_ids(rec.batch), result_text(rec),
+                    status_name(rec.status), id, rec.entry_id, std::to_string(config.result_ttl_s),
+                    std::to_string(config.results_maxlen), rec.batch, std::to_string(rec.prompt_tokens),
+                    std::to_string(rec.completion_tokens), std::to_string(rec.finished_at)};
     for (;;) {
-      std::vector<std::string> args{"EVALSHA", publish_sha, "5", keys.result(id), keys.status(id), keys.results(),
-                                    keys.batch(rec.batch), keys.batch_ids(rec.batch), text,
-                                    status_name(rec.status), id, rec.entry_id, std::to_string(config.result_ttl_s),
-                                    std::to_string(config.results_maxlen), rec.batch,
-                                    std::to_string(rec.prompt_tokens), std::to_string(rec.completion_tokens),
-                                    std::to_string(rec.finished_at)};
       const RedisReply r = co_await must(args);
       if (r.error_is("NOSCRIPT")) {  // Redis restarted and forgot the script
         co_await load_scripts();
+        args[1] = publish_sha;
         continue;
       }
       if (r.error()) {
@@ -705,7 +720,7 @@ struct Daemon::Impl {
         // Already done (another delivery ran it): record what Redis holds, not our copy.
         const Args get{"GET", keys.result(id)};
         const RedisReply existing = co_await must(get);
-        if (!existing.nil()) merge_result(existing.str, rec);
+        if (const auto it = jobs.find(id); it != jobs.end() && !existing.nil()) merge_result(existing.str, it->second.record);
         ++totals.duplicates;
       }
       break;
@@ -720,7 +735,8 @@ struct Daemon::Impl {
   void finish_stored(Tracked& t) {
     const std::string id = t.record.id;
     ++acks_outstanding;
-    store->push({StoreOp::Kind::kFinished, t.record, {}, StreamAck{t.record.stream, t.record.entry_id}});
+    StreamAck ack{t.record.stream, t.record.entry_id};
+    store->push({StoreOp::Kind::kFinished, std::move(t.record), {}, std::move(ack)});
     jobs.erase(id);
     if (const auto w = same_id_waiting.find(id); w != same_id_waiting.end()) {
       std::vector<Delivery> again = std::move(w->second);

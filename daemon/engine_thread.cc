@@ -1,5 +1,6 @@
 #include "daemon/engine_thread.h"
 
+#include <pthread.h>
 #include <spdlog/spdlog.h>
 
 #include <chrono>
@@ -32,7 +33,7 @@ RunnerInfo EngineThread::wait_ready() {
   return info_;
 }
 
-void EngineThread::add(std::string id, Job job, std::uint64_t seed) {
+void EngineThread::add(std::string id, std::shared_ptr<const Job> job, std::uint64_t seed) {
   {
     std::lock_guard lock(mutex_);
     adds_.push_back({std::move(id), std::move(job), seed});
@@ -111,6 +112,7 @@ std::optional<MinuteStats> EngineThread::roll_minute(const EngineStats& before, 
 }
 
 void EngineThread::run(RunnerFactory factory) {
+  pthread_setname_np(pthread_self(), ("awqd-engine-" + std::to_string(replica_)).substr(0, 15).c_str());
   std::unique_ptr<Runner> runner;
   try {
     runner = factory(replica_);
@@ -151,9 +153,9 @@ void EngineThread::run(RunnerFactory factory) {
     std::int64_t now = now_ms();
     for (auto& a : adds) {
       try {
-        runner->add(a.id, a.job, a.seed);
+        runner->add(a.id, *a.job, a.seed);
         auto acc = std::make_unique<Accumulated>();
-        acc->want_logprobs = a.job.params.logprobs > 0;
+        acc->want_logprobs = a.job->params.logprobs > 0;
         if (acc->want_logprobs) acc->outcome.logprobs = json::array();
         jobs_[a.id] = std::move(acc);
       } catch (const JobRejected& e) {

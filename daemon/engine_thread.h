@@ -68,7 +68,8 @@ class EngineThread {
   // Blocks until the runner is built; rethrows what its construction threw (a bad model dir...).
   RunnerInfo wait_ready();
 
-  void add(std::string id, Job job, std::uint64_t seed);  // thread-safe
+  // Thread-safe. The job is shared, not copied: the daemon keeps it for a retry.
+  void add(std::string id, std::shared_ptr<const Job> job, std::uint64_t seed);
   void cancel(std::string id);                             // thread-safe
   void stop();  // ends the thread after the current step; unfinished jobs are abandoned
 
@@ -85,7 +86,7 @@ class EngineThread {
   std::condition_variable wake_;
   struct Add {
     std::string id;
-    Job job;
+    std::shared_ptr<const Job> job;
     std::uint64_t seed;
   };
   std::vector<Add> adds_;

@@ -125,7 +125,6 @@ bool merge_result(std::string_view text, JobRecord& r) {
   r.seed = field<std::uint64_t>(doc, "seed", 0);
   r.attempts = field<int>(doc, "attempts", r.attempts);
   r.instance = field<std::string>(doc, "instance", "");
-  r.entry_id = field<std::string>(doc, "entry", r.entry_id);
   return true;
 }
 

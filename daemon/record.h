@@ -70,8 +70,9 @@ struct JobRecord {
 nlohmann::json result_json(const JobRecord& record);
 std::string result_text(const JobRecord& record);  // result_json() as compact text
 
-// Reads a result document back (the Redis result key) into the outcome and identity fields of
-// `record`; request fields (prompt, params) are left as they are. False when it is not a result.
+// Reads a result document back (the Redis result key) into the outcome fields of `record`. The
+// delivery (stream, entry_id) and the request (prompt, params) are left as they are: the record
+// stays this delivery's. False when the text is not a result document.
 bool merge_result(std::string_view result_json_text, JobRecord& record);
 
 // Milliseconds since the Unix epoch, now.

@@ -1,10 +1,13 @@
 #include "daemon/store.h"
 
 #include <SQLiteCpp/SQLiteCpp.h>
+#include <pthread.h>
 #include <spdlog/spdlog.h>
 
 #include <charconv>
 #include <chrono>
+#include <string_view>
+#include <unordered_set>
 
 #include "daemon/embedded_text.h"
 #include "daemon/named_blocks.h"
@@ -299,6 +302,35 @@ std::map<std::string, std::int64_t> Store::status_counts() {
 
 // ---- StoreWriter -------------------------------------------------------------------------------
 
+namespace {
+
+// Drops the queued/started writes of jobs whose final record comes later in the same batch: in
+// one transaction nobody could see those states, and a busy daemon finishes most jobs within
+// one commit's worth of ops. Returns how many ops the batch had before.
+std::size_t drop_superseded(std::vector<StoreOp>& batch) {
+  const std::size_t n = batch.size();
+  std::unordered_set<std::string_view> finished_later;
+  std::vector<bool> keep(n, true);
+  for (std::size_t i = n; i-- > 0;) {
+    const StoreOp& op = batch[i];
+    if (op.kind == StoreOp::Kind::kFinished) {
+      finished_later.insert(op.record.id);
+    } else if (op.kind != StoreOp::Kind::kMinute && finished_later.count(op.record.id)) {
+      keep[i] = false;
+    }
+  }
+  std::size_t kept = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    if (!keep[i]) continue;
+    if (kept != i) batch[kept] = std::move(batch[i]);
+    ++kept;
+  }
+  batch.resize(kept);
+  return n;
+}
+
+}  // namespace
+
 StoreWriter::StoreWriter(std::unique_ptr<Store> store, CommitSink on_commit)
     : store_(std::move(store)), on_commit_(std::move(on_commit)), thread_([this] { run(); }) {}
 
@@ -340,7 +372,9 @@ std::size_t StoreWriter::backlog() const {
 }
 
 void StoreWriter::run() {
+  pthread_setname_np(pthread_self(), "awqd-store");
   std::vector<StoreOp> batch;
+  std::size_t batch_ops = 0;  // ops pushed for this batch, superseded ones included
   auto backoff = std::chrono::milliseconds(0);
   for (;;) {
     {
@@ -348,7 +382,10 @@ void StoreWriter::run() {
       wake_.wait(lock, [&] { return !queue_.empty() || stopping_; });
       if (queue_.empty() && stopping_) break;
       // Whatever queued while the last commit ran goes into this one: batching without delay.
-      if (batch.empty()) batch.swap(queue_);
+      if (batch.empty()) {
+        batch.swap(queue_);
+        batch_ops = drop_superseded(batch);
+      }
     }
     try {
       store_->write(batch);
@@ -369,12 +406,11 @@ void StoreWriter::run() {
     for (auto& op : batch) {
       if (op.ack) acks.push_back(std::move(*op.ack));
     }
-    const std::size_t n = batch.size();
     batch.clear();
     if (!acks.empty() && on_commit_) on_commit_(std::move(acks));
     {
       std::lock_guard lock(mutex_);
-      committed_ops_ += n;
+      committed_ops_ += batch_ops;
     }
     committed_.notify_all();
   }

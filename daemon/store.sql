@@ -77,7 +77,8 @@ ON CONFLICT (minute, instance) DO UPDATE SET
 SELECT * FROM jobs WHERE id = :id;
 
 -- name: recent_jobs
-SELECT * FROM jobs ORDER BY coalesce(finished_at, started_at, queued_at) DESC LIMIT :limit;
+-- The jobs received last (rowid order is arrival order; a job delivered again keeps its row).
+SELECT * FROM jobs ORDER BY rowid DESC LIMIT :limit;
 
 -- name: jobs_of_batch
 SELECT * FROM jobs WHERE batch = :batch ORDER BY queued_at, id;

@@ -37,9 +37,9 @@ CREATE TABLE jobs (
   seed                 INTEGER,
   instance             TEXT                -- the consumer name of the daemon that ran it
 );
+-- Batch progress and export read by batch. No other index: each costs every one of the three
+-- writes a job makes, and the other reads (recent jobs, counts by status) are rare.
 CREATE INDEX jobs_batch_status ON jobs (batch, status);
-CREATE INDEX jobs_finished_at ON jobs (finished_at);
-CREATE INDEX jobs_status ON jobs (status);
 
 -- Token statistics per job, derived from the job rows.
 CREATE VIEW job_stats AS

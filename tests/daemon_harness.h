@@ -36,6 +36,7 @@ class RedisServer {
   void kill9();
   std::string url() const { return "redis://127.0.0.1:" + std::to_string(port_); }
   int port() const { return port_; }
+  pid_t pid() const { return pid_; }
 
  private:
   TempDir dir_;

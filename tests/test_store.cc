@@ -238,6 +238,27 @@ TEST(StoreWriter, AcknowledgesOnlyAfterTheCommit) {
   EXPECT_EQ(acked.size(), 500u);
 }
 
+TEST(StoreWriter, StatesSupersededWithinACommitAreSkipped) {
+  TempDir dir;
+  const auto db = dir.path / "awqd.db";
+  {
+    // Everything is pushed before the writer can take it: one batch.
+    auto store = std::make_unique<Store>(db, false);
+    std::vector<StoreOp> ops{op(StoreOp::Kind::kQueued, queued("x")), op(StoreOp::Kind::kStarted, queued("x")),
+                             op(StoreOp::Kind::kFinished, finished(queued("x"), JobStatus::kFailed)),
+                             op(StoreOp::Kind::kQueued, queued("x"))};  // submitted again after failing
+    StoreWriter writer(std::move(store), nullptr);
+    for (auto& o : ops) writer.push(std::move(o));
+    writer.flush();
+    EXPECT_EQ(writer.committed_ops(), 4u);
+  }
+  Store store(db, true);
+  const auto row = store.job("x");
+  ASSERT_TRUE(row);
+  EXPECT_EQ(row->status, JobStatus::kQueued) << "a write after the final one is kept";
+  EXPECT_EQ(row->prompt, "prompt of x");
+}
+
 // SPEC section 5: kill -9 at any moment leaves no corrupt database and loses no acknowledged
 // (done) result. A child writes and reports each acknowledgement on a pipe; it is killed in the
 // middle; every acknowledged row must be there, done, in a database that passes integrity_check.
