@@ -5,6 +5,9 @@
 //                  cases that need an engine failure on demand (#fail: retries, dead letters).
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <SQLiteCpp/SQLiteCpp.h>
 
@@ -506,6 +509,37 @@ TEST_F(E2E, ClearMessagesWhenTheDaemonOrRedisIsDown) {
   EXPECT_EQ(test::run_command({AWQD_E2E_BINARY, "status", "--config", (dir_.path / "empty.toml").string(),
                                "--redis", dead_redis, "--control-socket", (dir_.path / "none.sock").string()}, &out), 1);
   EXPECT_NE(out.find("UNREACHABLE"), std::string::npos) << out;
+}
+
+// Type=notify: READY=1 once serving, STATUS= lines, STOPPING=1 on SIGTERM. A datagram socket
+// stands in for systemd's notify socket.
+TEST_F(E2E, TellsSystemdWhenReadyAndStopping) {
+  const auto path = dir_.path / "notify.sock";
+  const int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path.c_str());
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  timeval tv{1, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  std::string messages;
+  const auto receive_until = [&](const std::string& what, std::chrono::seconds timeout) {
+    return eventually([&] {
+      char buf[4096];
+      const ssize_t n = recv(fd, buf, sizeof(buf), 0);
+      if (n > 0) messages.append(buf, static_cast<std::size_t>(n)).append("\n");
+      return messages.find(what) != std::string::npos;
+    }, timeout);
+  };
+  setenv("NOTIFY_SOCKET", path.c_str(), 1);
+  auto daemon = serve("a");
+  unsetenv("NOTIFY_SOCKET");
+  EXPECT_TRUE(receive_until("READY=1", 30s)) << messages;
+  EXPECT_TRUE(receive_until("STATUS=serving", 30s)) << messages;
+  daemon->signal(SIGTERM);
+  EXPECT_TRUE(receive_until("STOPPING=1", 30s)) << messages;
+  EXPECT_EQ(daemon->wait(30s), 0);
+  close(fd);
 }
 
 TEST_F(E2E, RetriesEndInTheDeadLetterStream) {
