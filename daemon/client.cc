@@ -35,15 +35,24 @@ BatchCounts read_batch(RedisSync& redis, const RedisKeys& keys, const std::strin
     const std::string& k = r.elements[i].str;
     const long long v = r.elements[i + 1].as_int();
     b.exists = true;
-    if (k == "total") b.total = v;
-    else if (k == "done") b.done = v;
-    else if (k == "failed") b.failed = v;
-    else if (k == "cancelled") b.cancelled = v;
-    else if (k == "prompt_tokens") b.prompt_tokens = v;
-    else if (k == "completion_tokens") b.completion_tokens = v;
-    else if (k == "submitted_at") b.submitted_at = v;
-    else if (k == "first_finished_at") b.first_finished_at = v;
-    else if (k == "last_finished_at") b.last_finished_at = v;
+    if (k == "total")
+      b.total = v;
+    else if (k == "done")
+      b.done = v;
+    else if (k == "failed")
+      b.failed = v;
+    else if (k == "cancelled")
+      b.cancelled = v;
+    else if (k == "prompt_tokens")
+      b.prompt_tokens = v;
+    else if (k == "completion_tokens")
+      b.completion_tokens = v;
+    else if (k == "submitted_at")
+      b.submitted_at = v;
+    else if (k == "first_finished_at")
+      b.first_finished_at = v;
+    else if (k == "last_finished_at")
+      b.last_finished_at = v;
   }
   return b;
 }
@@ -87,12 +96,14 @@ std::string progress_line(const BatchCounts& b, int width) {
   std::fill_n(bar.begin() + 1, filled, '#');
   char text[256];
   if (b.total > 0) {
-    std::snprintf(text, sizeof(text), " %3.0f%%  %lld/%lld done, %lld failed, %lld cancelled  %.0f tok/s  ETA %s",
+    std::snprintf(text, sizeof(text),
+                  " %3.0f%%  %lld/%lld done, %lld failed, %lld cancelled  %.0f tok/s  ETA %s",
                   fraction * 100, static_cast<long long>(b.done), static_cast<long long>(b.total),
-                  static_cast<long long>(b.failed), static_cast<long long>(b.cancelled), b.tokens_per_s(),
-                  b.complete() ? "done" : format_duration(b.eta_s()).c_str());
+                  static_cast<long long>(b.failed), static_cast<long long>(b.cancelled),
+                  b.tokens_per_s(), b.complete() ? "done" : format_duration(b.eta_s()).c_str());
   } else {
-    std::snprintf(text, sizeof(text), " ?  %lld done, %lld failed, %lld cancelled (total unknown)  %.0f tok/s",
+    std::snprintf(text, sizeof(text),
+                  " ?  %lld done, %lld failed, %lld cancelled (total unknown)  %.0f tok/s",
                   static_cast<long long>(b.done), static_cast<long long>(b.failed),
                   static_cast<long long>(b.cancelled), b.tokens_per_s());
   }

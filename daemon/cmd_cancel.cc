@@ -22,17 +22,21 @@ int cancel(const DaemonConfig& c, const CancelArgs& a) {
   const std::string ttl = std::to_string(c.result_ttl_s);
   if (!a.batch.empty()) {
     redis.command({"SET", keys.cancel_batch(a.batch), "1", "EX", ttl});
-    std::printf("cancel requested for batch %s: its queued jobs will not start, running ones stop\n", a.batch.c_str());
+    std::printf(
+        "cancel requested for batch %s: its queued jobs will not start, running ones stop\n",
+        a.batch.c_str());
   }
   int rc = 0;
   for (const auto& id : a.ids) {
-    const auto replies = redis.pipeline({{"SET", keys.cancel(id), "1", "EX", ttl}, {"GET", keys.status(id)}});
+    const auto replies =
+        redis.pipeline({{"SET", keys.cancel(id), "1", "EX", ttl}, {"GET", keys.status(id)}});
     const std::string state = replies[1].nil() ? "" : replies[1].str;
     if (state == "done" || state == "failed" || state == "cancelled") {
       std::printf("%s: already finished (%s); nothing to cancel\n", id.c_str(), state.c_str());
       rc = 1;
     } else {
-      std::printf("%s: cancel requested (%s)\n", id.c_str(), state.empty() ? "not seen by a daemon yet" : state.c_str());
+      std::printf("%s: cancel requested (%s)\n", id.c_str(),
+                  state.empty() ? "not seen by a daemon yet" : state.c_str());
     }
   }
   return rc;
@@ -41,7 +45,8 @@ int cancel(const DaemonConfig& c, const CancelArgs& a) {
 }  // namespace
 
 void add_cancel_command(CLI::App& app) {
-  auto* sub = app.add_subcommand("cancel", "Cancel jobs (queued ones never start; running ones stop)");
+  auto* sub =
+      app.add_subcommand("cancel", "Cancel jobs (queued ones never start; running ones stop)");
   auto options = std::make_shared<ConfigOptions>(sub, ConfigScope::kClient);
   auto args = std::make_shared<CancelArgs>();
   auto* ids = sub->add_option("JOB_ID", args->ids, "ids of the jobs to cancel");

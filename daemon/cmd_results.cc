@@ -35,7 +35,8 @@ int from_redis(const DaemonConfig& c, const ResultsArgs& a) {
   std::size_t printed = 0;
   for (std::size_t i = 0; i < ids.size(); i += 1000) {
     std::vector<std::string> args{"MGET"};
-    for (std::size_t k = i; k < std::min(ids.size(), i + 1000); ++k) args.push_back(keys.result(ids[k]));
+    for (std::size_t k = i; k < std::min(ids.size(), i + 1000); ++k)
+      args.push_back(keys.result(ids[k]));
     for (const auto& r : redis.command(args).elements) {
       if (r.nil()) continue;  // expired (result_ttl_s)
       std::fwrite(r.str.data(), 1, r.str.size(), stdout);
@@ -49,7 +50,8 @@ int from_redis(const DaemonConfig& c, const ResultsArgs& a) {
 }
 
 int from_db(const DaemonConfig& c, const ResultsArgs& a) {
-  if (!std::filesystem::exists(c.db)) throw std::runtime_error("no database at " + c.db + " (set --db)");
+  if (!std::filesystem::exists(c.db))
+    throw std::runtime_error("no database at " + c.db + " (set --db)");
   Store store(c.db, /*read_only=*/true);
   std::size_t printed = 0;
   store.for_each_job_of_batch(a.batch, [&](const JobRecord& r) {

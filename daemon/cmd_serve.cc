@@ -12,7 +12,8 @@ namespace awqd::cli {
 
 CLI::App* add_serve_command(CLI::App& app, RunnerFactoryFor runners) {
   auto* sub = app.add_subcommand(
-      "serve", "Run the daemon: jobs from the Redis stream through the engine to Redis results and SQLite");
+      "serve",
+      "Run the daemon: jobs from the Redis stream through the engine to Redis results and SQLite");
   auto options = std::make_shared<ConfigOptions>(sub, ConfigScope::kServe);
   set_action(sub, [options, runners = std::move(runners)] {
     const DaemonConfig config = options->load();

@@ -45,18 +45,23 @@ json redis_part(const DaemonConfig& c) {
     json streams = json::object();
     for (const auto& stream : {keys.jobs(), keys.priority_jobs()}) {
       const auto replies = redis.pipeline({{"XLEN", stream}, {"XINFO", "GROUPS", stream}});
-      json s = {{"length", replies[0].integer}, {"pending", 0}, {"waiting", nullptr}, {"consumers", 0}};
+      json s = {
+          {"length", replies[0].integer}, {"pending", 0}, {"waiting", nullptr}, {"consumers", 0}};
       for (const auto& g : replies[1].elements) {
         std::map<std::string, const RedisReply*> f;
-        for (std::size_t i = 0; i + 1 < g.elements.size(); i += 2) f[g.elements[i].str] = &g.elements[i + 1];
+        for (std::size_t i = 0; i + 1 < g.elements.size(); i += 2)
+          f[g.elements[i].str] = &g.elements[i + 1];
         if (!f.count("name") || f["name"]->str != RedisKeys::kGroup) continue;
         if (f.count("pending")) s["pending"] = f["pending"]->integer;
         if (f.count("consumers")) s["consumers"] = f["consumers"]->integer;
-        if (f.count("lag") && f["lag"]->type == RedisReply::Type::kInteger) s["waiting"] = f["lag"]->integer;
+        if (f.count("lag") && f["lag"]->type == RedisReply::Type::kInteger)
+          s["waiting"] = f["lag"]->integer;
       }
       streams[stream] = s;
     }
-    return {{"url", parse_redis_url(c.redis).describe()}, {"prefix", c.prefix}, {"streams", streams},
+    return {{"url", parse_redis_url(c.redis).describe()},
+            {"prefix", c.prefix},
+            {"streams", streams},
             {"dead_letters", redis.command({"XLEN", keys.dead()}).integer}};
   } catch (const std::exception& e) {
     return {{"error", e.what()}};
@@ -71,7 +76,8 @@ json job_summary(const JobRecord& r) {
           {"completion_tokens", r.completion_tokens},
           {"finish_reason", r.finish_reason.empty() ? json(nullptr) : json(r.finish_reason)},
           {"error", r.error_code.empty() ? json(nullptr) : json(r.error_code)},
-          {"total_ms", r.finished_at && r.queued_at ? json(r.finished_at - r.queued_at) : json(nullptr)}};
+          {"total_ms",
+           r.finished_at && r.queued_at ? json(r.finished_at - r.queued_at) : json(nullptr)}};
 }
 
 json store_part(const DaemonConfig& c) {
@@ -92,22 +98,29 @@ void print_overview(const json& s) {
     std::printf("daemon   NOT RUNNING: %s\n", d["error"].get<std::string>().c_str());
   } else {
     std::printf("daemon   awqd %s, instance %s, pid %ld, up %s%s\n", d.value("version", "").c_str(),
-                d.value("instance", "").c_str(), d.value("pid", 0L), format_duration(d.value("uptime_s", 0.0)).c_str(),
+                d.value("instance", "").c_str(), d.value("pid", 0L),
+                format_duration(d.value("uptime_s", 0.0)).c_str(),
                 d.value("draining", false) ? ", DRAINING" : "");
-    std::printf("model    %s (%s)\n", d.value("model", "").c_str(), d.value("model_hash", "").c_str());
+    std::printf("model    %s (%s)\n", d.value("model", "").c_str(),
+                d.value("model_hash", "").c_str());
     int r = 0;
     for (const auto& e : d["engines"]) {
-      std::printf("engine %d %s\n         running %d/%d (occupancy %.0f%%), waiting %d, KV cache %.0f%%, preemptions %lld\n",
-                  r++, e.value("describe", "").c_str(), e.value("running", 0), e.value("max_num_seqs", 0),
-                  100 * e.value("batch_occupancy", 0.0), e.value("waiting", 0), 100 * e.value("kv_cache_usage", 0.0),
-                  e.value("preemptions", 0LL));
+      std::printf(
+          "engine %d %s\n         running %d/%d (occupancy %.0f%%), waiting %d, KV cache %.0f%%, "
+          "preemptions %lld\n",
+          r++, e.value("describe", "").c_str(), e.value("running", 0), e.value("max_num_seqs", 0),
+          100 * e.value("batch_occupancy", 0.0), e.value("waiting", 0),
+          100 * e.value("kv_cache_usage", 0.0), e.value("preemptions", 0LL));
     }
     const json& j = d["jobs"];
     const json& t = d["totals"];
-    std::printf("jobs     %d queued, %d running here; since start %lld done, %lld failed, %lld cancelled, %lld dead-lettered\n",
-                j.value("queued", 0), j.value("running", 0), t.value("done", 0LL), t.value("failed", 0LL),
-                t.value("cancelled", 0LL), t.value("dead_lettered", 0LL));
-    std::printf("tokens   %.0f/s in, %.0f/s out\n", d["tokens_per_s"].value("in", 0.0), d["tokens_per_s"].value("out", 0.0));
+    std::printf(
+        "jobs     %d queued, %d running here; since start %lld done, %lld failed, %lld cancelled, "
+        "%lld dead-lettered\n",
+        j.value("queued", 0), j.value("running", 0), t.value("done", 0LL), t.value("failed", 0LL),
+        t.value("cancelled", 0LL), t.value("dead_lettered", 0LL));
+    std::printf("tokens   %.0f/s in, %.0f/s out\n", d["tokens_per_s"].value("in", 0.0),
+                d["tokens_per_s"].value("out", 0.0));
   }
   const json& r = s["redis"];
   if (r.contains("error")) {
@@ -116,9 +129,11 @@ void print_overview(const json& s) {
     std::printf("redis    %s (prefix %s), %lld dead letter(s)\n", r.value("url", "").c_str(),
                 r.value("prefix", "").c_str(), r.value("dead_letters", 0LL));
     for (const auto& [stream, q] : r["streams"].items()) {
-      std::printf("         %-24s %lld entries, %s waiting, %lld pending, %lld consumer(s)\n", stream.c_str(),
-                  q.value("length", 0LL), q["waiting"].is_null() ? "?" : std::to_string(q["waiting"].get<long long>()).c_str(),
-                  q.value("pending", 0LL), q.value("consumers", 0LL));
+      std::printf(
+          "         %-24s %lld entries, %s waiting, %lld pending, %lld consumer(s)\n",
+          stream.c_str(), q.value("length", 0LL),
+          q["waiting"].is_null() ? "?" : std::to_string(q["waiting"].get<long long>()).c_str(),
+          q.value("pending", 0LL), q.value("consumers", 0LL));
     }
   }
   const json& st = s["store"];
@@ -127,13 +142,18 @@ void print_overview(const json& s) {
     return;
   }
   std::printf("store    %s:", st.value("db", "").c_str());
-  for (const auto& [status, n] : st["jobs"].items()) std::printf(" %lld %s", n.get<long long>(), status.c_str());
-  std::printf("\nrecent   %-36s %-9s %-20s %7s %7s %9s\n", "ID", "STATUS", "BATCH", "PROMPT", "OUTPUT", "TOTAL");
+  for (const auto& [status, n] : st["jobs"].items())
+    std::printf(" %lld %s", n.get<long long>(), status.c_str());
+  std::printf("\nrecent   %-36s %-9s %-20s %7s %7s %9s\n", "ID", "STATUS", "BATCH", "PROMPT",
+              "OUTPUT", "TOTAL");
   for (const auto& j : st["recent"]) {
     std::printf("         %-36s %-9s %-20s %7d %7d %9s\n", j.value("id", "").substr(0, 36).c_str(),
-                j.value("status", "").c_str(), j["batch"].is_null() ? "-" : j["batch"].get<std::string>().substr(0, 20).c_str(),
+                j.value("status", "").c_str(),
+                j["batch"].is_null() ? "-" : j["batch"].get<std::string>().substr(0, 20).c_str(),
                 j.value("prompt_tokens", 0), j.value("completion_tokens", 0),
-                j["total_ms"].is_null() ? "-" : (std::to_string(j["total_ms"].get<long long>()) + "ms").c_str());
+                j["total_ms"].is_null()
+                    ? "-"
+                    : (std::to_string(j["total_ms"].get<long long>()) + "ms").c_str());
   }
 }
 
@@ -144,7 +164,8 @@ int show_job(const DaemonConfig& c, const StatusArgs& a) {
   try {
     RedisSync redis(parse_redis_url(c.redis), std::chrono::seconds(3));
     const RedisKeys keys{c.prefix};
-    const auto replies = redis.pipeline({{"GET", keys.result(a.job_id)}, {"GET", keys.status(a.job_id)}});
+    const auto replies =
+        redis.pipeline({{"GET", keys.result(a.job_id)}, {"GET", keys.status(a.job_id)}});
     if (!replies[0].nil()) {
       out["result"] = json::parse(replies[0].str, nullptr, false);
       found = true;
@@ -174,8 +195,8 @@ int show_job(const DaemonConfig& c, const StatusArgs& a) {
   if (a.json_output) {
     std::cout << out.dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
   } else if (!found) {
-    std::fprintf(stderr, "awqd status: no job %s in Redis (%s) or the database (%s)\n", a.job_id.c_str(),
-                 c.redis.c_str(), c.db.c_str());
+    std::fprintf(stderr, "awqd status: no job %s in Redis (%s) or the database (%s)\n",
+                 a.job_id.c_str(), c.redis.c_str(), c.db.c_str());
   } else {
     std::cout << out.dump(2, ' ', false, json::error_handler_t::replace) << "\n";
   }
@@ -235,14 +256,16 @@ int show(const DaemonConfig& c, const StatusArgs& a, bool& complete) {
 }  // namespace
 
 void add_status_command(CLI::App& app) {
-  auto* sub = app.add_subcommand("status", "Daemon health, queue and recent jobs; one job; a batch's progress");
+  auto* sub = app.add_subcommand(
+      "status", "Daemon health, queue and recent jobs; one job; a batch's progress");
   auto options = std::make_shared<ConfigOptions>(sub, ConfigScope::kClient);
   auto args = std::make_shared<StatusArgs>();
   sub->add_option("JOB_ID", args->job_id, "show this job in full");
   sub->add_option("--batch", args->batch, "show this batch's progress");
   sub->add_flag("--json", args->json_output, "machine-readable output");
   sub->add_flag("--watch", args->watch, "refresh until interrupted (a batch: until it completes)");
-  sub->add_option("--interval", args->interval_s, "seconds between refreshes with --watch")->capture_default_str();
+  sub->add_option("--interval", args->interval_s, "seconds between refreshes with --watch")
+      ->capture_default_str();
   set_action(sub, [options, args] {
     const DaemonConfig config = options->load();
     bool complete = false;

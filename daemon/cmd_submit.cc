@@ -69,7 +69,8 @@ std::vector<json> build_jobs(const SubmitArgs& a) {
     }
     if (!errors.empty()) {
       for (const auto& e : errors) std::fprintf(stderr, "%s\n", e.c_str());
-      throw std::runtime_error(std::to_string(errors.size()) + " bad line(s) in " + a.file + "; nothing was submitted");
+      throw std::runtime_error(std::to_string(errors.size()) + " bad line(s) in " + a.file +
+                               "; nothing was submitted");
     }
   }
   std::vector<std::string> errors;
@@ -81,25 +82,29 @@ std::vector<json> build_jobs(const SubmitArgs& a) {
     if (params.is_null()) params = json::object();
     if (params.is_object()) {
       if (a.max_tokens > 0 && !params.contains("max_tokens")) params["max_tokens"] = a.max_tokens;
-      if (a.temperature >= 0 && !params.contains("temperature")) params["temperature"] = a.temperature;
+      if (a.temperature >= 0 && !params.contains("temperature"))
+        params["temperature"] = a.temperature;
       if (a.seed >= 0 && !params.contains("seed")) params["seed"] = a.seed;
     }
     const auto parsed = parse_job(j.dump(), ModelLimits{});
     if (const auto* err = std::get_if<JobError>(&parsed)) {
-      errors.push_back((a.prompt.empty() ? "job " + std::to_string(i + 1) : std::string("--prompt")) + ": " +
-                       err->code + ": " + err->message);
+      errors.push_back(
+          (a.prompt.empty() ? "job " + std::to_string(i + 1) : std::string("--prompt")) + ": " +
+          err->code + ": " + err->message);
     }
   }
   if (!errors.empty()) {
     for (const auto& e : errors) std::fprintf(stderr, "%s\n", e.c_str());
-    throw std::runtime_error(std::to_string(errors.size()) + " invalid job(s); nothing was submitted");
+    throw std::runtime_error(std::to_string(errors.size()) +
+                             " invalid job(s); nothing was submitted");
   }
   return jobs;
 }
 
 // Waits for every id's result; returns them in submission order.
-std::vector<json> wait_for(RedisSync& redis, const RedisKeys& keys, const std::vector<std::string>& ids,
-                           const std::string& notices_from, const SubmitArgs& a) {
+std::vector<json> wait_for(RedisSync& redis, const RedisKeys& keys,
+                           const std::vector<std::string>& ids, const std::string& notices_from,
+                           const SubmitArgs& a) {
   std::map<std::string, json> results;
   std::set<std::string> outstanding(ids.begin(), ids.end());
   std::string cursor = notices_from;
@@ -110,14 +115,17 @@ std::vector<json> wait_for(RedisSync& redis, const RedisKeys& keys, const std::v
   const auto fetch = [&](const std::vector<std::string>& which) {
     for (std::size_t i = 0; i < which.size(); i += kPipelineChunk) {
       std::vector<std::string> args{"MGET"};
-      for (std::size_t k = i; k < std::min(which.size(), i + kPipelineChunk); ++k) args.push_back(keys.result(which[k]));
+      for (std::size_t k = i; k < std::min(which.size(), i + kPipelineChunk); ++k)
+        args.push_back(keys.result(which[k]));
       const RedisReply r = redis.command(args);
       for (std::size_t k = 0; k < r.elements.size(); ++k) {
         if (r.elements[k].nil()) continue;
         json doc = json::parse(r.elements[k].str, nullptr, false);
         const std::string& id = which[i + k];
         const std::string status = doc.is_object() ? doc.value("status", "") : "";
-        if (!outstanding.count(id) || (status != "done" && status != "failed" && status != "cancelled")) continue;
+        if (!outstanding.count(id) ||
+            (status != "done" && status != "failed" && status != "cancelled"))
+          continue;
         outstanding.erase(id);
         (status == "done" ? done : status == "failed" ? failed : cancelled)++;
         results[id] = std::move(doc);
@@ -126,13 +134,15 @@ std::vector<json> wait_for(RedisSync& redis, const RedisKeys& keys, const std::v
   };
   fetch(ids);  // some may be done already (a resubmitted id)
   while (!outstanding.empty()) {
-    if (a.timeout_s > 0 && std::chrono::steady_clock::now() - start > std::chrono::duration<double>(a.timeout_s)) {
+    if (a.timeout_s > 0 &&
+        std::chrono::steady_clock::now() - start > std::chrono::duration<double>(a.timeout_s)) {
       throw std::runtime_error("timed out after " + format_duration(a.timeout_s) + " with " +
                                std::to_string(outstanding.size()) + " job(s) unfinished");
     }
     // Notices name the ids that finished; a full sweep now and then covers a trimmed stream.
-    const RedisReply r = redis.blocking_command({"XREAD", "COUNT", "10000", "BLOCK", "500", "STREAMS", keys.results(), cursor},
-                                                std::chrono::milliseconds(500));
+    const RedisReply r = redis.blocking_command(
+        {"XREAD", "COUNT", "10000", "BLOCK", "500", "STREAMS", keys.results(), cursor},
+        std::chrono::milliseconds(500));
     std::vector<std::string> finished;
     for (const auto& stream : r.elements) {
       if (stream.elements.size() < 2) continue;
@@ -155,10 +165,13 @@ std::vector<json> wait_for(RedisSync& redis, const RedisKeys& keys, const std::v
       b.done = done;
       b.failed = failed;
       b.cancelled = cancelled;
-      b.submitted_at = now_ms() - std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count();
+      b.submitted_at = now_ms() - std::chrono::duration_cast<std::chrono::milliseconds>(
+                                      std::chrono::steady_clock::now() - start)
+                                      .count();
       b.last_finished_at = now_ms();
       for (const auto& [id, doc] : results) {
-        if (doc.contains("usage")) b.completion_tokens += doc["usage"].value("completion_tokens", 0);
+        if (doc.contains("usage"))
+          b.completion_tokens += doc["usage"].value("completion_tokens", 0);
       }
       std::fprintf(stderr, "\r%s", progress_line(b).c_str());
     }
@@ -190,13 +203,15 @@ int submit(const DaemonConfig& c, const SubmitArgs& a) {
       // Priority jobs take the express lane so that they overtake a backlog (README).
       const std::string stream = j.value("priority", 0) > 0 ? keys.priority_jobs() : keys.jobs();
       ++per_stream[stream];
-      commands.push_back({"XADD", stream, "*", "job", j.dump(-1, ' ', false, json::error_handler_t::replace)});
+      commands.push_back(
+          {"XADD", stream, "*", "job", j.dump(-1, ' ', false, json::error_handler_t::replace)});
       if (j.contains("batch")) ++per_batch[j["batch"].get<std::string>()];
     }
     const auto replies = redis.pipeline(commands);
     for (std::size_t k = i; k < end; ++k) {
       const RedisReply& r = replies[k - i];
-      if (r.error()) throw std::runtime_error("Redis refused job " + std::to_string(k + 1) + ": " + r.str);
+      if (r.error())
+        throw std::runtime_error("Redis refused job " + std::to_string(k + 1) + ": " + r.str);
       ids.push_back(jobs[k].contains("id") ? jobs[k]["id"].get<std::string>() : r.str);
     }
   }
@@ -205,9 +220,11 @@ int submit(const DaemonConfig& c, const SubmitArgs& a) {
                     {"HSETNX", keys.batch(batch), "submitted_at", std::to_string(now_ms())},
                     {"EXPIRE", keys.batch(batch), std::to_string(c.result_ttl_s)}});
   }
-  for (const auto& [stream, n] : per_stream) std::fprintf(stderr, "submitted %zu job(s) to %s\n", n, stream.c_str());
+  for (const auto& [stream, n] : per_stream)
+    std::fprintf(stderr, "submitted %zu job(s) to %s\n", n, stream.c_str());
   if (!a.wait) {
-    for (const auto& id : ids) std::printf("%s\n", a.json_output ? json{{"id", id}}.dump().c_str() : id.c_str());
+    for (const auto& id : ids)
+      std::printf("%s\n", a.json_output ? json{{"id", id}}.dump().c_str() : id.c_str());
     return 0;
   }
   int rc = 0;
@@ -216,9 +233,10 @@ int submit(const DaemonConfig& c, const SubmitArgs& a) {
     if (a.json_output) {
       std::printf("%s\n", result.dump(-1, ' ', false, json::error_handler_t::replace).c_str());
     } else {
-      std::printf("%s [%s] %s\n", result.value("id", "").c_str(), result.value("status", "").c_str(),
-                  result.value("status", "") == "failed" ? result["error"].value("message", "").c_str()
-                                                         : result.value("text", "").c_str());
+      std::printf(
+          "%s [%s] %s\n", result.value("id", "").c_str(), result.value("status", "").c_str(),
+          result.value("status", "") == "failed" ? result["error"].value("message", "").c_str()
+                                                 : result.value("text", "").c_str());
     }
   }
   return rc;
@@ -227,16 +245,19 @@ int submit(const DaemonConfig& c, const SubmitArgs& a) {
 }  // namespace
 
 void add_submit_command(CLI::App& app) {
-  auto* sub = app.add_subcommand("submit", "Enqueue jobs on the Redis stream; --wait for their results");
+  auto* sub =
+      app.add_subcommand("submit", "Enqueue jobs on the Redis stream; --wait for their results");
   auto options = std::make_shared<ConfigOptions>(sub, ConfigScope::kClient);
   auto args = std::make_shared<SubmitArgs>();
   auto* prompt = sub->add_option("--prompt", args->prompt, "one job with this prompt text");
-  auto* file = sub->add_option("--file", args->file, "JSON lines, one job document each (- for stdin)");
+  auto* file =
+      sub->add_option("--file", args->file, "JSON lines, one job document each (- for stdin)");
   prompt->excludes(file);
   file->excludes(prompt);
   sub->add_option("--id", args->id, "the job's id (with --prompt)")->needs(prompt);
   sub->add_option("--batch", args->batch, "batch name for jobs that have none");
-  sub->add_option("--priority", args->priority, "priority for jobs that have none; > 0 takes the express lane");
+  sub->add_option("--priority", args->priority,
+                  "priority for jobs that have none; > 0 takes the express lane");
   sub->add_option("--max-tokens", args->max_tokens, "params.max_tokens for jobs that have none");
   sub->add_option("--temperature", args->temperature, "params.temperature for jobs that have none");
   sub->add_option("--seed", args->seed, "params.seed for jobs that have none");

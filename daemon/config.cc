@@ -1,5 +1,6 @@
 #include "daemon/config.h"
 
+#include <toml++/toml.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -7,7 +8,6 @@
 #include <set>
 #include <sstream>
 #include <stdexcept>
-#include <toml++/toml.h>
 
 #include "daemon/redis.h"
 
@@ -31,11 +31,15 @@ void for_each_key(DaemonConfig& c, Fn&& fn) {
   fn("gpu_memory_utilization", "fraction of GPU memory to use", c.gpu_memory_utilization, false);
   fn("max_num_seqs", "sequences per engine step (per replica)", c.max_num_seqs, false);
   fn("max_num_batched_tokens", "tokens per engine step", c.max_num_batched_tokens, false);
-  fn("read_ahead", "jobs taken from Redis beyond those running (0: max_num_seqs/4+8)", c.read_ahead, false);
-  fn("max_attempts", "deliveries before a job goes to the dead-letter stream", c.max_attempts, false);
-  fn("visibility_timeout_s", "seconds a pending job stays with a silent daemon", c.visibility_timeout_s, false);
+  fn("read_ahead", "jobs taken from Redis beyond those running (0: max_num_seqs/4+8)", c.read_ahead,
+     false);
+  fn("max_attempts", "deliveries before a job goes to the dead-letter stream", c.max_attempts,
+     false);
+  fn("visibility_timeout_s", "seconds a pending job stays with a silent daemon",
+     c.visibility_timeout_s, false);
   fn("result_ttl_s", "seconds results stay in Redis", c.result_ttl_s, false);
-  fn("results_maxlen", "approximate length cap of the results notice stream", c.results_maxlen, false);
+  fn("results_maxlen", "approximate length cap of the results notice stream", c.results_maxlen,
+     false);
   fn("drain_timeout_s", "seconds running jobs get to finish on SIGTERM", c.drain_timeout_s, false);
   fn("cpu_threads", "CPU executor threads (0: all cores)", c.cpu_threads, false);
   fn("cpu_kv_cache_mb", "CPU executor KV cache size in MiB", c.cpu_kv_cache_mb, false);
@@ -51,11 +55,13 @@ std::string flag_name(const std::string& key) {
   return flag;
 }
 
-[[noreturn]] void bad_value(const std::string& where, const std::string& key, const std::string& want) {
+[[noreturn]] void bad_value(const std::string& where, const std::string& key,
+                            const std::string& want) {
   throw std::invalid_argument(where + ": key `" + key + "` must be " + want);
 }
 
-void read_value(const toml::node& n, const std::string& where, const std::string& key, std::string& out) {
+void read_value(const toml::node& n, const std::string& where, const std::string& key,
+                std::string& out) {
   const auto v = n.value<std::string>();
   if (!v || !n.is_string()) bad_value(where, key, "a string");
   out = *v;
@@ -66,7 +72,8 @@ void read_value(const toml::node& n, const std::string& where, const std::string
   if (v < INT32_MIN || v > INT32_MAX) bad_value(where, key, "a 32-bit integer");
   out = static_cast<int>(v);
 }
-void read_value(const toml::node& n, const std::string& where, const std::string& key, double& out) {
+void read_value(const toml::node& n, const std::string& where, const std::string& key,
+                double& out) {
   if (!n.is_number()) bad_value(where, key, "a number");
   out = *n.value<double>();
 }
@@ -74,7 +81,8 @@ void read_value(const toml::node& n, const std::string& where, const std::string
   if (!n.is_boolean()) bad_value(where, key, "true or false");
   out = *n.value<bool>();
 }
-void read_value(const toml::node& n, const std::string& where, const std::string& key, std::vector<int>& out) {
+void read_value(const toml::node& n, const std::string& where, const std::string& key,
+                std::vector<int>& out) {
   const toml::array* arr = n.as_array();
   if (!arr) bad_value(where, key, "an array of integers");
   out.clear();
@@ -135,7 +143,8 @@ void DaemonConfig::validate() const {
   require(replicas >= 1, "replicas", ">= 1");
   require(gpus.empty() || static_cast<int>(gpus.size()) == tensor_parallel * replicas, "gpus",
           "empty or tensor_parallel * replicas ids");
-  require(gpu_memory_utilization > 0 && gpu_memory_utilization <= 1, "gpu_memory_utilization", "in (0, 1]");
+  require(gpu_memory_utilization > 0 && gpu_memory_utilization <= 1, "gpu_memory_utilization",
+          "in (0, 1]");
   require(max_num_seqs >= 1, "max_num_seqs", ">= 1");
   require(max_num_batched_tokens >= 16, "max_num_batched_tokens", ">= 16");
   require(read_ahead >= 0, "read_ahead", ">= 0");
@@ -146,8 +155,8 @@ void DaemonConfig::validate() const {
   require(drain_timeout_s >= 0, "drain_timeout_s", ">= 0");
   require(cpu_threads >= 0, "cpu_threads", ">= 0");
   require(cpu_kv_cache_mb >= 1, "cpu_kv_cache_mb", ">= 1");
-  require(log_level == "trace" || log_level == "debug" || log_level == "info" || log_level == "warn" ||
-              log_level == "error",
+  require(log_level == "trace" || log_level == "debug" || log_level == "info" ||
+              log_level == "warn" || log_level == "error",
           "log_level", "trace, debug, info, warn or error");
 }
 
@@ -158,8 +167,10 @@ ConfigOptions::ConfigOptions(CLI::App* app, ConfigScope scope) : app_(app), scop
   for_each_key(flags_, [&](const std::string& key, const char* help, auto& member, bool client) {
     if (scope == ConfigScope::kClient && !client) return;
     // A flag given twice takes the last value, as wrappers that append flags expect.
-    auto* opt = app->add_option(flag_name(key), member, help)->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
-    if constexpr (std::is_same_v<std::decay_t<decltype(member)>, std::vector<int>>) opt->delimiter(',');
+    auto* opt = app->add_option(flag_name(key), member, help)
+                    ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+    if constexpr (std::is_same_v<std::decay_t<decltype(member)>, std::vector<int>>)
+      opt->delimiter(',');
   });
 }
 

@@ -5,15 +5,12 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include <boost/asio/read_until.hpp>
-#include <boost/asio/streambuf.hpp>
-#include <boost/asio/write.hpp>
-
 #include <cstring>
 #include <filesystem>
 #include <memory>
-
 #include <nlohmann/json.hpp>
+
+#include "daemon/asio.h"
 
 namespace awqd {
 
@@ -33,7 +30,8 @@ int connect_unix(const std::string& path, std::chrono::milliseconds timeout) {
   }
   const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return -1;
-  timeval tv{static_cast<time_t>(timeout.count() / 1000), static_cast<suseconds_t>(timeout.count() % 1000 * 1000)};
+  timeval tv{static_cast<time_t>(timeout.count() / 1000),
+             static_cast<suseconds_t>(timeout.count() % 1000 * 1000)};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
   addr.sun_family = AF_UNIX;
@@ -49,26 +47,28 @@ int connect_unix(const std::string& path, std::chrono::milliseconds timeout) {
 
 // One connection: read a line, answer, close.
 struct Session : std::enable_shared_from_this<Session> {
-  Session(local::socket s, const ControlServer::Handler& h) : socket(std::move(s)), handler(h), buffer(kMaxRequest) {}
+  Session(local::socket s, const ControlServer::Handler& h)
+      : socket(std::move(s)), handler(h), buffer(kMaxRequest) {}
   local::socket socket;
   const ControlServer::Handler& handler;
   asio::streambuf buffer;
   std::string reply;
 
   void start() {
-    asio::async_read_until(socket, buffer, '\n',
-                           [self = shared_from_this()](const boost::system::error_code& ec, std::size_t n) {
-                             if (ec) return;  // closed early or a request too long: drop it
-                             std::string line(asio::buffers_begin(self->buffer.data()),
-                                              asio::buffers_begin(self->buffer.data()) + n - 1);
-                             try {
-                               self->reply = self->handler(line) + "\n";
-                             } catch (const std::exception& e) {
-                               self->reply = nlohmann::json{{"error", e.what()}}.dump() + "\n";
-                             }
-                             asio::async_write(self->socket, asio::buffer(self->reply),
-                                               [self](const boost::system::error_code&, std::size_t) {});
-                           });
+    asio::async_read_until(
+        socket, buffer, '\n',
+        [self = shared_from_this()](const boost::system::error_code& ec, std::size_t n) {
+          if (ec) return;  // closed early or a request too long: drop it
+          std::string line(asio::buffers_begin(self->buffer.data()),
+                           asio::buffers_begin(self->buffer.data()) + n - 1);
+          try {
+            self->reply = self->handler(line) + "\n";
+          } catch (const std::exception& e) {
+            self->reply = nlohmann::json{{"error", e.what()}}.dump() + "\n";
+          }
+          asio::async_write(self->socket, asio::buffer(self->reply),
+                            [self](const boost::system::error_code&, std::size_t) {});
+        });
   }
 };
 
@@ -121,8 +121,9 @@ std::string control_request(const std::string& path, const std::string& command,
                             std::chrono::milliseconds timeout) {
   const int fd = connect_unix(path, timeout);
   if (fd < 0) {
-    throw ControlUnavailable("no daemon answers on control socket " + path + " (" + std::strerror(errno) +
-                             "): is `awqd serve` running? (systemctl status awqd; or pass --control-socket)");
+    throw ControlUnavailable(
+        "no daemon answers on control socket " + path + " (" + std::strerror(errno) +
+        "): is `awqd serve` running? (systemctl status awqd; or pass --control-socket)");
   }
   const std::string request = command + "\n";
   std::string reply;

@@ -3,15 +3,12 @@
 // and closes. `awqd status` is its client.
 #pragma once
 
-#include <utility>  // before Asio (Boost 1.74's awaitable.hpp needs std::exchange)
-
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/local/stream_protocol.hpp>
-
 #include <chrono>
 #include <functional>
 #include <stdexcept>
 #include <string>
+
+#include "daemon/asio.h"
 
 namespace awqd {
 

@@ -1,23 +1,10 @@
 #include "daemon/daemon.h"
 
-#include <unistd.h>
-
-#include <utility>  // before Asio (Boost 1.74's awaitable.hpp needs std::exchange)
-
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/post.hpp>
-#include <boost/asio/redirect_error.hpp>
-#include <boost/asio/signal_set.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <boost/asio/use_awaitable.hpp>
-
 #include <spdlog/spdlog.h>
 #include <systemd/sd-daemon.h>
+#include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <deque>
 #include <filesystem>
@@ -27,6 +14,7 @@
 #include <set>
 #include <unordered_map>
 
+#include "daemon/asio.h"
 #include "daemon/control.h"
 #include "daemon/embedded_text.h"
 #include "daemon/engine_thread.h"
@@ -47,10 +35,10 @@ namespace {
 
 constexpr auto kHousekeeping = 1s;
 constexpr auto kCancelPoll = 250ms;
-constexpr int kReadBlockMs = 2000;      // XREADGROUP BLOCK: how long one read waits for jobs
-constexpr int kMaxReadCount = 256;      // entries per XREADGROUP / XAUTOCLAIM
+constexpr int kReadBlockMs = 2000;  // XREADGROUP BLOCK: how long one read waits for jobs
+constexpr int kMaxReadCount = 256;  // entries per XREADGROUP / XAUTOCLAIM
 constexpr std::size_t kMaxKeysPerCommand = 2000;
-constexpr auto kShutdownGrace = 15s;    // after the drain deadline, for results to reach Redis
+constexpr auto kShutdownGrace = 15s;  // after the drain deadline, for results to reach Redis
 // The idle time a handed-back entry gets: past any instance's visibility timeout, so whichever
 // daemon looks next reclaims it.
 constexpr long long kHandBackIdleMs = 24LL * 3600 * 1000;
@@ -59,9 +47,9 @@ constexpr long long kHandBackIdleMs = 24LL * 3600 * 1000;
 struct Delivery {
   std::string stream;
   std::string entry_id;
-  int attempts = 1;      // the stream's delivery count, this delivery included
-  bool has_job = false;  // the entry has a `job` field
-  std::string raw;       // its value
+  int attempts = 1;         // the stream's delivery count, this delivery included
+  bool has_job = false;     // the entry has a `job` field
+  std::string raw;          // its value
   std::string extra_field;  // the first field other than `job`, if any
 };
 
@@ -101,7 +89,8 @@ class RateWindow {
   }
   double per_second() const {
     if (samples_.size() < 2) return 0;
-    const double dt = std::chrono::duration<double>(samples_.back().first - samples_.front().first).count();
+    const double dt =
+        std::chrono::duration<double>(samples_.back().first - samples_.front().first).count();
     return dt > 0 ? (samples_.back().second - samples_.front().second) / dt : 0;
   }
 
@@ -160,7 +149,7 @@ struct Daemon::Impl {
   // ---- job state (io thread only) ----
   std::unordered_map<std::string, Tracked> jobs;  // by job id: every unacknowledged job we hold
   using ReadyKey = std::tuple<int, std::uint64_t, std::string>;  // (-priority, arrival, id)
-  std::set<ReadyKey> ready;  // queued jobs in admission order
+  std::set<ReadyKey> ready;                                      // queued jobs in admission order
   std::uint64_t arrivals = 0;
   std::unordered_map<std::string, std::vector<Delivery>> same_id_waiting;  // id already in flight
   std::vector<int> in_engine;  // jobs handed to each replica and not finished
@@ -175,7 +164,6 @@ struct Daemon::Impl {
   asio::steady_timer capacity_signal;  // cancel() wakes the read loop when room appears
   asio::steady_timer drain_timer;
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
-  std::chrono::steady_clock::time_point drain_deadline;
   std::mt19937_64 seed_rng;
 
   // ---- statistics (io thread) ----
@@ -184,7 +172,8 @@ struct Daemon::Impl {
                  duplicates = 0, handed_back = 0;
   } totals;
   std::vector<EngineStats> engine_stats;
-  std::int64_t prompt_tokens_total = 0, generated_tokens_total = 0, preemptions_total = 0, steps_total = 0;
+  std::int64_t prompt_tokens_total = 0, generated_tokens_total = 0, preemptions_total = 0,
+               steps_total = 0;
   Histogram step_seconds;
   RateWindow rate_in, rate_out;
   struct QueueInfo {
@@ -254,7 +243,8 @@ struct Daemon::Impl {
     for (const auto& stream : streams) {
       const Args create{"XGROUP", "CREATE", stream, RedisKeys::kGroup, "0", "MKSTREAM"};
       const RedisReply r = co_await must(create);
-      if (r.error() && !r.error_is("BUSYGROUP")) spdlog::error("redis: XGROUP CREATE {}: {}", stream, r.str);
+      if (r.error() && !r.error_is("BUSYGROUP"))
+        spdlog::error("redis: XGROUP CREATE {}: {}", stream, r.str);
     }
   }
 
@@ -274,19 +264,22 @@ struct Daemon::Impl {
       const RedisReply pending = co_await must(query);
       std::map<std::string, int> counts;
       for (const auto& p : pending.elements) {
-        if (p.elements.size() >= 4) counts[p.elements[0].str] = static_cast<int>(p.elements[3].integer);
+        if (p.elements.size() >= 4)
+          counts[p.elements[0].str] = static_cast<int>(p.elements[3].integer);
       }
       if (counts.empty()) continue;
       std::vector<std::string> ids;
       for (const auto& [id, n] : counts) ids.push_back(id);
       for (std::size_t i = 0; i < ids.size(); i += kMaxKeysPerCommand) {
         std::vector<std::string> args{"XCLAIM", stream, RedisKeys::kGroup, config.consumer, "0"};
-        args.insert(args.end(), ids.begin() + i, ids.begin() + std::min(ids.size(), i + kMaxKeysPerCommand));
+        args.insert(args.end(), ids.begin() + i,
+                    ids.begin() + std::min(ids.size(), i + kMaxKeysPerCommand));
         const RedisReply claimed = co_await must(args);
         std::vector<Delivery> ds;
         parse_entries(claimed, stream, 0, ds);
         for (auto& d : ds) d.attempts = counts[d.entry_id] + 1;  // XCLAIM counted one more
-        spdlog::info("recovered {} pending job(s) of consumer {} on {}", ds.size(), config.consumer, stream);
+        spdlog::info("recovered {} pending job(s) of consumer {} on {}", ds.size(), config.consumer,
+                     stream);
         intake(std::move(ds));
       }
     }
@@ -313,8 +306,9 @@ struct Daemon::Impl {
     spawn(claim_loop());
     spawn(keepalive_loop());
     spawn(cancel_loop());
-    spdlog::info("awqd {} serving {} as consumer {} (group {} on {} and {})", kVersion, runner_info[0].model,
-                 config.consumer, RedisKeys::kGroup, keys.jobs(), keys.priority_jobs());
+    spdlog::info("awqd {} serving {} as consumer {} (group {} on {} and {})", kVersion,
+                 runner_info[0].model, config.consumer, RedisKeys::kGroup, keys.jobs(),
+                 keys.priority_jobs());
     sd_notify(0, "STATUS=serving");
   }
 
@@ -331,16 +325,20 @@ struct Daemon::Impl {
       }
       co_await reader.wait_connected();
       if (draining || stopped) break;
-      std::vector<std::string> args{"XREADGROUP", "GROUP", RedisKeys::kGroup, config.consumer,
-                                    "COUNT", std::to_string(std::min(room, kMaxReadCount)),
-                                    "BLOCK", std::to_string(kReadBlockMs), "STREAMS"};
+      std::vector<std::string> args{
+          "XREADGROUP",      "GROUP",
+          RedisKeys::kGroup, config.consumer,
+          "COUNT",           std::to_string(std::min(room, kMaxReadCount)),
+          "BLOCK",           std::to_string(kReadBlockMs),
+          "STREAMS"};
       args.insert(args.end(), streams.begin(), streams.end());
       args.insert(args.end(), streams.size(), ">");
       const RedisReply r = co_await reader.command(args);
       if (r.lost_connection() || r.nil()) continue;
       if (r.error()) {
         if (r.error_is("NOGROUP")) {
-          spdlog::warn("redis: the consumer group is gone (Redis lost its data?): creating it again");
+          spdlog::warn(
+              "redis: the consumer group is gone (Redis lost its data?): creating it again");
           co_await ensure_groups();
         } else {
           spdlog::error("redis: XREADGROUP: {}", r.str);
@@ -362,12 +360,18 @@ struct Daemon::Impl {
         std::chrono::milliseconds(config.visibility_timeout_s * 1000 / 4), 500ms, 30s);
     std::map<std::string, std::string> cursor;
     for (bool first = true; !draining && !stopped; first = false) {
-      if (!first) co_await sleep(interval);  // at once on start: jobs handed back by a drain wait for no one
+      if (!first)
+        co_await sleep(interval);  // at once on start: jobs handed back by a drain wait for no one
       for (const auto& stream : streams) {
         if (draining || stopped || capacity() <= 0 || !cmd.connected()) break;
         const std::string start = cursor.count(stream) ? cursor[stream] : "0-0";
-        const Args autoclaim{"XAUTOCLAIM", stream, RedisKeys::kGroup, config.consumer,
-                             std::to_string(config.visibility_timeout_s * 1000LL), start, "COUNT",
+        const Args autoclaim{"XAUTOCLAIM",
+                             stream,
+                             RedisKeys::kGroup,
+                             config.consumer,
+                             std::to_string(config.visibility_timeout_s * 1000LL),
+                             start,
+                             "COUNT",
                              std::to_string(std::min(capacity(), kMaxReadCount))};
         const RedisReply r = co_await cmd.command(autoclaim);
         if (r.error() || r.elements.size() < 2) {
@@ -392,7 +396,8 @@ struct Daemon::Impl {
             d.attempts = static_cast<int>(p.elements[0].elements[3].integer);
           }
         }
-        spdlog::info("reclaimed {} job(s) left pending on {} past the visibility timeout", ds.size(), stream);
+        spdlog::info("reclaimed {} job(s) left pending on {} past the visibility timeout",
+                     ds.size(), stream);
         intake(std::move(ds));
       }
     }
@@ -409,7 +414,8 @@ struct Daemon::Impl {
       for (const auto& [stream, ids] : held) {
         for (std::size_t i = 0; i < ids.size(); i += kMaxKeysPerCommand) {
           std::vector<std::string> args{"XCLAIM", stream, RedisKeys::kGroup, config.consumer, "0"};
-          args.insert(args.end(), ids.begin() + i, ids.begin() + std::min(ids.size(), i + kMaxKeysPerCommand));
+          args.insert(args.end(), ids.begin() + i,
+                      ids.begin() + std::min(ids.size(), i + kMaxKeysPerCommand));
           args.push_back("JUSTID");  // does not count as a delivery
           fire(args);
         }
@@ -428,14 +434,18 @@ struct Daemon::Impl {
       rec.attempts = d.attempts;
       rec.instance = config.consumer;
       rec.queued_at = entry_time_ms(d.entry_id);
-      ParsedJob parsed = !d.has_job ? ParsedJob(JobError{errc::kMissingJob,
-                                                          "the stream entry has no `job` field (expected "
-                                                          "XADD " + keys.jobs() + " * job <JSON>)", {}})
-                         : !d.extra_field.empty()
-                             ? ParsedJob(JobError{errc::kUnknownField,
-                                                  "the stream entry has a field `" + d.extra_field.substr(0, 64) +
-                                                      "`; a job entry has only `job`", {}})
-                             : parse_job(d.raw, limits);
+      ParsedJob parsed =
+          !d.has_job ? ParsedJob(JobError{errc::kMissingJob,
+                                          "the stream entry has no `job` field (expected "
+                                          "XADD " +
+                                              keys.jobs() + " * job <JSON>)",
+                                          {}})
+          : !d.extra_field.empty()
+              ? ParsedJob(JobError{errc::kUnknownField,
+                                   "the stream entry has a field `" + d.extra_field.substr(0, 64) +
+                                       "`; a job entry has only `job`",
+                                   {}})
+              : parse_job(d.raw, limits);
       if (auto* err = std::get_if<JobError>(&parsed)) {
         rec.id = err->id.empty() ? d.entry_id : err->id;
         if (jobs.count(rec.id)) {
@@ -473,17 +483,20 @@ struct Daemon::Impl {
   asio::awaitable<void> check(std::vector<std::string> ids) {
     std::vector<std::string> args{"MGET"};
     for (const auto& id : ids) {
-      const Tracked& t = jobs.at(id);
+      const auto it = jobs.find(id);
+      const bool batched = it != jobs.end() && !it->second.record.batch.empty();
       args.push_back(keys.result(id));
       args.push_back(keys.cancel(id));
       args.push_back(keys.last_error(id));
-      args.push_back(t.record.batch.empty() ? keys.cancel(id) : keys.cancel_batch(t.record.batch));
+      args.push_back(batched ? keys.cancel_batch(it->second.record.batch) : keys.cancel(id));
     }
     const RedisReply r = co_await must(args);
     if (r.error() || r.elements.size() != args.size() - 1) {
-      spdlog::error("redis: checking {} new job(s) failed: {}; they stay pending and come back", ids.size(), r.str);
+      spdlog::error("redis: checking {} new job(s) failed: {}; they stay pending and come back",
+                    ids.size(), r.str);
       for (const auto& id : ids) {
-        if (const auto it = jobs.find(id); it != jobs.end() && it->second.state == State::kChecking) jobs.erase(it);
+        if (const auto it = jobs.find(id); it != jobs.end() && it->second.state == State::kChecking)
+          jobs.erase(it);
       }
       room_changed();
       co_return;
@@ -498,7 +511,8 @@ struct Daemon::Impl {
       std::optional<JobRecord> published;
       if (!result.nil()) {
         published = t.record;
-        if (!merge_result(result.str, *published) || published->status != JobStatus::kDone) published.reset();
+        if (!merge_result(result.str, *published) || published->status != JobStatus::kDone)
+          published.reset();
       }
       if (published) {
         // Done before (the daemon that ran it died before acknowledging): record, acknowledge.
@@ -507,10 +521,11 @@ struct Daemon::Impl {
         t.state = State::kPublishing;
         finish_stored(t);
       } else if (t.record.attempts > config.max_attempts) {
-        dead_letter(t, last_error.nil() ? "the job was delivered " + std::to_string(t.record.attempts - 1) +
-                                              " times and never finished (the daemon running it stopped or "
-                                              "was killed)"
-                                        : last_error.str);
+        dead_letter(t, last_error.nil()
+                           ? "the job was delivered " + std::to_string(t.record.attempts - 1) +
+                                 " times and never finished (the daemon running it stopped or "
+                                 "was killed)"
+                           : last_error.str);
       } else if (cancelled) {
         finish(t, JobStatus::kCancelled, "cancelled");
       } else if (draining) {
@@ -518,7 +533,8 @@ struct Daemon::Impl {
       } else {
         enqueue(t);
         store->push({StoreOp::Kind::kQueued, t.record, {}, {}});
-        fire({"SET", keys.status(t.record.id), "queued", "EX", std::to_string(config.result_ttl_s)});
+        fire(
+            {"SET", keys.status(t.record.id), "queued", "EX", std::to_string(config.result_ttl_s)});
       }
     }
     pump();
@@ -541,7 +557,8 @@ struct Daemon::Impl {
     while (!ready.empty() && !draining) {
       int best = -1;
       for (std::size_t r = 0; r < engines.size(); ++r) {
-        if (in_engine[r] < runner_info[r].max_num_seqs && (best < 0 || in_engine[r] < in_engine[best])) {
+        if (in_engine[r] < runner_info[r].max_num_seqs &&
+            (best < 0 || in_engine[r] < in_engine[best])) {
           best = static_cast<int>(r);
         }
       }
@@ -592,8 +609,8 @@ struct Daemon::Impl {
       on_finished(t, std::move(e.outcome));
     }
     if (!report.fatal.empty()) {
-      spdlog::critical("engine replica {} failed: {}; stopping (jobs stay pending and are retried)", r,
-                       report.fatal);
+      spdlog::critical("engine replica {} failed: {}; stopping (jobs stay pending and are retried)",
+                       r, report.fatal);
       exit_code = 1;
       shutdown();
       return;
@@ -618,9 +635,8 @@ struct Daemon::Impl {
     } else if (o.reason == FinishReason::kCancelled && t.handing_back) {
       hand_back({rec.id});
     } else {
-      rec.finish_reason = finish_reason_name(o.reason);
       finish(t, o.reason == FinishReason::kCancelled ? JobStatus::kCancelled : JobStatus::kDone,
-             rec.finish_reason);
+             finish_reason_name(o.reason));
     }
   }
 
@@ -640,13 +656,14 @@ struct Daemon::Impl {
   }
 
   asio::awaitable<void> redeliver(std::string id, std::string message) {
-    const Tracked& t = jobs.at(id);
+    auto it = jobs.find(id);
+    if (it == jobs.end()) co_return;
     fire({"SET", keys.last_error(id), message, "EX", std::to_string(config.result_ttl_s)});
     // XCLAIM without JUSTID counts a delivery: the attempt is on the stream's books.
-    const Args claim{"XCLAIM", t.record.stream, RedisKeys::kGroup, config.consumer, "0",
-                                        t.record.entry_id};
+    const Args claim{"XCLAIM", it->second.record.stream,  RedisKeys::kGroup, config.consumer,
+                     "0",      it->second.record.entry_id};
     const RedisReply r = co_await must(claim);
-    const auto it = jobs.find(id);
+    it = jobs.find(id);
     if (it == jobs.end()) co_return;
     if (r.error() || r.elements.empty()) {  // acknowledged or trimmed meanwhile: nothing to run
       jobs.erase(it);
@@ -672,7 +689,6 @@ struct Daemon::Impl {
   void fail(Tracked& t, const std::string& code, const std::string& message) {
     t.record.error_code = code;
     t.record.error_message = message;
-    t.record.finish_reason = "error";
     finish(t, JobStatus::kFailed, "error");
   }
 
@@ -683,12 +699,19 @@ struct Daemon::Impl {
     t.record.finish_reason = finish_reason;
     t.record.finished_at = now_ms();
     switch (status) {
-      case JobStatus::kDone: ++totals.done; break;
-      case JobStatus::kFailed: ++totals.failed; break;
-      default: ++totals.cancelled; break;
+      case JobStatus::kDone:
+        ++totals.done;
+        break;
+      case JobStatus::kFailed:
+        ++totals.failed;
+        break;
+      default:
+        ++totals.cancelled;
+        break;
     }
     if (status == JobStatus::kFailed) {
-      spdlog::info("job {} failed: {}: {}", t.record.id, t.record.error_code, t.record.error_message);
+      spdlog::info("job {} failed: {}: {}", t.record.id, t.record.error_code,
+                   t.record.error_message);
     }
     spawn(publish(t.record.id));
   }
@@ -697,13 +720,28 @@ struct Daemon::Impl {
   // the row is committed. A crash between any two steps leaves the entry pending; its next
   // delivery finds the result and only records and acknowledges it.
   asio::awaitable<void> publish(std::string id) {
+    const auto tracked = jobs.find(id);
+    if (tracked == jobs.end()) co_return;
     // The arguments are built once, here: the tracked record may move while this waits.
-    const JobRecord& rec = jobs.at(id).record;
-    Args args{"EVALSHA", publish_sha, "5", keys.result(id), keys.status(id), keys.results(),
-                    keys.batch(rec.batch), keys.batch_ids(rec.batch), result_text(rec),
-                    status_name(rec.status), id, rec.entry_id, std::to_string(config.result_ttl_s),
-                    std::to_string(config.results_maxlen), rec.batch, std::to_string(rec.prompt_tokens),
-                    std::to_string(rec.completion_tokens), std::to_string(rec.finished_at)};
+    const JobRecord& rec = tracked->second.record;
+    Args args{"EVALSHA",
+              publish_sha,
+              "5",
+              keys.result(id),
+              keys.status(id),
+              keys.results(),
+              keys.batch(rec.batch),
+              keys.batch_ids(rec.batch),
+              result_text(rec),
+              status_name(rec.status),
+              id,
+              rec.entry_id,
+              std::to_string(config.result_ttl_s),
+              std::to_string(config.results_maxlen),
+              rec.batch,
+              std::to_string(rec.prompt_tokens),
+              std::to_string(rec.completion_tokens),
+              std::to_string(rec.finished_at)};
     for (;;) {
       const RedisReply r = co_await must(args);
       if (r.error_is("NOSCRIPT")) {  // Redis restarted and forgot the script
@@ -720,7 +758,8 @@ struct Daemon::Impl {
         // Already done (another delivery ran it): record what Redis holds, not our copy.
         const Args get{"GET", keys.result(id)};
         const RedisReply existing = co_await must(get);
-        if (const auto it = jobs.find(id); it != jobs.end() && !existing.nil()) merge_result(existing.str, it->second.record);
+        if (const auto it = jobs.find(id); it != jobs.end() && !existing.nil())
+          merge_result(existing.str, it->second.record);
         ++totals.duplicates;
       }
       break;
@@ -750,25 +789,41 @@ struct Daemon::Impl {
   void dead_letter(Tracked& t, const std::string& last_error) {
     ++totals.dead;
     t.state = State::kPublishing;
-    spdlog::warn("job {} moved to {} after {} attempt(s): {}", t.record.id, keys.dead(), t.record.attempts,
-                 last_error);
+    spdlog::warn("job {} moved to {} after {} attempt(s): {}", t.record.id, keys.dead(),
+                 t.record.attempts, last_error);
     spawn(bury(t.record.id, last_error));
   }
 
   // The dead-letter entry first, then the failed result: a reader of the result can find the
   // entry. (A reply lost with the connection can repeat the entry; the result stays single.)
   asio::awaitable<void> bury(std::string id, std::string last_error) {
-    const Tracked& t = jobs.at(id);
-    const Args add{"XADD", keys.dead(), "*", "id", id, "stream", t.record.stream, "entry",
-                                        t.record.entry_id, "attempts", std::to_string(t.record.attempts),
-                                        "error", last_error, "job", t.raw};
+    const auto tracked = jobs.find(id);
+    if (tracked == jobs.end()) co_return;
+    const Tracked& t = tracked->second;
+    const Args add{"XADD",
+                   keys.dead(),
+                   "*",
+                   "id",
+                   id,
+                   "stream",
+                   t.record.stream,
+                   "entry",
+                   t.record.entry_id,
+                   "attempts",
+                   std::to_string(t.record.attempts),
+                   "error",
+                   last_error,
+                   "job",
+                   t.raw};
     const RedisReply r = co_await must(add);
     if (r.error()) spdlog::error("redis: XADD {}: {}", keys.dead(), r.str);
     const auto it = jobs.find(id);
     if (it == jobs.end()) co_return;
     fail(it->second, errc::kMaxAttempts,
-         "gave up after " + std::to_string(std::min(it->second.record.attempts, config.max_attempts)) +
-             " attempt(s) (max_attempts " + std::to_string(config.max_attempts) + "); last error: " + last_error);
+         "gave up after " +
+             std::to_string(std::min(it->second.record.attempts, config.max_attempts)) +
+             " attempt(s) (max_attempts " + std::to_string(config.max_attempts) +
+             "); last error: " + last_error);
   }
 
   // Called by the store thread after a commit.
@@ -798,7 +853,8 @@ struct Daemon::Impl {
   }
 
   // ================================================================================================
-  // Cancellation: SET <prefix>cancel:<id> or <prefix>cancel-batch:<batch>, polled for the jobs we hold.
+  // Cancellation: SET <prefix>cancel:<id> or <prefix>cancel-batch:<batch>, polled for the jobs we
+  // hold.
 
   asio::awaitable<void> cancel_loop() {
     while (!stopped) {
@@ -810,7 +866,8 @@ struct Daemon::Impl {
         if (t.handing_back) continue;
         ids.push_back(id);
         args.push_back(keys.cancel(id));
-        args.push_back(t.record.batch.empty() ? keys.cancel(id) : keys.cancel_batch(t.record.batch));
+        args.push_back(t.record.batch.empty() ? keys.cancel(id)
+                                              : keys.cancel_batch(t.record.batch));
       }
       if (ids.empty() || !cmd.connected()) continue;
       const RedisReply r = co_await cmd.command(args);
@@ -842,14 +899,15 @@ struct Daemon::Impl {
   void begin_drain() {
     if (draining || stopped) {
       if (draining && !stopped) {
-        spdlog::warn("second stop signal: stopping now; unfinished jobs stay pending and are retried");
+        spdlog::warn(
+            "second stop signal: stopping now; unfinished jobs stay pending and are retried");
         shutdown();
       }
       return;
     }
     draining = true;
-    spdlog::info("stopping: no new jobs; {} running job(s) get {} s to finish", count(State::kRunning),
-                 config.drain_timeout_s);
+    spdlog::info("stopping: no new jobs; {} running job(s) get {} s to finish",
+                 count(State::kRunning), config.drain_timeout_s);
     sd_notify(0, "STOPPING=1\nSTATUS=draining");
     reader.stop();  // ends the blocked XREADGROUP
     capacity_signal.cancel();
@@ -858,8 +916,7 @@ struct Daemon::Impl {
       if (t.state == State::kQueued) queued.push_back(id);
     }
     hand_back(queued);
-    drain_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(config.drain_timeout_s);
-    drain_timer.expires_at(drain_deadline);
+    drain_timer.expires_after(std::chrono::seconds(config.drain_timeout_s));
     drain_timer.async_wait([this](const boost::system::error_code& ec) {
       if (ec || stopped) return;
       std::size_t n = 0;
@@ -873,8 +930,9 @@ struct Daemon::Impl {
       drain_timer.expires_after(kShutdownGrace);
       drain_timer.async_wait([this](const boost::system::error_code& ec2) {
         if (ec2 || stopped) return;
-        spdlog::warn("stopping with {} job(s) and {} acknowledgement(s) unfinished; they stay pending",
-                     jobs.size(), acks_outstanding);
+        spdlog::warn(
+            "stopping with {} job(s) and {} acknowledgement(s) unfinished; they stay pending",
+            jobs.size(), acks_outstanding);
         shutdown();
       });
     });
@@ -906,7 +964,8 @@ struct Daemon::Impl {
   }
 
   std::size_t count(State s) const {
-    return static_cast<std::size_t>(std::count_if(jobs.begin(), jobs.end(), [&](const auto& kv) { return kv.second.state == s; }));
+    return static_cast<std::size_t>(std::count_if(
+        jobs.begin(), jobs.end(), [&](const auto& kv) { return kv.second.state == s; }));
   }
 
   void maybe_finish_drain() {
@@ -961,19 +1020,22 @@ struct Daemon::Impl {
           q.length = len.integer;
           for (const auto& g : groups.elements) {
             std::map<std::string, const RedisReply*> f;
-            for (std::size_t i = 0; i + 1 < g.elements.size(); i += 2) f[g.elements[i].str] = &g.elements[i + 1];
+            for (std::size_t i = 0; i + 1 < g.elements.size(); i += 2)
+              f[g.elements[i].str] = &g.elements[i + 1];
             if (f.count("name") && f["name"]->str == RedisKeys::kGroup) {
               q.pending = f.count("pending") ? f["pending"]->integer : 0;
-              q.lag = f.count("lag") && f["lag"]->type == RedisReply::Type::kInteger ? f["lag"]->integer : -1;
+              q.lag = f.count("lag") && f["lag"]->type == RedisReply::Type::kInteger
+                          ? f["lag"]->integer
+                          : -1;
             }
           }
           queue_info[stream] = q;
         }
         if (!draining) {
-          const std::string status = "STATUS=" + std::to_string(count(State::kRunning)) + " running, " +
-                                     std::to_string(ready.size()) + " queued, " +
-                                     std::to_string(static_cast<long>(rate_out.per_second())) + " tok/s out" +
-                                     (cmd.connected() ? "" : ", Redis unreachable");
+          const std::string status = "STATUS=" + std::to_string(count(State::kRunning)) +
+                                     " running, " + std::to_string(ready.size()) + " queued, " +
+                                     std::to_string(static_cast<long>(rate_out.per_second())) +
+                                     " tok/s out" + (cmd.connected() ? "" : ", Redis unreachable");
           sd_notify(0, status.c_str());
         }
       }
@@ -984,21 +1046,26 @@ struct Daemon::Impl {
     json engines_json = json::array();
     for (std::size_t r = 0; r < engine_stats.size(); ++r) {
       const EngineStats& s = engine_stats[r];
-      engines_json.push_back({{"describe", runner_info[r].describe},
-                              {"running", s.running},
-                              {"waiting", s.waiting},
-                              {"max_num_seqs", runner_info[r].max_num_seqs},
-                              {"batch_occupancy", runner_info[r].max_num_seqs ? double(s.running) / runner_info[r].max_num_seqs : 0.0},
-                              {"kv_blocks_used", s.kv_blocks_used},
-                              {"kv_blocks_total", s.kv_blocks_total},
-                              {"kv_cache_usage", s.kv_blocks_total ? double(s.kv_blocks_used) / s.kv_blocks_total : 0.0},
-                              {"steps", s.steps},
-                              {"preemptions", s.preemptions},
-                              {"last_step_ms", s.last_step_ms}});
+      engines_json.push_back(
+          {{"describe", runner_info[r].describe},
+           {"running", s.running},
+           {"waiting", s.waiting},
+           {"max_num_seqs", runner_info[r].max_num_seqs},
+           {"batch_occupancy",
+            runner_info[r].max_num_seqs ? double(s.running) / runner_info[r].max_num_seqs : 0.0},
+           {"kv_blocks_used", s.kv_blocks_used},
+           {"kv_blocks_total", s.kv_blocks_total},
+           {"kv_cache_usage",
+            s.kv_blocks_total ? double(s.kv_blocks_used) / s.kv_blocks_total : 0.0},
+           {"steps", s.steps},
+           {"preemptions", s.preemptions},
+           {"last_step_ms", s.last_step_ms}});
     }
     json queues = json::object();
     for (const auto& [stream, q] : queue_info) {
-      queues[stream] = {{"length", q.length}, {"pending", q.pending}, {"lag", q.lag >= 0 ? json(q.lag) : json(nullptr)}};
+      queues[stream] = {{"length", q.length},
+                        {"pending", q.pending},
+                        {"lag", q.lag >= 0 ? json(q.lag) : json(nullptr)}};
     }
     return {
         {"version", kVersion},
@@ -1006,9 +1073,13 @@ struct Daemon::Impl {
         {"pid", static_cast<long>(getpid())},
         {"model", runner_info.empty() ? "" : runner_info[0].model},
         {"model_hash", runner_info.empty() ? "" : runner_info[0].model_hash},
-        {"uptime_s", std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count()},
+        {"uptime_s",
+         std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count()},
         {"draining", draining},
-        {"redis", {{"url", cmd.endpoint().describe()}, {"connected", cmd.connected()}, {"prefix", config.prefix}}},
+        {"redis",
+         {{"url", cmd.endpoint().describe()},
+          {"connected", cmd.connected()},
+          {"prefix", config.prefix}}},
         {"queues", queues},
         {"jobs",
          {{"checking", count(State::kChecking)},
@@ -1026,7 +1097,10 @@ struct Daemon::Impl {
           {"handed_back", totals.handed_back}}},
         {"tokens_per_s", {{"in", rate_in.per_second()}, {"out", rate_out.per_second()}}},
         {"engines", engines_json},
-        {"store", {{"db", config.db}, {"backlog", store ? store->backlog() : 0}, {"committed", store ? store->committed_ops() : 0}}},
+        {"store",
+         {{"db", config.db},
+          {"backlog", store ? store->backlog() : 0},
+          {"committed", store ? store->committed_ops() : 0}}},
     };
   }
 
@@ -1037,21 +1111,34 @@ struct Daemon::Impl {
               static_cast<double>(std::max<std::int64_t>(q.lag, 0)), {{"stream", stream}});
     }
     for (const auto& [stream, q] : queue_info) {
-      m.gauge("awqd_queue_pending", "Entries delivered to consumers and not acknowledged (all instances)",
+      m.gauge("awqd_queue_pending",
+              "Entries delivered to consumers and not acknowledged (all instances)",
               static_cast<double>(q.pending), {{"stream", stream}});
     }
-    m.gauge("awqd_jobs", "Jobs this daemon holds, by state", static_cast<double>(count(State::kQueued)), {{"state", "queued"}});
+    m.gauge("awqd_jobs", "Jobs this daemon holds, by state",
+            static_cast<double>(count(State::kQueued)), {{"state", "queued"}});
     m.gauge("awqd_jobs", "", static_cast<double>(count(State::kRunning)), {{"state", "running"}});
-    m.gauge("awqd_jobs", "", static_cast<double>(count(State::kChecking) + count(State::kPublishing)), {{"state", "other"}});
-    m.counter("awqd_jobs_finished_total", "Jobs finished by this daemon, by status", static_cast<double>(totals.done), {{"status", "done"}});
-    m.counter("awqd_jobs_finished_total", "", static_cast<double>(totals.failed), {{"status", "failed"}});
-    m.counter("awqd_jobs_finished_total", "", static_cast<double>(totals.cancelled), {{"status", "cancelled"}});
-    m.counter("awqd_jobs_dead_lettered_total", "Jobs moved to the dead-letter stream", static_cast<double>(totals.dead));
-    m.counter("awqd_jobs_retried_total", "Transient failures retried", static_cast<double>(totals.retried));
-    m.counter("awqd_jobs_received_total", "Stream deliveries taken", static_cast<double>(totals.received));
-    m.counter("awqd_prompt_tokens_total", "Prompt tokens computed (prefill)", static_cast<double>(prompt_tokens_total));
-    m.counter("awqd_generated_tokens_total", "Tokens generated", static_cast<double>(generated_tokens_total));
-    m.gauge("awqd_tokens_per_second", "Tokens per second over the last 10 s", rate_in.per_second(), {{"direction", "in"}});
+    m.gauge("awqd_jobs", "",
+            static_cast<double>(count(State::kChecking) + count(State::kPublishing)),
+            {{"state", "other"}});
+    m.counter("awqd_jobs_finished_total", "Jobs finished by this daemon, by status",
+              static_cast<double>(totals.done), {{"status", "done"}});
+    m.counter("awqd_jobs_finished_total", "", static_cast<double>(totals.failed),
+              {{"status", "failed"}});
+    m.counter("awqd_jobs_finished_total", "", static_cast<double>(totals.cancelled),
+              {{"status", "cancelled"}});
+    m.counter("awqd_jobs_dead_lettered_total", "Jobs moved to the dead-letter stream",
+              static_cast<double>(totals.dead));
+    m.counter("awqd_jobs_retried_total", "Transient failures retried",
+              static_cast<double>(totals.retried));
+    m.counter("awqd_jobs_received_total", "Stream deliveries taken",
+              static_cast<double>(totals.received));
+    m.counter("awqd_prompt_tokens_total", "Prompt tokens computed (prefill)",
+              static_cast<double>(prompt_tokens_total));
+    m.counter("awqd_generated_tokens_total", "Tokens generated",
+              static_cast<double>(generated_tokens_total));
+    m.gauge("awqd_tokens_per_second", "Tokens per second over the last 10 s", rate_in.per_second(),
+            {{"direction", "in"}});
     m.gauge("awqd_tokens_per_second", "", rate_out.per_second(), {{"direction", "out"}});
     for (std::size_t r = 0; r < engine_stats.size(); ++r) {
       const int cap = runner_info[r].max_num_seqs;
@@ -1061,13 +1148,16 @@ struct Daemon::Impl {
     for (std::size_t r = 0; r < engine_stats.size(); ++r) {
       const auto& s = engine_stats[r];
       m.gauge("awqd_kv_cache_usage", "KV-cache blocks in use / total",
-              s.kv_blocks_total ? double(s.kv_blocks_used) / s.kv_blocks_total : 0.0, {{"replica", std::to_string(r)}});
+              s.kv_blocks_total ? double(s.kv_blocks_used) / s.kv_blocks_total : 0.0,
+              {{"replica", std::to_string(r)}});
     }
-    m.counter("awqd_preemptions_total", "Sequences preempted (KV cache full)", static_cast<double>(preemptions_total));
+    m.counter("awqd_preemptions_total", "Sequences preempted (KV cache full)",
+              static_cast<double>(preemptions_total));
     m.counter("awqd_engine_steps_total", "Engine steps", static_cast<double>(steps_total));
     m.histogram("awqd_step_latency_seconds", "Engine step latency", step_seconds);
     m.gauge("awqd_redis_connected", "1 when the Redis connection is up", cmd.connected() ? 1 : 0);
-    m.gauge("awqd_store_backlog", "SQLite writes waiting for a commit", static_cast<double>(store ? store->backlog() : 0));
+    m.gauge("awqd_store_backlog", "SQLite writes waiting for a commit",
+            static_cast<double>(store ? store->backlog() : 0));
     return m.text();
   }
 
@@ -1076,26 +1166,30 @@ struct Daemon::Impl {
   int run() {
     for (int r = 0; r < config.replicas; ++r) {
       engines.push_back(std::make_unique<EngineThread>(r, factory, [this](EngineReport report) {
-        asio::post(io, [this, report = std::move(report)]() mutable { on_report(std::move(report)); });
+        asio::post(io,
+                   [this, report = std::move(report)]() mutable { on_report(std::move(report)); });
       }));
     }
     for (auto& e : engines) runner_info.push_back(e->wait_ready());
     limits = runner_info[0].limits;
     in_engine.assign(engines.size(), 0);
     engine_stats.assign(engines.size(), EngineStats{});
-    for (std::size_t r = 0; r < engines.size(); ++r) spdlog::info("engine {}: {}", r, runner_info[r].describe);
+    for (std::size_t r = 0; r < engines.size(); ++r)
+      spdlog::info("engine {}: {}", r, runner_info[r].describe);
 
     auto db = std::make_unique<Store>(config.db, /*read_only=*/false);
     db->set_instance(config.consumer);
     store = std::make_unique<StoreWriter>(std::move(db), [this](std::vector<StreamAck> acks) {
       asio::post(io, [this, acks = std::move(acks)]() mutable { on_committed(std::move(acks)); });
     });
-    control = std::make_unique<ControlServer>(io, config.control_socket, [this](const std::string& command) {
-      if (command != "status") return json{{"error", "unknown command: " + command}}.dump();
-      return status_json().dump(-1, ' ', false, json::error_handler_t::replace);
-    });
+    control = std::make_unique<ControlServer>(
+        io, config.control_socket, [this](const std::string& command) {
+          if (command != "status") return json{{"error", "unknown command: " + command}}.dump();
+          return status_json().dump(-1, ' ', false, json::error_handler_t::replace);
+        });
     if (config.metrics_port > 0) {
-      metrics = std::make_unique<MetricsServer>(io, config.metrics_port, [this] { return render_metrics(); });
+      metrics = std::make_unique<MetricsServer>(io, config.metrics_port,
+                                                [this] { return render_metrics(); });
     }
     signals.async_wait([this](const boost::system::error_code& ec, int) {
       if (ec) return;

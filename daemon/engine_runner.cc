@@ -21,9 +21,11 @@ class EngineRunner final : public Runner {
     ec.device = resolve_device(c.device);
     ec.tensor_parallel = c.tensor_parallel;
     if (!c.gpus.empty()) {
-      ec.gpus.assign(c.gpus.begin() + replica * c.tensor_parallel, c.gpus.begin() + (replica + 1) * c.tensor_parallel);
+      ec.gpus.assign(c.gpus.begin() + replica * c.tensor_parallel,
+                     c.gpus.begin() + (replica + 1) * c.tensor_parallel);
     } else {
-      for (int g = 0; g < c.tensor_parallel; ++g) ec.gpus.push_back(replica * c.tensor_parallel + g);
+      for (int g = 0; g < c.tensor_parallel; ++g)
+        ec.gpus.push_back(replica * c.tensor_parallel + g);
     }
     ec.gpu_memory_utilization = static_cast<float>(c.gpu_memory_utilization);
     ec.cpu_kv_cache_bytes = static_cast<std::int64_t>(c.cpu_kv_cache_mb) << 20;
@@ -68,9 +70,10 @@ class EngineRunner final : public Runner {
     }
     const int context = info_.limits.max_context;
     if (static_cast<int>(req.prompt_ids.size()) >= context) {
-      throw JobRejected(errc::kPromptTooLong, "the prompt is " + std::to_string(req.prompt_ids.size()) +
-                                                 " tokens; the model's context is " + std::to_string(context) +
-                                                 " tokens and at least one must be left to generate");
+      throw JobRejected(errc::kPromptTooLong,
+                        "the prompt is " + std::to_string(req.prompt_ids.size()) +
+                            " tokens; the model's context is " + std::to_string(context) +
+                            " tokens and at least one must be left to generate");
     }
     try {
       engine_->add_request(std::move(req));

@@ -22,7 +22,9 @@ struct EngineThread::Accumulated {
 };
 
 EngineThread::EngineThread(int replica, RunnerFactory factory, ReportSink sink)
-    : replica_(replica), sink_(std::move(sink)), thread_([this, f = std::move(factory)] { run(f); }) {}
+    : replica_(replica),
+      sink_(std::move(sink)),
+      thread_([this, f = std::move(factory)] { run(f); }) {}
 
 EngineThread::~EngineThread() { stop(); }
 
@@ -58,7 +60,8 @@ void EngineThread::stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-void EngineThread::collect(const RequestOutput& out, std::int64_t now, std::vector<EngineEvent>& events) {
+void EngineThread::collect(const RequestOutput& out, std::int64_t now,
+                           std::vector<EngineEvent>& events) {
   const auto it = jobs_.find(out.id);
   if (it == jobs_.end()) return;
   JobOutcome& o = it->second->outcome;
@@ -86,8 +89,9 @@ void EngineThread::collect(const RequestOutput& out, std::int64_t now, std::vect
   jobs_.erase(it);
 }
 
-std::optional<MinuteStats> EngineThread::roll_minute(const EngineStats& before, const EngineStats& after,
-                                                     bool stepped, std::int64_t now) {
+std::optional<MinuteStats> EngineThread::roll_minute(const EngineStats& before,
+                                                     const EngineStats& after, bool stepped,
+                                                     std::int64_t now) {
   std::optional<MinuteStats> done;
   const std::int64_t minute = now - now % kMinuteMs;
   if (minute_.minute != minute) {
@@ -112,7 +116,8 @@ std::optional<MinuteStats> EngineThread::roll_minute(const EngineStats& before, 
 }
 
 void EngineThread::run(RunnerFactory factory) {
-  pthread_setname_np(pthread_self(), ("awqd-engine-" + std::to_string(replica_)).substr(0, 15).c_str());
+  pthread_setname_np(pthread_self(),
+                     ("awqd-engine-" + std::to_string(replica_)).substr(0, 15).c_str());
   std::unique_ptr<Runner> runner;
   try {
     runner = factory(replica_);

@@ -10,13 +10,12 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <thread>
 #include <unordered_map>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "daemon/runner.h"
 #include "daemon/store.h"
@@ -70,7 +69,7 @@ class EngineThread {
 
   // Thread-safe. The job is shared, not copied: the daemon keeps it for a retry.
   void add(std::string id, std::shared_ptr<const Job> job, std::uint64_t seed);
-  void cancel(std::string id);                             // thread-safe
+  void cancel(std::string id);  // thread-safe
   void stop();  // ends the thread after the current step; unfinished jobs are abandoned
 
  private:

@@ -38,15 +38,15 @@ std::int64_t get_int(const json& v, const std::string& where, std::int64_t lo, s
   }
   const auto i = v.get<std::int64_t>();
   if (i < lo || i > hi) {
-    reject(errc::kInvalidParam,
-           where + " must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "] (got " +
-               std::to_string(i) + ")");
+    reject(errc::kInvalidParam, where + " must be in [" + std::to_string(lo) + ", " +
+                                    std::to_string(hi) + "] (got " + std::to_string(i) + ")");
   }
   return i;
 }
 
 float get_float(const json& v, const std::string& where) {
-  if (!v.is_number()) reject(errc::kInvalidField, where + " must be a number (got " + type_of(v) + ")");
+  if (!v.is_number())
+    reject(errc::kInvalidField, where + " must be a number (got " + type_of(v) + ")");
   const double d = v.get<double>();
   if (!std::isfinite(d) || std::fabs(d) > 1e30) {
     reject(errc::kInvalidParam, where + " must be a finite number");
@@ -55,7 +55,8 @@ float get_float(const json& v, const std::string& where) {
 }
 
 const std::string& get_string(const json& v, const std::string& where) {
-  if (!v.is_string()) reject(errc::kInvalidField, where + " must be a string (got " + type_of(v) + ")");
+  if (!v.is_string())
+    reject(errc::kInvalidField, where + " must be a string (got " + type_of(v) + ")");
   return v.get_ref<const std::string&>();
 }
 
@@ -63,7 +64,8 @@ std::string get_name(const json& v, const std::string& where) {
   const std::string& s = get_string(v, where);
   if (s.empty()) reject(errc::kInvalidField, where + " must not be empty");
   if (s.size() > kMaxIdBytes) {
-    reject(errc::kInvalidField, where + " is longer than " + std::to_string(kMaxIdBytes) + " bytes");
+    reject(errc::kInvalidField,
+           where + " is longer than " + std::to_string(kMaxIdBytes) + " bytes");
   }
   return s;
 }
@@ -72,20 +74,23 @@ std::int32_t get_token(const json& v, const std::string& where, const ModelLimit
   if (!v.is_number_integer()) {
     reject(errc::kInvalidField, where + " must be an integer token id (got " + type_of(v) + ")");
   }
-  const bool negative = v.is_number_integer() && !v.is_number_unsigned() && v.get<std::int64_t>() < 0;
+  const bool negative =
+      v.is_number_integer() && !v.is_number_unsigned() && v.get<std::int64_t>() < 0;
   const std::uint64_t u = negative ? 0 : v.get<std::uint64_t>();
   const std::uint64_t vocab = limits.vocab_size > 0 ? limits.vocab_size : INT32_MAX;
   if (negative || u >= vocab) {
-    reject(errc::kUnknownToken, where + ": " + v.dump() + " is not a token id of this model (vocabulary " +
-                                    (limits.vocab_size > 0 ? "size " + std::to_string(limits.vocab_size)
-                                                           : std::string("ids are 0..2^31-2")) +
-                                    ")");
+    reject(errc::kUnknownToken,
+           where + ": " + v.dump() + " is not a token id of this model (vocabulary " +
+               (limits.vocab_size > 0 ? "size " + std::to_string(limits.vocab_size)
+                                      : std::string("ids are 0..2^31-2")) +
+               ")");
   }
   return static_cast<std::int32_t>(u);
 }
 
 void parse_params(const json& p, Job& job, const ModelLimits& limits) {
-  if (!p.is_object()) reject(errc::kInvalidField, "params must be an object (got " + type_of(p) + ")");
+  if (!p.is_object())
+    reject(errc::kInvalidField, "params must be an object (got " + type_of(p) + ")");
   SamplingParams& sp = job.params;
   for (const auto& [key, v] : p.items()) {
     const std::string where = "params." + shorten(key);
@@ -166,13 +171,15 @@ void parse_messages(const json& v, Job& job) {
         reject(errc::kUnknownField, "unknown field " + where + "." + shorten(key));
       }
     }
-    if (!has_role || !has_content) reject(errc::kInvalidField, where + " needs a role and a content");
+    if (!has_role || !has_content)
+      reject(errc::kInvalidField, where + " needs a role and a content");
     job.messages.push_back(std::move(msg));
   }
 }
 
 Job parse_document(const json& doc, const ModelLimits& limits) {
-  if (!doc.is_object()) reject(errc::kInvalidJson, "a job must be a JSON object (got " + type_of(doc) + ")");
+  if (!doc.is_object())
+    reject(errc::kInvalidJson, "a job must be a JSON object (got " + type_of(doc) + ")");
   Job job;
   int prompts = 0;
   for (const auto& [key, v] : doc.items()) {
@@ -198,7 +205,8 @@ Job parse_document(const json& doc, const ModelLimits& limits) {
       }
       job.prompt_token_ids.reserve(v.size());
       for (std::size_t i = 0; i < v.size(); ++i) {
-        job.prompt_token_ids.push_back(get_token(v[i], "prompt_token_ids[" + std::to_string(i) + "]", limits));
+        job.prompt_token_ids.push_back(
+            get_token(v[i], "prompt_token_ids[" + std::to_string(i) + "]", limits));
       }
       job.prompt_kind = PromptKind::kTokenIds;
       ++prompts;
@@ -220,7 +228,8 @@ Job parse_document(const json& doc, const ModelLimits& limits) {
     reject(errc::kMissingPrompt, "a job needs one of prompt, messages or prompt_token_ids");
   }
   if (prompts > 1) {
-    reject(errc::kMultiplePrompts, "a job takes exactly one of prompt, messages or prompt_token_ids");
+    reject(errc::kMultiplePrompts,
+           "a job takes exactly one of prompt, messages or prompt_token_ids");
   }
   return job;
 }
@@ -229,9 +238,12 @@ Job parse_document(const json& doc, const ModelLimits& limits) {
 
 const char* prompt_kind_name(PromptKind kind) {
   switch (kind) {
-    case PromptKind::kText: return "text";
-    case PromptKind::kMessages: return "messages";
-    case PromptKind::kTokenIds: return "token_ids";
+    case PromptKind::kText:
+      return "text";
+    case PromptKind::kMessages:
+      return "messages";
+    case PromptKind::kTokenIds:
+      return "token_ids";
   }
   return "text";
 }
@@ -252,8 +264,10 @@ ParsedJob parse_job(std::string_view text, const ModelLimits& limits) {
   };
   json doc = json::parse(text.begin(), text.end(), limit_depth, /*allow_exceptions=*/false);
   if (too_deep) {
-    return JobError{errc::kInvalidJson,
-                    "the job document nests deeper than " + std::to_string(kMaxJobDepth) + " levels", {}};
+    return JobError{
+        errc::kInvalidJson,
+        "the job document nests deeper than " + std::to_string(kMaxJobDepth) + " levels",
+        {}};
   }
   if (doc.is_discarded()) return JobError{errc::kInvalidJson, "the job is not valid JSON", {}};
   try {
@@ -274,7 +288,8 @@ std::string prompt_for_store(const Job& job) {
       return job.prompt;
     case PromptKind::kMessages: {
       json m = json::array();
-      for (const auto& msg : job.messages) m.push_back({{"role", msg.role}, {"content", msg.content}});
+      for (const auto& msg : job.messages)
+        m.push_back({{"role", msg.role}, {"content", msg.content}});
       return m.dump(-1, ' ', false, json::error_handler_t::replace);
     }
     case PromptKind::kTokenIds:

@@ -8,12 +8,11 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 #include <variant>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "engine/sampling.h"
 #include "engine/tokenizer.h"
@@ -22,18 +21,21 @@ namespace awqd {
 
 // Error codes of failed jobs. Input errors are final (no retry); kEngineError is transient.
 namespace errc {
-inline constexpr const char* kInvalidJson = "invalid_json";        // not JSON, not an object, too deep or large
-inline constexpr const char* kMissingJob = "missing_job";          // stream entry without a `job` field
-inline constexpr const char* kUnknownField = "unknown_field";      // a field the schema does not have
-inline constexpr const char* kInvalidField = "invalid_field";      // wrong type or format
-inline constexpr const char* kInvalidParam = "invalid_param";      // sampling parameter out of range
-inline constexpr const char* kMissingPrompt = "missing_prompt";    // none of prompt/messages/prompt_token_ids
+inline constexpr const char* kInvalidJson =
+    "invalid_json";  // not JSON, not an object, too deep or large
+inline constexpr const char* kMissingJob = "missing_job";      // stream entry without a `job` field
+inline constexpr const char* kUnknownField = "unknown_field";  // a field the schema does not have
+inline constexpr const char* kInvalidField = "invalid_field";  // wrong type or format
+inline constexpr const char* kInvalidParam = "invalid_param";  // sampling parameter out of range
+inline constexpr const char* kMissingPrompt =
+    "missing_prompt";  // none of prompt/messages/prompt_token_ids
 inline constexpr const char* kMultiplePrompts = "multiple_prompts";
-inline constexpr const char* kUnknownToken = "unknown_token";      // a token id outside the vocabulary
-inline constexpr const char* kPromptTooLong = "prompt_too_long";   // prompt does not fit the context
+inline constexpr const char* kUnknownToken = "unknown_token";  // a token id outside the vocabulary
+inline constexpr const char* kPromptTooLong = "prompt_too_long";  // prompt does not fit the context
 inline constexpr const char* kInvalidRequest = "invalid_request";  // other rejection by the engine
 inline constexpr const char* kEngineError = "engine_error";        // transient: retried
-inline constexpr const char* kMaxAttempts = "max_attempts_exceeded";  // moved to the dead-letter stream
+inline constexpr const char* kMaxAttempts =
+    "max_attempts_exceeded";  // moved to the dead-letter stream
 }  // namespace errc
 
 struct JobError {
@@ -48,14 +50,14 @@ const char* prompt_kind_name(PromptKind kind);  // "text", "messages", "token_id
 struct Job {
   std::string id;  // the caller's id; empty when absent (the stream entry id is used)
   PromptKind prompt_kind = PromptKind::kText;
-  std::string prompt;                         // kText
-  std::vector<ChatMessage> messages;          // kMessages
-  std::vector<std::int32_t> prompt_token_ids; // kTokenIds
+  std::string prompt;                          // kText
+  std::vector<ChatMessage> messages;           // kMessages
+  std::vector<std::int32_t> prompt_token_ids;  // kTokenIds
   SamplingParams params;
-  bool seed_given = false;                    // else the daemon picks one and reports it
-  int priority = 0;                           // higher is admitted first
-  std::string batch;                          // "" when absent
-  nlohmann::json metadata;                    // null when absent; echoed in the result
+  bool seed_given = false;  // else the daemon picks one and reports it
+  int priority = 0;         // higher is admitted first
+  std::string batch;        // "" when absent
+  nlohmann::json metadata;  // null when absent; echoed in the result
 };
 
 // What the parser needs to know about the model; 0 means unknown (that check is skipped).

@@ -19,7 +19,7 @@ bool stderr_is_journal() {
   if (stream == nullptr) return false;
   unsigned long long dev = 0, ino = 0;
   if (std::sscanf(stream, "%llu:%llu", &dev, &ino) != 2) return false;
-  struct stat st{};
+  struct stat st {};
   if (fstat(2, &st) != 0) return false;
   return st.st_dev == dev && st.st_ino == ino;
 }
@@ -29,9 +29,11 @@ bool stderr_is_journal() {
 void setup_logging(const std::string& level, const std::string& ident) {
   std::shared_ptr<spdlog::logger> logger;
   if (stderr_is_journal()) {
-    logger = std::make_shared<spdlog::logger>(ident, std::make_shared<spdlog::sinks::systemd_sink_mt>(ident));
+    logger = std::make_shared<spdlog::logger>(
+        ident, std::make_shared<spdlog::sinks::systemd_sink_mt>(ident));
   } else {
-    logger = std::make_shared<spdlog::logger>(ident, std::make_shared<spdlog::sinks::stderr_color_sink_mt>());
+    logger = std::make_shared<spdlog::logger>(
+        ident, std::make_shared<spdlog::sinks::stderr_color_sink_mt>());
     logger->set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
   }
   logger->set_level(spdlog::level::from_str(level));

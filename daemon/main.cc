@@ -8,7 +8,8 @@
 #include "engine/version.h"
 
 int main(int argc, char** argv) {
-  CLI::App app{"awqd: batch inference daemon for 4-bit AWQ models (Redis queue -> CUDA engine -> SQLite)"};
+  CLI::App app{
+      "awqd: batch inference daemon for 4-bit AWQ models (Redis queue -> CUDA engine -> SQLite)"};
   app.set_version_flag("--version", std::string("awqd ") + awqd::kVersion);
   app.require_subcommand(1);
   awqd::cli::add_serve_command(app, awqd::engine_runner_factory);

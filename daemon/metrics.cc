@@ -1,13 +1,11 @@
 #include "daemon/metrics.h"
 
-#include <boost/asio/read_until.hpp>
-#include <boost/asio/streambuf.hpp>
-#include <boost/asio/write.hpp>
-
 #include <algorithm>
 #include <cmath>
 #include <memory>
 #include <sstream>
+
+#include "daemon/asio.h"
 
 namespace awqd {
 
@@ -76,12 +74,14 @@ void MetricsPage::sample(const std::string& name, const Labels& labels, double v
   text_ += ' ' + format_value(value) + '\n';
 }
 
-void MetricsPage::gauge(const std::string& name, const std::string& help, double value, const Labels& labels) {
+void MetricsPage::gauge(const std::string& name, const std::string& help, double value,
+                        const Labels& labels) {
   header(name, help, "gauge");
   sample(name, labels, value);
 }
 
-void MetricsPage::counter(const std::string& name, const std::string& help, double value, const Labels& labels) {
+void MetricsPage::counter(const std::string& name, const std::string& help, double value,
+                          const Labels& labels) {
   header(name, help, "counter");
   sample(name, labels, value);
 }
@@ -91,7 +91,8 @@ void MetricsPage::histogram(const std::string& name, const std::string& help, co
   std::uint64_t cumulative = 0;
   for (std::size_t i = 0; i < h.bounds().size(); ++i) {
     cumulative += h.counts()[i];
-    sample(name + "_bucket", {{"le", format_value(h.bounds()[i])}}, static_cast<double>(cumulative));
+    sample(name + "_bucket", {{"le", format_value(h.bounds()[i])}},
+           static_cast<double>(cumulative));
   }
   sample(name + "_bucket", {{"le", "+Inf"}}, static_cast<double>(h.count()));
   sample(name + "_sum", {}, h.sum());
@@ -102,21 +103,23 @@ namespace {
 
 // One HTTP exchange: read the request head, answer, close.
 struct HttpSession : std::enable_shared_from_this<HttpSession> {
-  HttpSession(tcp::socket s, const MetricsServer::Render& r) : socket(std::move(s)), render(r), buffer(16384) {}
+  HttpSession(tcp::socket s, const MetricsServer::Render& r)
+      : socket(std::move(s)), render(r), buffer(16384) {}
   tcp::socket socket;
   const MetricsServer::Render& render;
   asio::streambuf buffer;
   std::string response;
 
   void start() {
-    asio::async_read_until(socket, buffer, "\r\n\r\n",
-                           [self = shared_from_this()](const boost::system::error_code& ec, std::size_t) {
-                             if (ec) return;
-                             std::istream in(&self->buffer);
-                             std::string method, target;
-                             in >> method >> target;
-                             self->respond(method, target);
-                           });
+    asio::async_read_until(
+        socket, buffer, "\r\n\r\n",
+        [self = shared_from_this()](const boost::system::error_code& ec, std::size_t) {
+          if (ec) return;
+          std::istream in(&self->buffer);
+          std::string method, target;
+          in >> method >> target;
+          self->respond(method, target);
+        });
   }
 
   void respond(const std::string& method, const std::string& target) {
@@ -130,8 +133,9 @@ struct HttpSession : std::enable_shared_from_this<HttpSession> {
       status = "404 Not Found";
       body = "metrics are at /metrics\n";
     }
-    response = "HTTP/1.1 " + status + "\r\nContent-Type: " + type + "\r\nContent-Length: " +
-               std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
+    response = "HTTP/1.1 " + status + "\r\nContent-Type: " + type +
+               "\r\nContent-Length: " + std::to_string(body.size()) +
+               "\r\nConnection: close\r\n\r\n" + body;
     asio::async_write(socket, asio::buffer(response),
                       [self = shared_from_this()](const boost::system::error_code&, std::size_t) {
                         boost::system::error_code ignored;
@@ -151,8 +155,8 @@ MetricsServer::MetricsServer(asio::io_context& io, int port, Render render)
   if (!ec) acceptor_.bind(ep, ec);
   if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
   if (ec) {
-    throw std::runtime_error("cannot serve metrics on 127.0.0.1:" + std::to_string(port) + ": " + ec.message() +
-                             " (set `metrics_port`, or 0 to turn metrics off)");
+    throw std::runtime_error("cannot serve metrics on 127.0.0.1:" + std::to_string(port) + ": " +
+                             ec.message() + " (set `metrics_port`, or 0 to turn metrics off)");
   }
   accept();
 }

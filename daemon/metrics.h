@@ -3,16 +3,13 @@
 // io_context thread at each scrape; nothing is computed between scrapes.
 #pragma once
 
-#include <utility>  // before Asio (Boost 1.74's awaitable.hpp needs std::exchange)
-
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/ip/tcp.hpp>
-
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <string>
 #include <vector>
+
+#include "daemon/asio.h"
 
 namespace awqd {
 
@@ -22,7 +19,9 @@ class Histogram {
   explicit Histogram(std::vector<double> upper_bounds);
   void observe(double value);
   const std::vector<double>& bounds() const { return bounds_; }
-  const std::vector<std::uint64_t>& counts() const { return counts_; }  // per bucket, not cumulative
+  const std::vector<std::uint64_t>& counts() const {
+    return counts_;
+  }  // per bucket, not cumulative
   double sum() const { return sum_; }
   std::uint64_t count() const { return count_; }
 
@@ -37,8 +36,10 @@ class Histogram {
 class MetricsPage {
  public:
   using Labels = std::map<std::string, std::string>;
-  void gauge(const std::string& name, const std::string& help, double value, const Labels& labels = {});
-  void counter(const std::string& name, const std::string& help, double value, const Labels& labels = {});
+  void gauge(const std::string& name, const std::string& help, double value,
+             const Labels& labels = {});
+  void counter(const std::string& name, const std::string& help, double value,
+               const Labels& labels = {});
   void histogram(const std::string& name, const std::string& help, const Histogram& h);
   const std::string& text() const { return text_; }
 

@@ -8,11 +8,16 @@ using json = nlohmann::json;
 
 const char* status_name(JobStatus status) {
   switch (status) {
-    case JobStatus::kQueued: return "queued";
-    case JobStatus::kRunning: return "running";
-    case JobStatus::kDone: return "done";
-    case JobStatus::kFailed: return "failed";
-    case JobStatus::kCancelled: return "cancelled";
+    case JobStatus::kQueued:
+      return "queued";
+    case JobStatus::kRunning:
+      return "running";
+    case JobStatus::kDone:
+      return "done";
+    case JobStatus::kFailed:
+      return "failed";
+    case JobStatus::kCancelled:
+      return "cancelled";
   }
   return "queued";
 }
@@ -78,7 +83,8 @@ json result_json(const JobRecord& r) {
   };
   if (!r.batch.empty()) doc["batch"] = r.batch;
   if (!r.logprobs.is_null()) doc["logprobs"] = r.logprobs;
-  if (r.status == JobStatus::kFailed) doc["error"] = {{"code", r.error_code}, {"message", r.error_message}};
+  if (r.status == JobStatus::kFailed)
+    doc["error"] = {{"code", r.error_code}, {"message", r.error_message}};
   if (!r.metadata.is_null()) doc["metadata"] = r.metadata;
   return doc;
 }
@@ -104,10 +110,12 @@ bool merge_result(std::string_view text, JobRecord& r) {
   r.cached_prompt_tokens = field<int>(usage, "cached_prompt_tokens", 0);
   r.finished_at = field<std::int64_t>(doc, "finished_at", 0);
   const json timings = field<json>(doc, "timings", json::object());
-  if (const auto total = field<std::int64_t>(timings, "total_ms", -1); total >= 0 && r.finished_at) {
+  if (const auto total = field<std::int64_t>(timings, "total_ms", -1);
+      total >= 0 && r.finished_at) {
     r.queued_at = r.finished_at - total;
   }
-  if (const auto queued = field<std::int64_t>(timings, "queued_ms", -1); queued >= 0 && r.queued_at) {
+  if (const auto queued = field<std::int64_t>(timings, "queued_ms", -1);
+      queued >= 0 && r.queued_at) {
     r.started_at = r.queued_at + queued;
   }
   if (const auto ttft = field<std::int64_t>(timings, "ttft_ms", -1); ttft >= 0 && r.started_at) {

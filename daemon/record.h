@@ -4,12 +4,11 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "daemon/job.h"
 
@@ -18,7 +17,9 @@ namespace awqd {
 enum class JobStatus { kQueued, kRunning, kDone, kFailed, kCancelled };
 const char* status_name(JobStatus status);  // "queued", "running", "done", "failed", "cancelled"
 std::optional<JobStatus> parse_status(std::string_view name);
-inline bool is_final(JobStatus s) { return s == JobStatus::kDone || s == JobStatus::kFailed || s == JobStatus::kCancelled; }
+inline bool is_final(JobStatus s) {
+  return s == JobStatus::kDone || s == JobStatus::kFailed || s == JobStatus::kCancelled;
+}
 
 struct JobRecord {
   // Identity and delivery.
@@ -29,7 +30,7 @@ struct JobRecord {
   std::string instance;  // consumer name of the daemon that ran it
   JobStatus status = JobStatus::kQueued;
   int priority = 0;
-  int attempts = 0;      // the stream's delivery count
+  int attempts = 0;  // the stream's delivery count
 
   // The request (empty/null when the job document could not be parsed).
   PromptKind prompt_kind = PromptKind::kText;
@@ -51,12 +52,12 @@ struct JobRecord {
   int completion_tokens = 0;
 
   // Times, ms since the epoch; 0 = did not happen.
-  std::int64_t queued_at = 0;       // XADD time, from the entry id
-  std::int64_t started_at = 0;      // admitted to the engine
+  std::int64_t queued_at = 0;   // XADD time, from the entry id
+  std::int64_t started_at = 0;  // admitted to the engine
   std::int64_t first_token_at = 0;
   std::int64_t finished_at = 0;
 
-  std::string model;           // model directory name
+  std::string model;  // model directory name
   std::string model_hash;
   std::string engine_version;
 };

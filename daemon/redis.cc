@@ -24,7 +24,8 @@ timeval to_timeval(std::chrono::milliseconds ms) {
 }  // namespace
 
 std::string RedisEndpoint::describe() const {
-  std::string url = unix_path.empty() ? "redis://" + host + ":" + std::to_string(port) : "unix://" + unix_path;
+  std::string url =
+      unix_path.empty() ? "redis://" + host + ":" + std::to_string(port) : "unix://" + unix_path;
   if (db != 0) url.append(unix_path.empty() ? "/" : "?db=").append(std::to_string(db));
   return url;
 }
@@ -40,7 +41,8 @@ RedisEndpoint parse_redis_url(const std::string& url) {
   if (rest.starts_with("unix://")) {
     rest.remove_prefix(7);
     if (const auto q = rest.find("?db="); q != std::string_view::npos) {
-      if (!parse_int(rest.substr(q + 4), ep.db) || ep.db < 0) throw bad("the database is not a number");
+      if (!parse_int(rest.substr(q + 4), ep.db) || ep.db < 0)
+        throw bad("the database is not a number");
       rest = rest.substr(0, q);
     }
     if (rest.empty() || rest.front() != '/') throw bad("the socket path must be absolute");
@@ -51,16 +53,19 @@ RedisEndpoint parse_redis_url(const std::string& url) {
   rest.remove_prefix(8);
   if (const auto at = rest.rfind('@'); at != std::string_view::npos) {
     std::string_view auth = rest.substr(0, at);
-    if (const auto colon = auth.find(':'); colon != std::string_view::npos) auth.remove_prefix(colon + 1);
+    if (const auto colon = auth.find(':'); colon != std::string_view::npos)
+      auth.remove_prefix(colon + 1);
     ep.password = std::string(auth);
     rest.remove_prefix(at + 1);
   }
   if (const auto slash = rest.find('/'); slash != std::string_view::npos) {
     const auto db = rest.substr(slash + 1);
-    if (!db.empty() && (!parse_int(db, ep.db) || ep.db < 0)) throw bad("the database is not a number");
+    if (!db.empty() && (!parse_int(db, ep.db) || ep.db < 0))
+      throw bad("the database is not a number");
     rest = rest.substr(0, slash);
   }
-  if (const auto colon = rest.rfind(':'); colon != std::string_view::npos && rest.find(']') == std::string_view::npos) {
+  if (const auto colon = rest.rfind(':');
+      colon != std::string_view::npos && rest.find(']') == std::string_view::npos) {
     if (!parse_int(rest.substr(colon + 1), ep.port) || ep.port <= 0 || ep.port > 65535) {
       throw bad("the port is not a number in 1..65535");
     }
@@ -126,14 +131,16 @@ std::int64_t entry_time_ms(std::string_view entry_id) {
 RedisSync::RedisSync(const RedisEndpoint& endpoint, std::chrono::milliseconds timeout)
     : timeout_(timeout), where_(endpoint.describe()) {
   const timeval tv = to_timeval(timeout);
-  ctx_ = endpoint.unix_path.empty() ? redisConnectWithTimeout(endpoint.host.c_str(), endpoint.port, tv)
-                                    : redisConnectUnixWithTimeout(endpoint.unix_path.c_str(), tv);
+  ctx_ = endpoint.unix_path.empty()
+             ? redisConnectWithTimeout(endpoint.host.c_str(), endpoint.port, tv)
+             : redisConnectUnixWithTimeout(endpoint.unix_path.c_str(), tv);
   if (ctx_ == nullptr || ctx_->err) {
     const std::string why = ctx_ ? ctx_->errstr : "out of memory";
     if (ctx_) redisFree(ctx_);
     ctx_ = nullptr;
-    throw RedisUnavailable("cannot reach Redis at " + where_ + ": " + why +
-                           " (is redis-server running? check --redis or the `redis` key of the config)");
+    throw RedisUnavailable(
+        "cannot reach Redis at " + where_ + ": " + why +
+        " (is redis-server running? check --redis or the `redis` key of the config)");
   }
   redisSetTimeout(ctx_, tv);
   if (!endpoint.password.empty()) {
@@ -159,7 +166,8 @@ void RedisSync::append(const std::vector<std::string>& args) {
     argv.push_back(a.data());
     argvlen.push_back(a.size());
   }
-  if (redisAppendCommandArgv(ctx_, static_cast<int>(args.size()), argv.data(), argvlen.data()) != REDIS_OK) {
+  if (redisAppendCommandArgv(ctx_, static_cast<int>(args.size()), argv.data(), argvlen.data()) !=
+      REDIS_OK) {
     throw RedisUnavailable("Redis at " + where_ + ": " + ctx_->errstr);
   }
 }

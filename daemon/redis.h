@@ -98,7 +98,8 @@ class RedisSync {
   std::vector<RedisReply> pipeline(const std::vector<std::vector<std::string>>& commands);
   // A command that may block server-side for up to `block` (XREAD BLOCK): the read timeout grows
   // by that much for this call.
-  RedisReply blocking_command(const std::vector<std::string>& args, std::chrono::milliseconds block);
+  RedisReply blocking_command(const std::vector<std::string>& args,
+                              std::chrono::milliseconds block);
 
  private:
   void append(const std::vector<std::string>& args);

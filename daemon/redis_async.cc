@@ -4,10 +4,9 @@
 #include <hiredis/hiredis.h>
 #include <spdlog/spdlog.h>
 
-#include <boost/asio/posix/stream_descriptor.hpp>
-#include <boost/asio/redirect_error.hpp>
-
 #include <random>
+
+#include "daemon/asio.h"
 
 namespace awqd {
 
@@ -186,20 +185,22 @@ void RedisAsync::on_disconnect(const redisAsyncContext* ac, int status) {
 void RedisAsync::handshake() {
   if (endpoint_.password.size()) {
     send({"AUTH", endpoint_.password}, [this](RedisReply r) {
-      if (r.error() && !r.lost_connection()) spdlog::error("redis[{}]: AUTH failed: {}", name_, r.str);
+      if (r.error() && !r.lost_connection())
+        spdlog::error("redis[{}]: AUTH failed: {}", name_, r.str);
     });
   }
   if (endpoint_.db != 0) send({"SELECT", std::to_string(endpoint_.db)}, [](RedisReply) {});
   send({"PING"}, [this](RedisReply r) {
     if (r.lost_connection()) return;  // the disconnect path reconnects
-    if (r.error()) {                   // NOAUTH, LOADING, ...: try again later
+    if (r.error()) {                  // NOAUTH, LOADING, ...: try again later
       drop_context();
       connection_failed(r.str);
       return;
     }
     connect_timer_.cancel();
     connected_ = true;
-    if (backoff_.count() > 0) spdlog::info("redis[{}]: connected to {}", name_, endpoint_.describe());
+    if (backoff_.count() > 0)
+      spdlog::info("redis[{}]: connected to {}", name_, endpoint_.describe());
     backoff_ = std::chrono::milliseconds(0);
     if (on_connected_) on_connected_();
     connected_signal_.cancel();
@@ -220,7 +221,8 @@ void RedisAsync::schedule_reconnect() {
   // Jitter of +-20% keeps many daemons from reconnecting in lockstep after a Redis restart.
   static thread_local std::minstd_rand rng{std::random_device{}()};
   const auto jitter = std::uniform_real_distribution<double>(0.8, 1.2)(rng);
-  retry_timer_.expires_after(std::chrono::milliseconds(static_cast<long>(backoff_.count() * jitter)));
+  retry_timer_.expires_after(
+      std::chrono::milliseconds(static_cast<long>(backoff_.count() * jitter)));
   retry_timer_.async_wait([this, alive = alive_](const boost::system::error_code& ec) {
     if (!ec && *alive) connect();
   });

@@ -26,7 +26,8 @@ struct RunnerInfo {
 
 // Input the engine cannot run: the job fails with `code` (an errc) and is not retried.
 struct JobRejected : std::runtime_error {
-  JobRejected(std::string code_, const std::string& message) : std::runtime_error(message), code(std::move(code_)) {}
+  JobRejected(std::string code_, const std::string& message)
+      : std::runtime_error(message), code(std::move(code_)) {}
   std::string code;
 };
 

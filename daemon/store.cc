@@ -131,8 +131,10 @@ JobRecord read_job(SQLite::Statement& s) {
 
 Store::Store(const std::filesystem::path& path, bool read_only) : path_(path.string()) {
   try {
-    if (!read_only && path.has_parent_path()) std::filesystem::create_directories(path.parent_path());
-    const int flags = read_only ? SQLite::OPEN_READONLY : (SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
+    if (!read_only && path.has_parent_path())
+      std::filesystem::create_directories(path.parent_path());
+    const int flags =
+        read_only ? SQLite::OPEN_READONLY : (SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
     db_ = std::make_unique<SQLite::Database>(path_, flags, /*busy_timeout_ms=*/5000);
     if (!read_only) {
       db_->exec("PRAGMA journal_mode = WAL");
@@ -140,8 +142,9 @@ Store::Store(const std::filesystem::path& path, bool read_only) : path_(path.str
       migrate();
     }
   } catch (const std::exception& e) {
-    throw std::runtime_error("SQLite store " + path_ + ": " + e.what() +
-                             (read_only ? "" : " (check that the directory is writable: the `db` key)"));
+    throw std::runtime_error(
+        "SQLite store " + path_ + ": " + e.what() +
+        (read_only ? "" : " (check that the directory is writable: the `db` key)"));
   }
 }
 
@@ -176,7 +179,8 @@ void Store::migrate() {
 
 SQLite::Statement& Store::statement(const std::string& name) {
   auto& slot = statements_[name];
-  if (!slot) slot = std::make_unique<SQLite::Statement>(*db_, named_block(embedded::kStoreSql, name));
+  if (!slot)
+    slot = std::make_unique<SQLite::Statement>(*db_, named_block(embedded::kStoreSql, name));
   slot->reset();
   slot->clearBindings();
   return *slot;
@@ -390,13 +394,15 @@ void StoreWriter::run() {
     try {
       store_->write(batch);
     } catch (const std::exception& e) {
-      backoff = std::min(std::chrono::milliseconds(5000), std::max(backoff * 2, std::chrono::milliseconds(50)));
-      spdlog::error("store: a commit of {} writes failed: {}; retrying in {} ms", batch.size(), e.what(),
-                    backoff.count());
+      backoff = std::min(std::chrono::milliseconds(5000),
+                         std::max(backoff * 2, std::chrono::milliseconds(50)));
+      spdlog::error("store: a commit of {} writes failed: {}; retrying in {} ms", batch.size(),
+                    e.what(), backoff.count());
       std::unique_lock lock(mutex_);
       // A failing disk must not keep the daemon from stopping forever: give up after the wait.
       if (wake_.wait_for(lock, backoff, [&] { return stopping_; })) {
-        spdlog::critical("store: stopping with {} writes not committed", batch.size() + queue_.size());
+        spdlog::critical("store: stopping with {} writes not committed",
+                         batch.size() + queue_.size());
         break;
       }
       continue;

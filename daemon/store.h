@@ -82,7 +82,8 @@ class Store {
 
   std::optional<JobRecord> job(const std::string& id);
   std::vector<JobRecord> recent_jobs(int limit);
-  void for_each_job_of_batch(const std::string& batch, const std::function<void(const JobRecord&)>& fn);
+  void for_each_job_of_batch(const std::string& batch,
+                             const std::function<void(const JobRecord&)>& fn);
   std::optional<BatchProgress> batch_progress(const std::string& batch);
   std::map<std::string, std::int64_t> status_counts();
   const std::string& instance() const { return instance_; }

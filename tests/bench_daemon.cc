@@ -11,19 +11,18 @@
 //    (200-byte text, 50 token ids, params and metadata JSON) as fast as they are pushed.
 // A private redis-server (no persistence) is started for the run.
 #include <pthread.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
-
-#include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
-#include <spdlog/spdlog.h>
 
 #include "daemon/daemon.h"
 #include "daemon/store.h"
@@ -36,7 +35,9 @@ namespace {
 using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
 
 // CPU seconds (user + system) of a thread or process from its /proc stat file, and its name.
 std::pair<std::string, double> cpu_of(const std::filesystem::path& stat_file) {
@@ -50,7 +51,8 @@ std::pair<std::string, double> cpu_of(const std::filesystem::path& stat_file) {
   for (int i = 3; i <= 15 && rest >> field; ++i) {
     if (i == 14 || i == 15) ticks += std::stod(field);  // utime, stime
   }
-  return {text.substr(open + 1, close - open - 1), ticks / static_cast<double>(sysconf(_SC_CLK_TCK))};
+  return {text.substr(open + 1, close - open - 1),
+          ticks / static_cast<double>(sysconf(_SC_CLK_TCK))};
 }
 
 // CPU seconds of every thread of this process (by name) and of redis-server.
@@ -125,9 +127,11 @@ void bench_jobs(int n) {
   const long long results = redis.command({"XLEN", keys.results()}).integer;
   Store store(c.db, true);
   const auto counts = store.status_counts();
-  std::printf("daemon, no-op runner: %d jobs read, run, published, stored and acknowledged in %.2f s: "
-              "%.0f jobs/s (%lld notices, %lld done rows)\n",
-              n, elapsed, n / elapsed, results, counts.count("done") ? static_cast<long long>(counts.at("done")) : 0LL);
+  std::printf(
+      "daemon, no-op runner: %d jobs read, run, published, stored and acknowledged in %.2f s: "
+      "%.0f jobs/s (%lld notices, %lld done rows)\n",
+      n, elapsed, n / elapsed, results,
+      counts.count("done") ? static_cast<long long>(counts.at("done")) : 0LL);
   // Where the CPU went: on a shared machine the wall-clock rate depends on the neighbours; CPU
   // time per job does not.
   double total = 0;
@@ -137,8 +141,8 @@ void bench_jobs(int n) {
     total += used;
     std::printf("  %-16s %6.2f CPU s  %6.1f us/job\n", name.c_str(), used, used * 1e6 / n);
   }
-  std::printf("  %-16s %6.2f CPU s  %6.1f us/job  (%.0f jobs per CPU second)\n", "total", total, total * 1e6 / n,
-              n / total);
+  std::printf("  %-16s %6.2f CPU s  %6.1f us/job  (%.0f jobs per CPU second)\n", "total", total,
+              total * 1e6 / n, n / total);
 }
 
 void bench_store(int n) {
@@ -173,13 +177,16 @@ void bench_store(int n) {
     r.finished_at = r.queued_at + 100;
     r.model = "bench";
     r.seed = static_cast<std::uint64_t>(i);
-    writer.push(StoreOp{StoreOp::Kind::kFinished, std::move(r), {}, StreamAck{"bench:jobs", std::to_string(i)}});
+    writer.push(StoreOp{
+        StoreOp::Kind::kFinished, std::move(r), {}, StreamAck{"bench:jobs", std::to_string(i)}});
   }
   writer.flush();
   const double elapsed = seconds_since(start);
-  std::printf("SQLite result writes (WAL, synchronous=NORMAL, writer thread): %d rows in %.2f s: %.0f rows/s "
-              "(%llu acknowledgements after commit)\n",
-              n, elapsed, n / elapsed, static_cast<unsigned long long>(acks));
+  std::printf(
+      "SQLite result writes (WAL, synchronous=NORMAL, writer thread): %d rows in %.2f s: %.0f "
+      "rows/s "
+      "(%llu acknowledgements after commit)\n",
+      n, elapsed, n / elapsed, static_cast<unsigned long long>(acks));
 }
 
 }  // namespace

@@ -43,8 +43,16 @@ RedisServer::RedisServer(bool persistent) : port_(free_port()), persistent_(pers
 RedisServer::~RedisServer() { kill9(); }
 
 void RedisServer::start() {
-  std::vector<std::string> args{"redis-server", "--port", std::to_string(port_), "--bind", "127.0.0.1",
-                                "--dir", dir_.path.string(), "--save", "", "--logfile",
+  std::vector<std::string> args{"redis-server",
+                                "--port",
+                                std::to_string(port_),
+                                "--bind",
+                                "127.0.0.1",
+                                "--dir",
+                                dir_.path.string(),
+                                "--save",
+                                "",
+                                "--logfile",
                                 (dir_.path / "redis.log").string()};
   if (persistent_) {
     args.insert(args.end(), {"--appendonly", "yes", "--appendfsync", "always"});
@@ -98,7 +106,8 @@ std::string unique_prefix(const std::string& name) {
   return "t" + std::to_string(getpid()) + "-" + std::to_string(n++) + "-" + name + ":";
 }
 
-Child::Child(const std::string& binary, const std::vector<std::string>& args, const std::filesystem::path& log_file) {
+Child::Child(const std::string& binary, const std::vector<std::string>& args,
+             const std::filesystem::path& log_file) {
   pid_ = fork();
   if (pid_ < 0) throw std::runtime_error("fork failed");
   if (pid_ == 0) {

@@ -73,6 +73,7 @@ class Child {
 int run_command(const std::vector<std::string>& argv, std::string* out = nullptr);
 
 // Polls `done` every 20 ms until it is true or `timeout` passes; returns its last value.
-bool eventually(const std::function<bool()>& done, std::chrono::milliseconds timeout = std::chrono::seconds(30));
+bool eventually(const std::function<bool()>& done,
+                std::chrono::milliseconds timeout = std::chrono::seconds(30));
 
 }  // namespace awqd::test

@@ -16,12 +16,13 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   auto options = std::make_shared<test::FakeRunnerOptions>();
   auto step_ms = std::make_shared<double>(0);
-  CLI::App* serve = cli::add_serve_command(app, [options, step_ms](const DaemonConfig& config) -> RunnerFactory {
-    test::FakeRunnerOptions o = *options;
-    o.max_num_seqs = config.max_num_seqs;
-    o.step_delay = std::chrono::microseconds(static_cast<long>(*step_ms * 1000));
-    return [o](int) { return std::make_unique<test::FakeRunner>(o); };
-  });
+  CLI::App* serve =
+      cli::add_serve_command(app, [options, step_ms](const DaemonConfig& config) -> RunnerFactory {
+        test::FakeRunnerOptions o = *options;
+        o.max_num_seqs = config.max_num_seqs;
+        o.step_delay = std::chrono::microseconds(static_cast<long>(*step_ms * 1000));
+        return [o](int) { return std::make_unique<test::FakeRunner>(o); };
+      });
   serve->add_option("--fake-step-ms", *step_ms, "milliseconds each fake engine step takes");
   serve->add_option("--fake-max-tokens", options->max_tokens_cap, "tokens per job at most");
   cli::add_status_command(app);

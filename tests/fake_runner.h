@@ -21,7 +21,7 @@ namespace awqd::test {
 
 struct FakeRunnerOptions {
   int max_num_seqs = 8;
-  int max_tokens_cap = 64;                   // tokens per job at most
+  int max_tokens_cap = 64;                  // tokens per job at most
   std::chrono::microseconds step_delay{0};  // per step
 };
 
@@ -48,10 +48,13 @@ class FakeRunner final : public Runner {
     s.remaining = std::min(job.params.max_tokens, options_.max_tokens_cap);
     s.fail = job.prompt.find("#fail") != std::string::npos;
     s.slow = job.prompt.find("#slow") != std::string::npos;
-    s.prompt_tokens = job.prompt_kind == PromptKind::kTokenIds ? static_cast<int>(job.prompt_token_ids.size())
-                                                                : static_cast<int>(job.prompt.size() / 4 + 1);
-    if (s.prompt_tokens >= info().limits.max_context) {  // as the engine runner does after tokenizing
-      throw JobRejected(errc::kPromptTooLong, "the fake prompt is " + std::to_string(s.prompt_tokens) + " tokens");
+    s.prompt_tokens = job.prompt_kind == PromptKind::kTokenIds
+                          ? static_cast<int>(job.prompt_token_ids.size())
+                          : static_cast<int>(job.prompt.size() / 4 + 1);
+    if (s.prompt_tokens >=
+        info().limits.max_context) {  // as the engine runner does after tokenizing
+      throw JobRejected(errc::kPromptTooLong,
+                        "the fake prompt is " + std::to_string(s.prompt_tokens) + " tokens");
     }
     seqs_[id] = s;
   }

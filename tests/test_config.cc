@@ -29,7 +29,8 @@ max_attempts = 5
 visibility_timeout_s = 60
 result_ttl_s = 3600
 prefix_caching = false
-)", "test.toml");
+)",
+                                          "test.toml");
   EXPECT_EQ(c.model, "/models/llama");
   EXPECT_EQ(c.redis, "redis://10.0.0.5:6380/2");
   EXPECT_EQ(c.prefix, "test:");
@@ -67,7 +68,8 @@ TEST(Config, ClearErrors) {
     return "";
   };
   EXPECT_NE(error_of("modle = \"x\"").find("unknown key `modle`"), std::string::npos);
-  EXPECT_NE(error_of("max_attempts = \"three\"").find("`max_attempts` must be an integer"), std::string::npos);
+  EXPECT_NE(error_of("max_attempts = \"three\"").find("`max_attempts` must be an integer"),
+            std::string::npos);
   EXPECT_NE(error_of("max_attempts = 0").find("max_attempts"), std::string::npos);
   EXPECT_NE(error_of("device = \"tpu\"").find("device"), std::string::npos);
   EXPECT_NE(error_of("redis = \"http://x\"").find("bad Redis URL"), std::string::npos);
@@ -80,11 +82,12 @@ TEST(Config, FlagsWinOverTheFile) {
   const int fd = mkstemp(path);
   ASSERT_GE(fd, 0);
   close(fd);
-  std::ofstream(path) << "prefix = \"file:\"\nmax_attempts = 7\ncontrol_socket = \"/tmp/file.sock\"\n";
+  std::ofstream(path)
+      << "prefix = \"file:\"\nmax_attempts = 7\ncontrol_socket = \"/tmp/file.sock\"\n";
   CLI::App app;
   ConfigOptions options(&app, ConfigScope::kServe);
-  const char* argv[] = {"awqd", "--config", path, "--prefix", "flag:", "--control-socket", "/tmp/flag.sock",
-                        "--gpus", "3"};
+  const char* argv[] = {"awqd",           "--config", path, "--prefix", "flag:", "--control-socket",
+                        "/tmp/flag.sock", "--gpus",   "3"};
   app.parse(static_cast<int>(std::size(argv)), const_cast<char**>(argv));
   const DaemonConfig c = options.load();
   std::filesystem::remove(path);

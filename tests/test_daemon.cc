@@ -1,17 +1,16 @@
 // The daemon core in-process against a real redis-server, with the fake runner in place of the
 // engine (tests/fake_runner.h): the Redis protocol of SPEC section 4 and the reliability of
 // section 9 that does not need a process to die (test_e2e.cc has kill -9 and the real engine).
-#include <gtest/gtest.h>
-#include <sys/socket.h>
-#include <netinet/in.h>
 #include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <map>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
-
-#include <nlohmann/json.hpp>
 
 #include "daemon/control.h"
 #include "daemon/daemon.h"
@@ -37,7 +36,8 @@ std::string numbered(const char* name, int i) {
 class TestDaemon {
  public:
   TestDaemon(DaemonConfig config, test::FakeRunnerOptions runner) : config_(std::move(config)) {
-    daemon_ = std::make_unique<Daemon>(config_, [runner](int) { return std::make_unique<test::FakeRunner>(runner); });
+    daemon_ = std::make_unique<Daemon>(
+        config_, [runner](int) { return std::make_unique<test::FakeRunner>(runner); });
     thread_ = std::thread([this] { exit_code_ = daemon_->run(); });
   }
   ~TestDaemon() { stop(); }
@@ -80,7 +80,8 @@ class DaemonTest : public ::testing::Test {
   }
 
   std::string add(const json& job, const std::string& stream = "") {
-    const RedisReply r = redis_->command({"XADD", stream.empty() ? keys_.jobs() : stream, "*", "job", job.dump()});
+    const RedisReply r =
+        redis_->command({"XADD", stream.empty() ? keys_.jobs() : stream, "*", "job", job.dump()});
     EXPECT_FALSE(r.error()) << r.str;
     return r.str;
   }
@@ -96,12 +97,14 @@ class DaemonTest : public ::testing::Test {
     return json::parse(r.str);
   }
   bool all_results(const std::vector<std::string>& ids, std::chrono::milliseconds timeout = 30s) {
-    return eventually([&] {
-      for (const auto& id : ids) {
-        if (!result(id)) return false;
-      }
-      return true;
-    }, timeout);
+    return eventually(
+        [&] {
+          for (const auto& id : ids) {
+            if (!result(id)) return false;
+          }
+          return true;
+        },
+        timeout);
   }
   // Notices on the results stream, per id.
   std::map<std::string, int> notices() {
@@ -115,7 +118,8 @@ class DaemonTest : public ::testing::Test {
     return n;
   }
   long long pending(const std::string& stream = "") {
-    const RedisReply r = redis_->command({"XPENDING", stream.empty() ? keys_.jobs() : stream, RedisKeys::kGroup});
+    const RedisReply r =
+        redis_->command({"XPENDING", stream.empty() ? keys_.jobs() : stream, RedisKeys::kGroup});
     return r.elements.empty() ? -1 : r.elements[0].integer;
   }
   bool no_pending() {
@@ -123,7 +127,8 @@ class DaemonTest : public ::testing::Test {
   }
 
   test::TempDir dir_;
-  std::string prefix_ = test::unique_prefix(::testing::UnitTest::GetInstance()->current_test_info()->name());
+  std::string prefix_ =
+      test::unique_prefix(::testing::UnitTest::GetInstance()->current_test_info()->name());
   RedisKeys keys_{prefix_};
   std::string url_;
   std::unique_ptr<RedisSync> redis_;
@@ -133,7 +138,8 @@ TEST_F(DaemonTest, RunsJobsToResultsAndRows) {
   TestDaemon d(config(), {.max_num_seqs = 8});
   std::vector<std::string> ids;
   for (int i = 0; i < 40; ++i) {
-    json job = {{"prompt", numbered("job ", i)}, {"params", {{"max_tokens", 1 + i % 5}}}, {"batch", "b"}};
+    json job = {
+        {"prompt", numbered("job ", i)}, {"params", {{"max_tokens", 1 + i % 5}}}, {"batch", "b"}};
     if (i % 2 == 0) {
       job["id"] = numbered("j", i);
       job["metadata"] = {{"n", i}};
@@ -156,7 +162,8 @@ TEST_F(DaemonTest, RunsJobsToResultsAndRows) {
     EXPECT_EQ(r["batch"], "b");
     EXPECT_EQ(r["model"], "fake");
     EXPECT_TRUE(r["seed"].is_number());
-    EXPECT_EQ(r["token_ids"][0], r["seed"].get<std::uint64_t>() % 1000);  // the seed the job ran with
+    EXPECT_EQ(r["token_ids"][0],
+              r["seed"].get<std::uint64_t>() % 1000);  // the seed the job ran with
     if (i % 2 == 0) {
       EXPECT_EQ(r["metadata"]["n"], i);
     }
@@ -247,7 +254,9 @@ TEST_F(DaemonTest, CancelsQueuedAndRunningJobs) {
   TestDaemon d(config(), {.max_num_seqs = 1, .max_tokens_cap = 1000, .step_delay = 10ms});
   add(json{{"id", "running"}, {"prompt", "long"}, {"params", {{"max_tokens", 1000}}}});
   add(json{{"id", "queued"}, {"prompt", "waits"}, {"params", {{"max_tokens", 5}}}});
-  ASSERT_TRUE(eventually([&] { return redis_->command({"GET", keys_.status("running")}).str == "running"; }));
+  ASSERT_TRUE(eventually([&] {
+    return redis_->command({"GET", keys_.status("running")}).str == "running";
+  }));
   std::this_thread::sleep_for(200ms);  // some tokens
   redis_->command({"SET", keys_.cancel("queued"), "1"});
   redis_->command({"SET", keys_.cancel("running"), "1"});
@@ -286,7 +295,8 @@ TEST_F(DaemonTest, APriorityJobOvertakesABulkBatch) {
   const auto urgent_done = (*result("urgent"))["finished_at"].get<std::int64_t>();
   ASSERT_TRUE(all_results(bulk));
   int later = 0;
-  for (const auto& id : bulk) later += (*result(id))["finished_at"].get<std::int64_t>() > urgent_done;
+  for (const auto& id : bulk)
+    later += (*result(id))["finished_at"].get<std::int64_t>() > urgent_done;
   EXPECT_GE(later, 40) << "the priority job waited for the backlog";
 }
 
@@ -294,12 +304,18 @@ TEST_F(DaemonTest, PriorityOrdersJobsAlreadyRead) {
   DaemonConfig c = config();
   c.read_ahead = 50;
   TestDaemon d(c, {.max_num_seqs = 1, .step_delay = 2ms});
-  add(json{{"id", "first"}, {"prompt", "#slow"}, {"params", {{"max_tokens", 10}}}});  // occupies the engine
-  ASSERT_TRUE(eventually([&] { return redis_->command({"GET", keys_.status("first")}).str == "running"; }));
-  for (int i = 0; i < 10; ++i) add(json{{"id", numbered("low", i)}, {"prompt", "x"}, {"params", {{"max_tokens", 2}}}});
+  add(json{{"id", "first"},
+           {"prompt", "#slow"},
+           {"params", {{"max_tokens", 10}}}});  // occupies the engine
+  ASSERT_TRUE(eventually([&] {
+    return redis_->command({"GET", keys_.status("first")}).str == "running";
+  }));
+  for (int i = 0; i < 10; ++i)
+    add(json{{"id", numbered("low", i)}, {"prompt", "x"}, {"params", {{"max_tokens", 2}}}});
   add(json{{"id", "high"}, {"prompt", "x"}, {"priority", 5}, {"params", {{"max_tokens", 2}}}});
   ASSERT_TRUE(all_results({"high", "low0"}));
-  EXPECT_LT((*result("high"))["finished_at"].get<std::int64_t>(), (*result("low0"))["finished_at"].get<std::int64_t>());
+  EXPECT_LT((*result("high"))["finished_at"].get<std::int64_t>(),
+            (*result("low0"))["finished_at"].get<std::int64_t>());
 }
 
 TEST_F(DaemonTest, RetriesStopAtMaxAttemptsThenDeadLetter) {
@@ -312,7 +328,8 @@ TEST_F(DaemonTest, RetriesStopAtMaxAttemptsThenDeadLetter) {
   const json r = *result("flaky");
   EXPECT_EQ(r["status"], "failed");
   EXPECT_EQ(r["error"]["code"], errc::kMaxAttempts);
-  EXPECT_NE(r["error"]["message"].get<std::string>().find("fake engine failure"), std::string::npos);
+  EXPECT_NE(r["error"]["message"].get<std::string>().find("fake engine failure"),
+            std::string::npos);
   EXPECT_EQ(r["attempts"], 3);
   EXPECT_EQ(r["metadata"]["keep"], true);
   const RedisReply dead = redis_->command({"XRANGE", keys_.dead(), "-", "+"});
@@ -331,7 +348,8 @@ TEST_F(DaemonTest, RetriesStopAtMaxAttemptsThenDeadLetter) {
 TEST_F(DaemonTest, SigtermDrainsRunningJobsAndHandsBackTheRest) {
   DaemonConfig c = config("drainer");
   c.read_ahead = 20;
-  auto a = std::make_unique<TestDaemon>(c, test::FakeRunnerOptions{.max_num_seqs = 2, .step_delay = 10ms});
+  auto a = std::make_unique<TestDaemon>(
+      c, test::FakeRunnerOptions{.max_num_seqs = 2, .step_delay = 10ms});
   std::vector<std::string> ids;
   for (int i = 0; i < 12; ++i) {
     ids.push_back(numbered("d", i));
@@ -353,16 +371,20 @@ TEST_F(DaemonTest, SigtermDrainsRunningJobsAndHandsBackTheRest) {
   const auto n = notices();
   for (const auto& id : ids) EXPECT_EQ(n.at(id), 1) << id;
   EXPECT_TRUE(no_pending());
-  for (const auto& id : ids) EXPECT_EQ((*result(id))["attempts"], 1) << "a hand-back is not an attempt";
+  for (const auto& id : ids)
+    EXPECT_EQ((*result(id))["attempts"], 1) << "a hand-back is not an attempt";
 }
 
 TEST_F(DaemonTest, DrainTimeoutHandsBackRunningJobs) {
   DaemonConfig c = config("impatient");
   c.drain_timeout_s = 0;
-  auto a = std::make_unique<TestDaemon>(c, test::FakeRunnerOptions{.max_num_seqs = 2, .max_tokens_cap = 1000, .step_delay = 10ms});
+  auto a = std::make_unique<TestDaemon>(
+      c, test::FakeRunnerOptions{.max_num_seqs = 2, .max_tokens_cap = 1000, .step_delay = 10ms});
   add(json{{"id", "long0"}, {"prompt", "x"}, {"params", {{"max_tokens", 300}}}});
   add(json{{"id", "long1"}, {"prompt", "x"}, {"params", {{"max_tokens", 300}}}});
-  ASSERT_TRUE(eventually([&] { return redis_->command({"GET", keys_.status("long1")}).str == "running"; }));
+  ASSERT_TRUE(eventually([&] {
+    return redis_->command({"GET", keys_.status("long1")}).str == "running";
+  }));
   EXPECT_EQ(a->stop(), 0);
   EXPECT_FALSE(result("long0")) << "a job cut off by the drain is not published as cancelled";
   EXPECT_EQ(pending(), 2);
@@ -401,7 +423,8 @@ TEST_F(DaemonTest, ReclaimsJobsOfADeadConsumer) {
     ids.push_back(numbered("orphan", i));
     add(json{{"id", ids.back()}, {"prompt", "x"}, {"params", {{"max_tokens", 2}}}});
   }
-  redis_->command({"XREADGROUP", "GROUP", RedisKeys::kGroup, "ghost", "COUNT", "5", "STREAMS", keys_.jobs(), ">"});
+  redis_->command({"XREADGROUP", "GROUP", RedisKeys::kGroup, "ghost", "COUNT", "5", "STREAMS",
+                   keys_.jobs(), ">"});
   ASSERT_EQ(pending(), 5);
   DaemonConfig c = config("rescuer");
   c.visibility_timeout_s = 1;
@@ -416,12 +439,16 @@ TEST_F(DaemonTest, ReclaimsJobsOfADeadConsumer) {
 
 TEST_F(DaemonTest, KeepsLongJobsFromBeingStolen) {
   DaemonConfig c = config("owner");
-  c.visibility_timeout_s = 1;
+  c.visibility_timeout_s = 2;
   TestDaemon owner(c, {.max_num_seqs = 1, .max_tokens_cap = 1000, .step_delay = 10ms});
-  add(json{{"id", "marathon"}, {"prompt", "x"}, {"params", {{"max_tokens", 250}}}});  // ~2.5 s > visibility timeout
-  ASSERT_TRUE(eventually([&] { return redis_->command({"GET", keys_.status("marathon")}).str == "running"; }));
+  add(json{{"id", "marathon"},
+           {"prompt", "x"},
+           {"params", {{"max_tokens", 500}}}});  // ~5 s > visibility timeout
+  ASSERT_TRUE(eventually([&] {
+    return redis_->command({"GET", keys_.status("marathon")}).str == "running";
+  }));
   DaemonConfig t = config("thief");
-  t.visibility_timeout_s = 1;
+  t.visibility_timeout_s = 2;
   TestDaemon thief(t, {.max_num_seqs = 1, .max_tokens_cap = 1000});
   ASSERT_TRUE(all_results({"marathon"}, 20s));
   const json r = *result("marathon");
@@ -457,7 +484,8 @@ TEST_F(DaemonTest, SurvivesARedisRestart) {
 
 TEST_F(DaemonTest, ControlSocketReportsStatus) {
   TestDaemon d(config(), {.max_num_seqs = 3});
-  for (int i = 0; i < 5; ++i) add(json{{"id", numbered("c", i)}, {"prompt", "x"}, {"params", {{"max_tokens", 2}}}});
+  for (int i = 0; i < 5; ++i)
+    add(json{{"id", numbered("c", i)}, {"prompt", "x"}, {"params", {{"max_tokens", 2}}}});
   ASSERT_TRUE(all_results({"c0", "c1", "c2", "c3", "c4"}));
   json status;
   ASSERT_TRUE(eventually([&] {
@@ -501,7 +529,8 @@ TEST_F(DaemonTest, ServesPrometheusMetrics) {
   DaemonConfig c = config();
   c.metrics_port = test::free_port();
   TestDaemon d(c, {});
-  for (int i = 0; i < 3; ++i) add(json{{"id", numbered("m", i)}, {"prompt", "x"}, {"params", {{"max_tokens", 4}}}});
+  for (int i = 0; i < 3; ++i)
+    add(json{{"id", numbered("m", i)}, {"prompt", "x"}, {"params", {{"max_tokens", 4}}}});
   ASSERT_TRUE(all_results({"m0", "m1", "m2"}));
   std::string page;
   ASSERT_TRUE(eventually([&] {
@@ -511,10 +540,12 @@ TEST_F(DaemonTest, ServesPrometheusMetrics) {
   })) << page;
   EXPECT_NE(page.find("HTTP/1.1 200 OK"), std::string::npos);
   EXPECT_NE(page.find("text/plain; version=0.0.4"), std::string::npos);
-  for (const char* name : {"awqd_queue_depth", "awqd_jobs{state=\"running\"}", "awqd_generated_tokens_total 12",
-                           "awqd_tokens_per_second{direction=\"out\"}", "awqd_batch_occupancy{replica=\"0\"}",
-                           "awqd_kv_cache_usage{replica=\"0\"}", "awqd_preemptions_total",
-                           "awqd_step_latency_seconds_bucket{le=\"+Inf\"}", "# TYPE awqd_step_latency_seconds histogram"}) {
+  for (const char* name :
+       {"awqd_queue_depth", "awqd_jobs{state=\"running\"}", "awqd_generated_tokens_total 12",
+        "awqd_tokens_per_second{direction=\"out\"}", "awqd_batch_occupancy{replica=\"0\"}",
+        "awqd_kv_cache_usage{replica=\"0\"}", "awqd_preemptions_total",
+        "awqd_step_latency_seconds_bucket{le=\"+Inf\"}",
+        "# TYPE awqd_step_latency_seconds histogram"}) {
     EXPECT_NE(page.find(name), std::string::npos) << name;
   }
   EXPECT_NE(http_get(c.metrics_port, "/other").find("404"), std::string::npos);

@@ -3,20 +3,18 @@
 //   test_e2e       the real awqd on the CPU executor with the llama-13m fixture (SPEC section 9);
 //   test_e2e_fake  tests/fake_awqd (the fake runner), which runs without a model and adds the
 //                  cases that need an engine failure on demand (#fail: retries, dead letters).
+#include <SQLiteCpp/SQLiteCpp.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
-#include <SQLiteCpp/SQLiteCpp.h>
-
 #include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
-
-#include <nlohmann/json.hpp>
 
 #include "daemon/redis.h"
 #include "tests/daemon_harness.h"
@@ -44,7 +42,8 @@ class E2E : public ::testing::Test {
   void SetUp() override {
     if (!kFake) {
       model_ = test::fixture("llama-13m");
-      if (model_.empty()) GTEST_SKIP() << "fixture llama-13m not found under " << test::fixtures_dir();
+      if (model_.empty())
+        GTEST_SKIP() << "fixture llama-13m not found under " << test::fixtures_dir();
     }
     use_redis(test::shared_redis_url());
     std::ofstream(dir_.path / "empty.toml") << "# no settings: the tests pass flags\n";
@@ -57,8 +56,15 @@ class E2E : public ::testing::Test {
 
   // Flags every awqd command of this test shares: where Redis, the database and the socket are.
   std::vector<std::string> where(const std::string& name) const {
-    return {"--config", (dir_.path / "empty.toml").string(), "--redis", url_, "--prefix", prefix_,
-            "--db", (dir_.path / (name + ".db")).string(), "--control-socket",
+    return {"--config",
+            (dir_.path / "empty.toml").string(),
+            "--redis",
+            url_,
+            "--prefix",
+            prefix_,
+            "--db",
+            (dir_.path / (name + ".db")).string(),
+            "--control-socket",
             (dir_.path / (name + ".sock")).string()};
   }
 
@@ -66,25 +72,31 @@ class E2E : public ::testing::Test {
     std::vector<std::string> args{"serve"};
     const auto w = where(name);
     args.insert(args.end(), w.begin(), w.end());
-    args.insert(args.end(), {"--metrics-port", "0", "--consumer", name, "--visibility-timeout-s", "2",
-                             "--max-num-seqs", "8"});
+    args.insert(args.end(), {"--metrics-port", "0", "--consumer", name, "--visibility-timeout-s",
+                             "2", "--max-num-seqs", "8"});
     if (kFake) {
-      args.insert(args.end(), {"--model", "fake", "--fake-step-ms", "4", "--fake-max-tokens", "1000"});
+      args.insert(args.end(),
+                  {"--model", "fake", "--fake-step-ms", "4", "--fake-max-tokens", "1000"});
     } else {
-      args.insert(args.end(), {"--model", model_.string(), "--device", "cpu", "--cpu-threads", "1"});
+      args.insert(args.end(),
+                  {"--model", model_.string(), "--device", "cpu", "--cpu-threads", "1"});
     }
     args.insert(args.end(), extra.begin(), extra.end());
     auto child = std::make_unique<test::Child>(AWQD_E2E_BINARY, args, dir_.path / (name + ".log"));
     // Serving once the control socket answers.
-    const bool up = eventually([&] {
-      if (!child->running()) return true;
-      std::string out;
-      std::vector<std::string> status{AWQD_E2E_BINARY, "status", "--json"};
-      status.insert(status.end(), w.begin(), w.end());
-      return test::run_command(status, &out) == 0 || out.find("\"instance\"") != std::string::npos;
-    }, kFake ? 20s : 120s);
+    const bool up = eventually(
+        [&] {
+          if (!child->running()) return true;
+          std::string out;
+          std::vector<std::string> status{AWQD_E2E_BINARY, "status", "--json"};
+          status.insert(status.end(), w.begin(), w.end());
+          return test::run_command(status, &out) == 0 ||
+                 out.find("\"instance\"") != std::string::npos;
+        },
+        kFake ? 20s : 120s);
     // Throwing ends the test (gtest reports it) instead of waiting on a daemon that is not there.
-    if (!up || !child->running()) throw std::runtime_error("daemon " + name + " did not come up; log:\n" + log(name));
+    if (!up || !child->running())
+      throw std::runtime_error("daemon " + name + " did not come up; log:\n" + log(name));
     return child;
   }
 
@@ -94,7 +106,8 @@ class E2E : public ::testing::Test {
   }
 
   // awqd <args> <where(name)>; stdout and stderr in *out.
-  int awqd(std::vector<std::string> args, std::string* out = nullptr, const std::string& name = "a") {
+  int awqd(std::vector<std::string> args, std::string* out = nullptr,
+           const std::string& name = "a") {
     args.insert(args.begin(), AWQD_E2E_BINARY);
     const auto w = where(name);
     args.insert(args.end(), w.begin(), w.end());
@@ -111,13 +124,18 @@ class E2E : public ::testing::Test {
     {
       std::ofstream out(file, std::ios::binary);
       for (const auto& j : jobs) {
-        out << "*5\r\n" << bulk("XADD") << bulk(prefix_ + "jobs") << bulk("*") << bulk("job") << bulk(j.dump());
+        out << "*5\r\n"
+            << bulk("XADD") << bulk(prefix_ + "jobs") << bulk("*") << bulk("job") << bulk(j.dump());
       }
     }
     std::string out;
-    ASSERT_EQ(test::run_command({"sh", "-c", "redis-cli -u '" + url_ + "' --pipe < '" + file.string() + "'"}, &out), 0)
+    ASSERT_EQ(
+        test::run_command(
+            {"sh", "-c", "redis-cli -u '" + url_ + "' --pipe < '" + file.string() + "'"}, &out),
+        0)
         << out;
-    ASSERT_NE(out.find("errors: 0, replies: " + std::to_string(jobs.size())), std::string::npos) << out;
+    ASSERT_NE(out.find("errors: 0, replies: " + std::to_string(jobs.size())), std::string::npos)
+        << out;
   }
 
   std::optional<json> result(const std::string& id) {
@@ -129,12 +147,14 @@ class E2E : public ::testing::Test {
     int n = 0;
     for (std::size_t i = 0; i < ids.size(); i += 500) {
       std::vector<std::string> args{"MGET"};
-      for (std::size_t k = i; k < std::min(ids.size(), i + 500); ++k) args.push_back(prefix_ + "result:" + ids[k]);
+      for (std::size_t k = i; k < std::min(ids.size(), i + 500); ++k)
+        args.push_back(prefix_ + "result:" + ids[k]);
       for (const auto& r : redis_->command(args).elements) n += !r.nil();
     }
     return n;
   }
-  bool all_results(const std::vector<std::string>& ids, std::chrono::milliseconds timeout = kJobTimeout) {
+  bool all_results(const std::vector<std::string>& ids,
+                   std::chrono::milliseconds timeout = kJobTimeout) {
     return eventually([&] { return count_results(ids) == static_cast<int>(ids.size()); }, timeout);
   }
   std::map<std::string, int> notices() {
@@ -158,12 +178,14 @@ class E2E : public ::testing::Test {
     for (const auto& id : ids) {
       const auto r = result(id);
       if (!r || (*r)["status"] != "done" || !n.count(id) || n.at(id) != 1) {
-        if (++bad <= 5) ADD_FAILURE() << id << ": " << (r ? r->dump() : "no result") << ", notices "
-                                      << (n.count(id) ? n.at(id) : 0);
+        if (++bad <= 5)
+          ADD_FAILURE() << id << ": " << (r ? r->dump() : "no result") << ", notices "
+                        << (n.count(id) ? n.at(id) : 0);
       }
     }
     EXPECT_EQ(bad, 0);
-    EXPECT_TRUE(eventually([&] { return pending() == 0; }, 10s)) << pending() << " entries still pending";
+    EXPECT_TRUE(eventually([&] { return pending() == 0; }, 10s))
+        << pending() << " entries still pending";
   }
   // Rows of a daemon's database, by status; integrity checked.
   std::map<std::string, int> rows(const std::string& name) {
@@ -176,9 +198,12 @@ class E2E : public ::testing::Test {
   }
 
   json job(const std::string& id, int max_tokens, const std::string& batch = "") {
-    static const char* prompts[] = {"Once upon a time", "It is a truth universally acknowledged",
-                                    "The module defines the following functions:", "Emma Woodhouse, handsome,",
-                                    "def main():", "She was"};
+    static const char* prompts[] = {"Once upon a time",
+                                    "It is a truth universally acknowledged",
+                                    "The module defines the following functions:",
+                                    "Emma Woodhouse, handsome,",
+                                    "def main():",
+                                    "She was"};
     json j = {{"id", id},
               {"prompt", prompts[std::hash<std::string>{}(id) % std::size(prompts)]},
               {"params", {{"max_tokens", max_tokens}, {"temperature", 0.8}, {"top_p", 0.95}}}};
@@ -188,7 +213,8 @@ class E2E : public ::testing::Test {
 
   test::TempDir dir_;
   std::filesystem::path model_;
-  std::string prefix_ = test::unique_prefix(::testing::UnitTest::GetInstance()->current_test_info()->name());
+  std::string prefix_ =
+      test::unique_prefix(::testing::UnitTest::GetInstance()->current_test_info()->name());
   std::string url_;
   std::unique_ptr<RedisSync> redis_;
 };
@@ -219,11 +245,14 @@ TEST_F(E2E, TwoHundredJobsFromRedisCli) {
   expect_each_done_once(ids);
 
   std::string out;
-  ASSERT_TRUE(eventually([&] {
-    awqd({"status", "--json"}, &out);
-    const json s = json::parse(out, nullptr, false);
-    return s.is_object() && s["store"]["jobs"].value("done", 0) == 200;
-  }, 20s)) << out;
+  ASSERT_TRUE(eventually(
+      [&] {
+        awqd({"status", "--json"}, &out);
+        const json s = json::parse(out, nullptr, false);
+        return s.is_object() && s["store"]["jobs"].value("done", 0) == 200;
+      },
+      20s))
+      << out;
   const json status = json::parse(out);
   EXPECT_EQ(status["daemon"]["totals"]["done"], 200);
   EXPECT_EQ(status["redis"]["streams"][prefix_ + "jobs"]["pending"], 0);
@@ -238,7 +267,8 @@ TEST_F(E2E, TwoHundredJobsFromRedisCli) {
     std::istringstream lines(out);
     for (std::string line; std::getline(lines, line);) {
       const json r = json::parse(line, nullptr, false);
-      if (r.is_object() && r.value("status", "") == "done") exported.insert(r["id"].get<std::string>());
+      if (r.is_object() && r.value("status", "") == "done")
+        exported.insert(r["id"].get<std::string>());
     }
     EXPECT_EQ(exported.size(), 200u) << source;
   }
@@ -246,9 +276,13 @@ TEST_F(E2E, TwoHundredJobsFromRedisCli) {
   daemon->signal(SIGTERM);
   EXPECT_EQ(daemon->wait(30s), 0) << log("a");
   SQLite::Database db((dir_.path / "a.db").string(), SQLite::OPEN_READONLY);
-  EXPECT_EQ(db.execAndGet("SELECT count(*) FROM jobs WHERE status = 'done' AND completion_tokens >= 1 AND "
-                          "prompt_tokens > 0 AND finished_at >= first_token_at AND first_token_at >= started_at "
-                          "AND started_at >= queued_at").getInt(), 200);
+  EXPECT_EQ(
+      db.execAndGet(
+            "SELECT count(*) FROM jobs WHERE status = 'done' AND completion_tokens >= 1 AND "
+            "prompt_tokens > 0 AND finished_at >= first_token_at AND first_token_at >= started_at "
+            "AND started_at >= queued_at")
+          .getInt(),
+      200);
 }
 
 // The engine's output reaches the result unchanged: greedy jobs, batched with sampled ones,
@@ -264,8 +298,10 @@ TEST_F(E2E, GreedyJobsMatchTheReference) {
     const std::string id = numbered("greedy", static_cast<int>(i));
     ids.push_back(id);
     redis_->command({"XADD", prefix_ + "jobs", "*", "job",
-                     json{{"id", id}, {"prompt", reference["float32"][i]["prompt"]},
-                          {"params", {{"max_tokens", 48}, {"temperature", 0}}}}.dump()});
+                     json{{"id", id},
+                          {"prompt", reference["float32"][i]["prompt"]},
+                          {"params", {{"max_tokens", 48}, {"temperature", 0}}}}
+                         .dump()});
     for (int k = 0; k < 4; ++k) {  // neighbours in the same batch
       const std::string other = id + "-n" + std::to_string(k);
       ids.push_back(other);
@@ -275,11 +311,15 @@ TEST_F(E2E, GreedyJobsMatchTheReference) {
   ASSERT_TRUE(all_results(ids)) << log("a");
   for (std::size_t i = 0; i < reference["float32"].size(); ++i) {
     const json r = *result(numbered("greedy", static_cast<int>(i)));
-    EXPECT_EQ(r["token_ids"], reference["float32"][i]["greedy_ids"]) << reference["float32"][i]["prompt"];
+    EXPECT_EQ(r["token_ids"], reference["float32"][i]["greedy_ids"])
+        << reference["float32"][i]["prompt"];
     EXPECT_EQ(r["finish_reason"], "length");
     std::string out;
-    ASSERT_EQ(test::run_command({AWQD_E2E_BINARY, "detokenize", "--json", "--model", model_.string(), "--ids",
-                                 r["token_ids"].dump()}, &out), 0) << out;
+    ASSERT_EQ(test::run_command({AWQD_E2E_BINARY, "detokenize", "--json", "--model",
+                                 model_.string(), "--ids", r["token_ids"].dump()},
+                                &out),
+              0)
+        << out;
     // The streamed text keeps the space before the first word that a lone decode drops.
     const auto lstrip = [](std::string s) { return s.erase(0, s.find_first_not_of(' ')); };
     EXPECT_EQ(lstrip(r["text"].get<std::string>()), lstrip(json::parse(out).get<std::string>()));
@@ -294,15 +334,17 @@ TEST_F(E2E, BadInputGetsAFailedRecord) {
     cases.emplace_back(id.empty() ? r.str : id, code);
   };
   put("", "{\"prompt\": ", "invalid_json");
-  put("unknown", R"({"id": "unknown", "prompt": "x", "params": {"temprature": 1}})", "unknown_field");
+  put("unknown", R"({"id": "unknown", "prompt": "x", "params": {"temprature": 1}})",
+      "unknown_field");
   put("range", R"({"id": "range", "prompt": "x", "params": {"max_tokens": -5}})", "invalid_param");
   put("vocab", R"({"id": "vocab", "prompt_token_ids": [1, 32000]})", "unknown_token");
   put("none", R"({"id": "none", "batch": "x"})", "missing_prompt");
   std::string long_prompt;
   for (int i = 0; i < 3000; ++i) long_prompt += "word ";
   put("long", json{{"id", "long"}, {"prompt", long_prompt}}.dump(), "prompt_too_long");
-  redis_->command({"XADD", prefix_ + "jobs", "*", "job",
-                   R"({"id": "chat", "messages": [{"role": "user", "content": "Hello"}], "params": {"max_tokens": 3}})"});
+  redis_->command(
+      {"XADD", prefix_ + "jobs", "*", "job",
+       R"({"id": "chat", "messages": [{"role": "user", "content": "Hello"}], "params": {"max_tokens": 3}})"});
   std::vector<std::string> ids{"chat"};
   for (const auto& c : cases) ids.push_back(c.first);
   ASSERT_TRUE(all_results(ids)) << log("a");
@@ -416,16 +458,24 @@ TEST_F(E2E, SigtermDrains) {
   auto b = serve("b");
   ASSERT_TRUE(all_results(ids)) << log("b");
   expect_each_done_once(ids);
-  for (const auto& id : ids) EXPECT_EQ((*result(id))["attempts"], 1) << id << ": a drain loses no attempt";
+  for (const auto& id : ids)
+    EXPECT_EQ((*result(id))["attempts"], 1) << id << ": a drain loses no attempt";
 }
 
 TEST_F(E2E, CancelsQueuedAndRunningJobsFromTheCli) {
   auto daemon = serve("a", {"--max-num-seqs", "1"});
   redis_->command({"XADD", prefix_ + "jobs", "*", "job",
-                   json{{"id", "long"}, {"prompt", "Once upon a time"},
-                        {"params", {{"max_tokens", kFake ? 1000 : 900}, {"ignore_eos", true}}}}.dump()});
-  redis_->command({"XADD", prefix_ + "jobs", "*", "job", json{{"id", "next"}, {"prompt", "x"}}.dump()});
-  ASSERT_TRUE(eventually([&] { return redis_->command({"GET", prefix_ + "status:long"}).str == "running"; }, 60s));
+                   json{{"id", "long"},
+                        {"prompt", "Once upon a time"},
+                        {"params", {{"max_tokens", kFake ? 1000 : 900}, {"ignore_eos", true}}}}
+                       .dump()});
+  redis_->command(
+      {"XADD", prefix_ + "jobs", "*", "job", json{{"id", "next"}, {"prompt", "x"}}.dump()});
+  ASSERT_TRUE(eventually(
+      [&] {
+        return redis_->command({"GET", prefix_ + "status:long"}).str == "running";
+      },
+      60s));
   std::this_thread::sleep_for(300ms);
   std::string out;
   EXPECT_EQ(awqd({"cancel", "long", "next"}, &out), 0) << out;
@@ -454,13 +504,17 @@ TEST_F(E2E, APriorityJobOvertakesABulkBatch) {
   std::string out;
   ASSERT_EQ(awqd({"submit", "--file", file.string(), "--batch", "night"}, &out), 0) << out;
   ASSERT_TRUE(eventually([&] { return count_results(ids) >= 2; }, kJobTimeout));
-  ASSERT_EQ(awqd({"submit", "--prompt", "Urgent:", "--id", "urgent", "--priority", "9", "--max-tokens", "4"}, &out), 0)
+  ASSERT_EQ(awqd({"submit", "--prompt", "Urgent:", "--id", "urgent", "--priority", "9",
+                  "--max-tokens", "4"},
+                 &out),
+            0)
       << out;
   ASSERT_TRUE(all_results({"urgent"}));
   const auto urgent_done = (*result("urgent"))["finished_at"].get<std::int64_t>();
   ASSERT_TRUE(all_results(ids));
   int later = 0;
-  for (const auto& id : ids) later += (*result(id))["finished_at"].get<std::int64_t>() > urgent_done;
+  for (const auto& id : ids)
+    later += (*result(id))["finished_at"].get<std::int64_t>() > urgent_done;
   EXPECT_GE(later, 25) << "the priority job waited behind the batch";
 }
 
@@ -469,10 +523,14 @@ TEST_F(E2E, SubmitWaitsAndResultsExport) {
   const auto file = dir_.path / "jobs.jsonl";
   {
     std::ofstream out(file);
-    for (int i = 0; i < 12; ++i) out << json{{"prompt", "Story " + std::to_string(i) + ":"}}.dump() << "\n";
+    for (int i = 0; i < 12; ++i)
+      out << json{{"prompt", "Story " + std::to_string(i) + ":"}}.dump() << "\n";
   }
   std::string out;
-  ASSERT_EQ(awqd({"submit", "--file", file.string(), "--batch", "waited", "--max-tokens", "4", "--wait", "--json"}, &out), 0)
+  ASSERT_EQ(awqd({"submit", "--file", file.string(), "--batch", "waited", "--max-tokens", "4",
+                  "--wait", "--json"},
+                 &out),
+            0)
       << out;
   int lines = 0;
   std::istringstream in(out);
@@ -486,12 +544,16 @@ TEST_F(E2E, SubmitWaitsAndResultsExport) {
   EXPECT_EQ(progress["total"], 12);
   EXPECT_EQ(progress["done"], 12);
   EXPECT_EQ(progress["complete"], true);
-  ASSERT_EQ(awqd({"status", "--batch", "waited", "--watch"}, &out), 0) << "watch ends when the batch is complete";
+  ASSERT_EQ(awqd({"status", "--batch", "waited", "--watch"}, &out), 0)
+      << "watch ends when the batch is complete";
   EXPECT_NE(out.find("100%"), std::string::npos) << out;
   // A job file with a mistake is refused as a whole, with the line.
   {
     std::ofstream bad(dir_.path / "bad.jsonl");
-    bad << R"({"prompt": "fine"})" << "\n" << R"({"prompt": "x", "params": {"top_p": 9}})" << "\n";
+    bad << R"({"prompt": "fine"})"
+        << "\n"
+        << R"({"prompt": "x", "params": {"top_p": 9}})"
+        << "\n";
   }
   EXPECT_EQ(awqd({"submit", "--file", (dir_.path / "bad.jsonl").string()}, &out), 1);
   EXPECT_NE(out.find("job 2: invalid_param"), std::string::npos) << out;
@@ -504,10 +566,15 @@ TEST_F(E2E, ClearMessagesWhenTheDaemonOrRedisIsDown) {
   EXPECT_NE(out.find("NOT RUNNING"), std::string::npos) << out;
   const std::string dead_redis = "redis://127.0.0.1:" + std::to_string(test::free_port());
   EXPECT_EQ(test::run_command({AWQD_E2E_BINARY, "submit", "--prompt", "x", "--config",
-                               (dir_.path / "empty.toml").string(), "--redis", dead_redis}, &out), 1);
+                               (dir_.path / "empty.toml").string(), "--redis", dead_redis},
+                              &out),
+            1);
   EXPECT_NE(out.find("cannot reach Redis"), std::string::npos) << out;
-  EXPECT_EQ(test::run_command({AWQD_E2E_BINARY, "status", "--config", (dir_.path / "empty.toml").string(),
-                               "--redis", dead_redis, "--control-socket", (dir_.path / "none.sock").string()}, &out), 1);
+  EXPECT_EQ(test::run_command(
+                {AWQD_E2E_BINARY, "status", "--config", (dir_.path / "empty.toml").string(),
+                 "--redis", dead_redis, "--control-socket", (dir_.path / "none.sock").string()},
+                &out),
+            1);
   EXPECT_NE(out.find("UNREACHABLE"), std::string::npos) << out;
 }
 
@@ -524,12 +591,14 @@ TEST_F(E2E, TellsSystemdWhenReadyAndStopping) {
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
   std::string messages;
   const auto receive_until = [&](const std::string& what, std::chrono::seconds timeout) {
-    return eventually([&] {
-      char buf[4096];
-      const ssize_t n = recv(fd, buf, sizeof(buf), 0);
-      if (n > 0) messages.append(buf, static_cast<std::size_t>(n)).append("\n");
-      return messages.find(what) != std::string::npos;
-    }, timeout);
+    return eventually(
+        [&] {
+          char buf[4096];
+          const ssize_t n = recv(fd, buf, sizeof(buf), 0);
+          if (n > 0) messages.append(buf, static_cast<std::size_t>(n)).append("\n");
+          return messages.find(what) != std::string::npos;
+        },
+        timeout);
   };
   setenv("NOTIFY_SOCKET", path.c_str(), 1);
   auto daemon = serve("a");

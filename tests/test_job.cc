@@ -15,7 +15,8 @@ const ModelLimits kLimits{32000, 1024};
 Job ok(const std::string& text) {
   ParsedJob p = parse_job(text, kLimits);
   if (auto* e = std::get_if<JobError>(&p)) {
-    ADD_FAILURE() << "expected a valid job, got " << e->code << ": " << e->message << "\n  for " << text;
+    ADD_FAILURE() << "expected a valid job, got " << e->code << ": " << e->message << "\n  for "
+                  << text;
     return {};
   }
   return std::get<Job>(p);
@@ -69,19 +70,21 @@ TEST(JobParser, DefaultsAndPromptKinds) {
   EXPECT_EQ(chat.prompt_kind, PromptKind::kMessages);
   ASSERT_EQ(chat.messages.size(), 2u);
   EXPECT_EQ(chat.messages[1].role, "user");
-  EXPECT_EQ(prompt_for_store(chat), R"([{"content":"Be brief.","role":"system"},{"content":"Hi","role":"user"}])");
+  EXPECT_EQ(prompt_for_store(chat),
+            R"([{"content":"Be brief.","role":"system"},{"content":"Hi","role":"user"}])");
 
   const Job ids = ok(R"({"prompt_token_ids": [1, 450, 31999]})");
   EXPECT_EQ(ids.prompt_kind, PromptKind::kTokenIds);
   EXPECT_EQ(ids.prompt_token_ids, (std::vector<std::int32_t>{1, 450, 31999}));
   EXPECT_EQ(prompt_for_store(ids), "[1,450,31999]");
 
-  EXPECT_EQ(ok(R"({"prompt": "x", "params": {"stop": "END"}})").params.stop, std::vector<std::string>{"END"});
+  EXPECT_EQ(ok(R"({"prompt": "x", "params": {"stop": "END"}})").params.stop,
+            std::vector<std::string>{"END"});
 }
 
 TEST(JobParser, MalformedJson) {
-  for (const char* text : {"", "{", "not json", "[1,2]", "\"a string\"", "42", "null", R"({"prompt": "x",})",
-                           "{\"prompt\": \"\xff\xfe\"}"}) {
+  for (const char* text : {"", "{", "not json", "[1,2]", "\"a string\"", "42", "null",
+                           R"({"prompt": "x",})", "{\"prompt\": \"\xff\xfe\"}"}) {
     EXPECT_EQ(bad(text).code, errc::kInvalidJson) << text;
   }
   EXPECT_EQ(bad(std::string(300, '[') + std::string(300, ']')).code, errc::kInvalidJson);
@@ -94,7 +97,8 @@ TEST(JobParser, UnknownFieldsAreErrors) {
   const JobError e = bad(R"({"prompt": "x", "params": {"temprature": 0.5}})");
   EXPECT_EQ(e.code, errc::kUnknownField);
   EXPECT_NE(e.message.find("params.temprature"), std::string::npos) << e.message;
-  EXPECT_EQ(bad(R"({"messages": [{"role": "user", "content": "x", "name": "bob"}]})").code, errc::kUnknownField);
+  EXPECT_EQ(bad(R"({"messages": [{"role": "user", "content": "x", "name": "bob"}]})").code,
+            errc::kUnknownField);
 }
 
 TEST(JobParser, WrongTypes) {
@@ -148,15 +152,18 @@ TEST(JobParser, PromptChoice) {
   EXPECT_EQ(bad(R"({"params": {}})").code, errc::kMissingPrompt);
   EXPECT_EQ(bad(R"({})").code, errc::kMissingPrompt);
   EXPECT_EQ(bad(R"({"prompt": "x", "prompt_token_ids": [1]})").code, errc::kMultiplePrompts);
-  EXPECT_EQ(bad(R"({"prompt": "x", "messages": [{"role": "user", "content": "y"}]})").code, errc::kMultiplePrompts);
+  EXPECT_EQ(bad(R"({"prompt": "x", "messages": [{"role": "user", "content": "y"}]})").code,
+            errc::kMultiplePrompts);
 }
 
 TEST(JobParser, TokensOutsideTheVocabulary) {
   EXPECT_EQ(bad(R"({"prompt_token_ids": [1, 32000]})").code, errc::kUnknownToken);
   EXPECT_EQ(bad(R"({"prompt_token_ids": [-1]})").code, errc::kUnknownToken);
-  EXPECT_EQ(bad(R"({"prompt": "x", "params": {"stop_token_ids": [40000]}})").code, errc::kUnknownToken);
+  EXPECT_EQ(bad(R"({"prompt": "x", "params": {"stop_token_ids": [40000]}})").code,
+            errc::kUnknownToken);
   // Without a model the vocabulary is unknown and only negative ids are wrong.
-  EXPECT_TRUE(std::holds_alternative<Job>(parse_job(R"({"prompt_token_ids": [40000]})", ModelLimits{})));
+  EXPECT_TRUE(
+      std::holds_alternative<Job>(parse_job(R"({"prompt_token_ids": [40000]})", ModelLimits{})));
 }
 
 TEST(JobParser, PromptLongerThanTheContext) {

@@ -1,14 +1,8 @@
 // The hiredis-on-Asio client (daemon/redis_async.h) against a real redis-server: replies in order,
 // awaitable commands, and reconnection with backoff when the server goes away and comes back.
-#include <utility>
-
 #include <gtest/gtest.h>
 
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
-#include <boost/asio/redirect_error.hpp>
-#include <boost/asio/steady_timer.hpp>
-
+#include "daemon/asio.h"
 #include "daemon/redis_async.h"
 #include "tests/daemon_harness.h"
 
@@ -28,11 +22,16 @@ asio::awaitable<void> sleep_for(asio::io_context& io, std::chrono::milliseconds 
 // Runs `body` as a coroutine on a fresh io_context until it returns (or 30 s pass).
 void run_coroutine(asio::io_context& io, std::function<asio::awaitable<void>()> body) {
   bool finished = false;
-  asio::co_spawn(io, [&]() -> asio::awaitable<void> {
-    co_await body();
-    finished = true;
-    io.stop();
-  }, [](std::exception_ptr e) { if (e) std::rethrow_exception(e); });
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        co_await body();
+        finished = true;
+        io.stop();
+      },
+      [](std::exception_ptr e) {
+        if (e) std::rethrow_exception(e);
+      });
   io.run_for(30s);
   EXPECT_TRUE(finished) << "the test coroutine did not finish in 30 s";
 }
@@ -46,9 +45,11 @@ TEST(RedisAsync, RepliesArriveInOrder) {
   run_coroutine(io, [&]() -> asio::awaitable<void> {
     co_await redis.wait_connected();
     EXPECT_TRUE(redis.connected());
-    for (int i = 0; i < 1000; ++i) redis.send({"INCR", key}, [&](RedisReply r) { values.push_back(r.integer); });
+    for (int i = 0; i < 1000; ++i)
+      redis.send({"INCR", key}, [&](RedisReply r) { values.push_back(r.integer); });
     const Args get{"GET", key};
-    const RedisReply last = co_await redis.command(get);  // after all 1000: one connection, in order
+    const RedisReply last =
+        co_await redis.command(get);  // after all 1000: one connection, in order
     EXPECT_EQ(last.str, "1000");
     const Args del{"DEL", key};
     co_await redis.command(del);
@@ -79,7 +80,9 @@ TEST(RedisAsync, ConvertsEveryReplyType) {
     const Args lrange{"LRANGE", p + "l", "0", "-1"};
     const RedisReply list = co_await redis.command(lrange);
     EXPECT_EQ(list.elements.size(), 2u);
-    if (list.elements.size() == 2) EXPECT_EQ(list.elements[1].str, "y");
+    if (list.elements.size() == 2) {
+      EXPECT_EQ(list.elements[1].str, "y");
+    }
     const Args del{"DEL", p + "k", p + "l"};
     co_await redis.command(del);
   });

@@ -1,10 +1,9 @@
 // The SQLite store: migrations, the job lifecycle, rollups, the writer thread, and kill -9.
+#include <SQLiteCpp/SQLiteCpp.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <SQLiteCpp/SQLiteCpp.h>
 
 #include <atomic>
 #include <chrono>
@@ -159,8 +158,10 @@ TEST(Store, BatchesAndCounts) {
   TempDir dir;
   Store store(dir.path / "awqd.db", false);
   std::vector<StoreOp> ops;
-  for (int i = 0; i < 10; ++i) ops.push_back(op(StoreOp::Kind::kQueued, queued("j" + std::to_string(i))));
-  for (int i = 0; i < 6; ++i) ops.push_back(op(StoreOp::Kind::kFinished, finished(queued("j" + std::to_string(i)))));
+  for (int i = 0; i < 10; ++i)
+    ops.push_back(op(StoreOp::Kind::kQueued, queued("j" + std::to_string(i))));
+  for (int i = 0; i < 6; ++i)
+    ops.push_back(op(StoreOp::Kind::kFinished, finished(queued("j" + std::to_string(i)))));
   ops.push_back(op(StoreOp::Kind::kFinished, finished(queued("j6"), JobStatus::kFailed)));
   ops.push_back(op(StoreOp::Kind::kQueued, queued("other", "b2")));
   store.write(ops);
@@ -198,7 +199,9 @@ TEST(Store, MinuteRollupsAddUp) {
   StoreOp b{StoreOp::Kind::kMinute, {}, m, {}};
   store.write({a, b});
   SQLite::Database raw((dir.path / "awqd.db").string(), SQLite::OPEN_READONLY);
-  SQLite::Statement q(raw, "SELECT prompt_tokens, generated_tokens, steps, seqs_max, kv_blocks_used_max FROM minute_stats");
+  SQLite::Statement q(raw,
+                      "SELECT prompt_tokens, generated_tokens, steps, seqs_max, kv_blocks_used_max "
+                      "FROM minute_stats");
   ASSERT_TRUE(q.executeStep());
   EXPECT_EQ(q.getColumn(0).getInt(), 200);
   EXPECT_EQ(q.getColumn(1).getInt(), 100);
@@ -244,9 +247,10 @@ TEST(StoreWriter, StatesSupersededWithinACommitAreSkipped) {
   {
     // Everything is pushed before the writer can take it: one batch.
     auto store = std::make_unique<Store>(db, false);
-    std::vector<StoreOp> ops{op(StoreOp::Kind::kQueued, queued("x")), op(StoreOp::Kind::kStarted, queued("x")),
-                             op(StoreOp::Kind::kFinished, finished(queued("x"), JobStatus::kFailed)),
-                             op(StoreOp::Kind::kQueued, queued("x"))};  // submitted again after failing
+    std::vector<StoreOp> ops{
+        op(StoreOp::Kind::kQueued, queued("x")), op(StoreOp::Kind::kStarted, queued("x")),
+        op(StoreOp::Kind::kFinished, finished(queued("x"), JobStatus::kFailed)),
+        op(StoreOp::Kind::kQueued, queued("x"))};  // submitted again after failing
     StoreWriter writer(std::move(store), nullptr);
     for (auto& o : ops) writer.push(std::move(o));
     writer.flush();
@@ -297,9 +301,11 @@ TEST(StoreWriter, SurvivesKill9) {
     std::string buffer;
     char chunk[4096];
     ssize_t n;
-    while ((n = read(fds[0], chunk, sizeof(chunk))) > 0) buffer.append(chunk, static_cast<std::size_t>(n));
+    while ((n = read(fds[0], chunk, sizeof(chunk))) > 0)
+      buffer.append(chunk, static_cast<std::size_t>(n));
     close(fds[0]);
-    for (std::size_t pos = 0, nl; (nl = buffer.find('\n', pos)) != std::string::npos; pos = nl + 1) {
+    for (std::size_t pos = 0, nl; (nl = buffer.find('\n', pos)) != std::string::npos;
+         pos = nl + 1) {
       acked.insert(buffer.substr(pos, nl - pos));
     }
     ASSERT_GT(acked.size(), 100u) << "the child acknowledged too little to test anything";

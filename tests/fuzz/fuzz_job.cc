@@ -14,9 +14,9 @@
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   using namespace awqd;
   static const std::set<std::string> kCodes = {
-      errc::kInvalidJson,     errc::kMissingJob,   errc::kUnknownField,  errc::kInvalidField,
-      errc::kInvalidParam,    errc::kMissingPrompt, errc::kMultiplePrompts, errc::kUnknownToken,
-      errc::kPromptTooLong};
+      errc::kInvalidJson,     errc::kMissingJob,   errc::kUnknownField,
+      errc::kInvalidField,    errc::kInvalidParam, errc::kMissingPrompt,
+      errc::kMultiplePrompts, errc::kUnknownToken, errc::kPromptTooLong};
   const std::string_view text(reinterpret_cast<const char*>(data), size);
   const ParsedJob parsed = parse_job(text, ModelLimits{32000, 1024});
   if (const auto* error = std::get_if<JobError>(&parsed)) {
@@ -36,7 +36,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     record.params = params_to_json(job.params);
     record.metadata = job.metadata;
     JobRecord back;
-    if (!merge_result(result_text(record), back) || back.id != record.id || back.metadata != record.metadata) {
+    if (!merge_result(result_text(record), back) || back.id != record.id ||
+        back.metadata != record.metadata) {
       __builtin_trap();  // a result document must read back as written
     }
   }
