@@ -30,5 +30,6 @@ void add_sampling_flags(CLI::App* sub, ::awqd::SamplingParams& params);
 // Subcommand registration, one function per file (cmd_*.cc).
 void add_generate_commands(CLI::App& app);  // generate, import-llama2c
 void add_tokenize_commands(CLI::App& app);  // tokenize, detokenize
+void add_bench_command(CLI::App& app);      // bench
 
 }  // namespace awqd::cli

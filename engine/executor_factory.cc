@@ -3,14 +3,23 @@
 #include <stdexcept>
 
 #include "engine/cpu_executor.h"
+#ifdef AWQD_HAS_CUDA
+#include "engine/cuda_executor.h"
+#endif
 
 namespace awqd {
 
 std::unique_ptr<Executor> make_executor(const ModelWeights& weights, const EngineConfig& config) {
   if (config.device == "cpu")
     return std::make_unique<CpuExecutor>(weights, config.cpu_kv_cache_bytes, config.num_kv_blocks_override);
-  if (config.device == "cuda")
-    throw std::runtime_error("device \"cuda\": the CUDA executor is not part of this build yet; use --device cpu");
+  if (config.device == "cuda") {
+#ifdef AWQD_HAS_CUDA
+    return make_cuda_executor(weights, config);
+#else
+    throw std::runtime_error("device \"cuda\": this build of awqd has no CUDA support (configured without nvcc); "
+                             "use --device cpu or rebuild with the CUDA toolkit");
+#endif
+  }
   throw std::invalid_argument("unknown device \"" + config.device + "\" (expected cpu or cuda)");
 }
 

@@ -111,7 +111,7 @@ Philox4 philox4x32_10(std::uint64_t seed, std::uint32_t c0, std::uint32_t c1, st
 
 float philox_uniform(std::uint64_t seed, std::uint32_t position, std::uint32_t index) {
   const Philox4 r = philox4x32_10(seed, index / 4, position);
-  return static_cast<float>(r.v[index % 4] >> 8) * 0x1p-24f + 0x1p-25f;
+  return static_cast<float>(r.v[index % 4] >> 9) * 0x1p-23f + 0x1p-24f;
 }
 
 SampleResult sample_token(std::span<float> logits, const SamplingContext& ctx) {

@@ -59,7 +59,8 @@ Philox4 philox4x32_10(std::uint64_t seed, std::uint32_t c0, std::uint32_t c1,
                       std::uint32_t c2 = 0, std::uint32_t c3 = 0);
 
 // u in (0, 1) for token index i at sequence position `position`: word i % 4 of
-// philox(seed, counter = (i / 4, position)), as (word >> 8) * 2^-24 + 2^-25.
+// philox(seed, counter = (i / 4, position)), as (word >> 9) * 2^-23 + 2^-24: 23 random bits,
+// every value exact in fp32, the largest 1 - 2^-24 (24 bits would round the top value to 1.0).
 float philox_uniform(std::uint64_t seed, std::uint32_t position, std::uint32_t index);
 
 struct TokenLogprob {

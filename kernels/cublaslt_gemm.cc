@@ -30,7 +30,7 @@ int alignment_of(const void* p) {
   return align;
 }
 
-using Key = std::tuple<int, int, int, int, int, int, int, bool, int, int, int, std::size_t>;
+using Key = std::tuple<int, int, int, int, int, int, int, bool, int, int, int, std::size_t, bool, bool>;
 
 struct Plan {
   cublasLtMatmulDesc_t op = nullptr;
@@ -50,12 +50,14 @@ Cache& cache() {
 }
 
 Plan make_plan(cublasLtHandle_t handle, int M, int N, int K, int ldx, int ldw, int ldy,
-               bool has_bias, int align_x, int align_w, int align_y, std::size_t ws_bytes) {
+               bool has_bias, int align_x, int align_w, int align_y, std::size_t ws_bytes,
+               bool w_nk, bool y_fp32) {
   Plan plan;
   CUBLASLT_CHECK(cublasLtMatmulDescCreate(&plan.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   const cublasOperation_t no_trans = CUBLAS_OP_N;
-  CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_TRANSA, &no_trans,
-                                                sizeof(no_trans)));
+  const cublasOperation_t trans_a = w_nk ? CUBLAS_OP_T : CUBLAS_OP_N;
+  CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a,
+                                                sizeof(trans_a)));
   CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_TRANSB, &no_trans,
                                                 sizeof(no_trans)));
   if (has_bias) {
@@ -66,9 +68,13 @@ Plan make_plan(cublasLtHandle_t handle, int M, int N, int K, int ldx, int ldw, i
     CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
                                                   &bias_type, sizeof(bias_type)));
   }
-  CUBLASLT_CHECK(cublasLtMatrixLayoutCreate(&plan.a, CUDA_R_16F, N, K, ldw));
+  if (w_nk) {
+    CUBLASLT_CHECK(cublasLtMatrixLayoutCreate(&plan.a, CUDA_R_16F, K, N, ldw));
+  } else {
+    CUBLASLT_CHECK(cublasLtMatrixLayoutCreate(&plan.a, CUDA_R_16F, N, K, ldw));
+  }
   CUBLASLT_CHECK(cublasLtMatrixLayoutCreate(&plan.b, CUDA_R_16F, K, M, ldx));
-  CUBLASLT_CHECK(cublasLtMatrixLayoutCreate(&plan.d, CUDA_R_16F, N, M, ldy));
+  CUBLASLT_CHECK(cublasLtMatrixLayoutCreate(&plan.d, y_fp32 ? CUDA_R_32F : CUDA_R_16F, N, M, ldy));
 
   cublasLtMatmulPreference_t pref = nullptr;
   CUBLASLT_CHECK(cublasLtMatmulPreferenceCreate(&pref));
@@ -101,11 +107,38 @@ Plan make_plan(cublasLtHandle_t handle, int M, int N, int K, int ldx, int ldw, i
 void cublaslt_gemm_f16(const __half* x, int ldx, const __half* w, int ldw, const __half* bias,
                        __half* y, int ldy, int M, int N, int K, void* workspace,
                        std::size_t workspace_bytes, cudaStream_t stream) {
-  if (M <= 0 || N <= 0 || K <= 0 || ldx < K || ldw < N || ldy < N)
-    throw std::invalid_argument("cublaslt_gemm_f16: bad sizes M=" + std::to_string(M) +
+  DenseGemmArgs a;
+  a.x = x;
+  a.ldx = ldx;
+  a.w = w;
+  a.ldw = ldw;
+  a.bias = bias;
+  a.y = y;
+  a.ldy = ldy;
+  a.M = M;
+  a.N = N;
+  a.K = K;
+  a.workspace = workspace;
+  a.workspace_bytes = workspace_bytes;
+  cublaslt_gemm(a, stream);
+}
+
+void cublaslt_gemm(const DenseGemmArgs& args, cudaStream_t stream) {
+  const __half* x = args.x;
+  const __half* w = args.w;
+  const __half* bias = args.bias;
+  void* y = args.y;
+  const int ldx = args.ldx, ldw = args.ldw, ldy = args.ldy, M = args.M, N = args.N, K = args.K;
+  const bool w_nk = args.layout == WeightLayout::kNK;
+  void* workspace = args.workspace;
+  std::size_t workspace_bytes = args.workspace_bytes;
+  if (M <= 0 || N <= 0 || K <= 0 || ldx < K || ldw < (w_nk ? K : N) || ldy < N)
+    throw std::invalid_argument("cublaslt_gemm: bad sizes M=" + std::to_string(M) +
                                 " N=" + std::to_string(N) + " K=" + std::to_string(K));
   if (x == nullptr || w == nullptr || y == nullptr)
-    throw std::invalid_argument("cublaslt_gemm_f16: null operand");
+    throw std::invalid_argument("cublaslt_gemm: null operand");
+  if (bias != nullptr && args.y_fp32)
+    throw std::invalid_argument("cublaslt_gemm: a bias needs an fp16 output");
   int device = 0;
   CUDA_CHECK(cudaGetDevice(&device));
   if (workspace == nullptr) workspace_bytes = 0;
@@ -129,13 +162,15 @@ void cublaslt_gemm_f16(const __half* x, int ldx, const __half* w, int ldw, const
                 alignment_of(x),
                 alignment_of(w),
                 alignment_of(y),
-                workspace_bytes};
+                workspace_bytes,
+                w_nk,
+                args.y_fp32};
   auto plan_it = c.plans.find(key);
   if (plan_it == c.plans.end()) {
     plan_it = c.plans
                   .emplace(key, make_plan(handle_it->second, M, N, K, ldx, ldw, ldy,
                                           bias != nullptr, alignment_of(x), alignment_of(w),
-                                          alignment_of(y), workspace_bytes))
+                                          alignment_of(y), workspace_bytes, w_nk, args.y_fp32))
                   .first;
   }
   Plan& plan = plan_it->second;

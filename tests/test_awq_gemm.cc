@@ -66,7 +66,9 @@ std::unique_ptr<Problem> make_problem(int K, int N, int G, int max_M, bool has_b
   p->bias = std::make_unique<DeviceArray<__half>>(N);
   p->bias->upload(p->r.bias.data(), N);
   p->y = std::make_unique<DeviceArray<__half>>(static_cast<std::size_t>(max_M) * N);
-  if (workspace_bytes == SIZE_MAX) workspace_bytes = awq_gemm_workspace_bytes(max_M, K, N, G);
+  // Room for every path the tests force, the dequantize + cuBLASLt one included (which auto
+  // planning only takes from M = 1024, so a workspace sized for max_M alone may lack it).
+  if (workspace_bytes == SIZE_MAX) workspace_bytes = awq_gemm_workspace_bytes(std::max(max_M, 4096), K, N, G);
   p->workspace = std::make_unique<DeviceArray<char>>(workspace_bytes);
   p->ws = {p->workspace->ptr, workspace_bytes};
   awq_gemm_workspace_init(p->ws, nullptr);

@@ -1,0 +1,723 @@
+#include "engine/cuda_executor.h"
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "engine/cpu_ops.h"
+#include "kernels/activation.cuh"
+#include "kernels/attention_decode.cuh"
+#include "kernels/attention_prefill.cuh"
+#include "kernels/awq_gemm.cuh"
+#include "kernels/cublaslt_gemm.cuh"
+#include "kernels/cuda_check.cuh"
+#include "kernels/device.cuh"
+#include "kernels/embedding.cuh"
+#include "kernels/norm.cuh"
+#include "kernels/rope.cuh"
+#include "kernels/sampling.cuh"
+
+namespace awqd {
+
+namespace {
+
+constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+constexpr std::size_t kCublasWorkspace = 32u << 20;
+
+std::string gib(double bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f GiB", bytes / kGiB);
+  return buf;
+}
+
+// Owns one cudaMalloc allocation.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  explicit DeviceBuffer(std::size_t bytes) : bytes_(bytes) {
+    if (bytes) CUDA_CHECK(cudaMalloc(&ptr_, bytes));
+  }
+  ~DeviceBuffer() {
+    if (ptr_) cudaFree(ptr_);
+  }
+  DeviceBuffer(DeviceBuffer&& o) noexcept : ptr_(o.ptr_), bytes_(o.bytes_) {
+    o.ptr_ = nullptr;
+    o.bytes_ = 0;
+  }
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+    std::swap(ptr_, o.ptr_);
+    std::swap(bytes_, o.bytes_);
+    return *this;
+  }
+  template <typename T>
+  T* as() const {
+    return static_cast<T*>(ptr_);
+  }
+  std::size_t bytes() const { return bytes_; }
+
+ private:
+  void* ptr_ = nullptr;
+  std::size_t bytes_ = 0;
+};
+
+DeviceBuffer upload(const void* host, std::size_t bytes) {
+  DeviceBuffer d(bytes);
+  if (bytes) CUDA_CHECK(cudaMemcpy(d.as<void>(), host, bytes, cudaMemcpyHostToDevice));
+  return d;
+}
+
+// Page-locked host memory for the per-step copies.
+class PinnedBuffer {
+ public:
+  PinnedBuffer() = default;
+  explicit PinnedBuffer(std::size_t bytes) : bytes_(bytes) {
+    if (bytes) CUDA_CHECK(cudaMallocHost(&ptr_, bytes));
+  }
+  ~PinnedBuffer() {
+    if (ptr_) cudaFreeHost(ptr_);
+  }
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(PinnedBuffer&& o) noexcept {
+    std::swap(ptr_, o.ptr_);
+    std::swap(bytes_, o.bytes_);
+    return *this;
+  }
+  template <typename T>
+  T* as() const {
+    return static_cast<T*>(ptr_);
+  }
+  std::size_t bytes() const { return bytes_; }
+
+ private:
+  void* ptr_ = nullptr;
+  std::size_t bytes_ = 0;
+};
+
+// One (possibly fused) linear layer on the device: y[M, N] = x[M, K] W + b.
+struct DeviceLinear {
+  int K = 0, N = 0;
+  bool quantized = false;
+  cuda::AwqDeviceWeight awq;  // quantized: repacked tiles, scales, zeros
+  DeviceBuffer dense;         // dense: fp16 (N, K), the nn.Linear layout
+  DeviceBuffer bias;          // fp16 (N) or empty
+};
+
+// Fuses Linears that share their input (q/k/v, gate/up) into one along N.
+DeviceLinear make_linear(const std::vector<const LinearWeight*>& parts) {
+  DeviceLinear out;
+  out.K = parts[0]->K;
+  out.quantized = parts[0]->quantized;
+  for (const LinearWeight* p : parts) {
+    if (p->K != out.K) throw std::logic_error("fused linears must share K");
+    if (p->quantized != out.quantized || (out.quantized && p->group_size != parts[0]->group_size))
+      throw std::runtime_error(p->name + ": a fused projection mixes quantized and unquantized (or differently grouped) "
+                               "weights; awqd needs q/k/v and gate/up quantized alike");
+    out.N += p->N;
+  }
+  const int K = out.K, N = out.N;
+  if (out.quantized) {
+    const int G = parts[0]->group_size, groups = K / G;
+    std::vector<std::int32_t> qweight(static_cast<std::size_t>(K) * (N / 8)), qzeros(static_cast<std::size_t>(groups) * (N / 8));
+    std::vector<std::uint16_t> scales(static_cast<std::size_t>(groups) * N);
+    int col = 0;  // first output column of this part
+    for (const LinearWeight* p : parts) {
+      const int w = p->N / 8;
+      for (int k = 0; k < K; ++k)
+        std::memcpy(&qweight[static_cast<std::size_t>(k) * (N / 8) + col / 8], p->qweight + static_cast<std::size_t>(k) * w, w * 4);
+      for (int g = 0; g < groups; ++g) {
+        std::memcpy(&qzeros[static_cast<std::size_t>(g) * (N / 8) + col / 8], p->qzeros + static_cast<std::size_t>(g) * w, w * 4);
+        std::memcpy(&scales[static_cast<std::size_t>(g) * N + col], p->scales + static_cast<std::size_t>(g) * p->N, p->N * 2);
+      }
+      col += p->N;
+    }
+    out.awq = cuda::AwqDeviceWeight(cuda::awq_repack(qweight.data(), qzeros.data(), scales.data(), K, N, G));
+  } else {
+    std::vector<half_bits> w(static_cast<std::size_t>(N) * K);
+    std::size_t row = 0;
+    for (const LinearWeight* p : parts) {
+      std::memcpy(&w[row * K], p->weight, static_cast<std::size_t>(p->N) * K * 2);
+      row += p->N;
+    }
+    out.dense = upload(w.data(), w.size() * 2);
+  }
+  if (std::any_of(parts.begin(), parts.end(), [](const LinearWeight* p) { return p->bias != nullptr; })) {
+    std::vector<half_bits> b(N, 0);
+    int col = 0;
+    for (const LinearWeight* p : parts) {
+      if (p->bias) std::memcpy(&b[col], p->bias, p->N * 2);
+      col += p->N;
+    }
+    out.bias = upload(b.data(), b.size() * 2);
+  }
+  return out;
+}
+
+std::size_t linear_bytes(const LinearWeight& w) {
+  return w.quantized ? cuda::awq_weight_bytes(w.K, w.N, w.group_size) : static_cast<std::size_t>(w.K) * w.N * 2;
+}
+
+class CudaExecutor final : public Executor {
+ public:
+  CudaExecutor(const ModelWeights& weights, const EngineConfig& config);
+  ~CudaExecutor() override;
+  StepResult execute(const StepBatch& batch) override;
+  int num_kv_blocks() const override { return num_blocks_; }
+  std::string describe() const override { return describe_; }
+
+ private:
+  struct Layer {
+    DeviceBuffer input_norm, post_attn_norm, q_norm, k_norm;  // fp16 (hidden) / (head_dim)
+    DeviceLinear qkv, o, gate_up, down;
+  };
+
+  void linear(const DeviceLinear& l, const __half* x, __half* y, int M);
+  // y[M, N] = x[M, K] w^T with w (N, K) in nn.Linear layout; ldy defaults to N.
+  void dense_gemm(const __half* x, const __half* w, const __half* bias, void* y, bool y_fp32, int M, int N, int K,
+                  int ldy = 0);
+  void forward(int T, int B, bool decode_only, int max_context);
+  void ensure_logits_rows(int rows);
+  void fill_sampler_params(const StepBatch& b, int rows);
+  // lm_head (fp32 logits) on `rows` hidden rows, then the sampler on the first sample_rows.
+  void head_and_sample(const __half* hidden, int rows, int sample_rows, const int* penalty);
+  int graph_bucket(int batch) const;  // 0: no graph for this batch size
+  // context_bucket bounds every context length of the step (it sizes the attention split).
+  void decode_body(int bucket, int context_bucket);
+
+  ModelConfig config_;
+  EngineConfig engine_config_;
+  cuda::DeviceInfo device_;
+  cudaStream_t stream_ = nullptr;
+  std::string describe_;
+
+  // Weights.
+  DeviceBuffer embed_, lm_head_, final_norm_, inv_freq_;
+  std::vector<Layer> layers_;
+
+  // Limits of one step, fixed at construction.
+  int max_tokens_ = 0, max_seqs_ = 0, max_blocks_per_seq_ = 0;
+  int vocab_stride_ = 0;  // logits row stride (vocab rounded up to 4 floats)
+
+  // Activations, fp16 [max_tokens, ...].
+  DeviceBuffer x_, h_, qkv_, attn_, gate_up_, act_, proj_;
+  DeviceBuffer rows_hidden_, logits_;  // [logits_rows, hidden] fp16, [logits_rows, vocab_stride] fp32
+  int logits_rows_ = 0;
+
+  // Workspaces.
+  DeviceBuffer gemm_ws_, cublas_ws_, decode_ws_;
+
+  // Paged KV pool: layer l's K at kv_ + (2l) * layer_elems, V at (2l + 1) * layer_elems.
+  DeviceBuffer kv_;
+  std::size_t kv_layer_elems_ = 0;
+  int num_blocks_ = 0;
+
+  // Step metadata (int32) and sampler I/O: pinned staging on the host, mirrors on the device.
+  PinnedBuffer meta_host_, results_host_;
+  DeviceBuffer meta_dev_, results_dev_, sampler_params_;
+  std::size_t meta_capacity_ = 0;  // int32 elements
+  PinnedBuffer params_host_;
+  // Device views of the current step's metadata.
+  const int* d_tokens_ = nullptr;
+  const int* d_positions_ = nullptr;
+  const int* d_cu_seqlens_ = nullptr;
+  const int* d_context_lens_ = nullptr;
+  const int* d_slots_ = nullptr;
+  const int* d_block_tables_ = nullptr;
+  const int* d_rows_ = nullptr;
+  int step_max_blocks_ = 0;
+
+  // Penalty lists (CSR), grown on demand.
+  DeviceBuffer penalty_dev_;
+  std::vector<int> penalty_host_;
+  int penalty_entries_ = 0;
+
+  // CUDA graphs of pure decode steps, one per bucket of sequences, reading their metadata from
+  // decode_meta_dev_: tokens, positions, slots, context lens [max_seqs] each, then block
+  // tables [max_seqs, max_blocks_per_seq].
+  DeviceBuffer decode_meta_dev_;
+  std::map<std::pair<int, int>, cudaGraphExec_t> graphs_;  // (batch bucket, context bucket)
+};
+
+CudaExecutor::CudaExecutor(const ModelWeights& w, const EngineConfig& ec) : config_(w.config()), engine_config_(ec) {
+  const ModelConfig& c = config_;
+  const int gpu = ec.gpus.empty() ? 0 : ec.gpus[0];
+  if (cuda::device_count() == 0)
+    throw std::runtime_error("device \"cuda\": no CUDA device is visible (driver missing or CUDA_VISIBLE_DEVICES empty); use --device cpu");
+  CUDA_CHECK(cudaSetDevice(gpu));
+  device_ = cuda::device_info(gpu);
+  if (c.head_dim != 64 && c.head_dim != 128)
+    throw std::runtime_error("the CUDA engine supports head_dim 64 and 128; this model has " + std::to_string(c.head_dim));
+  if (c.hidden_size % 8 != 0 || c.intermediate_size % 8 != 0)
+    throw std::runtime_error("the CUDA engine needs hidden_size and intermediate_size multiples of 8");
+
+  max_tokens_ = std::max(ec.max_num_batched_tokens, ec.max_num_seqs);
+  max_seqs_ = ec.max_num_seqs;
+  max_blocks_per_seq_ = (c.max_position_embeddings + kKvBlockSize - 1) / kKvBlockSize + 1;
+  vocab_stride_ = (c.vocab_size + 3) / 4 * 4;
+  const int D = c.hidden_size, I = c.intermediate_size, V = c.vocab_size;
+  const int qn = c.q_size(), kvn = c.kv_size(), qkv_n = qn + 2 * kvn;
+
+  // Will the weights fit? Count them before allocating anything.
+  std::size_t weight_bytes = static_cast<std::size_t>(V) * D * 2 * (c.tie_word_embeddings ? 1 : 2);
+  for (const LayerWeights& L : w.layers())
+    for (const LinearWeight* lw : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down}) weight_bytes += linear_bytes(*lw);
+  std::size_t free_bytes = 0, total_bytes = 0;
+  CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+  const double usable = ec.gpu_memory_utilization * static_cast<double>(total_bytes) - static_cast<double>(total_bytes - free_bytes);
+  if (static_cast<double>(weight_bytes) > usable)
+    throw std::runtime_error("the model needs " + gib(static_cast<double>(weight_bytes)) + " of GPU memory for its weights; GPU " +
+                             std::to_string(gpu) + " (" + device_.name + ") has " + gib(usable) + " usable (" +
+                             gib(static_cast<double>(total_bytes)) + " x gpu_memory_utilization " +
+                             std::to_string(ec.gpu_memory_utilization) + ", " + gib(static_cast<double>(free_bytes)) +
+                             " free). Use tensor_parallel over more GPUs or a smaller model.");
+
+  CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+
+  // Weights.
+  embed_ = upload(w.embed(), static_cast<std::size_t>(V) * D * 2);
+  if (!c.tie_word_embeddings) lm_head_ = upload(w.lm_head(), static_cast<std::size_t>(V) * D * 2);
+  final_norm_ = upload(w.final_norm(), static_cast<std::size_t>(D) * 2);
+  const std::vector<float> inv_freq = cpu::rope_inv_freq(c);
+  inv_freq_ = upload(inv_freq.data(), inv_freq.size() * sizeof(float));
+  layers_.resize(c.num_layers);
+  std::size_t gemm_ws = 0;
+  for (int i = 0; i < c.num_layers; ++i) {
+    const LayerWeights& L = w.layers()[i];
+    Layer& d = layers_[i];
+    d.input_norm = upload(L.input_norm, D * 2);
+    d.post_attn_norm = upload(L.post_attn_norm, D * 2);
+    if (c.qk_norm) {
+      d.q_norm = upload(L.q_norm, c.head_dim * 2);
+      d.k_norm = upload(L.k_norm, c.head_dim * 2);
+    }
+    d.qkv = make_linear({&L.q, &L.k, &L.v});
+    d.o = make_linear({&L.o});
+    d.gate_up = make_linear({&L.gate, &L.up});
+    d.down = make_linear({&L.down});
+    for (const DeviceLinear* l : {&d.qkv, &d.o, &d.gate_up, &d.down})
+      if (l->quantized)
+        gemm_ws = std::max(gemm_ws, cuda::awq_gemm_workspace_bytes(max_tokens_, l->K, l->N, l->awq.view().group_size));
+  }
+
+  // Activations and workspaces.
+  const std::size_t T = static_cast<std::size_t>(max_tokens_);
+  x_ = DeviceBuffer(T * D * 2);
+  h_ = DeviceBuffer(T * D * 2);
+  proj_ = DeviceBuffer(T * D * 2);
+  qkv_ = DeviceBuffer(T * qkv_n * 2);
+  attn_ = DeviceBuffer(T * qn * 2);
+  gate_up_ = DeviceBuffer(T * 2 * I * 2);
+  act_ = DeviceBuffer(T * I * 2);
+  ensure_logits_rows(max_seqs_);
+  gemm_ws_ = DeviceBuffer(gemm_ws);
+  if (gemm_ws) cuda::awq_gemm_workspace_init({gemm_ws_.as<void>(), gemm_ws}, stream_);
+  cublas_ws_ = DeviceBuffer(kCublasWorkspace);
+  decode_ws_ = DeviceBuffer(cuda::decode_attention_workspace_bytes(c.head_dim));
+  CUDA_CHECK(cudaMemsetAsync(decode_ws_.as<void>(), 0, decode_ws_.bytes(), stream_));
+
+  // Step metadata: tokens, positions, slots (3 T), cu_seqlens, context lens (2 B + 1), block
+  // tables (B x max blocks), logits rows (up to max_tokens).
+  meta_capacity_ = 4 * T + 2 * static_cast<std::size_t>(max_seqs_) + 1 +
+                   static_cast<std::size_t>(max_seqs_) * max_blocks_per_seq_;
+  meta_host_ = PinnedBuffer(meta_capacity_ * sizeof(int));
+  meta_dev_ = DeviceBuffer(meta_capacity_ * sizeof(int));
+  decode_meta_dev_ = DeviceBuffer((4 + static_cast<std::size_t>(max_blocks_per_seq_)) * max_seqs_ * sizeof(int));
+
+  // The KV pool from what is left.
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+  const std::size_t block_bytes = 2ull * c.num_layers * c.num_kv_heads * kKvBlockSize * c.head_dim * 2;
+  const double budget = ec.gpu_memory_utilization * static_cast<double>(total_bytes) -
+                        static_cast<double>(total_bytes - free_bytes) - 256.0 * (1 << 20);  // graphs, cuBLASLt
+  if (ec.num_kv_blocks_override > 0) {
+    num_blocks_ = ec.num_kv_blocks_override;
+  } else {
+    num_blocks_ = budget > 0 ? static_cast<int>(budget / static_cast<double>(block_bytes)) : 0;
+    if (num_blocks_ < 16)
+      throw std::runtime_error("after the weights (" + gib(static_cast<double>(weight_bytes)) + ") and activations, GPU " +
+                               std::to_string(gpu) + " has " + gib(std::max(0.0, budget)) +
+                               " left for the KV cache: too little (raise gpu_memory_utilization, lower "
+                               "max_num_batched_tokens/max_num_seqs, or use more GPUs)");
+  }
+  kv_layer_elems_ = static_cast<std::size_t>(num_blocks_) * c.num_kv_heads * kKvBlockSize * c.head_dim;
+  kv_ = DeviceBuffer(kv_layer_elems_ * 2 * c.num_layers * 2);
+
+  describe_ = "cuda " + device_.name + " (sm_" + std::to_string(device_.sm_major) + std::to_string(device_.sm_minor) +
+              "), " + std::to_string(num_blocks_) + " KV blocks of " + std::to_string(kKvBlockSize) + " tokens (" +
+              gib(static_cast<double>(kv_.bytes())) + "), weights " + gib(static_cast<double>(weight_bytes));
+}
+
+CudaExecutor::~CudaExecutor() {
+  for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
+  if (stream_) {
+    cudaStreamSynchronize(stream_);
+    cudaStreamDestroy(stream_);
+  }
+}
+
+void CudaExecutor::ensure_logits_rows(int rows) {
+  if (rows <= logits_rows_) return;
+  // The buffers move: graphs captured with the old ones must go.
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  for (auto& [key, exec] : graphs_) CUDA_CHECK(cudaGraphExecDestroy(exec));
+  graphs_.clear();
+  logits_rows_ = rows;
+  rows_hidden_ = DeviceBuffer(static_cast<std::size_t>(rows) * config_.hidden_size * 2);
+  logits_ = DeviceBuffer(static_cast<std::size_t>(rows) * vocab_stride_ * sizeof(float));
+  const std::size_t result_bytes = static_cast<std::size_t>(rows) * (2 + 2 * cuda::kSamplerMaxLogprobs) * 4;
+  results_dev_ = DeviceBuffer(result_bytes);
+  results_host_ = PinnedBuffer(result_bytes);
+  sampler_params_ = DeviceBuffer(static_cast<std::size_t>(rows) * sizeof(cuda::SamplerRowParams));
+  params_host_ = PinnedBuffer(static_cast<std::size_t>(rows) * sizeof(cuda::SamplerRowParams));
+}
+
+void CudaExecutor::dense_gemm(const __half* x, const __half* w, const __half* bias, void* y, bool y_fp32, int M,
+                              int N, int K, int ldy) {
+  cuda::DenseGemmArgs a;
+  a.x = x;
+  a.ldx = K;
+  a.w = w;
+  a.ldw = K;
+  a.layout = cuda::WeightLayout::kNK;
+  a.bias = bias;
+  a.y = y;
+  a.ldy = ldy > 0 ? ldy : N;
+  a.y_fp32 = y_fp32;
+  a.M = M;
+  a.N = N;
+  a.K = K;
+  a.workspace = cublas_ws_.as<void>();
+  a.workspace_bytes = cublas_ws_.bytes();
+  cuda::cublaslt_gemm(a, stream_);
+}
+
+void CudaExecutor::linear(const DeviceLinear& l, const __half* x, __half* y, int M) {
+  if (l.quantized) {
+    cuda::AwqGemmOptions opt;
+    opt.batch_invariant = engine_config_.deterministic;
+    cuda::awq_gemm(x, l.awq.view(), l.bias.as<__half>(), y, M, {gemm_ws_.as<void>(), gemm_ws_.bytes()}, stream_, opt);
+  } else {
+    dense_gemm(x, l.dense.as<__half>(), l.bias.as<__half>(), y, false, M, l.N, l.K);
+  }
+}
+
+void CudaExecutor::forward(int T, int B, bool decode_only, int max_context) {
+  const ModelConfig& c = config_;
+  const int D = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
+  const int qn = c.q_size(), qkv_n = qn + 2 * c.kv_size();
+  __half* x = x_.as<__half>();
+  __half* h = h_.as<__half>();
+  __half* proj = proj_.as<__half>();
+  __half* qkv = qkv_.as<__half>();
+  __half* attn = attn_.as<__half>();
+  cuda::embedding_gather(x, embed_.as<__half>(), d_tokens_, T, D, 0, c.vocab_size, stream_);
+  for (int li = 0; li < c.num_layers; ++li) {
+    Layer& L = layers_[li];
+    if (li == 0) {
+      cuda::rmsnorm(h, x, L.input_norm.as<__half>(), T, D, c.rms_norm_eps, stream_);
+    } else {
+      cuda::add_rmsnorm(h, x, proj, L.input_norm.as<__half>(), T, D, c.rms_norm_eps, stream_);
+    }
+    linear(L.qkv, h, qkv, T);
+    __half* k_cache = kv_.as<__half>() + (2 * static_cast<std::size_t>(li)) * kv_layer_elems_;
+    __half* v_cache = k_cache + kv_layer_elems_;
+    cuda::QkvRopeCacheArgs rope;
+    rope.qkv = qkv;
+    rope.q_out = qkv;  // in place
+    rope.q_out_stride = qkv_n;
+    rope.k_cache = k_cache;
+    rope.v_cache = v_cache;
+    rope.positions = d_positions_;
+    rope.slot_mapping = d_slots_;
+    rope.inv_freq = inv_freq_.as<float>();
+    rope.q_norm_weight = L.q_norm.as<__half>();
+    rope.k_norm_weight = L.k_norm.as<__half>();
+    rope.norm_eps = c.rms_norm_eps;
+    rope.num_tokens = T;
+    rope.num_heads = c.num_heads;
+    rope.num_kv_heads = c.num_kv_heads;
+    rope.head_dim = hd;
+    cuda::qkv_rope_cache(rope, stream_);
+    if (decode_only) {
+      cuda::DecodeAttentionArgs a;
+      a.out = attn;
+      a.out_stride = qn;
+      a.q = qkv;
+      a.q_stride = qkv_n;
+      a.k_cache = k_cache;
+      a.v_cache = v_cache;
+      a.context_lens = d_context_lens_;
+      a.block_tables = d_block_tables_;
+      a.max_blocks_per_seq = step_max_blocks_;
+      a.num_seqs = B;
+      a.num_heads = c.num_heads;
+      a.num_kv_heads = c.num_kv_heads;
+      a.head_dim = hd;
+      a.max_context_len = max_context;
+      a.workspace = decode_ws_.as<void>();
+      a.workspace_bytes = decode_ws_.bytes();
+      cuda::decode_attention(a, stream_);
+    } else {
+      cuda::PrefillAttentionArgs a;
+      a.out = attn;
+      a.out_stride = qn;
+      a.q = qkv;
+      a.q_stride = qkv_n;
+      a.k_cache = k_cache;
+      a.v_cache = v_cache;
+      a.cu_seqlens_q = d_cu_seqlens_;
+      a.positions = d_positions_;
+      a.block_tables = d_block_tables_;
+      a.max_blocks_per_seq = step_max_blocks_;
+      a.num_seqs = B;
+      a.num_tokens = T;
+      a.num_heads = c.num_heads;
+      a.num_kv_heads = c.num_kv_heads;
+      a.head_dim = hd;
+      cuda::prefill_attention(a, stream_);
+    }
+    linear(L.o, attn, proj, T);
+    cuda::add_rmsnorm(h, x, proj, L.post_attn_norm.as<__half>(), T, D, c.rms_norm_eps, stream_);
+    linear(L.gate_up, h, gate_up_.as<__half>(), T);
+    cuda::silu_mul(act_.as<__half>(), I, gate_up_.as<__half>(), gate_up_.as<__half>() + I, 2 * I, T, I, stream_);
+    linear(L.down, act_.as<__half>(), proj, T);
+  }
+  cuda::add_rmsnorm(h, x, proj, final_norm_.as<__half>(), T, D, c.rms_norm_eps, stream_);
+}
+
+void CudaExecutor::fill_sampler_params(const StepBatch& b, int rows) {
+  auto* params = params_host_.as<cuda::SamplerRowParams>();
+  const int S = static_cast<int>(b.sample_seqs.size());
+  for (int s = 0; s < rows; ++s) {
+    cuda::SamplerRowParams& r = params[s];
+    r = {};
+    r.temperature = 0.0f;  // padding rows of a graph batch: greedy, results ignored
+    if (s >= S) continue;
+    const SamplingContext& ctx = b.sample_contexts[s];
+    const SamplingParams& p = *ctx.params;
+    r.temperature = p.temperature;
+    r.top_p = p.top_p;
+    r.top_k = p.top_k;
+    r.min_p = p.min_p;
+    r.repetition_penalty = p.repetition_penalty;
+    r.presence_penalty = p.presence_penalty;
+    r.frequency_penalty = p.frequency_penalty;
+    r.logprobs = p.logprobs;
+    r.seed = p.seed;
+    r.position = ctx.position;
+  }
+  CUDA_CHECK(cudaMemcpyAsync(sampler_params_.as<void>(), params, rows * sizeof(cuda::SamplerRowParams),
+                             cudaMemcpyHostToDevice, stream_));
+}
+
+void CudaExecutor::head_and_sample(const __half* hidden, int rows, int sample_rows, const int* penalty) {
+  const ModelConfig& c = config_;
+  const __half* head = c.tie_word_embeddings ? embed_.as<__half>() : lm_head_.as<__half>();
+  dense_gemm(hidden, head, nullptr, logits_.as<float>(), true, rows, c.vocab_size, c.hidden_size, vocab_stride_);
+  if (sample_rows == 0) return;
+  const std::size_t C = static_cast<std::size_t>(logits_rows_);
+  cuda::SampleArgs a;
+  a.logits = logits_.as<float>();
+  a.logits_stride = vocab_stride_;
+  a.vocab = c.vocab_size;
+  a.rows = sample_rows;
+  a.params = sampler_params_.as<cuda::SamplerRowParams>();
+  if (penalty != nullptr) {
+    a.penalty_offsets = penalty;
+    a.penalty_tokens = penalty + sample_rows + 1;
+    const int n = penalty_entries_;
+    a.penalty_counts = a.penalty_tokens + n;
+    a.penalty_raw = reinterpret_cast<float*>(const_cast<int*>(a.penalty_counts + n));
+  }
+  a.out_tokens = results_dev_.as<int>();
+  a.out_logprobs = reinterpret_cast<float*>(a.out_tokens + C);
+  a.out_top_tokens = a.out_tokens + 2 * C;
+  a.out_top_logprobs = reinterpret_cast<float*>(a.out_tokens + 2 * C + C * cuda::kSamplerMaxLogprobs);
+  cuda::sample(a, stream_);
+}
+
+int CudaExecutor::graph_bucket(int batch) const {
+  for (int b : {1, 2, 4, 8, 16, 24, 32, 48, 64, 80, 96, 128, 160, 192, 224, 256})
+    if (b >= batch && b <= max_seqs_) return b;
+  return batch <= max_seqs_ && max_seqs_ <= 1024 ? max_seqs_ : 0;
+}
+
+void CudaExecutor::decode_body(int bucket, int context_bucket) {
+  // Everything of a pure decode step after the metadata copy, with fixed pointers and sizes:
+  // what a CUDA graph captures.
+  d_tokens_ = decode_meta_dev_.as<int>();
+  d_positions_ = d_tokens_ + max_seqs_;
+  d_slots_ = d_positions_ + max_seqs_;
+  d_context_lens_ = d_slots_ + max_seqs_;
+  d_block_tables_ = d_context_lens_ + max_seqs_;
+  step_max_blocks_ = max_blocks_per_seq_;
+  forward(bucket, bucket, /*decode_only=*/true, context_bucket);
+  head_and_sample(h_.as<__half>(), bucket, bucket, nullptr);
+}
+
+StepResult CudaExecutor::execute(const StepBatch& b) {
+  const ModelConfig& c = config_;
+  const int T = b.num_tokens(), B = b.num_seqs();
+  const int S = static_cast<int>(b.sample_seqs.size());
+  const int R = S + static_cast<int>(b.logits_rows.size());
+  if (T == 0) return {};
+  if (T > max_tokens_ || B > max_seqs_ || b.max_blocks_per_seq > max_blocks_per_seq_)
+    throw std::invalid_argument("step of " + std::to_string(T) + " tokens / " + std::to_string(B) +
+                                " sequences exceeds the executor's limits (" + std::to_string(max_tokens_) + " / " +
+                                std::to_string(max_seqs_) + ")");
+  ensure_logits_rows(R);
+  const int V = c.vocab_size;
+  bool any_penalty = false;
+  for (const auto& ctx : b.sample_contexts) any_penalty |= ctx.params->has_penalties();
+
+  // A pure decode step (one new token per sequence, each sampling, no logits asked) replays a
+  // CUDA graph captured for the smallest bucket of sequences that holds it; padding rows decode a
+  // dummy token whose K/V is not cached.
+  const bool decode_only = T == B && !engine_config_.deterministic;
+  const int bucket = decode_only ? graph_bucket(B) : 0;
+  const bool use_graph = engine_config_.cuda_graphs && decode_only && S == B && R == S && !any_penalty && bucket > 0;
+  if (use_graph) {
+    int* m = meta_host_.as<int>();
+    const int Sx = max_seqs_;
+    int* tokens = m;
+    int* positions = m + Sx;
+    int* slots = m + 2 * Sx;
+    int* context = m + 3 * Sx;
+    int* tables = m + 4 * Sx;
+    for (int i = 0; i < bucket; ++i) {
+      const bool real = i < B;
+      tokens[i] = real ? b.token_ids[i] : 0;
+      positions[i] = real ? b.positions[i] : 0;
+      slots[i] = real ? b.slot_mapping[i] : -1;
+      context[i] = real ? b.context_lens[i] : 1;
+      int* row = tables + static_cast<std::size_t>(i) * max_blocks_per_seq_;
+      if (real) {
+        std::memcpy(row, &b.block_tables[static_cast<std::size_t>(i) * b.max_blocks_per_seq], b.max_blocks_per_seq * sizeof(int));
+      } else {
+        row[0] = 0;  // any valid block: a padding row reads one token and its result is dropped
+      }
+    }
+    // Copy the first `bucket` entries of each region (regions are max_seqs apart).
+    CUDA_CHECK(cudaMemcpyAsync(decode_meta_dev_.as<void>(), m, 4 * static_cast<std::size_t>(Sx) * sizeof(int),
+                               cudaMemcpyHostToDevice, stream_));
+    CUDA_CHECK(cudaMemcpy2DAsync(decode_meta_dev_.as<int>() + 4 * Sx, max_blocks_per_seq_ * sizeof(int), tables,
+                                 max_blocks_per_seq_ * sizeof(int), b.max_blocks_per_seq * sizeof(int), bucket,
+                                 cudaMemcpyHostToDevice, stream_));
+    fill_sampler_params(b, bucket);
+    // Contexts are bucketed by powers of two from 256, so the attention split fits the step.
+    const int max_context = *std::max_element(b.context_lens.begin(), b.context_lens.end());
+    int context_bucket = 256;
+    while (context_bucket < max_context) context_bucket *= 2;
+    const auto key = std::make_pair(bucket, context_bucket);
+    auto it = graphs_.find(key);
+    if (it == graphs_.end()) {
+      decode_body(bucket, context_bucket);  // eager first: warms kernels and cuBLASLt plans, gives this step's result
+      cudaGraph_t graph = nullptr;
+      CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+      decode_body(bucket, context_bucket);
+      CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+      cudaGraphExec_t exec = nullptr;
+      CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+      CUDA_CHECK(cudaGraphDestroy(graph));
+      graphs_.emplace(key, exec);
+    } else {
+      CUDA_CHECK(cudaGraphLaunch(it->second, stream_));
+    }
+  } else {
+    // Metadata, one copy.
+    int* m = meta_host_.as<int>();
+    std::size_t off = 0;
+    auto put = [&](const std::vector<std::int32_t>& v) {
+      const int* dev = meta_dev_.as<int>() + off;
+      std::memcpy(m + off, v.data(), v.size() * sizeof(int));
+      off += v.size();
+      return dev;
+    };
+    d_tokens_ = put(b.token_ids);
+    d_positions_ = put(b.positions);
+    d_slots_ = put(b.slot_mapping);
+    d_cu_seqlens_ = put(b.cu_seqlens_q);
+    d_context_lens_ = put(b.context_lens);
+    d_block_tables_ = put(b.block_tables);
+    step_max_blocks_ = b.max_blocks_per_seq;
+    std::vector<std::int32_t> rows;
+    rows.reserve(R);
+    for (int s : b.sample_seqs) rows.push_back(b.cu_seqlens_q[s + 1] - 1);
+    rows.insert(rows.end(), b.logits_rows.begin(), b.logits_rows.end());
+    d_rows_ = put(rows);
+    // Penalty lists (CSR over the sampling rows) after the metadata.
+    const int* penalty = nullptr;
+    if (any_penalty) {
+      std::vector<int> offsets{0}, tokens, counts;
+      for (const auto& ctx : b.sample_contexts) {
+        if (ctx.params->has_penalties())
+          cuda::build_penalty_list(ctx.prompt.data(), ctx.prompt.size(), ctx.output.data(), ctx.output.size(), V,
+                                   tokens, counts);
+        offsets.push_back(static_cast<int>(tokens.size()));
+      }
+      penalty_entries_ = static_cast<int>(tokens.size());
+      const std::size_t need = offsets.size() + 3 * tokens.size();  // offsets, tokens, counts, raw
+      if (penalty_dev_.bytes() < need * sizeof(int)) {
+        CUDA_CHECK(cudaStreamSynchronize(stream_));
+        penalty_dev_ = DeviceBuffer(need * sizeof(int) * 2);
+      }
+      offsets.insert(offsets.end(), tokens.begin(), tokens.end());
+      offsets.insert(offsets.end(), counts.begin(), counts.end());
+      penalty_host_.assign(offsets.begin(), offsets.end());
+      CUDA_CHECK(cudaMemcpyAsync(penalty_dev_.as<void>(), penalty_host_.data(), penalty_host_.size() * sizeof(int),
+                                 cudaMemcpyHostToDevice, stream_));
+      penalty = penalty_dev_.as<int>();
+    }
+    CUDA_CHECK(cudaMemcpyAsync(meta_dev_.as<void>(), m, off * sizeof(int), cudaMemcpyHostToDevice, stream_));
+    const int max_context = *std::max_element(b.context_lens.begin(), b.context_lens.end());
+    forward(T, B, decode_only, max_context);
+    if (R > 0) {
+      if (S > 0) fill_sampler_params(b, S);
+      // lm_head on the rows that need logits only.
+      cuda::embedding_gather(rows_hidden_.as<__half>(), h_.as<__half>(), d_rows_, R, c.hidden_size, 0, T, stream_);
+      head_and_sample(rows_hidden_.as<__half>(), R, S, penalty);
+    }
+  }
+
+  StepResult result;
+  const std::size_t C = static_cast<std::size_t>(logits_rows_);
+  if (S > 0)
+    CUDA_CHECK(cudaMemcpyAsync(results_host_.as<void>(), results_dev_.as<void>(), results_dev_.bytes(),
+                               cudaMemcpyDeviceToHost, stream_));
+  if (R > S) {
+    result.logits.resize(static_cast<std::size_t>(R - S) * V);
+    CUDA_CHECK(cudaMemcpy2DAsync(result.logits.data(), V * sizeof(float),
+                                 logits_.as<float>() + static_cast<std::size_t>(S) * vocab_stride_,
+                                 vocab_stride_ * sizeof(float), V * sizeof(float), R - S, cudaMemcpyDeviceToHost,
+                                 stream_));
+  }
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  const int* h_tokens = results_host_.as<int>();
+  const float* h_logprobs = reinterpret_cast<const float*>(h_tokens + C);
+  const int* h_top_tokens = h_tokens + 2 * C;
+  const float* h_top_logprobs = reinterpret_cast<const float*>(h_tokens + 2 * C + C * cuda::kSamplerMaxLogprobs);
+  result.samples.resize(S);
+  for (int s = 0; s < S; ++s) {
+    SampleResult& r = result.samples[s];
+    r.token = h_tokens[s];
+    r.logprob = h_logprobs[s];
+    const int n = b.sample_contexts[s].params->logprobs;
+    for (int k = 0; k < n; ++k)
+      r.top.push_back({h_top_tokens[s * cuda::kSamplerMaxLogprobs + k], h_top_logprobs[s * cuda::kSamplerMaxLogprobs + k]});
+  }
+  return result;
+}
+
+}  // namespace
+
+std::unique_ptr<Executor> make_cuda_executor(const ModelWeights& weights, const EngineConfig& config) {
+  return std::make_unique<CudaExecutor>(weights, config);
+}
+
+}  // namespace awqd

@@ -1,0 +1,74 @@
+// Paged decode attention: one new token per sequence attends to its whole cached context
+// (flash-decoding). fp16 storage, fp32 math, softmax scale 1/sqrt(head_dim).
+//
+//   out[b, h, :] = softmax(q[b, h, :] . K[b, kvh, 0..ctx_b)^T / sqrt(d)) V[b, kvh, 0..ctx_b)
+//   with kvh = h / (num_heads / num_kv_heads) (GQA) and ctx_b = context_lens[b], the token's
+//   own K/V included (kernels/rope.cuh writes it before this runs).
+//
+// Design
+//   Work unit = (sequence, KV head, group of <= 16 query heads of that KV head). The unit's
+//   query heads are the 16 rows (M) of tensor-core tiles, so each K/V element is loaded once
+//   and used by every query head that shares it (GQA ratio 1..16 costs the same bytes; a ratio
+//   above 16 takes several groups).
+//   The context is split into `splits` ranges of whole KV blocks; grid = (splits, kv heads x
+//   groups, sequences), 4 warps per CTA, and warp w takes blocks w, w+4, ... of its CTA's range.
+//   A warp streams one 16-token KV block (K and V slices, 2 x 16 x head_dim fp16, contiguous in
+//   the cache) at a time through its own shared-memory stages:
+//     sm_80+: cp.async, 3 stages (two blocks in flight per warp);
+//     sm_75:  16-byte register loads of the next block while the current one is computed.
+//   Shared-memory rows are XOR-swizzled (chunk ^ row % 8) so ldmatrix reads are conflict-free.
+//   Per block: S = Q K^T (2 n8 tiles x head_dim/16 k-steps, K via ldmatrix), online softmax in
+//   fp32 (exp2 with the scale folded in), O += P V (P re-packed from the S accumulators as the
+//   A operand, V via ldmatrix.trans). Keys at or past ctx_b are masked and their V rows zeroed.
+//   The 4 warps' (max, sum, O) are merged in shared memory. With one split the CTA normalises
+//   and writes fp16; otherwise it writes an fp32 partial (O, max, sum) to the workspace and the
+//   last CTA of the unit to finish (an atomic counter that the last one resets) merges all the
+//   unit's partials in a fixed order: one launch, deterministic results.
+//   Split choice: enough CTAs for ~4 waves of the GPU (2 resident per SM), at least 16 blocks
+//   per split, at most kMaxSplits; big batches run unsplit.
+//   Paths: <head_dim, sm_75?> instantiations in attention_decode_hd{64,128}.cu. sm_75 uses
+//   mma.m16n8k8 and no cp.async; it is chosen below sm_80 or when forced (kernels/launch.cuh).
+//   Bytes moved: 4 * ctx * num_kv_heads * head_dim per sequence (K and V once), plus q/out.
+#pragma once
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+
+namespace awqd::cuda {
+
+struct DecodeAttentionArgs {
+  __half* out = nullptr;              // [num_seqs, out_stride]; head h at h * head_dim
+  int out_stride = 0;                 // elements between sequences of out
+  const __half* q = nullptr;          // [num_seqs, q_stride]; head h at h * head_dim
+  int q_stride = 0;                   // elements between sequences of q
+  const __half* k_cache = nullptr;    // [num_blocks, num_kv_heads, 16, head_dim]
+  const __half* v_cache = nullptr;    // [num_blocks, num_kv_heads, 16, head_dim]
+  const int* context_lens = nullptr;  // [num_seqs] tokens in the cache, this step's included
+  const int* block_tables = nullptr;  // [num_seqs, max_blocks_per_seq]
+  int max_blocks_per_seq = 0;
+  int num_seqs = 0;
+  int num_heads = 0;
+  int num_kv_heads = 0;
+  int head_dim = 0;           // 64 or 128
+  int max_context_len = 0;    // host-side bound on context_lens; sizes the split
+  void* workspace = nullptr;  // decode_attention_workspace_bytes(head_dim), zeroed once
+  std::size_t workspace_bytes = 0;
+  int num_splits = 0;  // 0: automatic; > 0 forces a split count (tests, benchmarks)
+};
+
+// Workspace the current device needs for any batch (partial results and counters). Allocate it
+// once, zero it once (cudaMemset); every launch leaves its counters at zero again. One workspace
+// per stream: launches that may run concurrently must not share one.
+// CUDA graphs: the grid (split count) is fixed at capture from num_seqs and max_context_len,
+// while context_lens and block_tables are read at replay; capture with the largest context the
+// graph will serve (any shorter context runs correctly, with idle CTAs exiting at once).
+std::size_t decode_attention_workspace_bytes(int head_dim);
+
+// The split count decode_attention will use for these arguments (for tests and benchmarks).
+int decode_attention_splits(const DecodeAttentionArgs& args);
+
+void decode_attention(const DecodeAttentionArgs& args, cudaStream_t stream);
+
+}  // namespace awqd::cuda

@@ -1,0 +1,393 @@
+// The decode-attention kernel template (design: kernels/attention_decode.cuh). Included by the
+// per-variant instantiation files attention_decode_hd{64,128}.cu only.
+#pragma once
+
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+#include "kernels/common.cuh"
+#include "kernels/kv_cache.cuh"
+#include "kernels/ptx.cuh"
+
+namespace awqd::cuda::decode {
+
+inline constexpr int kWarps = 4;
+inline constexpr int kThreads = kWarps * kWarpSize;
+inline constexpr int kRows = 16;  // query heads per work unit (the mma M dimension)
+inline constexpr int kMaxSplits = 64;
+
+// Everything the kernel reads, resolved by the launcher.
+struct Params {
+  __half* out;
+  int out_stride;
+  const __half* q;
+  int q_stride;
+  const __half* k_cache;
+  const __half* v_cache;
+  const int* context_lens;
+  const int* block_tables;
+  int max_blocks_per_seq;
+  int num_kv_heads;
+  int ratio;         // query heads per KV head
+  int groups;        // ceil(ratio / 16)
+  int split_blocks;  // KV blocks per split
+  float scale_log2;  // log2(e) / sqrt(head_dim)
+  float* part_o;     // [slots, 16, head_dim]
+  float* part_m;     // [slots, 16]
+  float* part_l;     // [slots, 16]
+  int* counters;     // [units]
+};
+
+template <int kHeadDim, bool kSm75>
+struct Config {
+  static constexpr int kChunks = kHeadDim / 8;                     // 16-byte chunks per row
+  static constexpr int kTileElems = kKvCacheBlockSize * kHeadDim;  // one block's K (or V) slice
+  static constexpr int kStages = kSm75 ? 1 : 3;
+  static constexpr int kCopies = kKvCacheBlockSize * kChunks / kWarpSize;  // per lane per tile
+  static constexpr int kWarpSmemElems = kStages * 2 * kTileElems;
+  static constexpr int kStageBytes = kWarps * kWarpSmemElems * 2;
+  static constexpr int kMergeBytes = kWarps * kRows * kHeadDim * 4;
+  static constexpr int kSmemBytes = kStageBytes > kMergeBytes ? kStageBytes : kMergeBytes;
+  // The split merge reuses the space: 2 x [kRows][kMaxSplits] floats + one float4 per thread.
+  static_assert((2 * kRows * kMaxSplits + 4 * kThreads) * 4 <= kSmemBytes);
+};
+
+// Offset (in fp16 elements) of 16-byte chunk `chunk` of row `row` in a swizzled tile: chunk c
+// of row r is stored at chunk c ^ (r % 8), so the 8 rows an ldmatrix reads hit 8 bank groups.
+template <int kHeadDim>
+__device__ __forceinline__ int swz(int row, int chunk) {
+  return row * kHeadDim + ((chunk ^ (row & 7)) << 3);
+}
+
+// ldmatrix addressing without per-load index math: a lane reads row `row` and chunk 2s + b,
+// whose swizzled offset is lane_base(row, b) ^ (16 s) (2s + b == 2s ^ b; 16 s < head_dim).
+template <int kHeadDim>
+__device__ __forceinline__ int ldsm_lane_base(int row, int b) {
+  return row * kHeadDim + 8 * (b ^ (row & 7));
+}
+
+template <int kHeadDim, bool kSm75>
+__global__ void __launch_bounds__(kThreads, 2) decode_attention_kernel(const Params p) {
+  using C = Config<kHeadDim, kSm75>;
+  AWQD_DYNAMIC_SMEM(__half, smem);
+  __shared__ float m_s[kWarps][kRows];
+  __shared__ float l_s[kWarps][kRows];
+  __shared__ int last_s;
+
+  const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
+  const int g = lane / 4, t = lane % 4;
+  const int seq = blockIdx.z;
+  const int kvh = blockIdx.y / p.groups, grp = blockIdx.y % p.groups;
+  const int head0 = kvh * p.ratio + grp * kRows;
+  const int nrows = min(kRows, p.ratio - grp * kRows);
+  const int ctx = p.context_lens[seq];
+  const int nblocks = (ctx + kKvCacheBlockSize - 1) / kKvCacheBlockSize;
+  // Splits this sequence uses; should max_context_len have been too small for it, the grid's
+  // last split takes the remainder (slower, still correct).
+  const int nsplits =
+      min(static_cast<int>(gridDim.x), max(1, (nblocks + p.split_blocks - 1) / p.split_blocks));
+  const int split = blockIdx.x;
+  if (split >= nsplits) return;
+  const int blk_begin = split * p.split_blocks;
+  const int blk_end = split == nsplits - 1 ? nblocks : min(nblocks, blk_begin + p.split_blocks);
+  const int* table = p.block_tables + static_cast<std::size_t>(seq) * p.max_blocks_per_seq;
+  // This warp's blocks: blk_begin + warp + kWarps * i for i < my_count.
+  const int my_count =
+      blk_begin + warp < blk_end ? (blk_end - blk_begin - warp + kWarps - 1) / kWarps : 0;
+
+  // Q as A fragments: rows = the unit's query heads (zero past nrows), k = head_dim.
+  std::uint32_t qa[kHeadDim / 16][4];
+  {
+    const __half* qrow = p.q + static_cast<std::size_t>(seq) * p.q_stride +
+                         static_cast<std::size_t>(head0) * kHeadDim;
+#pragma unroll
+    for (int ks = 0; ks < kHeadDim / 16; ++ks) {
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        const int row = g + (r % 2) * 8, col = ks * 16 + (r / 2) * 8 + 2 * t;
+        qa[ks][r] =
+            row < nrows ? *reinterpret_cast<const std::uint32_t*>(qrow + row * kHeadDim + col) : 0u;
+      }
+    }
+  }
+
+  __half* wsmem = smem + warp * C::kWarpSmemElems;  // this warp's stages: [stage][K, V][tile]
+  float o[kHeadDim / 8][4];
+#pragma unroll
+  for (int n = 0; n < kHeadDim / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+  float m_run[2] = {-INFINITY, -INFINITY};  // running max of the scaled scores, rows g and g+8
+  float l_run[2] = {0.0f, 0.0f};            // running sum (this thread's columns only)
+
+  // Where lane copies chunk i of a tile: row and chunk within the row.
+  auto copy_row = [&](int i) { return (lane + i * kWarpSize) / C::kChunks; };
+  auto copy_chunk = [&](int i) { return (lane + i * kWarpSize) % C::kChunks; };
+  // Element offset of row 0 of this warp's i-th block's slice (one block-table read).
+  auto block_base = [&](int i_block) {
+    return kv_cache_offset(table[blk_begin + warp + kWarps * i_block], kvh, 0, p.num_kv_heads,
+                           kHeadDim);
+  };
+  auto rows_valid = [&](int i_block) {  // tokens of the block inside the context
+    return ctx - (blk_begin + warp + kWarps * i_block) * kKvCacheBlockSize;
+  };
+
+  // One 16-token block from stage `st`: scores, online softmax, O update.
+  auto compute = [&](int st, int i_block) {
+    const __half* ks_tile = wsmem + st * 2 * C::kTileElems;
+    const __half* vs_tile = ks_tile + C::kTileElems;
+    float s[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
+    const int mi = lane / 8, r8 = lane % 8;
+    const int k_lane = ldsm_lane_base<kHeadDim>((mi / 2) * 8 + r8, mi % 2);
+    const int v_lane = ldsm_lane_base<kHeadDim>((mi % 2) * 8 + r8, mi / 2);
+#pragma unroll
+    for (int ks = 0; ks < kHeadDim / 16; ++ks) {
+      std::uint32_t kb[4];  // (keys 0-7, d lo) (keys 0-7, d hi) (keys 8-15, d lo) (keys 8-15, d hi)
+      ptx::ldmatrix_x4(kb, ks_tile + (k_lane ^ (16 * ks)));
+      ptx::mma_16816<kSm75>(s[0], qa[ks], kb[0], kb[1]);
+      ptx::mma_16816<kSm75>(s[1], qa[ks], kb[2], kb[3]);
+    }
+    const int valid = rows_valid(i_block);
+    float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int key = j * 8 + 2 * t + (e % 2);
+        s[j][e] = key < valid ? s[j][e] * p.scale_log2 : -INFINITY;
+        mx[e / 2] = fmaxf(mx[e / 2], s[j][e]);
+      }
+    }
+    float alpha[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+      const float m_new = fmaxf(m_run[r], mx[r]);  // finite: every block has a valid key
+      alpha[r] = exp2f(m_run[r] - m_new);
+      m_run[r] = m_new;
+      l_run[r] *= alpha[r];
+    }
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        s[j][e] = exp2f(s[j][e] - m_run[e / 2]);
+        l_run[e / 2] += s[j][e];
+      }
+    }
+#pragma unroll
+    for (int n = 0; n < kHeadDim / 8; ++n) {
+      o[n][0] *= alpha[0], o[n][1] *= alpha[0], o[n][2] *= alpha[1], o[n][3] *= alpha[1];
+    }
+    const std::uint32_t pa[4] = {
+        ptx::pack_half2(s[0][0], s[0][1]), ptx::pack_half2(s[0][2], s[0][3]),
+        ptx::pack_half2(s[1][0], s[1][1]), ptx::pack_half2(s[1][2], s[1][3])};
+#pragma unroll
+    for (int np = 0; np < kHeadDim / 16; ++np) {
+      std::uint32_t vb[4];  // (keys 0-7, d tile 2np) (keys 8-15, 2np) (0-7, 2np+1) (8-15, 2np+1)
+      ptx::ldmatrix_x4_trans(vb, vs_tile + (v_lane ^ (16 * np)));
+      ptx::mma_16816<kSm75>(o[2 * np], pa, vb[0], vb[1]);
+      ptx::mma_16816<kSm75>(o[2 * np + 1], pa, vb[2], vb[3]);
+    }
+  };
+
+  if constexpr (!kSm75) {
+#if AWQD_SM80_CODE
+    auto issue = [&](int i_block) {
+      __half* ks_tile = wsmem + (i_block % C::kStages) * 2 * C::kTileElems;
+      const int valid = rows_valid(i_block);
+      const std::size_t base = block_base(i_block);
+#pragma unroll
+      for (int i = 0; i < C::kCopies; ++i) {
+        const int row = copy_row(i), chunk = copy_chunk(i);
+        const bool ok = row < valid;
+        // A zero-filled copy still names a valid address (row 0 of the block).
+        const std::size_t src = base + (ok ? row : 0) * kHeadDim + chunk * 8;
+        ptx::cp_async_16(ks_tile + swz<kHeadDim>(row, chunk), p.k_cache + src, ok);
+        ptx::cp_async_16(ks_tile + C::kTileElems + swz<kHeadDim>(row, chunk), p.v_cache + src, ok);
+      }
+    };
+#pragma unroll
+    for (int st = 0; st < C::kStages - 1; ++st) {
+      if (st < my_count) issue(st);
+      ptx::cp_async_commit();
+    }
+    for (int i = 0; i < my_count; ++i) {
+      ptx::cp_async_wait<C::kStages - 2>();
+      __syncwarp();
+      if (i + C::kStages - 1 < my_count) issue(i + C::kStages - 1);
+      ptx::cp_async_commit();
+      compute(i % C::kStages, i);
+    }
+    ptx::cp_async_wait<0>();
+#endif
+  } else {
+    uint4 kr[C::kCopies], vr[C::kCopies];
+    auto load = [&](int i_block) {
+      const int valid = rows_valid(i_block);
+      const std::size_t base = block_base(i_block);
+#pragma unroll
+      for (int i = 0; i < C::kCopies; ++i) {
+        const int row = copy_row(i), chunk = copy_chunk(i);
+        const std::size_t src = base + row * kHeadDim + chunk * 8;
+        const bool ok = row < valid;
+        kr[i] = ok ? *reinterpret_cast<const uint4*>(p.k_cache + src) : make_uint4(0, 0, 0, 0);
+        vr[i] = ok ? *reinterpret_cast<const uint4*>(p.v_cache + src) : make_uint4(0, 0, 0, 0);
+      }
+    };
+    if (my_count > 0) load(0);
+    for (int i = 0; i < my_count; ++i) {
+      __syncwarp();  // the previous block's ldmatrix reads are done
+#pragma unroll
+      for (int c = 0; c < C::kCopies; ++c) {
+        const int off = swz<kHeadDim>(copy_row(c), copy_chunk(c));
+        *reinterpret_cast<uint4*>(wsmem + off) = kr[c];
+        *reinterpret_cast<uint4*>(wsmem + C::kTileElems + off) = vr[c];
+      }
+      __syncwarp();
+      if (i + 1 < my_count) load(i + 1);
+      compute(0, i);
+    }
+  }
+
+  // ---- merge the 4 warps (shared memory now free for fp32 O) ----
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    l_run[r] += __shfl_xor_sync(0xffffffffu, l_run[r], 1);
+    l_run[r] += __shfl_xor_sync(0xffffffffu, l_run[r], 2);
+  }
+  __syncthreads();
+  float* o_s = reinterpret_cast<float*>(smem);  // [kWarps][kRows][kHeadDim]
+  {
+    float* ow = o_s + warp * kRows * kHeadDim;
+#pragma unroll
+    for (int n = 0; n < kHeadDim / 8; ++n) {
+      *reinterpret_cast<float2*>(ow + g * kHeadDim + n * 8 + 2 * t) = make_float2(o[n][0], o[n][1]);
+      *reinterpret_cast<float2*>(ow + (g + 8) * kHeadDim + n * 8 + 2 * t) =
+          make_float2(o[n][2], o[n][3]);
+    }
+    if (t == 0) {
+      m_s[warp][g] = m_run[0], m_s[warp][g + 8] = m_run[1];
+      l_s[warp][g] = l_run[0], l_s[warp][g + 8] = l_run[1];
+    }
+  }
+  __syncthreads();
+
+  const int unit = seq * gridDim.y + blockIdx.y;
+  const std::size_t slot = static_cast<std::size_t>(unit) * gridDim.x + split;
+  for (int idx = threadIdx.x; idx < nrows * kHeadDim; idx += kThreads) {
+    const int row = idx / kHeadDim, d = idx % kHeadDim;
+    float mmax = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) mmax = fmaxf(mmax, m_s[w][row]);
+    float acc = 0.0f, sum = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) {
+      const float f = m_s[w][row] == -INFINITY ? 0.0f : exp2f(m_s[w][row] - mmax);
+      acc += o_s[(w * kRows + row) * kHeadDim + d] * f;
+      sum += l_s[w][row] * f;
+    }
+    if (nsplits == 1) {
+      p.out[static_cast<std::size_t>(seq) * p.out_stride + (head0 + row) * kHeadDim + d] =
+          __float2half_rn(sum > 0.0f ? acc / sum : 0.0f);
+    } else {
+      p.part_o[(slot * kRows + row) * kHeadDim + d] = acc;
+      if (d == 0) {
+        p.part_m[slot * kRows + row] = mmax;
+        p.part_l[slot * kRows + row] = sum;
+      }
+    }
+  }
+  if (nsplits == 1) return;
+
+  // ---- the last CTA of the unit merges every split ----
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) last_s = atomicAdd(p.counters + unit, 1) == nsplits - 1;
+  __syncthreads();
+  if (!last_s) return;
+  __threadfence();
+  // Per (row, split) weight exp2(m - M) / L, in shared memory. The (max, sum) pairs are read by
+  // all threads at once (one L2 round trip), then each row's weights come from shared memory.
+  float* m_w = o_s;                                                         // [kRows][kMaxSplits]
+  float* w_s = o_s + kRows * kMaxSplits;                                    // [kRows][kMaxSplits]
+  float4* acc_s = reinterpret_cast<float4*>(o_s + 2 * kRows * kMaxSplits);  // [kThreads]
+  const std::size_t slot0 = static_cast<std::size_t>(unit) * gridDim.x;
+  for (int idx = threadIdx.x; idx < nrows * nsplits; idx += kThreads) {
+    const int row = idx / nsplits, sp = idx % nsplits;
+    m_w[row * kMaxSplits + sp] = __ldcg(p.part_m + (slot0 + sp) * kRows + row);
+    w_s[row * kMaxSplits + sp] = __ldcg(p.part_l + (slot0 + sp) * kRows + row);
+  }
+  __syncthreads();
+  if (static_cast<int>(threadIdx.x) < nrows) {
+    const int row = threadIdx.x;
+    float mmax = -INFINITY;
+    for (int sp = 0; sp < nsplits; ++sp) mmax = fmaxf(mmax, m_w[row * kMaxSplits + sp]);
+    float sum = 0.0f;
+    for (int sp = 0; sp < nsplits; ++sp) {
+      const float f = exp2f(m_w[row * kMaxSplits + sp] - mmax);
+      m_w[row * kMaxSplits + sp] = f;
+      sum += w_s[row * kMaxSplits + sp] * f;
+    }
+    const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
+    for (int sp = 0; sp < nsplits; ++sp)
+      w_s[row * kMaxSplits + sp] = m_w[row * kMaxSplits + sp] * inv;
+  }
+  __syncthreads();
+  // Items = (row, 4 columns). With fewer items than threads, `groups` threads share an item,
+  // each summing every groups-th split (more loads in flight), and shared memory adds them up.
+  constexpr int kCols4 = kHeadDim / 4;
+  const int items = nrows * kCols4;
+  const int groups = items >= kThreads ? 1 : kThreads / items;
+  auto partial_sum = [&](int item, int first, int step) {
+    const int row = item / kCols4, c4 = item % kCols4;
+    float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll 8
+    for (int sp = first; sp < nsplits; sp += step) {
+      const float f = w_s[row * kMaxSplits + sp];
+      const float4 v = __ldcg(
+          reinterpret_cast<const float4*>(p.part_o + ((slot0 + sp) * kRows + row) * kHeadDim) + c4);
+      acc.x += v.x * f, acc.y += v.y * f, acc.z += v.z * f, acc.w += v.w * f;
+    }
+    return acc;
+  };
+  auto store4 = [&](int item, float4 v) {
+    const int row = item / kCols4, c4 = item % kCols4;
+    __half* dst =
+        p.out + static_cast<std::size_t>(seq) * p.out_stride + (head0 + row) * kHeadDim + c4 * 4;
+    *reinterpret_cast<uint2*>(dst) =
+        make_uint2(ptx::pack_half2(v.x, v.y), ptx::pack_half2(v.z, v.w));
+  };
+  if (groups == 1) {
+    for (int item = threadIdx.x; item < items; item += kThreads)
+      store4(item, partial_sum(item, 0, 1));
+  } else {
+    const int item = threadIdx.x % items, sg = threadIdx.x / items;
+    acc_s[threadIdx.x] =
+        sg < groups ? partial_sum(item, sg, groups) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    __syncthreads();
+    if (static_cast<int>(threadIdx.x) < items) {
+      float4 v = acc_s[threadIdx.x];
+      for (int gi = 1; gi < groups; ++gi) {
+        const float4 w = acc_s[gi * items + threadIdx.x];
+        v.x += w.x, v.y += w.y, v.z += w.z, v.w += w.w;
+      }
+      store4(threadIdx.x, v);
+    }
+  }
+  if (threadIdx.x == 0) p.counters[unit] = 0;  // ready for the next launch
+}
+
+template <int kHeadDim, bool kSm75>
+void launch_decode(const Params& p, dim3 grid, cudaStream_t stream) {
+  launch(decode_attention_kernel<kHeadDim, kSm75>, grid, dim3(kThreads),
+         Config<kHeadDim, kSm75>::kSmemBytes, stream, p);
+}
+
+// Instantiated once each, in attention_decode_hd{64,128}.cu (parallel compilation).
+extern template void launch_decode<64, false>(const Params&, dim3, cudaStream_t);
+extern template void launch_decode<64, true>(const Params&, dim3, cudaStream_t);
+extern template void launch_decode<128, false>(const Params&, dim3, cudaStream_t);
+extern template void launch_decode<128, true>(const Params&, dim3, cudaStream_t);
+
+}  // namespace awqd::cuda::decode

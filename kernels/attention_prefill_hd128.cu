@@ -1,0 +1,10 @@
+// Prefill attention, head_dim 128: the sm_80+ and sm_75 variants (one file per head size so the
+// instantiations compile in parallel).
+#include "kernels/attention_prefill_kernel.cuh"
+
+namespace awqd::cuda::prefill {
+
+template void launch_prefill<128, false>(const Params&, dim3, cudaStream_t);
+template void launch_prefill<128, true>(const Params&, dim3, cudaStream_t);
+
+}  // namespace awqd::cuda::prefill

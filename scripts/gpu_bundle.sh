@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Builds awqd and its GPU tests/benchmarks here (the GPU machine has no hiredis, SQLite, ICU,
+# PCRE2 or nlohmann headers) and packs what a GPU run needs into .gpu/ (git-ignored), for the
+# device tool's `carry`:
+#   .gpu/bundle.tar.xz   bin/ (awqd, test_*, bench_*) and lib/ (shared libraries the GPU machine
+#                        lacks: everything ldd lists except glibc, libstdc++/libgcc and CUDA's)
+#   .gpu/fixtures/       the fixtures the GPU tests read (llama-13m, tokenizers' golden file)
+# Usage: scripts/gpu_bundle.sh [cuda archs, default 90a]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+archs=${1:-90a}
+export PATH=/usr/local/cuda/bin:$PATH
+cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DAWQD_CUDA_ARCHS="$archs" >/dev/null
+cmake --build build-gpu --parallel "$(nproc)"
+
+rm -rf .gpu/stage && mkdir -p .gpu/stage/bin .gpu/stage/lib
+for f in build-gpu/bin/*; do
+  [[ -x $f && -f $f ]] && cp "$f" .gpu/stage/bin/
+done
+skip='linux-vdso|ld-linux|libc\.so|libm\.so|libstdc\+\+|libgcc_s|libpthread|libdl\.so|librt\.so|libcuda\.so|libcudart|libcublas|libnccl'
+for f in .gpu/stage/bin/*; do
+  ldd "$f" | awk '/=>/ {print $3}' | grep -vE "$skip" || true
+done | sort -u | while read -r lib; do
+  cp -L "$lib" .gpu/stage/lib/
+done
+tar -C .gpu/stage -cJf .gpu/bundle.tar.xz bin lib
+rm -rf .gpu/stage
+
+fx=${AWQD_FIXTURES:-../shared/fixtures}
+mkdir -p .gpu/fixtures
+rm -rf .gpu/fixtures/llama-13m
+cp -r "$fx/llama-13m" .gpu/fixtures/
+chmod -R u+w .gpu/fixtures
+du -sh .gpu/bundle.tar.xz .gpu/fixtures

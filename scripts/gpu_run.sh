@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine (device tool), from the bundle scripts/gpu_bundle.sh made here:
+#   run(command="scripts/gpu_run.sh tests", carry=[".gpu"])   GPU tests (kernels, engine)
+#   run(command="scripts/gpu_run.sh bench", carry=[".gpu"])   kernel benchmarks
+#   run(command="scripts/gpu_run.sh engine", carry=[".gpu"])  engine benchmarks (awqd bench)
+# Every step has a time limit and a verdict; a failing step does not stop the rest. Logs go to
+# $OUT (at most 8 files come back): info.txt, tests.log, bench_gemm.log, bench_attention.md,
+# engine.log; a summary table is printed last.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-tests}
+OUT=${OUT:-$PWD/out/gpu}
+mkdir -p "$OUT" /tmp/awqd
+tar -C /tmp/awqd -xJf .gpu/bundle.tar.xz
+bin=/tmp/awqd/bin
+export LD_LIBRARY_PATH=/tmp/awqd/lib:/usr/local/cuda/lib64:/usr/local/cuda/lib:${LD_LIBRARY_PATH:-}
+export AWQD_FIXTURES=$PWD/.gpu/fixtures
+summary=()
+status=0
+
+step() {  # step NAME SECONDS LOG command...
+  local name=$1 limit=$2 log=$3
+  shift 3
+  local start=$SECONDS
+  echo "######## $name: $*" >>"$log"
+  timeout --kill-after=10 "$limit" "$@" >>"$log" 2>&1
+  local rc=$?
+  local verdict=PASS
+  ((rc == 124 || rc == 137)) && verdict="TIMEOUT(${limit}s)"
+  ((rc != 0 && rc != 124 && rc != 137)) && verdict="FAIL(rc=$rc)"
+  ((rc != 0)) && status=1
+  local tests
+  tests=$(tail -n 400 "$log" | grep -E '^\[  (PASSED|FAILED|SKIPPED) +\] [0-9]+ test' | tr -s ' ' | paste -sd' ')
+  summary+=("$(printf '%-22s %-14s %4ds  %s' "$name" "$verdict" $((SECONDS - start)) "$tests")")
+  echo "== $name: $verdict ($((SECONDS - start)) s)"
+  return 0
+}
+
+{
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv
+  git log -1 --format='commit %H %cd' 2>/dev/null
+  date -u
+} >>"$OUT/info.txt" 2>&1
+
+case $mode in
+  tests)
+    log=$OUT/tests.log
+    for t in test_device test_awq_repack test_ops test_attention test_sampling_gpu test_awq_gemm test_cuda_engine; do
+      step "$t" 400 "$log" "$bin/$t" --gtest_brief=1
+    done
+    step generate 120 "$log" "$bin/awqd" generate --device cuda --model .gpu/fixtures/llama-13m \
+      --prompt "It is a truth universally acknowledged, that" --temperature 0 --max-tokens 48 --json
+    grep -E "Failure|FAILED|error" "$log" | head -40
+    ;;
+  bench)
+    step bench_gemm 420 "$OUT/bench_gemm.log" "$bin/bench_awq_gemm" --no-sweep
+    step bench_attention 300 "$OUT/bench_attention.log" "$bin/bench_attention" "$OUT/bench_attention.md"
+    sed -n '/^## summary/,$p' "$OUT/bench_gemm.log"
+    cat "$OUT/bench_attention.md" 2>/dev/null
+    ;;
+  *)
+    echo "usage: $0 tests|bench" >&2
+    exit 2
+    ;;
+esac
+
+echo
+echo "==================== summary ($mode) ===================="
+head -2 "$OUT/info.txt" | tail -1
+printf '%s\n' "${summary[@]}"
+exit $status

@@ -1,0 +1,312 @@
+// Paged attention kernels (decode and prefill) against the CPU reference cpu::paged_attention,
+// on both kernel paths (sm_80+ and the forced sm_75 path), over batch sizes, context lengths,
+// GQA ratios 1/4/7/8 (and > 16, which takes two query-head groups), head_dim 64 and 128,
+// shuffled block tables and partial last blocks. Cache slots that no sequence owns, and the
+// tail of each last block, hold NaN: a kernel that reads past a context fails.
+//
+// Tolerance. Scores are fp32 dot products of fp16 values (exact products, fp32 sums) on both
+// sides; the kernels round the softmax weights P to fp16 before the P.V product (relative error
+// <= 2^-11 per weight, so <= 2^-11 * mean|v| ~ 5e-4 absolute on N(0,1) values) and round the
+// output to fp16 (2^-11 relative). We allow atol 1.5e-3 + rtol 5e-3 (10 fp16 ulps); an
+// indexing or masking bug produces errors of order 1.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "engine/cpu_ops.h"
+#include "engine/executor.h"
+#include "engine/fp16.h"
+#include "kernels/attention_decode.cuh"
+#include "kernels/attention_prefill.cuh"
+#include "kernels/kv_cache.cuh"
+#include "kernels/launch.cuh"
+#include "tests/kernel_test_util.h"
+
+#ifdef AWQD_TEST_EMULATED
+#include "kernels/emu/emu_device.h"
+#endif
+
+namespace awqd {
+namespace {
+
+static_assert(cuda::kKvCacheBlockSize == kKvBlockSize, "kernels and engine disagree on KV blocks");
+
+using test::all_close;
+using test::as_half;
+using test::KernelBuffer;
+
+constexpr float kAtol = 1.5e-3f;
+constexpr float kRtol = 5e-3f;
+constexpr half_bits kHalfNaN = 0x7E00;
+
+// A step's worth of paged-attention inputs: sequences with a cached context and new tokens.
+struct Scenario {
+  int heads = 0, kv_heads = 0, head_dim = 0;
+  std::vector<int> ctx;     // [seqs] context length once the new tokens are cached
+  std::vector<int> q_lens;  // [seqs] new tokens (the last q_len positions of the context)
+  int num_blocks = 0, max_blocks = 0;
+  std::vector<int> block_tables, cu_seqlens, positions;
+  std::vector<half_bits> k_cache, v_cache, q;
+
+  int seqs() const { return static_cast<int>(ctx.size()); }
+  int tokens() const { return cu_seqlens.back(); }
+  int max_ctx() const { return *std::max_element(ctx.begin(), ctx.end()); }
+  std::string describe() const {
+    std::string s = "seqs=" + std::to_string(seqs()) + " heads=" + std::to_string(heads) + "/" +
+                    std::to_string(kv_heads) + " head_dim=" + std::to_string(head_dim) + " ctx=[";
+    for (int b = 0; b < std::min(seqs(), 6); ++b) {
+      s += (b ? "," : "") + std::to_string(ctx[b]) + "/" + std::to_string(q_lens[b]);
+    }
+    return s + (seqs() > 6 ? ",...]" : "]") + " (context/new)";
+  }
+};
+
+Scenario make_scenario(int heads, int kv_heads, int head_dim, std::vector<int> ctx,
+                       std::vector<int> q_lens, std::mt19937_64& rng, float q_scale) {
+  Scenario s;
+  s.heads = heads, s.kv_heads = kv_heads, s.head_dim = head_dim;
+  s.ctx = std::move(ctx), s.q_lens = std::move(q_lens);
+  int used = 0;
+  for (int c : s.ctx) {
+    used += (c + 15) / 16;
+    s.max_blocks = std::max(s.max_blocks, (c + 15) / 16);
+  }
+  s.max_blocks += 1;  // an unused (-1) entry at the end of every table
+  s.num_blocks = used + 3;
+  std::vector<int> order(s.num_blocks);
+  std::iota(order.begin(), order.end(), 0);
+  std::shuffle(order.begin(), order.end(), rng);
+  s.block_tables.assign(static_cast<std::size_t>(s.seqs()) * s.max_blocks, -1);
+  const std::size_t slice = static_cast<std::size_t>(16) * head_dim;
+  s.k_cache.assign(static_cast<std::size_t>(s.num_blocks) * kv_heads * slice, kHalfNaN);
+  s.v_cache = s.k_cache;
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  int next = 0;
+  s.cu_seqlens = {0};
+  for (int b = 0; b < s.seqs(); ++b) {
+    for (int i = 0; i < (s.ctx[b] + 15) / 16; ++i) {
+      const int blk = order[next++];
+      s.block_tables[static_cast<std::size_t>(b) * s.max_blocks + i] = blk;
+      const int rows = std::min(16, s.ctx[b] - 16 * i);  // the tail of a last block stays NaN
+      for (int h = 0; h < kv_heads; ++h) {
+        for (int r = 0; r < rows; ++r) {
+          const std::size_t at = cuda::kv_cache_offset(blk, h, r, kv_heads, head_dim);
+          for (int d = 0; d < head_dim; ++d) {
+            s.k_cache[at + d] = float_to_half(normal(rng));
+            s.v_cache[at + d] = float_to_half(normal(rng));
+          }
+        }
+      }
+    }
+    s.cu_seqlens.push_back(s.cu_seqlens.back() + s.q_lens[b]);
+    for (int i = 0; i < s.q_lens[b]; ++i) s.positions.push_back(s.ctx[b] - s.q_lens[b] + i);
+  }
+  s.q.resize(static_cast<std::size_t>(s.tokens()) * heads * head_dim);
+  for (auto& h : s.q) h = float_to_half(q_scale * normal(rng));
+  return s;
+}
+
+std::vector<float> reference(const Scenario& s) {
+  const auto k = test::to_float(s.k_cache), v = test::to_float(s.v_cache), q = test::to_float(s.q);
+  cpu::PagedKv cache;
+  cache.k = const_cast<float*>(k.data());
+  cache.v = const_cast<float*>(v.data());
+  cache.num_kv_heads = s.kv_heads;
+  cache.head_dim = s.head_dim;
+  cache.block_size = 16;
+  std::vector<float> out(q.size());
+  cpu::paged_attention(q.data(), cache, s.cu_seqlens.data(), s.positions.data(),
+                       s.block_tables.data(), s.max_blocks, s.seqs(), s.heads, out.data());
+  return out;
+}
+
+const char* path_name(bool sm75) { return sm75 ? "sm75 path" : "sm80 path"; }
+
+// Sets the kernel path for the scope of a test and restores the default afterwards.
+class PathScope {
+ public:
+  explicit PathScope(bool sm75) : saved_(cuda::sm75_path_forced()) {
+    cuda::set_force_sm75_path(sm75);
+  }
+  ~PathScope() { cuda::set_force_sm75_path(saved_); }
+
+ private:
+  bool saved_;
+};
+
+// ---- decode ----------------------------------------------------------------------------------
+
+struct DecodeCase {
+  int heads, kv_heads, head_dim;
+  std::vector<int> ctx;
+  int splits = 0;  // 0: automatic
+  float q_scale = 1.0f;
+  int max_context_hint = 0;  // > 0: a too-small max_context_len (the kernel must still be right)
+};
+
+void run_decode(const DecodeCase& c, bool sm75, std::mt19937_64& rng) {
+  const Scenario s = make_scenario(c.heads, c.kv_heads, c.head_dim, c.ctx,
+                                   std::vector<int>(c.ctx.size(), 1), rng, c.q_scale);
+  PathScope path(sm75);
+  KernelBuffer<half_bits> dq(s.q), dk(s.k_cache), dv(s.v_cache), dout(s.q.size());
+  KernelBuffer<int> dctx(s.ctx), dtables(s.block_tables);
+  KernelBuffer<unsigned char> workspace(cuda::decode_attention_workspace_bytes(c.head_dim));
+  workspace.fill_bytes(0);
+  cuda::DecodeAttentionArgs a;
+  a.out = as_half<__half>(dout);
+  a.out_stride = s.heads * s.head_dim;
+  a.q = as_half<const __half>(dq);
+  a.q_stride = s.heads * s.head_dim;
+  a.k_cache = as_half<const __half>(dk);
+  a.v_cache = as_half<const __half>(dv);
+  a.context_lens = dctx.get();
+  a.block_tables = dtables.get();
+  a.max_blocks_per_seq = s.max_blocks;
+  a.num_seqs = s.seqs();
+  a.num_heads = s.heads;
+  a.num_kv_heads = s.kv_heads;
+  a.head_dim = s.head_dim;
+  a.max_context_len = c.max_context_hint > 0 ? c.max_context_hint : s.max_ctx();
+  a.workspace = workspace.get();
+  a.workspace_bytes = workspace.size();
+  a.num_splits = c.splits;
+  const std::string what = std::string("decode ") + path_name(sm75) + " " + s.describe() +
+                           " splits=" + std::to_string(cuda::decode_attention_splits(a));
+  cuda::decode_attention(a, nullptr);
+  const auto first = dout.download();
+  EXPECT_TRUE(all_close(what, test::to_float(first), reference(s), kAtol, kRtol));
+  // Again into a poisoned output: the counters were reset, and the result is bit-identical.
+  dout.poison();
+  cuda::decode_attention(a, nullptr);
+  EXPECT_TRUE(first == dout.download()) << what << ": a second launch gave different bits";
+}
+
+std::vector<int> random_lengths(int n, int lo, int hi, std::mt19937_64& rng) {
+  std::uniform_int_distribution<int> dist(lo, hi);
+  std::vector<int> v(n);
+  for (auto& x : v) x = dist(rng);
+  return v;
+}
+
+class DecodeAttention : public ::testing::TestWithParam<bool> {};
+
+TEST_P(DecodeAttention, MatchesReference) {
+  AWQD_KERNEL_TEST_PRELUDE();
+  const bool sm75 = GetParam();
+  std::mt19937_64 rng(sm75 ? 11 : 12);
+#ifdef AWQD_TEST_EMULATED
+  emu::device().multiprocessors = 4;  // small "GPU": the automatic choice splits short contexts
+#endif
+  std::vector<DecodeCase> cases = {
+      {8, 2, 128, {1, 17, 250}},                   // ratio 4, partial blocks, auto split
+      {4, 4, 64, {33, 100}, 3},                    // ratio 1 (MHA), forced 3 splits
+      {14, 2, 64, {16, 47}, 0, 3.0f},              // ratio 7, sharp softmax
+      {8, 1, 128, {130}, 5},                       // ratio 8
+      {20, 1, 64, {40, 9}, 2},                     // ratio 20: two query-head groups
+      {4, 1, 128, random_lengths(5, 1, 70, rng)},  // ragged batch
+      {8, 2, 64, {300, 20}, 4, 1.0f, 100},         // max_context_len below the real context
+  };
+  if (!test::quick()) {
+    cases.push_back({32, 8, 128, {16384}});  // batch 1, 16k
+    cases.push_back({32, 8, 128, random_lengths(16, 1, 4096, rng)});
+    cases.push_back({32, 8, 128, random_lengths(64, 1, 2048, rng)});
+    cases.push_back({32, 8, 128, random_lengths(256, 1, 600, rng)});              // batch 256
+    cases.push_back({28, 4, 128, random_lengths(16, 1000, 9000, rng), 0, 2.0f});  // ratio 7
+    cases.push_back({32, 32, 128, random_lengths(8, 1, 3000, rng)});              // ratio 1
+    cases.push_back({64, 8, 128, random_lengths(4, 100, 5000, rng)});             // ratio 8
+    cases.push_back({16, 8, 64, random_lengths(32, 1, 5000, rng)});               // head_dim 64
+    cases.push_back({14, 2, 64, {16384, 1, 17}});
+    cases.push_back({32, 8, 128, {4096, 4095, 4097}, 64});  // max splits
+  }
+  for (const auto& c : cases) run_decode(c, sm75, rng);
+}
+
+INSTANTIATE_TEST_SUITE_P(Paths, DecodeAttention, ::testing::Values(false, true),
+                         [](const auto& info) { return info.param ? "Sm75" : "Sm80"; });
+
+// ---- prefill ---------------------------------------------------------------------------------
+
+struct PrefillCase {
+  int heads, kv_heads, head_dim;
+  std::vector<int> ctx, q_lens;  // q_len <= ctx: the last q_len tokens are new
+  float q_scale = 1.0f;
+};
+
+void run_prefill(const PrefillCase& c, bool sm75, std::mt19937_64& rng) {
+  const Scenario s =
+      make_scenario(c.heads, c.kv_heads, c.head_dim, c.ctx, c.q_lens, rng, c.q_scale);
+  PathScope path(sm75);
+  KernelBuffer<half_bits> dq(s.q), dk(s.k_cache), dv(s.v_cache), dout(s.q.size());
+  KernelBuffer<int> dcu(s.cu_seqlens), dpos(s.positions), dtables(s.block_tables);
+  cuda::PrefillAttentionArgs a;
+  a.out = as_half<__half>(dout);
+  a.out_stride = s.heads * s.head_dim;
+  a.q = as_half<const __half>(dq);
+  a.q_stride = s.heads * s.head_dim;
+  a.k_cache = as_half<const __half>(dk);
+  a.v_cache = as_half<const __half>(dv);
+  a.cu_seqlens_q = dcu.get();
+  a.positions = dpos.get();
+  a.block_tables = dtables.get();
+  a.max_blocks_per_seq = s.max_blocks;
+  a.num_seqs = s.seqs();
+  a.num_tokens = s.tokens();
+  a.num_heads = s.heads;
+  a.num_kv_heads = s.kv_heads;
+  a.head_dim = s.head_dim;
+  cuda::prefill_attention(a, nullptr);
+  const std::string what = std::string("prefill ") + path_name(sm75) + " " + s.describe();
+  EXPECT_TRUE(all_close(what, test::to_float(dout.download()), reference(s), kAtol, kRtol));
+}
+
+class PrefillAttention : public ::testing::TestWithParam<bool> {};
+
+TEST_P(PrefillAttention, MatchesReference) {
+  AWQD_KERNEL_TEST_PRELUDE();
+  const bool sm75 = GetParam();
+  std::mt19937_64 rng(sm75 ? 21 : 22);
+  std::vector<PrefillCase> cases = {
+      {8, 2, 128, {1}, {1}},                         // one token
+      {8, 2, 128, {100}, {100}},                     // whole prompt, ratio 4
+      {4, 4, 64, {70}, {70}, 3.0f},                  // MHA, sharp softmax
+      {14, 2, 64, {163 + 37}, {37}},                 // chunk after a cached prefix, ratio 7
+      {8, 1, 128, {40, 1, 90, 17}, {40, 1, 25, 3}},  // mixed prefill/decode, ratio 8
+      {20, 1, 64, {33}, {33}},                       // ratio 20
+  };
+  if (!test::quick()) {
+    cases.push_back({32, 8, 128, {4096}, {4096}});
+    cases.push_back({32, 8, 128, {3000, 2048, 600}, {1000, 2048, 1}});
+    cases.push_back({28, 4, 128, {1500, 777}, {1500, 300}, 2.0f});
+    cases.push_back({32, 32, 128, {513}, {513}});
+    cases.push_back({64, 8, 128, {1024, 64}, {512, 64}});
+    cases.push_back({16, 8, 64, {2000, 100, 5}, {2000, 100, 5}});
+    std::vector<int> ctx = random_lengths(40, 1, 700, rng), q_lens(40);
+    for (int i = 0; i < 40; ++i) q_lens[i] = 1 + static_cast<int>(rng() % ctx[i]);
+    cases.push_back({32, 8, 128, ctx, q_lens});
+  }
+  for (const auto& c : cases) run_prefill(c, sm75, rng);
+}
+
+INSTANTIATE_TEST_SUITE_P(Paths, PrefillAttention, ::testing::Values(false, true),
+                         [](const auto& info) { return info.param ? "Sm75" : "Sm80"; });
+
+TEST(DecodeAttentionArgs, RejectsBadShapes) {
+  AWQD_KERNEL_TEST_PRELUDE();
+  cuda::DecodeAttentionArgs a;
+  a.num_seqs = 1;
+  a.num_heads = 6;
+  a.num_kv_heads = 4;
+  a.head_dim = 128;
+  EXPECT_THROW(cuda::decode_attention(a, nullptr), std::invalid_argument);
+  a.num_heads = 8;
+  a.head_dim = 96;
+  EXPECT_THROW(cuda::decode_attention(a, nullptr), std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace awqd
