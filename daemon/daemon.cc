@@ -252,6 +252,7 @@ struct Daemon::Impl {
     const std::string script = named_block(embedded::kRedisScripts, "publish_result");
     const Args load{"SCRIPT", "LOAD", script};
     const RedisReply r = co_await must(load);
+    if (r.lost_connection()) co_return;  // stopped
     if (r.error()) throw std::runtime_error("Redis refused the publish script: " + r.str);
     publish_sha = r.str;
   }
@@ -491,6 +492,7 @@ struct Daemon::Impl {
       args.push_back(batched ? keys.cancel_batch(it->second.record.batch) : keys.cancel(id));
     }
     const RedisReply r = co_await must(args);
+    if (r.lost_connection()) co_return;  // stopped
     if (r.error() || r.elements.size() != args.size() - 1) {
       spdlog::error("redis: checking {} new job(s) failed: {}; they stay pending and come back",
                     ids.size(), r.str);
@@ -597,6 +599,7 @@ struct Daemon::Impl {
     if (report.stepped) step_seconds.observe(after.last_step_ms / 1000.0);
     engine_stats[r] = after;
     if (report.minute) store->push({StoreOp::Kind::kMinute, {}, *report.minute, {}});
+    if (stopped) return;  // the engines' last reports, after shutdown: statistics only
     for (auto& e : report.events) {
       const auto it = jobs.find(e.id);
       if (it == jobs.end() || it->second.state != State::kRunning) continue;
@@ -744,7 +747,8 @@ struct Daemon::Impl {
               std::to_string(rec.finished_at)};
     for (;;) {
       const RedisReply r = co_await must(args);
-      if (r.error_is("NOSCRIPT")) {  // Redis restarted and forgot the script
+      if (r.lost_connection()) co_return;  // stopped: the entry stays pending, retried later
+      if (r.error_is("NOSCRIPT")) {        // Redis restarted and forgot the script
         co_await load_scripts();
         args[1] = publish_sha;
         continue;
@@ -1206,7 +1210,11 @@ struct Daemon::Impl {
     spawn(housekeeping_loop());
     io.run();
 
+    // The engines' last reports (the partial minute of statistics) are posted as they stop:
+    // run them, then let the writer commit everything.
     for (auto& e : engines) e->stop();
+    io.restart();
+    io.poll();
     store->stop();
     spdlog::info("stopped (exit code {})", exit_code);
     return exit_code;

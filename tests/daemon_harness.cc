@@ -38,7 +38,10 @@ TempDir::~TempDir() {
   std::filesystem::remove_all(path, ec);
 }
 
-RedisServer::RedisServer(bool persistent) : port_(free_port()), persistent_(persistent) { start(); }
+RedisServer::RedisServer(bool persistent, int port)
+    : port_(port ? port : free_port()), persistent_(persistent) {
+  start();
+}
 
 RedisServer::~RedisServer() { kill9(); }
 

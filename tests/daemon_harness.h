@@ -29,7 +29,8 @@ struct TempDir {
 // as a production Redis does.
 class RedisServer {
  public:
-  explicit RedisServer(bool persistent = true);
+  // On `port`, or on a free one when 0.
+  explicit RedisServer(bool persistent = true, int port = 0);
   ~RedisServer();
   void start();
   void stop();  // SIGTERM, and wait (Redis saves nothing extra: the AOF is already on disk)

@@ -276,6 +276,13 @@ TEST_F(E2E, TwoHundredJobsFromRedisCli) {
   daemon->signal(SIGTERM);
   EXPECT_EQ(daemon->wait(30s), 0) << log("a");
   SQLite::Database db((dir_.path / "a.db").string(), SQLite::OPEN_READONLY);
+  // The per-minute rollups, the last partial minute included, account for every token.
+  const long long generated =
+      db.execAndGet("SELECT sum(generated_tokens) FROM minute_stats").getInt64();
+  const long long completion = db.execAndGet("SELECT sum(completion_tokens) FROM jobs").getInt64();
+  EXPECT_GE(generated, completion);
+  EXPECT_GT(db.execAndGet("SELECT sum(steps) FROM minute_stats").getInt64(), 0);
+  EXPECT_GT(db.execAndGet("SELECT sum(prompt_tokens) FROM minute_stats").getInt64(), 0);
   EXPECT_EQ(
       db.execAndGet(
             "SELECT count(*) FROM jobs WHERE status = 'done' AND completion_tokens >= 1 AND "
@@ -302,11 +309,18 @@ TEST_F(E2E, GreedyJobsMatchTheReference) {
                           {"prompt", reference["float32"][i]["prompt"]},
                           {"params", {{"max_tokens", 48}, {"temperature", 0}}}}
                          .dump()});
-    for (int k = 0; k < 4; ++k) {  // neighbours in the same batch
+    for (int k = 0; k < 3; ++k) {  // neighbours in the same batch
       const std::string other = id + "-n" + std::to_string(k);
       ids.push_back(other);
       redis_->command({"XADD", prefix_ + "jobs", "*", "job", job(other, 20).dump()});
     }
+    const std::string with_logprobs = id + "-logprobs";
+    ids.push_back(with_logprobs);
+    redis_->command({"XADD", prefix_ + "jobs", "*", "job",
+                     json{{"id", with_logprobs},
+                          {"prompt", reference["float32"][i]["prompt"]},
+                          {"params", {{"max_tokens", 5}, {"temperature", 0}, {"logprobs", 3}}}}
+                         .dump()});
   }
   ASSERT_TRUE(all_results(ids)) << log("a");
   for (std::size_t i = 0; i < reference["float32"].size(); ++i) {
@@ -314,6 +328,16 @@ TEST_F(E2E, GreedyJobsMatchTheReference) {
     EXPECT_EQ(r["token_ids"], reference["float32"][i]["greedy_ids"])
         << reference["float32"][i]["prompt"];
     EXPECT_EQ(r["finish_reason"], "length");
+    EXPECT_FALSE(r.contains("logprobs")) << "only when asked";
+    const json lp = *result(numbered("greedy", static_cast<int>(i)) + "-logprobs");
+    ASSERT_EQ(lp["logprobs"].size(), 5u) << lp.dump();
+    for (std::size_t t = 0; t < 5; ++t) {
+      EXPECT_EQ(lp["logprobs"][t]["token"], lp["token_ids"][t]);
+      EXPECT_LE(lp["logprobs"][t]["logprob"].get<double>(), 0.0);
+      ASSERT_EQ(lp["logprobs"][t]["top"].size(), 3u);
+      EXPECT_EQ(lp["logprobs"][t]["top"][0]["token"], lp["token_ids"][t])
+          << "greedy picks the top token";
+    }
     std::string out;
     ASSERT_EQ(test::run_command({AWQD_E2E_BINARY, "detokenize", "--json", "--model",
                                  model_.string(), "--ids", r["token_ids"].dump()},
