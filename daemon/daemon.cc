@@ -38,7 +38,8 @@ constexpr auto kCancelPoll = 250ms;
 constexpr int kReadBlockMs = 2000;  // XREADGROUP BLOCK: how long one read waits for jobs
 constexpr int kMaxReadCount = 256;  // entries per XREADGROUP / XAUTOCLAIM
 constexpr std::size_t kMaxKeysPerCommand = 2000;
-constexpr auto kShutdownGrace = 15s;  // after the drain deadline, for results to reach Redis
+constexpr std::size_t kPublishBatch = 64;  // results per publish script call
+constexpr auto kShutdownGrace = 15s;       // after the drain deadline, for results to reach Redis
 // The idle time a handed-back entry gets: past any instance's visibility timeout, so whichever
 // daemon looks next reclaims it.
 constexpr long long kHandBackIdleMs = 24LL * 3600 * 1000;
@@ -144,7 +145,7 @@ struct Daemon::Impl {
   std::unique_ptr<StoreWriter> store;
   std::unique_ptr<ControlServer> control;
   std::unique_ptr<MetricsServer> metrics;
-  std::string publish_sha;  // SHA1 of the publish_result script, from SCRIPT LOAD
+  std::string publish_sha;  // SHA1 of the publish_results script, from SCRIPT LOAD
 
   // ---- job state (io thread only) ----
   std::unordered_map<std::string, Tracked> jobs;  // by job id: every unacknowledged job we hold
@@ -152,7 +153,9 @@ struct Daemon::Impl {
   std::set<ReadyKey> ready;                                      // queued jobs in admission order
   std::uint64_t arrivals = 0;
   std::unordered_map<std::string, std::vector<Delivery>> same_id_waiting;  // id already in flight
-  std::vector<int> in_engine;  // jobs handed to each replica and not finished
+  std::vector<int> in_engine;           // jobs handed to each replica and not finished
+  std::vector<std::string> to_publish;  // finished this turn, published together
+  bool publish_scheduled = false;
   std::map<std::string, std::vector<std::string>> acks_waiting;  // stream -> entries to XACK
   bool ack_flush_scheduled = false;
   std::int64_t acks_outstanding = 0;  // final records pushed to the store and not yet acknowledged
@@ -249,7 +252,7 @@ struct Daemon::Impl {
   }
 
   asio::awaitable<void> load_scripts() {
-    const std::string script = named_block(embedded::kRedisScripts, "publish_result");
+    const std::string script = named_block(embedded::kRedisScripts, "publish_results");
     const Args load{"SCRIPT", "LOAD", script};
     const RedisReply r = co_await must(load);
     if (r.lost_connection()) co_return;  // stopped
@@ -716,61 +719,76 @@ struct Daemon::Impl {
       spdlog::info("job {} failed: {}: {}", t.record.id, t.record.error_code,
                    t.record.error_message);
     }
-    spawn(publish(t.record.id));
+    schedule_publish(t.record.id);
   }
 
-  // Result to Redis (atomically, at most once per id), then the row to SQLite, then XACK once
-  // the row is committed. A crash between any two steps leaves the entry pending; its next
+  // Finished jobs are published together: those finished in one turn of the io loop go out in
+  // scripts of at most kPublishBatch jobs (short enough not to stall Redis).
+  void schedule_publish(const std::string& id) {
+    to_publish.push_back(id);
+    if (publish_scheduled) return;
+    publish_scheduled = true;
+    asio::post(io, [this] {
+      publish_scheduled = false;
+      for (std::size_t i = 0; i < to_publish.size(); i += kPublishBatch) {
+        const auto end = to_publish.begin() + std::min(to_publish.size(), i + kPublishBatch);
+        spawn(publish(std::vector<std::string>(to_publish.begin() + i, end)));
+      }
+      to_publish.clear();
+    });
+  }
+
+  // Results to Redis (atomically, at most once per id), then the rows to SQLite, then XACK once
+  // the rows are committed. A crash between any two steps leaves the entries pending; their next
   // delivery finds the result and only records and acknowledges it.
-  asio::awaitable<void> publish(std::string id) {
-    const auto tracked = jobs.find(id);
-    if (tracked == jobs.end()) co_return;
-    // The arguments are built once, here: the tracked record may move while this waits.
-    const JobRecord& rec = tracked->second.record;
-    Args args{"EVALSHA",
-              publish_sha,
-              "5",
-              keys.result(id),
-              keys.status(id),
-              keys.results(),
-              keys.batch(rec.batch),
-              keys.batch_ids(rec.batch),
-              result_text(rec),
-              status_name(rec.status),
-              id,
-              rec.entry_id,
-              std::to_string(config.result_ttl_s),
-              std::to_string(config.results_maxlen),
-              rec.batch,
-              std::to_string(rec.prompt_tokens),
-              std::to_string(rec.completion_tokens),
-              std::to_string(rec.finished_at)};
+  asio::awaitable<void> publish(std::vector<std::string> ids) {
+    std::erase_if(ids, [&](const std::string& id) { return !jobs.count(id); });
+    if (ids.empty()) co_return;
+    // The arguments are built once, here: the tracked records may move while this waits.
+    Args redis_keys{keys.results()};
+    Args values{std::to_string(config.result_ttl_s), std::to_string(config.results_maxlen)};
+    for (const auto& id : ids) {
+      const JobRecord& rec = jobs.at(id).record;
+      redis_keys.insert(redis_keys.end(), {keys.result(id), keys.status(id), keys.batch(rec.batch),
+                                           keys.batch_ids(rec.batch)});
+      values.insert(values.end(),
+                    {result_text(rec), status_name(rec.status), id, rec.entry_id, rec.batch,
+                     std::to_string(rec.prompt_tokens), std::to_string(rec.completion_tokens),
+                     std::to_string(rec.finished_at)});
+    }
+    Args args{"EVALSHA", publish_sha, std::to_string(redis_keys.size())};
+    args.insert(args.end(), std::make_move_iterator(redis_keys.begin()),
+                std::make_move_iterator(redis_keys.end()));
+    args.insert(args.end(), std::make_move_iterator(values.begin()),
+                std::make_move_iterator(values.end()));
+    RedisReply r;
     for (;;) {
-      const RedisReply r = co_await must(args);
-      if (r.lost_connection()) co_return;  // stopped: the entry stays pending, retried later
+      r = co_await must(args);
+      if (r.lost_connection()) co_return;  // stopped: the entries stay pending, retried later
       if (r.error_is("NOSCRIPT")) {        // Redis restarted and forgot the script
         co_await load_scripts();
         args[1] = publish_sha;
         continue;
       }
-      if (r.error()) {
-        spdlog::error("redis: publishing the result of {} failed: {}; retrying", id, r.str);
+      if (r.error() || r.elements.size() != ids.size()) {
+        spdlog::error("redis: publishing {} result(s) failed: {}; retrying", ids.size(), r.str);
         co_await sleep(1s);
         continue;
       }
-      if (r.integer == 0) {
-        // Already done (another delivery ran it): record what Redis holds, not our copy.
-        const Args get{"GET", keys.result(id)};
-        const RedisReply existing = co_await must(get);
-        if (const auto it = jobs.find(id); it != jobs.end() && !existing.nil())
-          merge_result(existing.str, it->second.record);
-        ++totals.duplicates;
-      }
       break;
     }
-    const auto it = jobs.find(id);
-    if (it == jobs.end()) co_return;
-    finish_stored(it->second);
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+      if (r.elements[i].integer != 0) continue;
+      // Already done (another delivery ran it): record what Redis holds, not our copy.
+      ++totals.duplicates;
+      const Args get{"GET", keys.result(ids[i])};
+      const RedisReply existing = co_await must(get);
+      if (const auto it = jobs.find(ids[i]); it != jobs.end() && !existing.nil())
+        merge_result(existing.str, it->second.record);
+    }
+    for (const auto& id : ids) {
+      if (const auto it = jobs.find(id); it != jobs.end()) finish_stored(it->second);
+    }
   }
 
   // The last step of a finished job on the io thread: the final row goes to the store, which
