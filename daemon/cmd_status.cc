@@ -47,15 +47,10 @@ json redis_part(const DaemonConfig& c) {
       const auto replies = redis.pipeline({{"XLEN", stream}, {"XINFO", "GROUPS", stream}});
       json s = {
           {"length", replies[0].integer}, {"pending", 0}, {"waiting", nullptr}, {"consumers", 0}};
-      for (const auto& g : replies[1].elements) {
-        std::map<std::string, const RedisReply*> f;
-        for (std::size_t i = 0; i + 1 < g.elements.size(); i += 2)
-          f[g.elements[i].str] = &g.elements[i + 1];
-        if (!f.count("name") || f["name"]->str != RedisKeys::kGroup) continue;
-        if (f.count("pending")) s["pending"] = f["pending"]->integer;
-        if (f.count("consumers")) s["consumers"] = f["consumers"]->integer;
-        if (f.count("lag") && f["lag"]->type == RedisReply::Type::kInteger)
-          s["waiting"] = f["lag"]->integer;
+      if (const auto group = find_group(replies[1], RedisKeys::kGroup)) {
+        s["pending"] = group->pending;
+        s["consumers"] = group->consumers;
+        if (group->lag >= 0) s["waiting"] = group->lag;
       }
       streams[stream] = s;
     }

@@ -1040,16 +1040,9 @@ struct Daemon::Impl {
           const RedisReply groups = co_await cmd.command(xinfo);
           QueueInfo q;
           q.length = len.integer;
-          for (const auto& g : groups.elements) {
-            std::map<std::string, const RedisReply*> f;
-            for (std::size_t i = 0; i + 1 < g.elements.size(); i += 2)
-              f[g.elements[i].str] = &g.elements[i + 1];
-            if (f.count("name") && f["name"]->str == RedisKeys::kGroup) {
-              q.pending = f.count("pending") ? f["pending"]->integer : 0;
-              q.lag = f.count("lag") && f["lag"]->type == RedisReply::Type::kInteger
-                          ? f["lag"]->integer
-                          : -1;
-            }
+          if (const auto group = find_group(groups, RedisKeys::kGroup)) {
+            q.pending = group->pending;
+            q.lag = group->lag;
           }
           queue_info[stream] = q;
         }

@@ -128,6 +128,32 @@ std::int64_t entry_time_ms(std::string_view entry_id) {
   return ms;
 }
 
+std::optional<GroupInfo> find_group(const RedisReply& xinfo_groups, std::string_view group) {
+  for (const auto& g : xinfo_groups.elements) {
+    GroupInfo info;
+    bool ours = false;
+    for (std::size_t i = 0; i + 1 < g.elements.size(); i += 2) {
+      const std::string& field = g.elements[i].str;
+      const RedisReply& value = g.elements[i + 1];
+      if (field == "name") ours = value.str == group;
+      if (field == "pending") info.pending = value.integer;
+      if (field == "consumers") info.consumers = value.integer;
+      if (field == "lag" && value.type == RedisReply::Type::kInteger) info.lag = value.integer;
+    }
+    if (ours) return info;
+  }
+  return std::nullopt;
+}
+
+RedisArgv::RedisArgv(const std::vector<std::string>& args) {
+  argv.reserve(args.size());
+  argvlen.reserve(args.size());
+  for (const auto& a : args) {
+    argv.push_back(a.data());
+    argvlen.push_back(a.size());
+  }
+}
+
 RedisSync::RedisSync(const RedisEndpoint& endpoint, std::chrono::milliseconds timeout)
     : timeout_(timeout), where_(endpoint.describe()) {
   const timeval tv = to_timeval(timeout);
@@ -158,16 +184,8 @@ RedisSync::~RedisSync() {
 }
 
 void RedisSync::append(const std::vector<std::string>& args) {
-  std::vector<const char*> argv;
-  std::vector<size_t> argvlen;
-  argv.reserve(args.size());
-  argvlen.reserve(args.size());
-  for (const auto& a : args) {
-    argv.push_back(a.data());
-    argvlen.push_back(a.size());
-  }
-  if (redisAppendCommandArgv(ctx_, static_cast<int>(args.size()), argv.data(), argvlen.data()) !=
-      REDIS_OK) {
+  RedisArgv a(args);  // not const: hiredis takes const char** (0.14)
+  if (redisAppendCommandArgv(ctx_, a.argc(), a.argv.data(), a.argvlen.data()) != REDIS_OK) {
     throw RedisUnavailable("Redis at " + where_ + ": " + ctx_->errstr);
   }
 }

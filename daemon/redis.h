@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -77,6 +78,22 @@ struct RedisKeys {
 
 // The stream entry id's time part: "1700000000000-3" -> 1700000000000 (ms since the epoch).
 std::int64_t entry_time_ms(std::string_view entry_id);
+
+// Our consumer group's line of an XINFO GROUPS reply.
+struct GroupInfo {
+  long long pending = 0;  // delivered and not acknowledged
+  long long lag = -1;     // not yet delivered; -1 when the server does not know (Redis < 7)
+  long long consumers = 0;
+};
+std::optional<GroupInfo> find_group(const RedisReply& xinfo_groups, std::string_view group);
+
+// A command's arguments as hiredis takes them (argc, argv, argvlen); views into `args`.
+struct RedisArgv {
+  explicit RedisArgv(const std::vector<std::string>& args);
+  int argc() const { return static_cast<int>(argv.size()); }
+  std::vector<const char*> argv;
+  std::vector<size_t> argvlen;
+};
 
 // Redis could not be reached, or the connection broke.
 struct RedisUnavailable : std::runtime_error {

@@ -256,16 +256,9 @@ void RedisAsync::send(const std::vector<std::string>& args, Callback done) {
     complete(pending, RedisReply::lost("not connected"));
     return;
   }
-  std::vector<const char*> argv;
-  std::vector<size_t> argvlen;
-  argv.reserve(args.size());
-  argvlen.reserve(args.size());
-  for (const auto& a : args) {
-    argv.push_back(a.data());
-    argvlen.push_back(a.size());
-  }
-  if (redisAsyncCommandArgv(ac_, &RedisAsync::on_reply, pending, static_cast<int>(args.size()),
-                            argv.data(), argvlen.data()) != REDIS_OK) {
+  RedisArgv a(args);  // not const: hiredis takes const char** (0.14)
+  if (redisAsyncCommandArgv(ac_, &RedisAsync::on_reply, pending, a.argc(), a.argv.data(),
+                            a.argvlen.data()) != REDIS_OK) {
     complete(pending, RedisReply::lost("the connection is closing"));
   }
 }

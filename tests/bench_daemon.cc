@@ -110,15 +110,9 @@ void bench_jobs(int n) {
   bool drained = false;
   while (!drained) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    const RedisReply groups = redis.command({"XINFO", "GROUPS", keys.jobs()});
-    for (const auto& g : groups.elements) {
-      long long pending = -1, lag = -1;
-      for (std::size_t i = 0; i + 1 < g.elements.size(); i += 2) {
-        if (g.elements[i].str == "pending") pending = g.elements[i + 1].integer;
-        if (g.elements[i].str == "lag") lag = g.elements[i + 1].integer;
-      }
-      drained = pending == 0 && lag == 0;
-    }
+    const auto group =
+        find_group(redis.command({"XINFO", "GROUPS", keys.jobs()}), RedisKeys::kGroup);
+    drained = group && group->pending == 0 && group->lag == 0;
   }
   const double elapsed = seconds_since(start);
   const auto cpu_after = cpu_snapshot(server.pid());

@@ -158,6 +158,22 @@ int Child::wait(std::chrono::milliseconds timeout) {
   return WIFEXITED(status_) ? WEXITSTATUS(status_) : 128 + WTERMSIG(status_);
 }
 
+std::map<std::string, int> notices_per_id(RedisSync& redis, const std::string& results_stream) {
+  std::map<std::string, int> n;
+  for (const auto& e : redis.command({"XRANGE", results_stream, "-", "+"}).elements) {
+    const auto& f = e.elements[1].elements;
+    for (std::size_t i = 0; i + 1 < f.size(); i += 2) {
+      if (f[i].str == "id") ++n[f[i + 1].str];
+    }
+  }
+  return n;
+}
+
+long long pending_entries(RedisSync& redis, const std::string& stream) {
+  const RedisReply r = redis.command({"XPENDING", stream, RedisKeys::kGroup});
+  return r.elements.empty() ? -1 : r.elements[0].integer;
+}
+
 int run_command(const std::vector<std::string>& argv, std::string* out) {
   int fds[2];
   if (pipe(fds) != 0) return -1;

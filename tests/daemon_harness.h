@@ -7,6 +7,7 @@
 #include <chrono>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -69,6 +70,12 @@ class Child {
   pid_t pid_ = -1;
   int status_ = -1;
 };
+
+// The notices on a results stream (XADD ... id <id> status <status>), counted per job id.
+std::map<std::string, int> notices_per_id(RedisSync& redis, const std::string& results_stream);
+
+// Entries of `stream` delivered to the awqd group and not acknowledged; -1 without a group.
+long long pending_entries(RedisSync& redis, const std::string& stream);
 
 // Runs a command and returns its exit code, with its stdout and stderr together in `out`.
 int run_command(const std::vector<std::string>& argv, std::string* out = nullptr);

@@ -107,20 +107,9 @@ class DaemonTest : public ::testing::Test {
         timeout);
   }
   // Notices on the results stream, per id.
-  std::map<std::string, int> notices() {
-    std::map<std::string, int> n;
-    for (const auto& e : redis_->command({"XRANGE", keys_.results(), "-", "+"}).elements) {
-      const auto& f = e.elements[1].elements;
-      for (std::size_t i = 0; i + 1 < f.size(); i += 2) {
-        if (f[i].str == "id") ++n[f[i + 1].str];
-      }
-    }
-    return n;
-  }
+  std::map<std::string, int> notices() { return test::notices_per_id(*redis_, keys_.results()); }
   long long pending(const std::string& stream = "") {
-    const RedisReply r =
-        redis_->command({"XPENDING", stream.empty() ? keys_.jobs() : stream, RedisKeys::kGroup});
-    return r.elements.empty() ? -1 : r.elements[0].integer;
+    return test::pending_entries(*redis_, stream.empty() ? keys_.jobs() : stream);
   }
   bool no_pending() {
     return eventually([&] { return pending() == 0 && pending(keys_.priority_jobs()) == 0; }, 10s);

@@ -158,19 +158,9 @@ class E2E : public ::testing::Test {
     return eventually([&] { return count_results(ids) == static_cast<int>(ids.size()); }, timeout);
   }
   std::map<std::string, int> notices() {
-    std::map<std::string, int> n;
-    for (const auto& e : redis_->command({"XRANGE", prefix_ + "results", "-", "+"}).elements) {
-      const auto& f = e.elements[1].elements;
-      for (std::size_t i = 0; i + 1 < f.size(); i += 2) {
-        if (f[i].str == "id") ++n[f[i + 1].str];
-      }
-    }
-    return n;
+    return test::notices_per_id(*redis_, prefix_ + "results");
   }
-  long long pending() {
-    const RedisReply r = redis_->command({"XPENDING", prefix_ + "jobs", "awqd"});
-    return r.elements.empty() ? -1 : r.elements[0].integer;
-  }
+  long long pending() { return test::pending_entries(*redis_, prefix_ + "jobs"); }
   // Every id has exactly one done result, announced exactly once, and nothing is pending.
   void expect_each_done_once(const std::vector<std::string>& ids) {
     const auto n = notices();
