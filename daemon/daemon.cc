@@ -973,6 +973,12 @@ struct Daemon::Impl {
       by_stream_attempts[{t.record.stream, t.record.attempts}].push_back(t.record.entry_id);
       jobs.erase(it);
       ++totals.handed_back;
+      // Deliveries of the same id that waited for this one go back with it.
+      if (const auto w = same_id_waiting.find(id); w != same_id_waiting.end()) {
+        for (const auto& d : w->second)
+          by_stream_attempts[{d.stream, d.attempts}].push_back(d.entry_id);
+        same_id_waiting.erase(w);
+      }
     }
     for (const auto& [key, entries] : by_stream_attempts) {
       std::vector<std::string> args{"XCLAIM", key.first, RedisKeys::kGroup, config.consumer, "0"};
