@@ -29,6 +29,9 @@ void add_sampling_flags(CLI::App* sub, ::awqd::SamplingParams& params);
 
 // Subcommand registration, one function per file (cmd_*.cc).
 void add_generate_commands(CLI::App& app);  // generate, import-llama2c
+void add_perplexity_command(CLI::App& app);
+void add_quantize_command(CLI::App& app);
+void add_synth_command(CLI::App& app);
 void add_tokenize_commands(CLI::App& app);  // tokenize, detokenize
 void add_bench_command(CLI::App& app);      // bench
 

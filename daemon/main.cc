@@ -18,6 +18,9 @@ int main(int argc, char** argv) {
   awqd::cli::add_cancel_command(app);
   awqd::cli::add_results_command(app);
   awqd::cli::add_generate_commands(app);
+  awqd::cli::add_perplexity_command(app);
+  awqd::cli::add_quantize_command(app);
+  awqd::cli::add_synth_command(app);
   awqd::cli::add_tokenize_commands(app);
   awqd::cli::add_bench_command(app);
   return awqd::cli::run_app(app, argc, argv);

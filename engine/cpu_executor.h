@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "engine/cpu_ops.h"
+#include "engine/cpu_layer.h"
 #include "engine/executor.h"
 #include "engine/model_weights.h"
 
@@ -23,12 +23,7 @@ class CpuExecutor : public Executor {
 
  private:
   struct Layer {
-    std::vector<float> input_norm, post_attn_norm, q_norm, k_norm;  // (hidden) / (head_dim)
-    std::vector<float> wqkv;   // (q + 2 kv, hidden): q, k and v stacked (one matmul)
-    std::vector<float> bqkv;   // (q + 2 kv) or empty
-    std::vector<float> wo;     // (hidden, q)
-    std::vector<float> wgate_up;  // (2 * inter, hidden): gate then up
-    std::vector<float> wdown;  // (hidden, inter)
+    cpu::DecoderLayer weights;
     std::vector<float> k_cache, v_cache;  // (blocks, kv_heads, block, head_dim)
   };
 

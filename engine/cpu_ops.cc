@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <numbers>
 
 #include "engine/thread_pool.h"
@@ -82,17 +83,76 @@ void apply_rope(float* x, const std::int32_t* positions, int tokens, int heads, 
   }, 8);
 }
 
-void matmul_nt(const float* x, const float* W, const float* b, float* y, int M, int N, int K) {
-  // Parallel over output columns: each thread streams its rows of W once; a column's work is
-  // M * K multiply-adds, and a thread gets at least 64 K of them.
-  const std::int64_t per_column = std::max<std::int64_t>(1, static_cast<std::int64_t>(M) * K);
-  ThreadPool::global().parallel_for(N, [&](std::int64_t n0, std::int64_t n1) {
-    for (std::int64_t n = n0; n < n1; ++n) {
-      const float* w = W + n * K;
-      const float bias = b ? b[n] : 0.0f;
-      for (int m = 0; m < M; ++m) y[static_cast<std::int64_t>(m) * N + n] = dot(x + static_cast<std::int64_t>(m) * K, w, K) + bias;
+namespace {
+
+// Register tile of matmul_nt: MR rows of x against NR rows of W. Each output keeps dot()'s eight
+// partial sums (lane j sums elements i with i % 8 == j) and its final reduction, so the result
+// is bit-identical to dot() whatever the tile shape or instruction set (no FMA contraction in
+// ISO C++ mode). The vector type is 8 floats: one AVX2 register, two SSE registers.
+using v8f = float __attribute__((vector_size(32)));
+
+__attribute__((always_inline)) inline v8f load8(const float* p) {
+  v8f v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+template <int MR, int NR>
+__attribute__((always_inline)) inline void tile(const float* x, const float* W, const float* b, float* y, int N, int K,
+                                                int m, int n) {
+  v8f acc[MR][NR] = {};
+  const int k8 = K & ~7;
+  for (int i = 0; i < k8; i += 8) {
+    v8f wv[NR];
+    for (int c = 0; c < NR; ++c) wv[c] = load8(W + static_cast<std::int64_t>(n + c) * K + i);
+    for (int r = 0; r < MR; ++r) {
+      const v8f xv = load8(x + static_cast<std::int64_t>(m + r) * K + i);
+      for (int c = 0; c < NR; ++c) acc[r][c] += xv * wv[c];
     }
-  }, std::max<std::int64_t>(1, 65536 / per_column));
+  }
+  for (int r = 0; r < MR; ++r) {
+    for (int c = 0; c < NR; ++c) {
+      float s[8];
+      std::memcpy(s, &acc[r][c], sizeof s);
+      const float* a = x + static_cast<std::int64_t>(m + r) * K;
+      const float* w = W + static_cast<std::int64_t>(n + c) * K;
+      for (int i = k8; i < K; ++i) s[i & 7] += a[i] * w[i];
+      const float d = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+      y[static_cast<std::int64_t>(m + r) * N + n + c] = d + (b ? b[n + c] : 0.0f);
+    }
+  }
+}
+
+// One block of outputs [m0, m1) x [n0, n1), in register tiles of 4 x 2 and 1-wide edges.
+__attribute__((target_clones("arch=x86-64-v3", "default")))
+void matmul_block(const float* x, const float* W, const float* b, float* y, int N, int K, int m0, int m1,
+                  int n0, int n1) {
+  int n = n0;
+  for (; n + 2 <= n1; n += 2) {
+    int m = m0;
+    for (; m + 4 <= m1; m += 4) tile<4, 2>(x, W, b, y, N, K, m, n);
+    for (; m < m1; ++m) tile<1, 2>(x, W, b, y, N, K, m, n);
+  }
+  for (; n < n1; ++n)
+    for (int m = m0; m < m1; ++m) tile<1, 1>(x, W, b, y, N, K, m, n);
+}
+
+}  // namespace
+
+void matmul_nt(const float* x, const float* W, const float* b, float* y, int M, int N, int K) {
+  // Blocks of 64 x 64 outputs: a block's rows of x and W (64 K floats each) stay in L2 while
+  // it is computed. Parallel over blocks; every output is computed once, in a fixed order.
+  // Blocks are numbered column-block major so that a thread's contiguous range shares rows of W.
+  constexpr int kBlock = 64;
+  const std::int64_t mb = (M + kBlock - 1) / kBlock, nb = (N + kBlock - 1) / kBlock;
+  const std::int64_t block_work = static_cast<std::int64_t>(kBlock) * kBlock * K;
+  ThreadPool::global().parallel_for(mb * nb, [&](std::int64_t i0, std::int64_t i1) {
+    for (std::int64_t i = i0; i < i1; ++i) {
+      const int bn = static_cast<int>(i / mb), bm = static_cast<int>(i % mb);
+      matmul_block(x, W, b, y, N, K, bm * kBlock, std::min(M, (bm + 1) * kBlock), bn * kBlock,
+                   std::min(N, (bn + 1) * kBlock));
+    }
+  }, std::max<std::int64_t>(1, (std::int64_t{1} << 16) / block_work));
 }
 
 void silu_mul(const float* gate, const float* up, float* out, std::int64_t count) {

@@ -23,7 +23,8 @@ std::vector<float> rope_inv_freq(const ModelConfig& config);
 void apply_rope(float* x, const std::int32_t* positions, int tokens, int heads, int head_dim,
                 const float* inv_freq);
 
-// y (M, N) = x (M, K) W^T + b with W (N, K) row-major; b may be null. Parallel over N.
+// y (M, N) = x (M, K) W^T + b with W (N, K) row-major; b may be null. Parallel over 64 x 64
+// output blocks; each output is one dot product with eight partial sums in a fixed order.
 void matmul_nt(const float* x, const float* W, const float* b, float* y, int M, int N, int K);
 
 // out (rows, n) = silu(gate) * up, from gate_up halves given separately.

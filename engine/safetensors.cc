@@ -265,8 +265,8 @@ std::size_t TensorStore::total_bytes() const {
   return n;
 }
 
-void write_safetensors(const std::filesystem::path& path, const std::vector<TensorView>& tensors,
-                       const std::map<std::string, std::string>& metadata) {
+std::string safetensors_header(const std::vector<TensorView>& tensors,
+                               const std::map<std::string, std::string>& metadata) {
   json header = json::object();
   std::size_t offset = 0;
   for (const auto& t : tensors) {
@@ -280,13 +280,18 @@ void write_safetensors(const std::filesystem::path& path, const std::vector<Tens
   if (!metadata.empty()) header["__metadata__"] = metadata;
   std::string text = header.dump();
   text.append((8 - text.size() % 8) % 8, ' ');  // keep tensor data 8-byte aligned
+  const std::uint64_t n = text.size();
+  return std::string(reinterpret_cast<const char*>(&n), 8) + text;
+}
+
+void write_safetensors(const std::filesystem::path& path, const std::vector<TensorView>& tensors,
+                       const std::map<std::string, std::string>& metadata) {
+  const std::string header = safetensors_header(tensors, metadata);
   const auto tmp = path.string() + ".tmp";
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
     if (!out) throw std::runtime_error(tmp + ": cannot create");
-    const std::uint64_t n = text.size();
-    out.write(reinterpret_cast<const char*>(&n), 8);
-    out.write(text.data(), static_cast<std::streamsize>(text.size()));
+    out.write(header.data(), static_cast<std::streamsize>(header.size()));
     for (const auto& t : tensors) out.write(reinterpret_cast<const char*>(t.data), static_cast<std::streamsize>(t.nbytes));
     out.flush();
     if (!out) throw std::runtime_error(tmp + ": write failed (disk full?)");

@@ -83,6 +83,11 @@ class TensorStore {
   std::map<std::string, const TensorView*> index_;
 };
 
+// The header block of a .safetensors file holding `tensors` in the order given (their `data` is
+// not read): the 8-byte length, then the JSON padded with spaces to a multiple of 8.
+std::string safetensors_header(const std::vector<TensorView>& tensors,
+                               const std::map<std::string, std::string>& metadata = {});
+
 // Writes tensors to a .safetensors file (used by quantize, synth, import-llama2c, tests).
 // Tensors are written in the order given; data is copied from each entry's `data` pointer.
 void write_safetensors(const std::filesystem::path& path, const std::vector<TensorView>& tensors,

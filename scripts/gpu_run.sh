@@ -2,7 +2,8 @@
 # Runs on the GPU machine (device tool), from the bundle scripts/gpu_bundle.sh made here:
 #   run(command="scripts/gpu_run.sh tests", carry=[".gpu"])   GPU tests (kernels, engine)
 #   run(command="scripts/gpu_run.sh bench", carry=[".gpu"])   kernel benchmarks
-#   run(command="scripts/gpu_run.sh engine", carry=[".gpu"])  engine benchmarks (awqd bench)
+#   run(command="scripts/gpu_run.sh engine", carry=[".gpu"])  engine benchmarks (awqd bench on
+#       awqd synth --like llama3-8b; AWQD_WORKLOADS, AWQD_LIKE, AWQD_BENCH_ARGS override)
 # Every step has a time limit and a verdict; a failing step does not stop the rest. Logs go to
 # $OUT (at most 8 files come back): info.txt, tests.log, bench_gemm.log, bench_attention.md,
 # engine.log; a summary table is printed last.
@@ -58,8 +59,32 @@ case $mode in
     sed -n '/^## summary/,$p' "$OUT/bench_gemm.log"
     cat "$OUT/bench_attention.md" 2>/dev/null
     ;;
+  engine)
+    # End-to-end engine benchmarks on a random-weight Llama-3-8B-shaped AWQ checkpoint, with the
+    # PyTorch baseline of ../shared/bench (copied into .gpu/bench) on the same card.
+    log=$OUT/engine.log
+    step synth 300 "$log" "$bin/awqd" synth --like "${AWQD_LIKE:-llama3-8b}" --out /tmp/model
+    du -sh /tmp/model >>"$log" 2>&1
+    step generate 120 "$log" "$bin/awqd" generate --device cuda --model /tmp/model --prompt "hello world" \
+      --max-tokens 32 --temperature 0 --json
+    # One benchmark per line: a name, then awqd bench arguments.
+    workloads=${AWQD_WORKLOADS:-"decode-1 --workload decode-1
+decode-64 --workload custom --num-prompts 64 --input-len 512 --output-len 128
+prefill --workload custom --num-prompts 256 --input-len 512 --output-len 1
+bulk-512-256 --workload bulk-512-256
+shared-prefix --workload shared-prefix"}
+    while read -r name args; do
+      [[ -z $name ]] && continue
+      # shellcheck disable=SC2086
+      step "bench-$name" 420 "$log" "$bin/awqd" bench --model /tmp/model --quiet --out "$OUT/bench-$name.json" $args
+    done <<<"$workloads"
+    if [[ ${AWQD_TORCH:-0} == 1 && -f .gpu/bench/torch_baseline.py ]]; then
+      step torch-int4 300 "$log" env MODE=int4 BATCHES=1,64 CTX=640 python3 .gpu/bench/torch_baseline.py
+    fi
+    grep -E "^(workload|model|time|requests|decode|TTFT|batch|preemptions)|tokens/s|error" "$log" | head -60
+    ;;
   *)
-    echo "usage: $0 tests|bench" >&2
+    echo "usage: $0 tests|bench|engine" >&2
     exit 2
     ;;
 esac
