@@ -166,9 +166,11 @@ ConfigOptions::ConfigOptions(CLI::App* app, ConfigScope scope) : app_(app), scop
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   for_each_key(flags_, [&](const std::string& key, const char* help, auto& member, bool client) {
     if (scope == ConfigScope::kClient && !client) return;
-    // A flag given twice takes the last value, as wrappers that append flags expect.
+    // A flag given twice takes the last value, as wrappers that append flags expect. --help
+    // shows the built-in default (the config file may set another).
     auto* opt = app->add_option(flag_name(key), member, help)
-                    ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+                    ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast)
+                    ->capture_default_str();
     if constexpr (std::is_same_v<std::decay_t<decltype(member)>, std::vector<int>>)
       opt->delimiter(',');
   });
