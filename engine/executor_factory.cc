@@ -1,6 +1,7 @@
 #include "engine/executor_factory.h"
 
 #include <stdexcept>
+#include <string>
 
 #include "engine/cpu_executor.h"
 #ifdef AWQD_HAS_CUDA
@@ -10,6 +11,10 @@
 namespace awqd {
 
 std::unique_ptr<Executor> make_executor(const ModelWeights& weights, const EngineConfig& config) {
+  if (config.tensor_parallel != 1)
+    throw std::invalid_argument("tensor_parallel = " + std::to_string(config.tensor_parallel) +
+                                ": this build runs one GPU per engine (tensor parallelism is not available yet); "
+                                "use replicas for several GPUs");
   if (config.device == "cpu")
     return std::make_unique<CpuExecutor>(weights, config.cpu_kv_cache_bytes, config.num_kv_blocks_override);
   if (config.device == "cuda") {
