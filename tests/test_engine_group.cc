@@ -76,11 +76,11 @@ TEST_F(EngineGroupTest, RejectsBadAndDuplicateRequestsAndCancels) {
   bad.id = "bad";
   EXPECT_THROW(group.add_request(bad), std::invalid_argument);  // empty prompt
   auto reqs = requests(2);
-  reqs[0].params.max_tokens = 200;
+  reqs[0].params.max_tokens = 480;  // hundreds of steps: still running when cancelled below
   group.add_request(reqs[0]);
-  EXPECT_THROW(group.add_request(reqs[0]), std::invalid_argument);  // id already active
-  group.add_request(reqs[1]);
   EXPECT_TRUE(group.cancel(reqs[0].id));
+  EXPECT_THROW(group.add_request(reqs[0]), std::invalid_argument);  // id still active
+  group.add_request(reqs[1]);
   EXPECT_FALSE(group.cancel("unknown"));
   std::map<std::string, FinishReason> reason;
   while (group.has_unfinished())
