@@ -78,8 +78,8 @@ TEST_F(EngineGroupTest, RejectsBadAndDuplicateRequestsAndCancels) {
   auto reqs = requests(2);
   reqs[0].params.max_tokens = 480;  // hundreds of steps: still running when cancelled below
   group.add_request(reqs[0]);
+  EXPECT_THROW(group.add_request(reqs[0]), std::invalid_argument);  // id already active
   EXPECT_TRUE(group.cancel(reqs[0].id));
-  EXPECT_THROW(group.add_request(reqs[0]), std::invalid_argument);  // id still active
   group.add_request(reqs[1]);
   EXPECT_FALSE(group.cancel("unknown"));
   std::map<std::string, FinishReason> reason;
