@@ -951,6 +951,8 @@ std::unique_ptr<Executor> make_cuda_executor(const ModelWeights& weights, const 
   if (c.gpus.empty())
     for (int g = 0; g < config.tensor_parallel; ++g) c.gpus.push_back(g);
   const int visible = cuda::device_count();
+  if (visible == 0)
+    throw std::runtime_error("device \"cuda\": no CUDA device is visible (driver missing or CUDA_VISIBLE_DEVICES empty); use --device cpu");
   if (static_cast<int>(c.gpus.size()) != config.tensor_parallel)
     throw std::runtime_error("tensor_parallel = " + std::to_string(config.tensor_parallel) + " needs that many GPUs, got " +
                              std::to_string(c.gpus.size()) + " ids");

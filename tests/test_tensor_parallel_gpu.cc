@@ -9,7 +9,8 @@
 //   - deterministic mode stays schedule-independent under tensor parallelism;
 //   - KV exhaustion still preempts.
 // $AWQD_TP_MODEL (a model directory, e.g. `awqd synth --like llama3-8b`) with $AWQD_TP_DEGREES
-// (e.g. "3") runs the same comparison on that model. Skips with fewer than 2 GPUs.
+// (e.g. "3") runs the same comparison on that model; $AWQD_TP_TEST_DEGREES limits the degrees of
+// the built-in models. Skips with fewer than 2 GPUs.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -62,21 +63,27 @@ EngineConfig config_for(const std::filesystem::path& dir, int tp) {
   return c;
 }
 
-Outputs greedy(const EngineConfig& cfg, const std::vector<Prompt>& prompts, int max_tokens) {
-  Engine e(cfg);
-  for (const Prompt& p : prompts) {
-    GenerationRequest r;
-    r.id = p.id;
-    r.prompt_ids = p.ids;
-    r.params.temperature = 0;
-    r.params.max_tokens = max_tokens;
-    r.params.ignore_eos = true;
-    e.add_request(r);
-  }
+GenerationRequest greedy_request(const Prompt& p, int max_tokens) {
+  GenerationRequest r;
+  r.id = p.id;
+  r.prompt_ids = p.ids;
+  r.params.temperature = 0;
+  r.params.max_tokens = max_tokens;
+  r.params.ignore_eos = true;
+  return r;
+}
+
+Outputs run_all(Engine& e) {
   Outputs out;
   while (e.has_unfinished())
     for (const auto& o : e.step()) out[o.id].insert(out[o.id].end(), o.new_token_ids.begin(), o.new_token_ids.end());
   return out;
+}
+
+Outputs greedy(const EngineConfig& cfg, const std::vector<Prompt>& prompts, int max_tokens) {
+  Engine e(cfg);
+  for (const Prompt& p : prompts) e.add_request(greedy_request(p, max_tokens));
+  return run_all(e);
 }
 
 // Logits of the last token of each sequence, prefilled at once (one step per sequence).
@@ -107,16 +114,18 @@ std::vector<std::vector<float>> logits_at(const std::filesystem::path& dir, int 
   return last_logits(*ex, seqs);
 }
 
-// Compares tp = `tp` with tp = 1 on `dir`; returns a one-line summary.
-std::string compare_with_one_gpu(const std::filesystem::path& dir, int tp, int max_tokens, int num_prompts) {
+// Compares tp = `tp` with tp = 1 on `dir` (with `chunked`, also a run whose prefills go in
+// chunks mixed with decodes); returns a one-line summary.
+std::string compare_with_one_gpu(const std::filesystem::path& dir, int tp, int max_tokens, int num_prompts,
+                                 bool chunked = true) {
   const ModelConfig mc = load_model_config(dir);
   const auto prompts = random_prompts(mc.vocab_size, num_prompts, 11 + tp);
   const EngineConfig one = config_for(dir, 1), many = config_for(dir, tp);
   const Outputs ref = greedy(one, prompts, max_tokens);
   const Outputs got = greedy(many, prompts, max_tokens);
-  auto chunked = many;
-  chunked.max_num_batched_tokens = 61;  // prefill in chunks mixed with decodes
-  const Outputs got_chunked = greedy(chunked, prompts, max_tokens);
+  auto chunked_config = many;
+  chunked_config.max_num_batched_tokens = 61;
+  const Outputs got_chunked = chunked ? greedy(chunked_config, prompts, max_tokens) : got;
 
   // Prefixes to compare logits at: every prompt, and every first divergence.
   std::vector<std::vector<std::int32_t>> seqs;
@@ -129,6 +138,7 @@ std::string compare_with_one_gpu(const std::filesystem::path& dir, int tp, int m
   std::vector<Divergence> divergences;
   for (const Prompt& p : prompts) seqs.push_back(p.ids);
   for (const auto* run : {&got, &got_chunked}) {
+    if (run == &got_chunked && !chunked) continue;
     for (const Prompt& p : prompts) {
       const auto& a = ref.at(p.id);
       const auto& b = run->at(p.id);
@@ -174,8 +184,8 @@ std::string compare_with_one_gpu(const std::filesystem::path& dir, int tp, int m
   }
   std::ostringstream s;
   s << dir.filename().string() << " tp " << tp << ": max |logit diff| " << max_diff << " (logit range " << max_range
-    << "), argmax equal on " << argmax_same << "/" << seqs.size() << ", greedy divergences " << ties << " (all near-ties) over "
-    << 2 * num_prompts << " runs of " << max_tokens << " tokens";
+    << "), argmax equal on " << argmax_same << "/" << seqs.size() << ", greedy divergences " << ties
+    << " (all near-ties) over " << (chunked ? 2 : 1) * num_prompts << " runs of " << max_tokens << " tokens";
   return s.str();
 }
 
@@ -198,9 +208,19 @@ void write_model(const std::filesystem::path& dir, const std::string& arch, int 
   write_synth_tokenizer(dir, "tiny");
 }
 
+// The degrees to test: $AWQD_TP_TEST_DEGREES (e.g. "3 4") or 2 .. min(4, GPUs), where the model
+// can be split so.
 std::vector<int> degrees(const ModelConfig& c) {
+  std::vector<int> wanted;
+  if (const char* env = std::getenv("AWQD_TP_TEST_DEGREES"); env != nullptr && *env != '\0') {
+    std::istringstream in(env);
+    for (int tp; in >> tp;) wanted.push_back(tp);
+  } else {
+    for (int tp = 2; tp <= 4; ++tp) wanted.push_back(tp);
+  }
   std::vector<int> out;
-  for (int tp = 2; tp <= std::min(4, test::cuda_devices()); ++tp) {
+  for (int tp : wanted) {
+    if (tp > test::cuda_devices()) continue;
     try {
       plan_tensor_parallel(c, tp);
       out.push_back(tp);
@@ -253,7 +273,7 @@ TEST_F(TensorParallelGpu, ModelFromEnvironment) {
   for (int tp; in >> tp;) {
     if (tp > test::cuda_devices()) continue;
     SCOPED_TRACE("tp " + std::to_string(tp));
-    std::printf("%s\n", compare_with_one_gpu(model, tp, 24, 4).c_str());
+    std::printf("%s\n", compare_with_one_gpu(model, tp, 24, 4, /*chunked=*/false).c_str());
   }
 }
 
@@ -265,7 +285,13 @@ TEST_F(TensorParallelGpu, DeterministicModeIsScheduleIndependent) {
   cfg.deterministic = true;
   const auto prompts = random_prompts(1024, 12, 99);
   Outputs alone;
-  for (const Prompt& p : prompts) alone[p.id] = greedy(cfg, {p}, 16).at(p.id);
+  {
+    Engine e(cfg);
+    for (const Prompt& p : prompts) {
+      e.add_request(greedy_request(p, 16));
+      alone[p.id] = run_all(e).at(p.id);
+    }
+  }
   EXPECT_EQ(greedy(cfg, prompts, 16), alone) << "batched";
   cfg.max_num_batched_tokens = 23;
   EXPECT_EQ(greedy(cfg, prompts, 16), alone) << "chunked prefill";
