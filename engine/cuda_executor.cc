@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <exception>
 #include <functional>
@@ -238,8 +239,8 @@ class CudaExecutor final : public Executor {
   // Activations, fp16 [max_tokens, ...].
   DeviceBuffer x_, h_, qkv_, attn_, gate_up_, act_, proj_;
   // [logits_rows, hidden] fp16; logits [logits_rows, vocab_stride] fp32 (rank 0: the whole
-  // vocabulary, other ranks: their slice); rank 0 receives the other slices in gathered_, rank r's
-  // [logits_rows, slice_stride(r)] at gather_offset(r).
+  // vocabulary, other ranks: their slice); rank 0 receives the other slices in gathered_: rank r's
+  // [rows, slice_stride(r)] after those of ranks 1 .. r - 1 (gather_logits).
   DeviceBuffer rows_hidden_, logits_, gathered_;
   int logits_rows_ = 0;
 
@@ -814,9 +815,28 @@ StepResult CudaExecutor::execute(const StepBatch& b) {
   return result;
 }
 
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+// Polls `done` for up to `budget` before the caller goes to sleep; true when it came true.
+template <typename Done>
+bool spin_until(Done done, std::chrono::microseconds budget) {
+  const auto start = std::chrono::steady_clock::now();
+  for (unsigned i = 1;; ++i) {
+    if (done()) return true;
+    cpu_relax();
+    if (i % 1024 == 0 && std::chrono::steady_clock::now() - start > budget) return false;
+  }
+}
+
 // One thread per GPU. run(fn) calls fn(rank) on every rank's thread at once and returns when all
-// have finished, rethrowing the first exception. Hand-offs spin briefly before sleeping: a decode
-// step is a few milliseconds, and a futex wake-up per rank would add tens of microseconds to it.
+// have finished, rethrowing the first exception. Hand-offs poll before sleeping: a decode step
+// takes a few milliseconds, and a futex wake-up at each end of it would add tens of microseconds.
 class RankThreads {
  public:
   explicit RankThreads(int n) : errors_(n) {
@@ -839,14 +859,13 @@ class RankThreads {
     generation_.fetch_add(1, std::memory_order_release);
     generation_.notify_all();
     bool handled = false;
-    for (int left = pending_.load(std::memory_order_acquire), spins = 0; left != 0;
-         left = pending_.load(std::memory_order_acquire)) {
+    for (int left = pending_.load(std::memory_order_acquire); left != 0; left = pending_.load(std::memory_order_acquire)) {
       if (failed_.load() && !handled) {
         handled = true;
         if (on_error) on_error();
       }
-      if (++spins < kSpins) continue;
-      pending_.wait(left, std::memory_order_acquire);
+      if (!spin_until([&] { return pending_.load(std::memory_order_acquire) != left; }, kStepPoll))
+        pending_.wait(left, std::memory_order_acquire);
     }
     job_ = nullptr;
     for (auto& e : errors_)
@@ -854,14 +873,16 @@ class RankThreads {
   }
 
  private:
-  static constexpr int kSpins = 1 << 16;
+  static constexpr std::chrono::microseconds kStepPoll{20000};  // the engine thread, during a step
+  static constexpr std::chrono::microseconds kIdlePoll{5000};   // a rank thread, between steps
 
   void loop(int rank) {
     std::uint64_t seen = 0;
     for (;;) {
-      std::uint64_t g;
-      for (int spins = 0; (g = generation_.load(std::memory_order_acquire)) == seen; ++spins)
-        if (spins >= kSpins) generation_.wait(seen, std::memory_order_acquire);
+      if (!spin_until([&] { return generation_.load(std::memory_order_acquire) != seen; }, kIdlePoll))
+        generation_.wait(seen, std::memory_order_acquire);
+      const std::uint64_t g = generation_.load(std::memory_order_acquire);
+      if (g == seen) continue;  // spurious wake-up
       seen = g;
       if (stop_.load()) return;
       try {

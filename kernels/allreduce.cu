@@ -12,7 +12,7 @@ namespace awqd::cuda {
 
 namespace {
 
-constexpr int kP2pBlocks = 32;    // fixed grid: the call counters of every block stay equal
+constexpr int kP2pBlocks = 64;    // fixed grid: the call counters of every block stay equal
 constexpr int kP2pThreads = 512;
 constexpr int kReduceThreads = 256;
 constexpr unsigned long long kWaitTimeoutNs = 30ull * 1000 * 1000 * 1000;

@@ -62,8 +62,11 @@ enum class AllReducePath {
 const char* all_reduce_path_name(AllReducePath path);
 
 struct TpCommOptions {
-  std::size_t p2p_buffer_bytes = 2u << 20;  // per parity; larger P2P messages go in chunks
-  std::size_t p2p_max_bytes = 1u << 20;     // kAuto's switch from P2P to NCCL
+  // kAuto's switch from P2P to NCCL. One-shot reads (ranks - 1) x the message from peers; NCCL's
+  // small-message all-reduce costs ~30 us, which NVLink reads cover up to several MiB. 4 MiB holds
+  // a decode step of 512 sequences at hidden 4096.
+  std::size_t p2p_max_bytes = 4u << 20;
+  std::size_t p2p_buffer_bytes = 4u << 20;  // per parity; larger P2P messages go in chunks
   bool allow_p2p = true;                    // false: NCCL only (tests, benchmarks)
 };
 

@@ -1,6 +1,6 @@
 // All-reduce latency across the GPUs of one process (kernels/allreduce.cuh): the P2P one-shot
-// kernel against NCCL's all-reduce (and NCCL gather + sum) at 8 KiB .. 1 MiB of fp16, the sizes
-// of decode steps (8 KiB per token at hidden 4096). Each rank captures 50 back-to-back calls in
+// kernel against NCCL's all-reduce (and NCCL gather + sum) at 8 KiB .. 4 MiB of fp16, the sizes
+// of decode steps (8 KiB per token at hidden 4096; kAuto takes P2P up to 4 MiB). Each rank captures 50 back-to-back calls in
 // a CUDA graph (as the engine's decode graphs hold them) and replays it; a call's time is a
 // replay's time / 50, median over replays, the slowest rank's. Also eager (no graph) times at
 // 8 KiB, which add the launch. Prints a markdown table (docs/PERF.md).
@@ -107,7 +107,7 @@ int main(int argc, char** argv) {
     std::vector<int> devices(n);
     for (int i = 0; i < n; ++i) devices[i] = i;
     awqd::cuda::TpComm comm(devices);
-    const std::size_t max_count = 512 * 1024;  // 1 MiB of fp16
+    const std::size_t max_bytes = 4u << 20, max_count = max_bytes / 2;
     std::vector<Rank> ranks(n);
     on_ranks(n, [&](int r) {
       Rank& k = ranks[r];
@@ -124,7 +124,7 @@ int main(int argc, char** argv) {
     std::printf("## all-reduce latency, %d x %s (%s)\n\n", n, info.name.c_str(), comm.describe().c_str());
     std::printf("| bytes | P2P one-shot us | NCCL all-reduce us | NCCL gather+sum us | P2P speed-up | P2P algbw GB/s |\n");
     std::printf("|---:|---:|---:|---:|---:|---:|\n");
-    for (std::size_t bytes = 8 << 10; bytes <= (1u << 20); bytes *= 2) {
+    for (std::size_t bytes = 8 << 10; bytes <= max_bytes; bytes *= 2) {
       const std::size_t count = bytes / 2;
       const double p2p = comm.p2p() ? time_path(comm, ranks, count, AllReducePath::kP2p, true) : 0.0;
       const double nccl = time_path(comm, ranks, count, AllReducePath::kNccl, true);

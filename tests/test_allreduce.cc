@@ -133,12 +133,13 @@ class AllReduce : public ::testing::Test {
   std::vector<RankData> ranks_;
 };
 
-const std::vector<std::size_t> kCounts = {8, 64, 8 * 37, 4096, 4096 * 3, 65536, 512 * 1024};
+// Up to past the 4 MiB P2P buffer (kAuto switches to NCCL there; P2P goes in two chunks).
+const std::vector<std::size_t> kCounts = {8, 64, 8 * 37, 4096, 4096 * 3, 65536, 512 * 1024, 2 * 1024 * 1024 + 8};
 
 TEST_F(AllReduce, EveryPathEveryRankCountAgainstCpuSum) {
   for (int n = 2; n <= max_ranks(); ++n) {
     SCOPED_TRACE(std::to_string(n) + " ranks");
-    make(n, {}, 512 * 1024);
+    make(n, {}, kCounts.back());
     std::printf("%d ranks: %s\n", n, comm_->describe().c_str());
     std::vector<AllReducePath> paths = {AllReducePath::kAuto, AllReducePath::kNccl, AllReducePath::kNcclGather,
                                         AllReducePath::kDeterministic};
