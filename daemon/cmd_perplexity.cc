@@ -40,20 +40,29 @@ int run(const PerplexityArgs& a) {
   ec.num_kv_blocks_override = kCpuWindowsPerStep * ((a.window + kKvBlockSize - 1) / kKvBlockSize);
   const auto executor = make_executor(*weights, ec);
   const PerplexityResult r =
-      evaluate_perplexity(*executor, weights->config().vocab_size, ids, a.window, std::int64_t{64} << 20,
-                          [&](int done, int total) {
+      evaluate_perplexity(*executor, weights->config().vocab_size, ids, a.window,
+                          std::int64_t{64} << 20, [&](int done, int total) {
                             if (!a.json) std::fprintf(stderr, "\rwindow %d of %d", done, total);
                           });
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (a.json) {
-    nlohmann::json j = {{"model", a.model},         {"text", a.text},         {"window", a.window},
-                        {"perplexity", r.perplexity()}, {"tokens_evaluated", r.tokens}, {"windows", r.windows},
-                        {"text_tokens", ids.size()}, {"device", executor->describe()}, {"seconds", secs}};
+    nlohmann::json j = {{"model", a.model},
+                        {"text", a.text},
+                        {"window", a.window},
+                        {"perplexity", r.perplexity()},
+                        {"tokens_evaluated", r.tokens},
+                        {"windows", r.windows},
+                        {"text_tokens", ids.size()},
+                        {"device", executor->describe()},
+                        {"seconds", secs}};
     std::printf("%s\n", j.dump().c_str());
   } else {
     std::fprintf(stderr, "\n");
-    std::printf("perplexity %.4f  tokens evaluated %lld  (%zu tokens, %d windows of %d, %.1f s, %s)\n", r.perplexity(),
-                static_cast<long long>(r.tokens), ids.size(), r.windows, a.window, secs, executor->describe().c_str());
+    std::printf(
+        "perplexity %.4f  tokens evaluated %lld  (%zu tokens, %d windows of %d, %.1f s, %s)\n",
+        r.perplexity(), static_cast<long long>(r.tokens), ids.size(), r.windows, a.window, secs,
+        executor->describe().c_str());
   }
   return 0;
 }
@@ -62,13 +71,21 @@ int run(const PerplexityArgs& a) {
 
 void add_perplexity_command(CLI::App& app) {
   auto a = std::make_shared<PerplexityArgs>();
-  CLI::App* sub = app.add_subcommand("perplexity", "Perplexity of a model on a text (non-overlapping windows, no BOS)");
-  sub->add_option("--model", a->model, "Model directory (fp16/bf16 or AWQ)")->required()->type_name("DIR");
-  sub->add_option("--text", a->text, "Text file: paragraphs separated by blank lines, joined by the newline token")
+  CLI::App* sub = app.add_subcommand(
+      "perplexity", "Perplexity of a model on a text (non-overlapping windows, no BOS)");
+  sub->add_option("--model", a->model, "Model directory (fp16/bf16 or AWQ)")
+      ->required()
+      ->type_name("DIR");
+  sub->add_option("--text", a->text,
+                  "Text file: paragraphs separated by blank lines, joined by the newline token")
       ->required()
       ->type_name("FILE");
-  sub->add_option("--window", a->window, "Tokens per window")->capture_default_str()->check(CLI::Range(2, 1 << 20));
-  sub->add_option("--device", a->device, "Executor: cpu or cuda")->capture_default_str()->check(CLI::IsMember({"cpu", "cuda"}));
+  sub->add_option("--window", a->window, "Tokens per window")
+      ->capture_default_str()
+      ->check(CLI::Range(2, 1 << 20));
+  sub->add_option("--device", a->device, "Executor: cpu or cuda")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"cpu", "cuda"}));
   sub->add_flag("--json", a->json, "Print one JSON object");
   set_action(sub, [a] { return run(*a); });
 }

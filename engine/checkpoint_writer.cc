@@ -12,13 +12,15 @@ void CheckpointWriter::add(const std::string& name, DType dtype, std::vector<std
                            const void* data, std::size_t nbytes) {
   std::size_t want = dtype_size(dtype);
   for (auto d : shape) want *= static_cast<std::size_t>(d);
-  if (want != nbytes) throw std::invalid_argument("CheckpointWriter: " + name + " data does not match its shape");
+  if (want != nbytes)
+    throw std::invalid_argument("CheckpointWriter: " + name + " data does not match its shape");
   Entry e{name, dtype, std::move(shape), std::vector<std::byte>(nbytes)};
   if (nbytes) std::memcpy(e.bytes.data(), data, nbytes);
   entries_.push_back(std::move(e));
 }
 
-void CheckpointWriter::add_f16(const std::string& name, std::vector<std::int64_t> shape, std::vector<half_bits> data) {
+void CheckpointWriter::add_f16(const std::string& name, std::vector<std::int64_t> shape,
+                               std::vector<half_bits> data) {
   add(name, DType::kF16, std::move(shape), data.data(), data.size() * 2);
 }
 
@@ -29,15 +31,18 @@ void CheckpointWriter::add_f16_from_float(const std::string& name, std::vector<s
   add_f16(name, std::move(shape), std::move(h));
 }
 
-void CheckpointWriter::add_i32(const std::string& name, std::vector<std::int64_t> shape, std::vector<std::int32_t> data) {
+void CheckpointWriter::add_i32(const std::string& name, std::vector<std::int64_t> shape,
+                               std::vector<std::int32_t> data) {
   add(name, DType::kI32, std::move(shape), data.data(), data.size() * 4);
 }
 
-void CheckpointWriter::add_bf16(const std::string& name, std::vector<std::int64_t> shape, std::vector<std::uint16_t> data) {
+void CheckpointWriter::add_bf16(const std::string& name, std::vector<std::int64_t> shape,
+                                std::vector<std::uint16_t> data) {
   add(name, DType::kBF16, std::move(shape), data.data(), data.size() * 2);
 }
 
-void CheckpointWriter::add_f32(const std::string& name, std::vector<std::int64_t> shape, std::vector<float> data) {
+void CheckpointWriter::add_f32(const std::string& name, std::vector<std::int64_t> shape,
+                               std::vector<float> data) {
   add(name, DType::kF32, std::move(shape), data.data(), data.size() * 4);
 }
 
@@ -54,7 +59,7 @@ std::size_t TensorSource::nbytes() const {
 }
 
 int write_checkpoint(const std::filesystem::path& dir, const std::vector<TensorSource>& tensors,
-                      std::size_t max_shard_bytes) {
+                     std::size_t max_shard_bytes) {
   std::filesystem::create_directories(dir);
   std::vector<std::vector<const TensorSource*>> shards(1);
   std::size_t in_shard = 0, total = 0;
@@ -69,7 +74,8 @@ int write_checkpoint(const std::filesystem::path& dir, const std::vector<TensorS
     total += n;
   }
   const std::map<std::string, std::string> meta = {{"format", "pt"}};
-  auto write_shard = [&](const std::filesystem::path& path, const std::vector<const TensorSource*>& list) {
+  auto write_shard = [&](const std::filesystem::path& path,
+                         const std::vector<const TensorSource*>& list) {
     std::vector<TensorView> views;
     for (const TensorSource* t : list) {
       TensorView v;
@@ -88,7 +94,8 @@ int write_checkpoint(const std::filesystem::path& dir, const std::vector<TensorS
     for (const TensorSource* t : list) {
       buf.resize(t->nbytes());
       t->fill(buf.data());
-      out.write(reinterpret_cast<const char*>(buf.data()), static_cast<std::streamsize>(buf.size()));
+      out.write(reinterpret_cast<const char*>(buf.data()),
+                static_cast<std::streamsize>(buf.size()));
     }
     out.close();
     if (!out) throw std::runtime_error(tmp + ": write failed (disk full?)");
@@ -110,7 +117,8 @@ int write_checkpoint(const std::filesystem::path& dir, const std::vector<TensorS
   }
   std::ofstream out(dir / "model.safetensors.index.json");
   out << index.dump(2) << "\n";
-  if (!out) throw std::runtime_error((dir / "model.safetensors.index.json").string() + ": write failed");
+  if (!out)
+    throw std::runtime_error((dir / "model.safetensors.index.json").string() + ": write failed");
   return static_cast<int>(n);
 }
 
@@ -127,7 +135,8 @@ void require_no_checkpoint(const std::filesystem::path& dir) {
 void CheckpointWriter::write(const std::filesystem::path& dir, std::size_t max_shard_bytes) const {
   std::vector<TensorSource> sources;
   for (const auto& e : entries_)
-    sources.push_back({e.name, e.dtype, e.shape, [&e](std::byte* dst) { std::memcpy(dst, e.bytes.data(), e.bytes.size()); }});
+    sources.push_back({e.name, e.dtype, e.shape,
+                       [&e](std::byte* dst) { std::memcpy(dst, e.bytes.data(), e.bytes.size()); }});
   write_checkpoint(dir, sources, max_shard_bytes);
 }
 

@@ -30,7 +30,7 @@ struct TensorSource {
 // (a bigger tensor gets a shard of its own) and model.safetensors.index.json. Holds one tensor's
 // bytes at a time. Returns the number of files written.
 int write_checkpoint(const std::filesystem::path& dir, const std::vector<TensorSource>& tensors,
-                      std::size_t max_shard_bytes);
+                     std::size_t max_shard_bytes);
 
 // Throws std::runtime_error when `dir` already holds safetensors files or an index: a new
 // checkpoint written beside an old one's shards would be read mixed with them.
@@ -39,10 +39,14 @@ void require_no_checkpoint(const std::filesystem::path& dir);
 // Tensors collected in memory, then written with write_checkpoint.
 class CheckpointWriter {
  public:
-  void add_f16(const std::string& name, std::vector<std::int64_t> shape, std::vector<half_bits> data);
-  void add_f16_from_float(const std::string& name, std::vector<std::int64_t> shape, const std::vector<float>& data);
-  void add_i32(const std::string& name, std::vector<std::int64_t> shape, std::vector<std::int32_t> data);
-  void add_bf16(const std::string& name, std::vector<std::int64_t> shape, std::vector<std::uint16_t> data);
+  void add_f16(const std::string& name, std::vector<std::int64_t> shape,
+               std::vector<half_bits> data);
+  void add_f16_from_float(const std::string& name, std::vector<std::int64_t> shape,
+                          const std::vector<float>& data);
+  void add_i32(const std::string& name, std::vector<std::int64_t> shape,
+               std::vector<std::int32_t> data);
+  void add_bf16(const std::string& name, std::vector<std::int64_t> shape,
+                std::vector<std::uint16_t> data);
   void add_f32(const std::string& name, std::vector<std::int64_t> shape, std::vector<float> data);
 
   std::size_t total_bytes() const;
@@ -56,7 +60,8 @@ class CheckpointWriter {
     std::vector<std::int64_t> shape;
     std::vector<std::byte> bytes;
   };
-  void add(const std::string& name, DType dtype, std::vector<std::int64_t> shape, const void* data, std::size_t nbytes);
+  void add(const std::string& name, DType dtype, std::vector<std::int64_t> shape, const void* data,
+           std::size_t nbytes);
   std::vector<Entry> entries_;
 };
 

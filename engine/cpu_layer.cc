@@ -12,7 +12,9 @@ std::vector<float> widen(const half_bits* src, std::size_t n) {
   return out;
 }
 
-void append(std::vector<float>& dst, const std::vector<float>& src) { dst.insert(dst.end(), src.begin(), src.end()); }
+void append(std::vector<float>& dst, const std::vector<float>& src) {
+  dst.insert(dst.end(), src.begin(), src.end());
+}
 
 }  // namespace
 
@@ -39,13 +41,16 @@ DecoderLayer widen_layer(const LayerWeights& L, const ModelConfig& c) {
   return out;
 }
 
-void attention_block(const ModelConfig& c, const DecoderLayer& L, const float* inv_freq, const float* h, int T,
-                     const PagedKv& cache, const AttentionMeta& meta, float* out, std::vector<float>* o_input) {
+void attention_block(const ModelConfig& c, const DecoderLayer& L, const float* inv_freq,
+                     const float* h, int T, const PagedKv& cache, const AttentionMeta& meta,
+                     float* out, std::vector<float>* o_input) {
   const int D = c.hidden_size, hd = c.head_dim;
   const int qn = c.q_size(), kvn = c.kv_size(), qkv_n = qn + 2 * kvn;
   std::vector<float> qkv(static_cast<std::size_t>(T) * qkv_n);
-  std::vector<float> q(static_cast<std::size_t>(T) * qn), k(static_cast<std::size_t>(T) * kvn), v(k.size());
-  cpu::matmul_nt(h, L.wqkv.data(), L.bqkv.empty() ? nullptr : L.bqkv.data(), qkv.data(), T, qkv_n, D);
+  std::vector<float> q(static_cast<std::size_t>(T) * qn), k(static_cast<std::size_t>(T) * kvn),
+      v(k.size());
+  cpu::matmul_nt(h, L.wqkv.data(), L.bqkv.empty() ? nullptr : L.bqkv.data(), qkv.data(), T, qkv_n,
+                 D);
   for (int t = 0; t < T; ++t) {
     const float* row = &qkv[static_cast<std::size_t>(t) * qkv_n];
     std::copy(row, row + qn, &q[static_cast<std::size_t>(t) * qn]);
@@ -62,8 +67,8 @@ void attention_block(const ModelConfig& c, const DecoderLayer& L, const float* i
   std::vector<float> attn_local;
   std::vector<float>& attn = o_input ? *o_input : attn_local;
   attn.resize(q.size());
-  cpu::paged_attention(q.data(), cache, meta.cu_seqlens_q, meta.positions, meta.block_tables, meta.max_blocks_per_seq,
-                       meta.num_seqs, c.num_heads, attn.data());
+  cpu::paged_attention(q.data(), cache, meta.cu_seqlens_q, meta.positions, meta.block_tables,
+                       meta.max_blocks_per_seq, meta.num_seqs, c.num_heads, attn.data());
   cpu::matmul_nt(attn.data(), L.wo.data(), nullptr, out, T, D, qn);
 }
 
@@ -82,13 +87,14 @@ void mlp_block(const ModelConfig& c, const DecoderLayer& L, const float* h, int 
   cpu::matmul_nt(act.data(), L.wdown.data(), nullptr, out, T, D, I);
 }
 
-void decoder_layer(const ModelConfig& c, const DecoderLayer& L, const float* inv_freq, float* x, int T,
-                   const PagedKv& cache, const AttentionMeta& meta, LinearInputs* inputs) {
+void decoder_layer(const ModelConfig& c, const DecoderLayer& L, const float* inv_freq, float* x,
+                   int T, const PagedKv& cache, const AttentionMeta& meta, LinearInputs* inputs) {
   const std::size_t n = static_cast<std::size_t>(T) * c.hidden_size;
   std::vector<float> h(n), proj(n);
   cpu::rms_norm(x, L.input_norm.data(), h.data(), T, c.hidden_size, c.rms_norm_eps);
   if (inputs) inputs->qkv = h;
-  attention_block(c, L, inv_freq, h.data(), T, cache, meta, proj.data(), inputs ? &inputs->o : nullptr);
+  attention_block(c, L, inv_freq, h.data(), T, cache, meta, proj.data(),
+                  inputs ? &inputs->o : nullptr);
   for (std::size_t i = 0; i < n; ++i) x[i] += proj[i];
   cpu::rms_norm(x, L.post_attn_norm.data(), h.data(), T, c.hidden_size, c.rms_norm_eps);
   if (inputs) inputs->gate_up = h;

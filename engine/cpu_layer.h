@@ -49,16 +49,18 @@ struct LinearInputs {
 // out (T, hidden) = o(attention(q, k, v of h)) for normed input h (T, hidden). Writes the new
 // tokens' K/V into `cache`. o_input, when given, receives the attention output (T, q).
 void attention_block(const ModelConfig& config, const DecoderLayer& layer, const float* inv_freq,
-                     const float* h, int T, const PagedKv& cache, const AttentionMeta& meta, float* out,
-                     std::vector<float>* o_input = nullptr);
+                     const float* h, int T, const PagedKv& cache, const AttentionMeta& meta,
+                     float* out, std::vector<float>* o_input = nullptr);
 
-// out (T, hidden) = down(silu(gate(h)) * up(h)). down_input, when given, receives silu * up (T, inter).
-void mlp_block(const ModelConfig& config, const DecoderLayer& layer, const float* h, int T, float* out,
-               std::vector<float>* down_input = nullptr);
+// out (T, hidden) = down(silu(gate(h)) * up(h)). down_input, when given, receives silu * up (T,
+// inter).
+void mlp_block(const ModelConfig& config, const DecoderLayer& layer, const float* h, int T,
+               float* out, std::vector<float>* down_input = nullptr);
 
 // The whole layer in place on the residual stream x (T, hidden). `inputs`, when given, receives
 // each linear group's input.
-void decoder_layer(const ModelConfig& config, const DecoderLayer& layer, const float* inv_freq, float* x, int T,
-                   const PagedKv& cache, const AttentionMeta& meta, LinearInputs* inputs = nullptr);
+void decoder_layer(const ModelConfig& config, const DecoderLayer& layer, const float* inv_freq,
+                   float* x, int T, const PagedKv& cache, const AttentionMeta& meta,
+                   LinearInputs* inputs = nullptr);
 
 }  // namespace awqd::cpu

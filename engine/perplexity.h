@@ -15,15 +15,16 @@
 namespace awqd {
 
 struct PerplexityResult {
-  double nll = 0;             // summed negative log-likelihood (nats)
-  std::int64_t tokens = 0;    // tokens scored
+  double nll = 0;           // summed negative log-likelihood (nats)
+  std::int64_t tokens = 0;  // tokens scored
   int windows = 0;
   double perplexity() const;  // exp(nll / tokens)
 };
 
 // Windows per executor step are bounded by the executor's KV blocks and by `max_logits` floats
 // of returned logits. progress(windows_done, windows_total) after each step.
-PerplexityResult evaluate_perplexity(Executor& executor, int vocab_size, std::span<const std::int32_t> ids, int window,
+PerplexityResult evaluate_perplexity(Executor& executor, int vocab_size,
+                                     std::span<const std::int32_t> ids, int window,
                                      std::int64_t max_logits = std::int64_t{64} << 20,
                                      const std::function<void(int, int)>& progress = {});
 

@@ -10,8 +10,8 @@
 //      [o] after v (only when v's and o's weights have one shape, i.e. no GQA), [gate,up] after
 //      post_attention_layernorm (block: the MLP), [down] after up. With x_mean the mean |input|
 //      per channel and w_mean the mean over output rows of |w| / max|w| of its group:
-//        s = x_mean^a / (w_mean^(1-a) + 1e-4)   (duo scaling; x_mean^a without it), a = i/20, i < 20
-//        s /= sqrt(max(s) min(s))
+//        s = x_mean^a / (w_mean^(1-a) + 1e-4)   (duo scaling; x_mean^a without it), a = i/20, i <
+//        20 s /= sqrt(max(s) min(s))
 //      the s whose fake-quantized weights Q(W s) / s give the block output nearest (MSE) to the
 //      original's wins. Every group is searched against the original layer.
 //   3. Apply: the preceding norm's weight (or linear's output rows) is divided by s, the group's
@@ -26,10 +26,9 @@
 
 #include <cstdint>
 #include <functional>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json_fwd.hpp>
 
 #include "engine/checkpoint_writer.h"
 #include "engine/model_weights.h"
@@ -40,28 +39,29 @@ enum class QuantMethod { kAwq, kRtn };
 
 struct QuantizeOptions {
   QuantMethod method = QuantMethod::kAwq;
-  int group_size = 128;        // G: 32, 64 or 128; every linear's K must be a multiple
-  int scale_grid = 20;         // a = 0, 1/20, ..., 19/20; 0: no scale search (s = 1)
-  bool duo_scaling = true;     // divide by w_mean^(1-a) (AutoAWQ's default)
-  int clip_grid = 20;          // shrink steps of 1/20 ...
+  int group_size = 128;          // G: 32, 64 or 128; every linear's K must be a multiple
+  int scale_grid = 20;           // a = 0, 1/20, ..., 19/20; 0: no scale search (s = 1)
+  bool duo_scaling = true;       // divide by w_mean^(1-a) (AutoAWQ's default)
+  int clip_grid = 20;            // shrink steps of 1/20 ...
   float clip_max_shrink = 0.5f;  // ... up to (not including) half: 1.0 down to 0.55; 0: no clipping
-  int clip_tokens = 512;       // kept tokens the clip search measures on
-  int chunk_tokens = 8192;     // tokens per forward chunk (bounds activation memory)
+  int clip_tokens = 512;         // kept tokens the clip search measures on
+  int chunk_tokens = 8192;       // tokens per forward chunk (bounds activation memory)
 };
 
 struct QuantizeProgress {
-  int layer = 0;        // layers done
+  int layer = 0;  // layers done
   int num_layers = 0;
   double elapsed_s = 0;
   double eta_s = 0;
-  std::string detail;   // what the layer chose, e.g. "qkv a=0.45 mlp a=0.30 down a=0.55"
+  std::string detail;  // what the layer chose, e.g. "qkv a=0.45 mlp a=0.30 down a=0.55"
 };
 
 // Quantizes every decoder linear of an unquantized model and adds the whole checkpoint (fp16
 // embeddings, norms, lm_head; AWQ qweight/qzeros/scales) to `out`. `samples` are the calibration
 // token sequences (AWQ only; RTN ignores them). Throws std::invalid_argument when the model is
 // already quantized, a K is not a multiple of G, an N not a multiple of 8, or AWQ has no samples.
-void quantize_model(const ModelWeights& weights, const std::vector<std::vector<std::int32_t>>& samples,
+void quantize_model(const ModelWeights& weights,
+                    const std::vector<std::vector<std::int32_t>>& samples,
                     const QuantizeOptions& options, CheckpointWriter& out,
                     const std::function<void(const QuantizeProgress&)>& progress = {});
 

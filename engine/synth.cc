@@ -34,14 +34,22 @@ struct Preset {
 
 // From the models' own config.json files.
 constexpr Preset kPresets[] = {
-    {"llama3-8b", Family::kLlama3, "LlamaForCausalLM", "llama", 4096, 14336, 32, 32, 8, 128256, 8192, 1e-5, 500000.0, false, false},
-    {"llama3.1-8b", Family::kLlama3, "LlamaForCausalLM", "llama", 4096, 14336, 32, 32, 8, 128256, 131072, 1e-5, 500000.0, false, true},
-    {"llama3-70b", Family::kLlama3, "LlamaForCausalLM", "llama", 8192, 28672, 80, 64, 8, 128256, 8192, 1e-5, 500000.0, false, false},
-    {"qwen2.5-7b", Family::kQwen2, "Qwen2ForCausalLM", "qwen2", 3584, 18944, 28, 28, 4, 152064, 32768, 1e-6, 1000000.0, false, false},
-    {"qwen2.5-14b", Family::kQwen2, "Qwen2ForCausalLM", "qwen2", 5120, 13824, 48, 40, 8, 152064, 32768, 1e-5, 1000000.0, false, false},
-    {"qwen2.5-32b", Family::kQwen2, "Qwen2ForCausalLM", "qwen2", 5120, 27648, 64, 40, 8, 152064, 32768, 1e-5, 1000000.0, false, false},
-    {"mistral-7b", Family::kMistral, "MistralForCausalLM", "mistral", 4096, 14336, 32, 32, 8, 32000, 32768, 1e-5, 1000000.0, false, false},
-    {"tiny", Family::kLlama3, "LlamaForCausalLM", "llama", 256, 768, 4, 4, 2, 1024, 2048, 1e-5, 500000.0, true, false},
+    {"llama3-8b", Family::kLlama3, "LlamaForCausalLM", "llama", 4096, 14336, 32, 32, 8, 128256,
+     8192, 1e-5, 500000.0, false, false},
+    {"llama3.1-8b", Family::kLlama3, "LlamaForCausalLM", "llama", 4096, 14336, 32, 32, 8, 128256,
+     131072, 1e-5, 500000.0, false, true},
+    {"llama3-70b", Family::kLlama3, "LlamaForCausalLM", "llama", 8192, 28672, 80, 64, 8, 128256,
+     8192, 1e-5, 500000.0, false, false},
+    {"qwen2.5-7b", Family::kQwen2, "Qwen2ForCausalLM", "qwen2", 3584, 18944, 28, 28, 4, 152064,
+     32768, 1e-6, 1000000.0, false, false},
+    {"qwen2.5-14b", Family::kQwen2, "Qwen2ForCausalLM", "qwen2", 5120, 13824, 48, 40, 8, 152064,
+     32768, 1e-5, 1000000.0, false, false},
+    {"qwen2.5-32b", Family::kQwen2, "Qwen2ForCausalLM", "qwen2", 5120, 27648, 64, 40, 8, 152064,
+     32768, 1e-5, 1000000.0, false, false},
+    {"mistral-7b", Family::kMistral, "MistralForCausalLM", "mistral", 4096, 14336, 32, 32, 8, 32000,
+     32768, 1e-5, 1000000.0, false, false},
+    {"tiny", Family::kLlama3, "LlamaForCausalLM", "llama", 256, 768, 4, 4, 2, 1024, 2048, 1e-5,
+     500000.0, true, false},
 };
 
 constexpr int kGroupSize = 128;
@@ -63,23 +71,30 @@ std::vector<std::pair<int, std::string>> special_tokens(Family f, int vocab) {
       int reserved = 0;
       for (int i = 0; i < 256; ++i) {
         std::string t;
-        if (i == 0) t = "<|begin_of_text|>";
-        else if (i == 1) t = "<|end_of_text|>";
-        else if (i == 6) t = "<|start_header_id|>";
-        else if (i == 7) t = "<|end_header_id|>";
-        else if (i == 9) t = "<|eot_id|>";
-        else t = "<|reserved_special_token_" + std::to_string(reserved++) + "|>";
+        if (i == 0)
+          t = "<|begin_of_text|>";
+        else if (i == 1)
+          t = "<|end_of_text|>";
+        else if (i == 6)
+          t = "<|start_header_id|>";
+        else if (i == 7)
+          t = "<|end_header_id|>";
+        else if (i == 9)
+          t = "<|eot_id|>";
+        else
+          t = "<|reserved_special_token_" + std::to_string(reserved++) + "|>";
         out.emplace_back(base + i, t);
       }
       break;
     }
     case Family::kQwen2: {
-      const char* names[] = {"<|endoftext|>",   "<|im_start|>",   "<|im_end|>",    "<|object_ref_start|>",
-                             "<|object_ref_end|>", "<|box_start|>", "<|box_end|>",   "<|quad_start|>",
-                             "<|quad_end|>",    "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>",
-                             "<|image_pad|>",   "<|video_pad|>",  "<tool_call>",   "</tool_call>",
-                             "<|fim_prefix|>",  "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>",
-                             "<|repo_name|>",   "<|file_sep|>"};
+      const char* names[] = {
+          "<|endoftext|>",      "<|im_start|>",     "<|im_end|>",     "<|object_ref_start|>",
+          "<|object_ref_end|>", "<|box_start|>",    "<|box_end|>",    "<|quad_start|>",
+          "<|quad_end|>",       "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>",
+          "<|image_pad|>",      "<|video_pad|>",    "<tool_call>",    "</tool_call>",
+          "<|fim_prefix|>",     "<|fim_middle|>",   "<|fim_suffix|>", "<|fim_pad|>",
+          "<|repo_name|>",      "<|file_sep|>"};
       for (int i = 0; i < 22; ++i) out.emplace_back(151643 + i, names[i]);
       break;
     }
@@ -123,15 +138,22 @@ const char* chat_template(Family f) {
   switch (f) {
     case Family::kLlama3:
       return "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = "
-             "'<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + "
-             "'<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}"
-             "{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}";
+             "'<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ "
+             "message['content'] | trim + "
+             "'<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% "
+             "endif %}{{ content }}"
+             "{% endfor %}{% if add_generation_prompt %}{{ "
+             "'<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}";
     case Family::kQwen2:
-      return "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
-             "'<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+      return "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + "
+             "message['content'] + "
+             "'<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ "
+             "'<|im_start|>assistant\n' }}{% endif %}";
     case Family::kMistral:
-      return "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}{{ '[INST] ' + "
-             "message['content'] + ' [/INST]' }}{% else %}{{ message['content'] + eos_token }}{% endif %}{% endfor %}";
+      return "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}{{ "
+             "'[INST] ' + "
+             "message['content'] + ' [/INST]' }}{% else %}{{ message['content'] + eos_token }}{% "
+             "endif %}{% endfor %}";
   }
   return "";
 }
@@ -183,12 +205,22 @@ void write_byte_level_tokenizer(const fs::path& dir, Family f, int vocab) {
   }
   json added = json::array();
   for (const auto& [id, t] : specials)
-    added.push_back({{"id", id}, {"content", t}, {"single_word", false}, {"lstrip", false}, {"rstrip", false},
-                     {"normalized", false}, {"special", true}});
+    added.push_back({{"id", id},
+                     {"content", t},
+                     {"single_word", false},
+                     {"lstrip", false},
+                     {"rstrip", false},
+                     {"normalized", false},
+                     {"special", true}});
   const char* regex = f == Family::kQwen2
-                          ? "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
-                          : "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
-  const json byte_level = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", false}, {"use_regex", false}};
+                          ? "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| "
+                            "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
+                          : "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}"
+                            "| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+  const json byte_level = {{"type", "ByteLevel"},
+                           {"add_prefix_space", false},
+                           {"trim_offsets", false},
+                           {"use_regex", false}};
   json tok = {
       {"version", "1.0"},
       {"truncation", nullptr},
@@ -198,26 +230,47 @@ void write_byte_level_tokenizer(const fs::path& dir, Family f, int vocab) {
       {"pre_tokenizer",
        {{"type", "Sequence"},
         {"pretokenizers",
-         {{{"type", "Split"}, {"pattern", {{"Regex", regex}}}, {"behavior", "Isolated"}, {"invert", false}}, byte_level}}}},
+         {{{"type", "Split"},
+           {"pattern", {{"Regex", regex}}},
+           {"behavior", "Isolated"},
+           {"invert", false}},
+          byte_level}}}},
       {"post_processor", byte_level},
       {"decoder", byte_level},
       {"model",
-       {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr}, {"continuing_subword_prefix", nullptr},
-        {"end_of_word_suffix", nullptr}, {"fuse_unk", false}, {"byte_fallback", false},
-        {"ignore_merges", f == Family::kLlama3}, {"vocab", vocab_json}, {"merges", merges}}},
+       {{"type", "BPE"},
+        {"dropout", nullptr},
+        {"unk_token", nullptr},
+        {"continuing_subword_prefix", nullptr},
+        {"end_of_word_suffix", nullptr},
+        {"fuse_unk", false},
+        {"byte_fallback", false},
+        {"ignore_merges", f == Family::kLlama3},
+        {"vocab", vocab_json},
+        {"merges", merges}}},
   };
   std::ofstream(dir / "tokenizer.json") << tok.dump() << "\n";
-  json cfg = {{"tokenizer_class", "PreTrainedTokenizerFast"}, {"clean_up_tokenization_spaces", false},
-              {"model_max_length", 131072}, {"chat_template", chat_template(f)}};
+  json cfg = {{"tokenizer_class", "PreTrainedTokenizerFast"},
+              {"clean_up_tokenization_spaces", false},
+              {"model_max_length", 131072},
+              {"chat_template", chat_template(f)}};
   switch (f) {
     case Family::kLlama3:
-      cfg.update({{"add_bos_token", true}, {"bos_token", "<|begin_of_text|>"}, {"eos_token", "<|eot_id|>"}});
+      cfg.update({{"add_bos_token", true},
+                  {"bos_token", "<|begin_of_text|>"},
+                  {"eos_token", "<|eot_id|>"}});
       break;
     case Family::kQwen2:
-      cfg.update({{"add_bos_token", false}, {"bos_token", nullptr}, {"eos_token", "<|im_end|>"}, {"pad_token", "<|endoftext|>"}});
+      cfg.update({{"add_bos_token", false},
+                  {"bos_token", nullptr},
+                  {"eos_token", "<|im_end|>"},
+                  {"pad_token", "<|endoftext|>"}});
       break;
     case Family::kMistral:
-      cfg.update({{"add_bos_token", true}, {"bos_token", "<s>"}, {"eos_token", "</s>"}, {"unk_token", "<unk>"}});
+      cfg.update({{"add_bos_token", true},
+                  {"bos_token", "<s>"},
+                  {"eos_token", "</s>"},
+                  {"unk_token", "<unk>"}});
       break;
   }
   std::ofstream(dir / "tokenizer_config.json") << cfg.dump(2) << "\n";
@@ -249,9 +302,13 @@ inline float normal_from(std::uint64_t r) {
 template <typename T, typename F>
 void fill_parallel(std::byte* dst, std::size_t count, std::uint64_t key, F f) {
   T* out = reinterpret_cast<T*>(dst);
-  ThreadPool::global().parallel_for(static_cast<std::int64_t>(count), [&](std::int64_t i0, std::int64_t i1) {
-    for (std::int64_t i = i0; i < i1; ++i) out[i] = f(mix(key + static_cast<std::uint64_t>(i)), static_cast<std::size_t>(i));
-  }, 65536);
+  ThreadPool::global().parallel_for(
+      static_cast<std::int64_t>(count),
+      [&](std::int64_t i0, std::int64_t i1) {
+        for (std::int64_t i = i0; i < i1; ++i)
+          out[i] = f(mix(key + static_cast<std::uint64_t>(i)), static_cast<std::size_t>(i));
+      },
+      65536);
 }
 
 void write_json(const fs::path& path, const json& j) {
@@ -291,17 +348,24 @@ json synth_config(const std::string& name) {
       {"use_cache", true},
       {"torch_dtype", "float16"},
       {"quantization_config",
-       {{"quant_method", "awq"}, {"bits", 4}, {"group_size", kGroupSize}, {"zero_point", true}, {"version", "gemm"},
+       {{"quant_method", "awq"},
+        {"bits", 4},
+        {"group_size", kGroupSize},
+        {"zero_point", true},
+        {"version", "gemm"},
         {"modules_to_not_convert", nullptr}}},
   };
   switch (p.family) {
     case Family::kLlama3:
-      c["bos_token_id"] = specials[0].first;           // <|begin_of_text|>
+      c["bos_token_id"] = specials[0].first;                       // <|begin_of_text|>
       c["eos_token_id"] = {specials[1].first, specials[9].first};  // <|end_of_text|>, <|eot_id|>
       c["attention_bias"] = false;
       c["mlp_bias"] = false;
-      c["rope_scaling"] = p.llama31_rope ? json{{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0},
-                                                {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 8192}}
+      c["rope_scaling"] = p.llama31_rope ? json{{"rope_type", "llama3"},
+                                                {"factor", 8.0},
+                                                {"low_freq_factor", 1.0},
+                                                {"high_freq_factor", 4.0},
+                                                {"original_max_position_embeddings", 8192}}
                                          : json(nullptr);
       break;
     case Family::kQwen2:
@@ -326,7 +390,8 @@ void write_synth_tokenizer(const fs::path& dir, const std::string& name) {
   write_byte_level_tokenizer(dir, p.family, p.vocab);
 }
 
-SynthResult synth_model(const SynthOptions& o, const std::function<void(std::size_t, std::size_t)>& progress) {
+SynthResult synth_model(const SynthOptions& o,
+                        const std::function<void(std::size_t, std::size_t)>& progress) {
   const auto start = std::chrono::steady_clock::now();
   const Preset& p = find_preset(o.like);
   const json config = synth_config(o.like);
@@ -346,26 +411,33 @@ SynthResult synth_model(const SynthOptions& o, const std::function<void(std::siz
   };
   auto normal_f16 = [](float mean, float stddev) {
     return [mean, stddev](std::byte* dst, std::size_t n, std::uint64_t key) {
-      fill_parallel<half_bits>(dst, n, key, [=](std::uint64_t r, std::size_t) { return float_to_half(mean + stddev * normal_from(r)); });
+      fill_parallel<half_bits>(dst, n, key, [=](std::uint64_t r, std::size_t) {
+        return float_to_half(mean + stddev * normal_from(r));
+      });
     };
   };
   auto linear = [&](const std::string& name, std::int64_t K, std::int64_t N, bool with_bias) {
     // Any 32 random bits are eight uniform nibbles; zeros are 7 + one random bit per nibble.
-    add(name + ".qweight", DType::kI32, {K, N / 8}, [](std::byte* dst, std::size_t n, std::uint64_t key) {
-      fill_parallel<std::uint32_t>(dst, n, key, [](std::uint64_t r, std::size_t) { return static_cast<std::uint32_t>(r); });
-    });
-    add(name + ".qzeros", DType::kI32, {K / G, N / 8}, [](std::byte* dst, std::size_t n, std::uint64_t key) {
-      fill_parallel<std::uint32_t>(dst, n, key, [](std::uint64_t r, std::size_t) {
-        return 0x77777777u + (static_cast<std::uint32_t>(r) & 0x11111111u);
-      });
-    });
+    add(name + ".qweight", DType::kI32, {K, N / 8},
+        [](std::byte* dst, std::size_t n, std::uint64_t key) {
+          fill_parallel<std::uint32_t>(dst, n, key, [](std::uint64_t r, std::size_t) {
+            return static_cast<std::uint32_t>(r);
+          });
+        });
+    add(name + ".qzeros", DType::kI32, {K / G, N / 8},
+        [](std::byte* dst, std::size_t n, std::uint64_t key) {
+          fill_parallel<std::uint32_t>(dst, n, key, [](std::uint64_t r, std::size_t) {
+            return 0x77777777u + (static_cast<std::uint32_t>(r) & 0x11111111u);
+          });
+        });
     const float s = 1.0f / (4.64f * std::sqrt(static_cast<float>(K)));
-    add(name + ".scales", DType::kF16, {K / G, N}, [s](std::byte* dst, std::size_t n, std::uint64_t key) {
-      fill_parallel<half_bits>(dst, n, key, [s](std::uint64_t r, std::size_t) {
-        const float u = static_cast<float>(r >> 40) / static_cast<float>(1 << 24);  // [0, 1)
-        return float_to_half(s * (0.8f + 0.4f * u));
-      });
-    });
+    add(name + ".scales", DType::kF16, {K / G, N},
+        [s](std::byte* dst, std::size_t n, std::uint64_t key) {
+          fill_parallel<half_bits>(dst, n, key, [s](std::uint64_t r, std::size_t) {
+            const float u = static_cast<float>(r >> 40) / static_cast<float>(1 << 24);  // [0, 1)
+            return float_to_half(s * (0.8f + 0.4f * u));
+          });
+        });
     if (with_bias) add(name + ".bias", DType::kF16, {N}, normal_f16(0.0f, 0.1f));
   };
 
@@ -391,7 +463,8 @@ SynthResult synth_model(const SynthOptions& o, const std::function<void(std::siz
   std::size_t done = 0;
   if (progress) {
     for (auto& t : tensors) {
-      t.fill = [fill = t.fill, n = t.nbytes(), &done, total = result.weight_bytes, &progress](std::byte* dst) {
+      t.fill = [fill = t.fill, n = t.nbytes(), &done, total = result.weight_bytes,
+                &progress](std::byte* dst) {
         fill(dst);
         progress(done += n, total);
       };
@@ -402,17 +475,22 @@ SynthResult synth_model(const SynthOptions& o, const std::function<void(std::siz
   const std::size_t shard = result.weight_bytes > o.max_shard_bytes ? o.max_shard_bytes : 0;
   result.shards = write_checkpoint(o.out, tensors, shard);
   write_json(o.out / "config.json", config);
-  json gen = {{"bos_token_id", config["bos_token_id"]}, {"eos_token_id", config["eos_token_id"]}, {"do_sample", false}};
+  json gen = {{"bos_token_id", config["bos_token_id"]},
+              {"eos_token_id", config["eos_token_id"]},
+              {"do_sample", false}};
   write_json(o.out / "generation_config.json", gen);
   if (!o.tokenizer_dir.empty()) {
     bool any = false;
-    for (const char* name : {"tokenizer.json", "tokenizer.json.xz", "tokenizer_config.json", "special_tokens_map.json"})
+    for (const char* name : {"tokenizer.json", "tokenizer.json.xz", "tokenizer_config.json",
+                             "special_tokens_map.json"})
       if (fs::exists(o.tokenizer_dir / name)) {
         fs::copy_file(o.tokenizer_dir / name, o.out / name, fs::copy_options::overwrite_existing);
-        fs::permissions(o.out / name, fs::perms::owner_read | fs::perms::owner_write, fs::perm_options::add);
+        fs::permissions(o.out / name, fs::perms::owner_read | fs::perms::owner_write,
+                        fs::perm_options::add);
         any = true;
       }
-    if (!any) throw std::runtime_error(o.tokenizer_dir.string() + ": no tokenizer.json(.xz) to copy");
+    if (!any)
+      throw std::runtime_error(o.tokenizer_dir.string() + ": no tokenizer.json(.xz) to copy");
   } else {
     write_synth_tokenizer(o.out, o.like);
   }

@@ -20,10 +20,9 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json_fwd.hpp>
 
 namespace awqd {
 
@@ -39,7 +38,7 @@ nlohmann::json synth_config(const std::string& name);
 void write_synth_tokenizer(const std::filesystem::path& dir, const std::string& name);
 
 struct SynthOptions {
-  std::string like;                     // a name from synth_model_names()
+  std::string like;  // a name from synth_model_names()
   std::filesystem::path out;
   std::uint64_t seed = 0;
   std::filesystem::path tokenizer_dir;  // copy its tokenizer files; empty: generate byte-level

@@ -6,7 +6,9 @@ namespace awqd {
 
 namespace {
 
-bool blank(std::string_view line) { return line.find_first_not_of(" \t\r\f\v") == std::string_view::npos; }
+bool blank(std::string_view line) {
+  return line.find_first_not_of(" \t\r\f\v") == std::string_view::npos;
+}
 
 }  // namespace
 
@@ -35,7 +37,8 @@ std::int32_t newline_token(const Tokenizer& tok) {
   for (const char* piece : {"<0x0A>", "\xC4\x8A" /* Ċ */}) {
     if (auto id = tok.token_to_id(piece)) return *id;
   }
-  throw std::runtime_error("the tokenizer has no single token for \"\\n\" (neither <0x0A> nor \xC4\x8A)");
+  throw std::runtime_error(
+      "the tokenizer has no single token for \"\\n\" (neither <0x0A> nor \xC4\x8A)");
 }
 
 std::vector<std::int32_t> tokenize_paragraphs(const Tokenizer& tok, std::string_view text) {
@@ -49,11 +52,16 @@ std::vector<std::int32_t> tokenize_paragraphs(const Tokenizer& tok, std::string_
   return ids;
 }
 
-std::vector<std::vector<std::int32_t>> cut_samples(std::span<const std::int32_t> ids, int num_samples, int seq_len) {
-  if (seq_len <= 0 || num_samples <= 0) throw std::invalid_argument("samples and seq-len must be positive");
+std::vector<std::vector<std::int32_t>> cut_samples(std::span<const std::int32_t> ids,
+                                                   int num_samples, int seq_len) {
+  if (seq_len <= 0 || num_samples <= 0)
+    throw std::invalid_argument("samples and seq-len must be positive");
   std::vector<std::vector<std::int32_t>> out;
-  for (std::size_t at = 0; out.size() < static_cast<std::size_t>(num_samples) && at + seq_len <= ids.size(); at += seq_len)
-    out.emplace_back(ids.begin() + static_cast<std::ptrdiff_t>(at), ids.begin() + static_cast<std::ptrdiff_t>(at + seq_len));
+  for (std::size_t at = 0;
+       out.size() < static_cast<std::size_t>(num_samples) && at + seq_len <= ids.size();
+       at += seq_len)
+    out.emplace_back(ids.begin() + static_cast<std::ptrdiff_t>(at),
+                     ids.begin() + static_cast<std::ptrdiff_t>(at + seq_len));
   return out;
 }
 

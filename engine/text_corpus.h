@@ -28,6 +28,7 @@ std::vector<std::int32_t> tokenize_paragraphs(const Tokenizer& tokenizer, std::s
 
 // The first `num_samples` consecutive, non-overlapping pieces of `seq_len` ids (fewer when the
 // ids run out; a shorter tail is dropped).
-std::vector<std::vector<std::int32_t>> cut_samples(std::span<const std::int32_t> ids, int num_samples, int seq_len);
+std::vector<std::vector<std::int32_t>> cut_samples(std::span<const std::int32_t> ids,
+                                                   int num_samples, int seq_len);
 
 }  // namespace awqd

@@ -2,7 +2,8 @@
 # Runs on the GPU machine (device tool), from the bundle scripts/gpu_bundle.sh made here:
 #   run(command="scripts/gpu_run.sh tests", carry=[".gpu"])   GPU tests (kernels, engine)
 #   run(command="scripts/gpu_run.sh bench", carry=[".gpu"])   kernel benchmarks
-#   run(command="scripts/gpu_run.sh engine", carry=[".gpu"])  engine benchmarks (awqd bench)
+#   run(command="scripts/gpu_run.sh engine", carry=[".gpu"])  engine benchmarks (awqd bench on
+#       awqd synth --like llama3-8b; AWQD_WORKLOADS, AWQD_LIKE, AWQD_BENCH_ARGS override)
 #   run(command="scripts/gpu_run.sh tp", carry=[".gpu"], kind="nvidia-h100-x2" or "nvidia-h100-x4")
 #       tensor parallelism and replicas (issue 9): multi-GPU tests, then benchmarks; what runs
 #       depends on the GPU count (see the tp case below). Steps share a deadline
@@ -71,6 +72,30 @@ case $mode in
     step bench_attention 300 "$OUT/bench_attention.log" "$bin/bench_attention" "$OUT/bench_attention.md"
     sed -n '/^## summary/,$p' "$OUT/bench_gemm.log"
     cat "$OUT/bench_attention.md" 2>/dev/null
+    ;;
+  engine)
+    # End-to-end engine benchmarks on a random-weight Llama-3-8B-shaped AWQ checkpoint, with the
+    # PyTorch baseline of ../shared/bench (copied into .gpu/bench) on the same card.
+    log=$OUT/engine.log
+    step synth 300 "$log" "$bin/awqd" synth --like "${AWQD_LIKE:-llama3-8b}" --out /tmp/model
+    du -sh /tmp/model >>"$log" 2>&1
+    step generate 120 "$log" "$bin/awqd" generate --device cuda --model /tmp/model --prompt "hello world" \
+      --max-tokens 32 --temperature 0 --json
+    # One benchmark per line: a name, then awqd bench arguments.
+    workloads=${AWQD_WORKLOADS:-"decode-1 --workload decode-1
+decode-64 --workload custom --num-prompts 64 --input-len 512 --output-len 128
+prefill --workload custom --num-prompts 256 --input-len 512 --output-len 1
+bulk-512-256 --workload bulk-512-256
+shared-prefix --workload shared-prefix"}
+    while read -r name args; do
+      [[ -z $name ]] && continue
+      # shellcheck disable=SC2086
+      step "bench-$name" 420 "$log" "$bin/awqd" bench --model /tmp/model --quiet --out "$OUT/bench-$name.json" $args
+    done <<<"$workloads"
+    if [[ ${AWQD_TORCH:-0} == 1 && -f .gpu/bench/torch_baseline.py ]]; then
+      step torch-int4 300 "$log" env MODE=int4 BATCHES=1,64 CTX=640 python3 .gpu/bench/torch_baseline.py
+    fi
+    grep -E "^(workload|model|time|requests|decode|TTFT|batch|preemptions)|tokens/s|error" "$log" | head -60
     ;;
   tp)
     # Tensor parallelism and replicas. On any machine: the CPU sharding tests, the multi-GPU
@@ -169,7 +194,7 @@ PY
     fi
     ;;
   *)
-    echo "usage: $0 tests|bench|tp" >&2
+    echo "usage: $0 tests|bench|engine|tp" >&2
     exit 2
     ;;
 esac

@@ -7,9 +7,8 @@
 
 #include <cmath>
 #include <fstream>
-#include <random>
-
 #include <nlohmann/json.hpp>
+#include <random>
 
 #include "engine/awq.h"
 #include "engine/cpu_executor.h"
@@ -61,7 +60,8 @@ TEST(Quantize, WrittenTensorsFollowSpecSection2) {
       test::TempDir src, dst;
       test::TinyModelSpec s;
       s.arch = arch;
-      s.hidden = 64, s.intermediate = 128, s.heads = 4, s.kv_heads = 2, s.head_dim = 16, s.vocab = 96;
+      s.hidden = 64, s.intermediate = 128, s.heads = 4, s.kv_heads = 2, s.head_dim = 16,
+      s.vocab = 96;
       test::write_tiny_model(src.path(), s);
       QuantizeOptions o;
       o.method = method;
@@ -79,7 +79,8 @@ TEST(Quantize, WrittenTensorsFollowSpecSection2) {
       EXPECT_EQ(c.at("torch_dtype"), "float16");
 
       TensorStore store(dst.path());
-      const int D = s.hidden, I = s.intermediate, G = 32, qn = s.heads * s.head_dim, kvn = s.kv_heads * s.head_dim;
+      const int D = s.hidden, I = s.intermediate, G = 32, qn = s.heads * s.head_dim,
+                kvn = s.kv_heads * s.head_dim;
       std::set<std::string> expected;
       auto expect = [&](const std::string& name, DType dtype, std::vector<std::int64_t> shape) {
         expected.insert(name);
@@ -93,7 +94,8 @@ TEST(Quantize, WrittenTensorsFollowSpecSection2) {
         expect(name + ".scales", DType::kF16, {K / G, N});
         if (bias) expect(name + ".bias", DType::kF16, {N});
       };
-      const bool qwen2 = std::string(arch) == "Qwen2ForCausalLM", qwen3 = std::string(arch) == "Qwen3ForCausalLM";
+      const bool qwen2 = std::string(arch) == "Qwen2ForCausalLM",
+                 qwen3 = std::string(arch) == "Qwen3ForCausalLM";
       expect("model.embed_tokens.weight", DType::kF16, {s.vocab, D});
       expect("model.norm.weight", DType::kF16, {D});
       expect("lm_head.weight", DType::kF16, {s.vocab, D});
@@ -179,7 +181,8 @@ TEST(Perplexity, SameWhateverTheWindowsPerStep) {
   const auto w = ModelWeights::load(dir.path());
   CpuExecutor ex(*w, 0, 64);
   const auto ids = random_samples(1, 300, s.vocab, 11)[0];
-  const PerplexityResult one = evaluate_perplexity(ex, s.vocab, ids, 64, /*max_logits=*/64 * s.vocab);
+  const PerplexityResult one =
+      evaluate_perplexity(ex, s.vocab, ids, 64, /*max_logits=*/64 * s.vocab);
   const PerplexityResult many = evaluate_perplexity(ex, s.vocab, ids, 64);
   EXPECT_EQ(one.windows, 5);
   EXPECT_EQ(one.tokens, 4 * 63 + 43);  // 300 = 4 * 64 + 44: each window scores all but its first
@@ -203,9 +206,11 @@ TEST(Quantize, AwqBeatsRtnOnTrainedFixture) {
   quantize_dir(model, rtn.path(), o, {});
   o.method = QuantMethod::kAwq;
   quantize_dir(model, awq.path(), o, cut_samples(calib, 8, 256));
-  const double p_fp16 = perplexity_of(model, eval, 512), p_rtn = perplexity_of(rtn.path(), eval, 512),
+  const double p_fp16 = perplexity_of(model, eval, 512),
+               p_rtn = perplexity_of(rtn.path(), eval, 512),
                p_awq = perplexity_of(awq.path(), eval, 512);
-  std::printf("perplexity on %zu austen tokens: fp16 %.3f  rtn %.3f  awq %.3f\n", eval.size(), p_fp16, p_rtn, p_awq);
+  std::printf("perplexity on %zu austen tokens: fp16 %.3f  rtn %.3f  awq %.3f\n", eval.size(),
+              p_fp16, p_rtn, p_awq);
   EXPECT_LT(p_fp16, p_rtn);
   EXPECT_LT(p_awq, p_rtn);
   EXPECT_GT(p_awq, p_fp16);

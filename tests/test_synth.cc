@@ -6,7 +6,6 @@
 
 #include <cmath>
 #include <fstream>
-
 #include <nlohmann/json.hpp>
 
 #include "engine/cpu_executor.h"
@@ -62,7 +61,8 @@ TEST(Synth, GeneratedTokenizersLoadAndRoundTrip) {
   };
   for (const Want& w : {Want{"llama3-8b", 128256, "<|eot_id|>", 128009, true},
                         Want{"qwen2.5-7b", 151665, "<|im_start|>", 151644, false},
-                        Want{"mistral-7b", 32000, "</s>", 2, true}, Want{"tiny", 1024, "<|begin_of_text|>", 768, true}}) {
+                        Want{"mistral-7b", 32000, "</s>", 2, true},
+                        Want{"tiny", 1024, "<|begin_of_text|>", 768, true}}) {
     SCOPED_TRACE(w.name);
     test::TempDir dir;
     write_synth_tokenizer(dir.path(), w.name);
@@ -71,7 +71,8 @@ TEST(Synth, GeneratedTokenizersLoadAndRoundTrip) {
     EXPECT_EQ(tok.token_to_id(w.special), std::optional<std::int32_t>(w.special_id));
     EXPECT_TRUE(tok.is_special(w.special_id));
     EXPECT_EQ(tok.add_bos(), w.add_bos);
-    const std::string text = "The quick brown fox, 12345 caf\xC3\xA9 \xF0\x9F\x99\x82 jumps\n\tover.";
+    const std::string text =
+        "The quick brown fox, 12345 caf\xC3\xA9 \xF0\x9F\x99\x82 jumps\n\tover.";
     const auto ids = tok.encode(text, false);
     EXPECT_LT(ids.size(), text.size()) << "merges apply";
     EXPECT_EQ(tok.decode(ids), text);
@@ -100,7 +101,8 @@ TEST(Synth, TinyGeneratesLongWithFiniteFp16SafeLogits) {
   engine.add_request(req);
   std::vector<std::int32_t> all = req.prompt_ids;
   while (engine.has_unfinished())
-    for (const auto& out : engine.step()) all.insert(all.end(), out.new_token_ids.begin(), out.new_token_ids.end());
+    for (const auto& out : engine.step())
+      all.insert(all.end(), out.new_token_ids.begin(), out.new_token_ids.end());
   ASSERT_EQ(all.size(), req.prompt_ids.size() + 256);
 
   // Every position's logits over the whole sequence: finite and inside fp16's range.
