@@ -203,6 +203,9 @@ class CudaExecutor final : public Executor {
   void forward(int T, int B, bool decode_only, int max_context);
   // The row-parallel outputs' sum over the ranks, in place (nothing with one GPU).
   void all_reduce(__half* data, std::size_t count);
+  // After o_proj and down_proj: x += (the sum over the ranks of) proj; h = rmsnorm(x) * weight.
+  // With peer access the all-reduce, the add and the norm are one kernel (decode steps).
+  void reduce_add_rmsnorm(__half* proj, __half* x, __half* h, const __half* weight, int T);
   void ensure_logits_rows(int rows);
   // Rank r's logits row stride: its vocabulary slice rounded up to 4 floats.
   int slice_stride(int r) const { return (plan_.ranks[r].vocab.size() + 3) / 4 * 4; }
@@ -483,13 +486,9 @@ void CudaExecutor::forward(int T, int B, bool decode_only, int max_context) {
   __half* qkv = qkv_.as<__half>();
   __half* attn = attn_.as<__half>();
   cuda::embedding_gather(x, embed_.as<__half>(), d_tokens_, T, D, 0, c.vocab_size, stream_);
+  cuda::rmsnorm(h, x, layers_[0].input_norm.as<__half>(), T, D, c.rms_norm_eps, stream_);
   for (int li = 0; li < c.num_layers; ++li) {
-    Layer& L = layers_[li];
-    if (li == 0) {
-      cuda::rmsnorm(h, x, L.input_norm.as<__half>(), T, D, c.rms_norm_eps, stream_);
-    } else {
-      cuda::add_rmsnorm(h, x, proj, L.input_norm.as<__half>(), T, D, c.rms_norm_eps, stream_);
-    }
+    Layer& L = layers_[li];  // h holds this layer's normed input (the previous layer's last step)
     linear(L.qkv, h, qkv, T);
     __half* k_cache = kv_.as<__half>() + (2 * static_cast<std::size_t>(li)) * kv_layer_elems_;
     __half* v_cache = k_cache + kv_layer_elems_;
@@ -549,14 +548,13 @@ void CudaExecutor::forward(int T, int B, bool decode_only, int max_context) {
       cuda::prefill_attention(a, stream_);
     }
     linear(L.o, attn, proj, T);
-    all_reduce(proj, static_cast<std::size_t>(T) * D);
-    cuda::add_rmsnorm(h, x, proj, L.post_attn_norm.as<__half>(), T, D, c.rms_norm_eps, stream_);
+    reduce_add_rmsnorm(proj, x, h, L.post_attn_norm.as<__half>(), T);
     linear(L.gate_up, h, gate_up_.as<__half>(), T);
     cuda::silu_mul(act_.as<__half>(), I, gate_up_.as<__half>(), gate_up_.as<__half>() + I, 2 * I, T, I, stream_);
     linear(L.down, act_.as<__half>(), proj, T);
-    all_reduce(proj, static_cast<std::size_t>(T) * D);
+    const bool last = li + 1 == c.num_layers;
+    reduce_add_rmsnorm(proj, x, h, last ? final_norm_.as<__half>() : layers_[li + 1].input_norm.as<__half>(), T);
   }
-  cuda::add_rmsnorm(h, x, proj, final_norm_.as<__half>(), T, D, c.rms_norm_eps, stream_);
 }
 
 void CudaExecutor::fill_sampler_params(const StepBatch& b, int rows) {
@@ -588,6 +586,15 @@ void CudaExecutor::all_reduce(__half* data, std::size_t count) {
   if (comm_ == nullptr) return;
   comm_->all_reduce(rank_, data, count, stream_,
                     engine_config_.deterministic ? cuda::AllReducePath::kDeterministic : cuda::AllReducePath::kAuto);
+}
+
+void CudaExecutor::reduce_add_rmsnorm(__half* proj, __half* x, __half* h, const __half* weight, int T) {
+  const ModelConfig& c = config_;
+  if (comm_ != nullptr && !engine_config_.deterministic &&
+      comm_->all_reduce_add_rmsnorm(rank_, proj, x, h, weight, T, c.hidden_size, c.rms_norm_eps, stream_))
+    return;
+  all_reduce(proj, static_cast<std::size_t>(T) * c.hidden_size);
+  cuda::add_rmsnorm(h, x, proj, weight, T, c.hidden_size, c.rms_norm_eps, stream_);
 }
 
 void CudaExecutor::gather_logits(int rows) {

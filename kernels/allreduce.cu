@@ -7,6 +7,7 @@
 #include "kernels/common.cuh"
 #include "kernels/cuda_check.cuh"
 #include "kernels/launch.cuh"
+#include "kernels/ptx.cuh"
 
 namespace awqd::cuda {
 
@@ -14,6 +15,7 @@ namespace {
 
 constexpr int kP2pBlocks = 64;    // fixed grid: the call counters of every block stay equal
 constexpr int kP2pThreads = 512;
+constexpr int kMaxRowChunks = 4;  // fused norm: 16-byte chunks per thread, hidden <= 16384
 constexpr int kReduceThreads = 256;
 constexpr unsigned long long kWaitTimeoutNs = 30ull * 1000 * 1000 * 1000;
 
@@ -44,36 +46,17 @@ __device__ __forceinline__ unsigned long long global_ns() {
 }
 
 __device__ __forceinline__ void add8(float (&acc)[8], const uint4& v) {
-  const __half2* h = reinterpret_cast<const __half2*>(&v);
+  float f[8];
+  ptx::unpack8(v, f);
 #pragma unroll
-  for (int k = 0; k < 4; ++k) {
-    const float2 f = __half22float2(h[k]);
-    acc[2 * k] += f.x;
-    acc[2 * k + 1] += f.y;
-  }
+  for (int k = 0; k < 8; ++k) acc[k] += f[k];
 }
 
-__device__ __forceinline__ uint4 pack8(const float (&acc)[8]) {
-  uint4 out;
-  __half2* h = reinterpret_cast<__half2*>(&out);
-#pragma unroll
-  for (int k = 0; k < 4; ++k) h[k] = __floats2half2_rn(acc[2 * k], acc[2 * k + 1]);
-  return out;
-}
-
-// One-shot all-reduce of data[vecs] (8 halves each) over W ranks; see the header for the protocol.
+// The block's barrier of call `call`: announce this block's slice of the own buffer to every
+// peer, wait for every peer's announcement. Call after the block's writes to the own buffer.
 template <int W>
-__global__ void __launch_bounds__(kP2pThreads)
-    p2p_all_reduce_kernel(P2pPeers peers, int rank, P2pSignal* self, uint4* own_buffer, uint4* data, unsigned vecs,
-                          unsigned buffer_vecs) {
-  const int b = blockIdx.x;
-  // Every thread reads the counter before thread 0 advances it (after the __syncthreads below).
-  const std::uint32_t call = self->calls[b] + 1;
-  const int parity = call & 1;
-  const std::size_t base = static_cast<std::size_t>(parity) * buffer_vecs;
-  uint4* mine = own_buffer + base;
-  const unsigned stride = kP2pBlocks * kP2pThreads;
-  for (unsigned i = b * kP2pThreads + threadIdx.x; i < vecs; i += stride) mine[i] = data[i];
+__device__ __forceinline__ void block_barrier(const P2pPeers& peers, int rank, P2pSignal* self, std::uint32_t call) {
+  const int b = blockIdx.x, parity = call & 1;
   __syncthreads();
   if (threadIdx.x < W) {
     const int peer = threadIdx.x;
@@ -82,7 +65,7 @@ __global__ void __launch_bounds__(kP2pThreads)
     for (int r = 0; r < W; ++r)
       if (r == peer) peer_signal = peers.signal[r];
     if (peer == 0) self->calls[b] = call;
-    __threadfence_system();  // this block's slice of `mine` before the flag that announces it
+    __threadfence_system();  // this block's slice of the buffer before the flag that announces it
     store_release_sys(&peer_signal->flag[parity][b][rank], call);
     const std::uint32_t* mine_flag = &self->flag[parity][b][peer];
     const unsigned long long start = global_ns();
@@ -96,14 +79,94 @@ __global__ void __launch_bounds__(kP2pThreads)
     }
   }
   __syncthreads();
+}
+
+// fp32 sum in rank order of vector i of every rank's buffer half.
+template <int W>
+__device__ __forceinline__ void sum_ranks(const P2pPeers& peers, std::size_t index, float (&acc)[8]) {
+  uint4 v[W];
+#pragma unroll
+  for (int r = 0; r < W; ++r) v[r] = peers.buffer[r][index];  // all loads in flight first
+#pragma unroll
+  for (int k = 0; k < 8; ++k) acc[k] = 0.0f;
+#pragma unroll
+  for (int r = 0; r < W; ++r) add8(acc, v[r]);
+}
+
+// One-shot all-reduce of data[vecs] (8 halves each) over W ranks; see the header for the protocol.
+template <int W>
+__global__ void __launch_bounds__(kP2pThreads)
+    p2p_all_reduce_kernel(P2pPeers peers, int rank, P2pSignal* self, uint4* own_buffer, uint4* data, unsigned vecs,
+                          unsigned buffer_vecs) {
+  const int b = blockIdx.x;
+  // Every thread reads the counter before thread 0 advances it (inside block_barrier).
+  const std::uint32_t call = self->calls[b] + 1;
+  const std::size_t base = static_cast<std::size_t>(call & 1) * buffer_vecs;
+  uint4* mine = own_buffer + base;
+  const unsigned stride = kP2pBlocks * kP2pThreads;
+  for (unsigned i = b * kP2pThreads + threadIdx.x; i < vecs; i += stride) mine[i] = data[i];
+  block_barrier<W>(peers, rank, self, call);
   for (unsigned i = b * kP2pThreads + threadIdx.x; i < vecs; i += stride) {
-    uint4 v[W];
+    float acc[8];
+    sum_ranks<W>(peers, base + i, acc);
+    data[i] = ptx::pack8(acc);
+  }
+}
+
+// The P2P all-reduce of partial[rows, hidden] fused with add_rmsnorm (kernels/norm.cuh):
+//   sum = fp16(fp32 rank-order sum of the partials); residual = fp16(residual + sum);
+//   out = residual * rsqrt(mean(residual^2) + eps) * weight
+// Block b owns rows b, b + kP2pBlocks, ...: it copies them, passes one barrier, then reduces and
+// normalises each row with the row held in registers.
+template <int W>
+__global__ void __launch_bounds__(kP2pThreads)
+    p2p_all_reduce_add_rmsnorm_kernel(P2pPeers peers, int rank, P2pSignal* self, uint4* own_buffer,
+                                      const uint4* partial, uint4* residual, uint4* out, const uint4* weight, int rows,
+                                      int chunks, unsigned buffer_vecs, float eps) {
+  __shared__ float scratch[32];
+  const int b = blockIdx.x;
+  const std::uint32_t call = self->calls[b] + 1;
+  const std::size_t base = static_cast<std::size_t>(call & 1) * buffer_vecs;
+  uint4* mine = own_buffer + base;
+  for (int row = b; row < rows; row += kP2pBlocks)
+    for (int c = threadIdx.x; c < chunks; c += kP2pThreads) {
+      const std::size_t i = static_cast<std::size_t>(row) * chunks + c;
+      mine[i] = partial[i];
+    }
+  block_barrier<W>(peers, rank, self, call);
+  for (int row = b; row < rows; row += kP2pBlocks) {
+    float v[kMaxRowChunks][8];
+    float sum_sq = 0.0f;
 #pragma unroll
-    for (int r = 0; r < W; ++r) v[r] = peers.buffer[r][base + i];  // all loads in flight first
-    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int k = 0; k < kMaxRowChunks; ++k) {
+      const int c = threadIdx.x + k * kP2pThreads;
+      if (c < chunks) {
+        const std::size_t i = static_cast<std::size_t>(row) * chunks + c;
+        float acc[8], r[8];
+        sum_ranks<W>(peers, base + i, acc);
+        ptx::unpack8(ptx::pack8(acc), v[k]);  // the all-reduce's fp16 result
+        ptx::unpack8(residual[i], r);
 #pragma unroll
-    for (int r = 0; r < W; ++r) add8(acc, v[r]);
-    data[i] = pack8(acc);
+        for (int e = 0; e < 8; ++e) v[k][e] += r[e];
+        const uint4 stored = ptx::pack8(v[k]);
+        residual[i] = stored;
+        ptx::unpack8(stored, v[k]);  // normalise what the residual stream holds
+#pragma unroll
+        for (int e = 0; e < 8; ++e) sum_sq += v[k][e] * v[k][e];
+      }
+    }
+    const float inv_rms = rsqrtf(block_sum(sum_sq, scratch) / static_cast<float>(chunks * 8) + eps);
+#pragma unroll
+    for (int k = 0; k < kMaxRowChunks; ++k) {
+      const int c = threadIdx.x + k * kP2pThreads;
+      if (c < chunks) {
+        float wf[8];
+        ptx::unpack8(weight[c], wf);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) v[k][e] = v[k][e] * inv_rms * wf[e];
+        out[static_cast<std::size_t>(row) * chunks + c] = ptx::pack8(v[k]);
+      }
+    }
   }
 }
 
@@ -113,7 +176,7 @@ __global__ void __launch_bounds__(kReduceThreads)
   for (unsigned i = blockIdx.x * kReduceThreads + threadIdx.x; i < vecs; i += gridDim.x * kReduceThreads) {
     float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     for (int r = 0; r < world; ++r) add8(acc, gathered[static_cast<std::size_t>(r) * vecs + i]);
-    out[i] = pack8(acc);
+    out[i] = ptx::pack8(acc);
   }
 }
 
@@ -263,6 +326,36 @@ void TpComm::all_reduce(int rank, __half* data, std::size_t count, cudaStream_t 
       NCCL_CHECK(nccl().AllReduce(data, data, count, ncclFloat16, ncclSum, comms_[rank], stream));
       return;
   }
+}
+
+bool TpComm::all_reduce_add_rmsnorm(int rank, const __half* partial, __half* residual, __half* out,
+                                    const __half* weight, int rows, int hidden, float eps, cudaStream_t stream) {
+  static constexpr const char* kName = "all_reduce_add_rmsnorm";
+  const std::size_t bytes = static_cast<std::size_t>(rows) * hidden * sizeof(__half);
+  if (!p2p_ || bytes > options_.p2p_max_bytes || bytes > options_.p2p_buffer_bytes || hidden % 8 != 0 ||
+      hidden > 8 * kP2pThreads * kMaxRowChunks)
+    return false;
+  AWQD_ARG_CHECK(kName, rank >= 0 && rank < size() && rows >= 0 && eps > 0.0f, "rank " + std::to_string(rank));
+  AWQD_ARG_CHECK(kName, aligned16(partial) && aligned16(residual) && aligned16(out) && aligned16(weight),
+                 "pointers must be 16-byte aligned");
+  if (rows == 0) return true;
+  using Kernel = void (*)(P2pPeers, int, P2pSignal*, uint4*, const uint4*, uint4*, uint4*, const uint4*, int, int,
+                          unsigned, float);
+  static constexpr Kernel kernels[kMaxTpRanks + 1] = {nullptr,
+                                                      nullptr,
+                                                      p2p_all_reduce_add_rmsnorm_kernel<2>,
+                                                      p2p_all_reduce_add_rmsnorm_kernel<3>,
+                                                      p2p_all_reduce_add_rmsnorm_kernel<4>,
+                                                      p2p_all_reduce_add_rmsnorm_kernel<5>,
+                                                      p2p_all_reduce_add_rmsnorm_kernel<6>,
+                                                      p2p_all_reduce_add_rmsnorm_kernel<7>,
+                                                      p2p_all_reduce_add_rmsnorm_kernel<8>};
+  Rank& r = ranks_[rank];
+  launch(kernels[size()], dim3(kP2pBlocks), dim3(kP2pThreads), 0, stream, r.peers, rank, r.signal, r.buffer,
+         reinterpret_cast<const uint4*>(partial), reinterpret_cast<uint4*>(residual), reinterpret_cast<uint4*>(out),
+         reinterpret_cast<const uint4*>(weight), rows, hidden / 8,
+         static_cast<unsigned>(options_.p2p_buffer_bytes / sizeof(uint4)), eps);
+  return true;
 }
 
 void TpComm::gather_to_root(int rank, const float* send, std::size_t send_count, const std::vector<float*>& recv,

@@ -89,6 +89,15 @@ class TpComm {
   void all_reduce(int rank, __half* data, std::size_t count, cudaStream_t stream,
                   AllReducePath path = AllReducePath::kAuto);
 
+  // The P2P all-reduce of partial[rows, hidden] fused with add_rmsnorm (kernels/norm.cuh):
+  //   residual = fp16(residual + fp16(sum over ranks of partial)); out = rmsnorm(residual) * weight
+  // One kernel instead of two, for decode steps. Returns false, having done nothing, where it
+  // does not apply (no peer access, more than p2p_max_bytes, hidden > 16384): the caller then
+  // runs all_reduce and add_rmsnorm. Every rank gets the same bits. Never batch-invariant
+  // callers (engine `deterministic`): whether it applies depends on the batch.
+  bool all_reduce_add_rmsnorm(int rank, const __half* partial, __half* residual, __half* out, const __half* weight,
+                              int rows, int hidden, float eps, cudaStream_t stream);
+
   // Rank 0 receives recv_counts[r] floats from each rank r > 0 into recv[r]; each rank r > 0
   // sends send[0 .. send_count). (recv and recv_counts are read on rank 0 only.)
   void gather_to_root(int rank, const float* send, std::size_t send_count, const std::vector<float*>& recv,

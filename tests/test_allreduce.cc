@@ -1,7 +1,7 @@
 // The tensor-parallel collectives (kernels/allreduce.cuh) on 2..4 GPUs against a CPU sum: every
 // path at sizes from one vector to several chunks, back-to-back calls mixing paths and sizes (the
-// P2P kernel's parities and counters), replays of CUDA graphs that hold the P2P kernel, and the
-// logits gather. One thread per rank, as in the engine. Skips with fewer than 2 GPUs.
+// P2P kernel's parities and counters), replays of CUDA graphs that hold the P2P kernel, the
+// all-reduce fused with the residual add and RMSNorm, and the logits gather. One thread per rank, as in the engine. Skips with fewer than 2 GPUs.
 #include <gtest/gtest.h>
 
 #include <cuda_fp16.h>
@@ -214,6 +214,79 @@ TEST_F(AllReduce, P2pKernelReplayedFromCudaGraphs) {
     if (rep % 3 == 0) check_once(8 * (rep + 1), AllReducePath::kP2p, 900 + rep);  // an odd number of eager calls
   }
   on_ranks(n, [&](int r) { CUDA_CHECK(cudaGraphExecDestroy(graphs[r])); });
+}
+
+TEST_F(AllReduce, FusedWithResidualAddAndRmsNorm) {
+  const int n = max_ranks();
+  make(n, {}, 8);
+  if (!comm_->p2p()) GTEST_SKIP() << "no peer access between the GPUs";
+  struct Case {
+    int rows, hidden;
+  };
+  unsigned seed = 300;
+  for (const Case cs : {Case{1, 4096}, Case{3, 256}, Case{64, 4096}, Case{65, 4096}, Case{130, 5120}, Case{7, 16384}}) {
+    SCOPED_TRACE(std::to_string(cs.rows) + " x " + std::to_string(cs.hidden));
+    const std::size_t count = static_cast<std::size_t>(cs.rows) * cs.hidden;
+    std::mt19937 rng(seed++);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    auto random_half = [&](std::size_t k, float scale, float mean) {
+      std::vector<half_bits> v(k);
+      for (auto& x : v) x = float_to_half(mean + scale * nd(rng));
+      return v;
+    };
+    std::vector<std::vector<half_bits>> partial(n);
+    for (auto& p : partial) p = random_half(count, 0.5f, 0.0f);
+    const std::vector<half_bits> residual = random_half(count, 2.0f, 0.0f), weight = random_half(cs.hidden, 0.1f, 1.0f);
+    // Reference: the all-reduce's fp16 sum, the rounded residual, the norm of what it holds.
+    std::vector<half_bits> want_residual(count);
+    std::vector<float> want_out(count);
+    for (int row = 0; row < cs.rows; ++row) {
+      double sum_sq = 0;
+      for (int c = 0; c < cs.hidden; ++c) {
+        const std::size_t i = static_cast<std::size_t>(row) * cs.hidden + c;
+        float acc = 0.0f;
+        for (int r = 0; r < n; ++r) acc += half_to_float(partial[r][i]);
+        want_residual[i] = float_to_half(half_to_float(residual[i]) + half_to_float(float_to_half(acc)));
+        const double v = half_to_float(want_residual[i]);
+        sum_sq += v * v;
+      }
+      const double inv = 1.0 / std::sqrt(sum_sq / cs.hidden + 1e-5);
+      for (int c = 0; c < cs.hidden; ++c) {
+        const std::size_t i = static_cast<std::size_t>(row) * cs.hidden + c;
+        want_out[i] = static_cast<float>(half_to_float(want_residual[i]) * inv * half_to_float(weight[c]));
+      }
+    }
+    std::vector<std::vector<half_bits>> got_residual(n, std::vector<half_bits>(count)), got_out = got_residual;
+    on_ranks(n, [&](int r) {
+      cudaStream_t s = ranks_[r].stream;
+      __half *p = nullptr, *res = nullptr, *out = nullptr, *w = nullptr;
+      CUDA_CHECK(cudaMalloc(&p, count * 2));
+      CUDA_CHECK(cudaMalloc(&res, count * 2));
+      CUDA_CHECK(cudaMalloc(&out, count * 2));
+      CUDA_CHECK(cudaMalloc(&w, cs.hidden * 2));
+      CUDA_CHECK(cudaMemcpyAsync(p, partial[r].data(), count * 2, cudaMemcpyHostToDevice, s));
+      CUDA_CHECK(cudaMemcpyAsync(res, residual.data(), count * 2, cudaMemcpyHostToDevice, s));
+      CUDA_CHECK(cudaMemsetAsync(out, 0xFF, count * 2, s));  // NaN: unwritten outputs show
+      CUDA_CHECK(cudaMemcpyAsync(w, weight.data(), cs.hidden * 2, cudaMemcpyHostToDevice, s));
+      ASSERT_TRUE(comm_->all_reduce_add_rmsnorm(r, p, res, out, w, cs.rows, cs.hidden, 1e-5f, s));
+      CUDA_CHECK(cudaMemcpyAsync(got_residual[r].data(), res, count * 2, cudaMemcpyDeviceToHost, s));
+      CUDA_CHECK(cudaMemcpyAsync(got_out[r].data(), out, count * 2, cudaMemcpyDeviceToHost, s));
+      CUDA_CHECK(cudaStreamSynchronize(s));
+      for (void* q : {static_cast<void*>(p), static_cast<void*>(res), static_cast<void*>(out), static_cast<void*>(w)})
+        cudaFree(q);
+    });
+    for (int r = 0; r < n; ++r) {
+      ASSERT_EQ(got_residual[r], got_residual[0]) << "rank " << r;
+      ASSERT_EQ(got_out[r], got_out[0]) << "rank " << r;
+    }
+    for (std::size_t i = 0; i < count; ++i) {
+      ASSERT_EQ(got_residual[0][i], want_residual[i]) << "residual " << i;
+      const float got = half_to_float(got_out[0][i]);
+      ASSERT_NEAR(got, want_out[i], 2e-3f * std::fabs(want_out[i]) + 1e-3f) << "out " << i;
+    }
+  }
+  // Too large for one kernel: declined, nothing done.
+  EXPECT_FALSE(comm_->all_reduce_add_rmsnorm(0, nullptr, nullptr, nullptr, nullptr, 1, 16392, 1e-5f, nullptr));
 }
 
 TEST_F(AllReduce, GatherToRoot) {
