@@ -184,6 +184,10 @@ class CudaExecutor final : public Executor {
   StepResult execute(const StepBatch& batch) override;
   int num_kv_blocks() const override { return num_blocks_; }
   std::string describe() const override { return describe_; }
+  std::vector<DeviceStatus> devices() const override {
+    const cuda::DeviceUsage u = cuda::device_usage(gpu_);
+    return {{gpu_, device_.name, u.memory_used, u.memory_total, kv_.bytes(), weight_bytes_, u.utilization}};
+  }
 
   // KV blocks this GPU can hold in what is left after weights and activations (or the override).
   int kv_capacity() const;
@@ -950,6 +954,11 @@ class TensorParallelExecutor final : public Executor {
   }
   int num_kv_blocks() const override { return ranks_[0]->num_kv_blocks(); }
   std::string describe() const override { return describe_; }
+  std::vector<DeviceStatus> devices() const override {
+    std::vector<DeviceStatus> out;
+    for (const auto& r : ranks_) out.push_back(r->devices()[0]);
+    return out;
+  }
 
  private:
   void run(const std::function<void(int)>& fn) {

@@ -208,4 +208,13 @@ std::vector<EngineStats> EngineGroup::stats() const {
   return out;
 }
 
+std::vector<std::vector<DeviceStatus>> EngineGroup::devices() const {
+  std::vector<std::vector<DeviceStatus>> out;
+  for (const auto& rep : replicas_) {
+    std::lock_guard<std::mutex> lock(rep->mu);
+    out.push_back(rep->engine ? rep->engine->devices() : std::vector<DeviceStatus>{});
+  }
+  return out;
+}
+
 }  // namespace awqd

@@ -50,6 +50,7 @@ class EngineGroup {
   std::vector<RequestOutput> step();
   bool has_unfinished() const;
   std::vector<EngineStats> stats() const;  // per replica, as of its last step
+  std::vector<std::vector<DeviceStatus>> devices() const;  // per replica (waits out a running step)
 
  private:
   void stop();  // stops and joins the replica threads (each unloads its engine)

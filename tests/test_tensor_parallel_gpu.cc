@@ -324,7 +324,7 @@ TEST_F(TensorParallelGpu, KvExhaustionPreempts) {
   EXPECT_GT(e.stats().preemptions, 0);
 }
 
-TEST_F(TensorParallelGpu, DescribesItsPlan) {
+TEST_F(TensorParallelGpu, DescribesItsPlanAndGpus) {
   test::TempDir dir;
   write_model(dir.path(), "LlamaForCausalLM", 512, 1536, 8, 2, 128, 2);
   Engine e(config_for(dir.path(), 2));
@@ -332,6 +332,18 @@ TEST_F(TensorParallelGpu, DescribesItsPlan) {
   std::printf("%s\n", d.c_str());
   EXPECT_NE(d.find("tensor_parallel 2 over GPUs 0,1"), std::string::npos) << d;
   EXPECT_NE(d.find("q heads 4/4, kv heads 1/1"), std::string::npos) << d;
+  const std::vector<DeviceStatus> gpus = e.devices();
+  ASSERT_EQ(gpus.size(), 2u);
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_EQ(gpus[r].gpu, r);
+    EXPECT_GT(gpus[r].memory_used, gpus[r].kv_bytes);
+    EXPECT_GE(gpus[r].memory_total, gpus[r].memory_used);
+    EXPECT_GT(gpus[r].kv_bytes, 0u);
+    EXPECT_GT(gpus[r].weight_bytes, 0u);
+    std::printf("GPU %d %s: %.2f of %.2f GiB used, KV %.2f GiB, weights %.3f GiB, utilization %d%%\n", gpus[r].gpu,
+                gpus[r].name.c_str(), gpus[r].memory_used / 1073741824.0, gpus[r].memory_total / 1073741824.0,
+                gpus[r].kv_bytes / 1073741824.0, gpus[r].weight_bytes / 1073741824.0, gpus[r].utilization);
+  }
 }
 
 }  // namespace
