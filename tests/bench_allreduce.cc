@@ -3,7 +3,8 @@
 // of decode steps (8 KiB per token at hidden 4096; kAuto takes P2P up to 4 MiB). Each rank captures 50 back-to-back calls in
 // a CUDA graph (as the engine's decode graphs hold them) and replays it; a call's time is a
 // replay's time / 50, median over replays, the slowest rank's. Also eager (no graph) times at
-// 8 KiB, which add the launch. Prints a markdown table (docs/PERF.md).
+// 8 KiB, which add the launch; and the all-reduce fused with the residual add and RMSNorm against
+// the two kernels it replaces, at decode batch sizes. Prints markdown tables (docs/PERF.md).
 //   bench_allreduce [num_gpus (default: all, at most 8)]
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -20,6 +21,7 @@
 #include "kernels/allreduce.cuh"
 #include "kernels/cuda_check.cuh"
 #include "kernels/device.cuh"
+#include "kernels/norm.cuh"
 
 using awqd::cuda::AllReducePath;
 
@@ -48,19 +50,19 @@ void on_ranks(int n, const std::function<void(int)>& fn) {
 struct Rank {
   cudaStream_t stream = nullptr;
   __half* data = nullptr;
+  __half *residual = nullptr, *out = nullptr, *weight = nullptr;  // the fused add + RMSNorm
   cudaEvent_t start = nullptr, stop = nullptr;
 };
 
-// Microseconds per call: median over replays of the slowest rank.
-double time_path(awqd::cuda::TpComm& comm, std::vector<Rank>& ranks, std::size_t count, AllReducePath path,
-                 bool graph) {
+// Microseconds per call of op(rank): median over replays of the slowest rank.
+double time_op(awqd::cuda::TpComm& comm, std::vector<Rank>& ranks, const std::function<void(int)>& op, bool graph) {
   const int n = comm.size();
   std::vector<double> per_rank(n);
   on_ranks(n, [&](int r) {
     Rank& k = ranks[r];
     cudaGraphExec_t exec = nullptr;
     auto body = [&] {
-      for (int i = 0; i < kCallsPerGraph; ++i) comm.all_reduce(r, k.data, count, k.stream, path);
+      for (int i = 0; i < kCallsPerGraph; ++i) op(r);
     };
     body();  // warm-up, and NCCL's connections before capture
     if (graph) {
@@ -94,6 +96,11 @@ double time_path(awqd::cuda::TpComm& comm, std::vector<Rank>& ranks, std::size_t
   return *std::max_element(per_rank.begin(), per_rank.end());
 }
 
+double time_path(awqd::cuda::TpComm& comm, std::vector<Rank>& ranks, std::size_t count, AllReducePath path,
+                 bool graph) {
+  return time_op(comm, ranks, [&](int r) { comm.all_reduce(r, ranks[r].data, count, ranks[r].stream, path); }, graph);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -119,6 +126,11 @@ int main(int argc, char** argv) {
       CUDA_CHECK(cudaMemcpy(k.data, init.data(), max_count * 2, cudaMemcpyHostToDevice));
       CUDA_CHECK(cudaEventCreate(&k.start));
       CUDA_CHECK(cudaEventCreate(&k.stop));
+      CUDA_CHECK(cudaMalloc(&k.residual, max_count * 2));
+      CUDA_CHECK(cudaMalloc(&k.out, max_count * 2));
+      CUDA_CHECK(cudaMalloc(&k.weight, 16384 * 2));
+      CUDA_CHECK(cudaMemcpy(k.residual, init.data(), max_count * 2, cudaMemcpyHostToDevice));
+      CUDA_CHECK(cudaMemcpy(k.weight, init.data(), 16384 * 2, cudaMemcpyHostToDevice));
     });
     const awqd::cuda::DeviceInfo info = awqd::cuda::device_info(0);
     std::printf("## all-reduce latency, %d x %s (%s)\n\n", n, info.name.c_str(), comm.describe().c_str());
@@ -141,9 +153,36 @@ int main(int argc, char** argv) {
     std::printf("\neager (no CUDA graph), 8 KiB: P2P %.1f us, NCCL %.1f us per call\n",
                 comm.p2p() ? time_path(comm, ranks, small, AllReducePath::kP2p, false) : 0.0,
                 time_path(comm, ranks, small, AllReducePath::kNccl, false));
+    // Decode steps: the all-reduce after o_proj / down_proj with the residual add and RMSNorm that
+    // follow, fused (one kernel) or as all-reduce + add_rmsnorm.
+    if (comm.p2p()) {
+      std::printf("\n| decode rows x hidden 4096 | fused P2P + add_rmsnorm us | P2P, then add_rmsnorm us | NCCL, then add_rmsnorm us |\n");
+      std::printf("|---:|---:|---:|---:|\n");
+      const int hidden = 4096;
+      for (int rows : {1, 8, 32, 64, 256}) {
+        const std::size_t count = static_cast<std::size_t>(rows) * hidden;
+        const double fused = time_op(comm, ranks, [&](int r) {
+          Rank& k = ranks[r];
+          comm.all_reduce_add_rmsnorm(r, k.data, k.residual, k.out, k.weight, rows, hidden, 1e-5f, k.stream);
+        }, true);
+        auto two_kernels = [&](AllReducePath path) {
+          return time_op(comm, ranks, [&](int r) {
+            Rank& k = ranks[r];
+            comm.all_reduce(r, k.data, count, k.stream, path);
+            awqd::cuda::add_rmsnorm(k.out, k.residual, k.data, k.weight, rows, hidden, 1e-5f, k.stream);
+          }, true);
+        };
+        std::printf("| %d | %.1f | %.1f | %.1f |\n", rows, fused, two_kernels(AllReducePath::kP2p),
+                    two_kernels(AllReducePath::kNccl));
+        std::fflush(stdout);
+      }
+    }
     on_ranks(n, [&](int r) {
       Rank& k = ranks[r];
       CUDA_CHECK(cudaStreamSynchronize(k.stream));
+      cudaFree(k.residual);
+      cudaFree(k.out);
+      cudaFree(k.weight);
       cudaFree(k.data);
       cudaEventDestroy(k.start);
       cudaEventDestroy(k.stop);
