@@ -101,8 +101,9 @@ shared-prefix --workload shared-prefix"}
     # Tensor parallelism and replicas. On any machine: the CPU sharding tests, the multi-GPU
     # tests (all-reduce paths, TP = 2..min(4, GPUs) against one GPU, CUDA replicas), the
     # all-reduce benchmark, decode-1 on `awqd synth --like llama3-8b` at TP = 1, 2 (4).
-    # 2 GPUs: bulk-512-256 (1000 prompts) on 1 GPU and on 2 replicas. 3+ GPUs: TP = 3 on
-    # llama3-8b (logits and greedy against TP = 1) and qwen2.5-14b (generate, TP = 3 and 1).
+    # 2 GPUs: the one-GPU engine tests; bulk-512-256 (1000 prompts) on 1 GPU and on 2 replicas.
+    # 3+ GPUs: TP = 3 on llama3-8b (logits and greedy against TP = 1) and qwen2.5-14b (generate,
+    # TP = 3 and 1).
     deadline=${AWQD_DEADLINE_S:-560}
     export NCCL_NVLS_ENABLE=0  # no NVLink multicast, ever (awqd also defaults it to 0)
     ngpu=$(nvidia-smi -L | wc -l)
@@ -138,6 +139,8 @@ shared-prefix --workload shared-prefix"}
     ((ngpu >= 4)) && export AWQD_TP_TEST_DEGREES="3 4"
     step test_tensor_parallel_gpu 240 "$log" "$bin/test_tensor_parallel_gpu" --gtest_brief=1
     step test_engine_group 90 "$log" "$bin/test_engine_group" --gtest_brief=1
+    # One GPU through the reworked executor (the fused norm sequence, rank-0 sampling).
+    ((ngpu == 2)) && step test_cuda_engine 150 "$log" "$bin/test_cuda_engine" --gtest_brief=1
     step bench_allreduce 90 "$OUT/bench_allreduce.md" "$bin/bench_allreduce"
     ((ngpu >= 4)) && step bench_allreduce_x2 60 "$OUT/bench_allreduce.md" "$bin/bench_allreduce" 2
     step synth_llama3_8b 150 "$elog" "$bin/awqd" synth --like llama3-8b --out $models/llama3-8b
