@@ -24,10 +24,18 @@ namespace {
 namespace D = awq_gemm_detail;
 namespace L = awq_layout;
 
-// From this M up, auto runs dequantize + cuBLASLt (where the workspace allows chunks of at least
-// kDequantMinChunkCols columns). Set from bench_awq_gemm on the H100: docs/PERF.md.
-constexpr int kDequantMinM = 1024;
+// Auto runs dequantize + cuBLASLt from M = kDequantMinM (where the workspace allows chunks of at
+// least kDequantMinChunkCols columns) when it is predicted faster than the tiled kernel
+// (dequant_beats_tiles). Set from bench_awq_gemm on the H100: docs/PERF.md.
+constexpr int kDequantMinM = 128;
+constexpr int kDequantAlwaysM = 256;
 constexpr int kDequantMinChunkCols = 1024;
+// Stream kernel model (choose_stream_splits): the time one warp waits for a batch of loads, the
+// fixed cost of a split-K reduction, and the fraction of the memory's peak a pass reaches.
+constexpr double kBatchLatencyUs = 1.2;
+constexpr double kReduceLatencyUs = 0.5;
+constexpr double kPhaseLatencyUs = 0.3;  // staging the next phase's activations
+constexpr double kStreamBandwidthFraction = 0.8;
 constexpr std::size_t kCounterBytes = std::size_t{64} << 10;  // split-K counters: workspace start
 constexpr int kMaxCounters = static_cast<int>(kCounterBytes / sizeof(int));
 constexpr std::size_t kCublasWorkspaceBytes = std::size_t{32} << 20;
@@ -41,17 +49,22 @@ constexpr std::size_t kDequantChunkBytes = std::size_t{256}
 // ---- tiles and what the device can run ----
 struct TileEntry {
   AwqTile tile;
+  bool stream;  // the stream kernel (awq_gemm_stream.cuh), else the tiled one
   int bm;       // rows per block
   int stripes;  // 64-column stripes per block
   int threads;
-  int smem;  // dynamic shared memory, bytes
+  int smem;                                    // dynamic shared memory, bytes
+  int (*phase_batches)(int rows, int wanted);  // stream kernel: D::stream_phase_batches
   const void* (*kernel)();
-  void (*launch)(const D::Params&, dim3, cudaStream_t);
+  void (*launch)(const D::Params&, dim3, cudaStream_t, bool);
 };
 
 template <class C>
 TileEntry entry(AwqTile tile) {
-  return {tile, C::kBM, C::kWarpsN, C::kThreads, C::kSmemBytes, &D::kernel_fn<C>, &D::launch<C>};
+  int (*phase_batches)(int, int) = nullptr;
+  if constexpr (C::kStream) phase_batches = &D::stream_phase_batches<C>;
+  return {tile,          C::kStream,    C::kBM,           C::kWarpsN,   C::kThreads,
+          C::kSmemBytes, phase_batches, &D::kernel_fn<C>, &D::launch<C>};
 }
 
 constexpr int kTiles = static_cast<int>(AwqTile::kCount);
@@ -59,11 +72,13 @@ using TileTable = std::array<TileEntry, kTiles>;
 
 const TileTable& tile_table(bool turing) {
   static const TileTable tensor_core = {
-      entry<D::TileS16<false>>(AwqTile::kS16), entry<D::TileS32<false>>(AwqTile::kS32),
-      entry<D::TileM64<false>>(AwqTile::kM64), entry<D::TileL128<false>>(AwqTile::kL128)};
+      entry<D::TileS16<false>>(AwqTile::kS16),  entry<D::TileS32<false>>(AwqTile::kS32),
+      entry<D::TileM64<false>>(AwqTile::kM64),  entry<D::TileL128<false>>(AwqTile::kL128),
+      entry<D::StreamM8<false>>(AwqTile::kSt8), entry<D::StreamM16<false>>(AwqTile::kSt16)};
   static const TileTable turing_tiles = {
-      entry<D::TileS16<true>>(AwqTile::kS16), entry<D::TileS32<true>>(AwqTile::kS32),
-      entry<D::TileM64<true>>(AwqTile::kM64), entry<D::TileL128<true>>(AwqTile::kL128)};
+      entry<D::TileS16<true>>(AwqTile::kS16),  entry<D::TileS32<true>>(AwqTile::kS32),
+      entry<D::TileM64<true>>(AwqTile::kM64),  entry<D::TileL128<true>>(AwqTile::kL128),
+      entry<D::StreamM8<true>>(AwqTile::kSt8), entry<D::StreamM16<true>>(AwqTile::kSt16)};
   return turing ? turing_tiles : tensor_core;
 }
 
@@ -71,12 +86,14 @@ struct FamilyCaps {
   bool available = false;
   std::string why_not;                      // when unavailable
   std::array<int, kTiles> blocks_per_sm{};  // occupancy of each tile
+  std::array<bool, kTiles> pdl{};           // its code is sm_90+: Programmatic Dependent Launch
 };
 
 struct DeviceCaps {
   int sm = 0;   // 75, 80, 90, ...
   int sms = 0;  // multiprocessors
   int l2_bytes = 0;
+  double memory_bytes_per_us = 0;  // peak, from the memory clock and bus width
   FamilyCaps tensor_core, turing;
 };
 
@@ -113,6 +130,10 @@ FamilyCaps probe_family(bool turing, int sm) {
       return caps;
     }
     caps.blocks_per_sm[i] = blocks;
+    // griddepcontrol is compiled into code for compute_90+ only: without it a PDL launch would
+    // race. ptxVersion, not binaryVersion: PTX for compute_75 JIT-compiled on an H100 has a
+    // binaryVersion of 90 and no griddepcontrol.
+    caps.pdl[i] = sm >= 90 && attr.ptxVersion >= 90;
   }
   caps.available = true;
   return caps;
@@ -132,6 +153,10 @@ const DeviceCaps& device_caps() {
   CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
   CUDA_CHECK(cudaDeviceGetAttribute(&caps.sms, cudaDevAttrMultiProcessorCount, device));
   CUDA_CHECK(cudaDeviceGetAttribute(&caps.l2_bytes, cudaDevAttrL2CacheSize, device));
+  int memory_khz = 0, bus_bits = 0;
+  CUDA_CHECK(cudaDeviceGetAttribute(&memory_khz, cudaDevAttrMemoryClockRate, device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, device));
+  caps.memory_bytes_per_us = std::max(2.0 * memory_khz * 1e3 * bus_bits / 8 / 1e6, 1e5);
   caps.sm = major * 10 + minor;
   caps.tensor_core = probe_family(false, caps.sm);
   caps.turing = probe_family(true, caps.sm);
@@ -155,9 +180,25 @@ void check_weight(const AwqWeight& w) {
     bad_argument("the weight tensors must be 16-byte aligned");
 }
 
+// Measured on the H100 (docs/PERF.md, run 3): dequantize + cuBLASLt beat the l128 tile from
+// M = 128 on qkv and o (K * N <= 25 M) and from M = 256 on gate_up and down (58 M, 117 M), where
+// dequantizing (a K x N fp16 write) costs more against the tile's time.
+bool dequant_beats_tiles(int M, int K, int N) {
+  return M >= kDequantAlwaysM ||
+         (M >= kDequantMinM && static_cast<long long>(K) * N <= (32ll << 20));
+}
+
+// M <= 64: the stream kernel; from 17 rows st16 runs ceil(M / 16) m-blocks, each a pass over the
+// weights (mostly from L2: the m-blocks of a stripe run together). Predicted to beat the s32 and
+// m64 tiles, which measured 0.7-1.2x cuBLASLt at M = 32-64 on the H100 (docs/PERF.md); the
+// sweep of bench_awq_gemm compares them.
+constexpr int kStreamMaxM = 64;
+static_assert(kStreamMaxM >= 16, "the stream kernel serves decode (M <= 16) in any case");
+
 AwqTile tile_for(int M) {
-  if (M <= 16) return AwqTile::kS16;
-  if (M <= 32) return AwqTile::kS32;
+  if (M <= 8) return AwqTile::kSt8;
+  if (M <= kStreamMaxM) return AwqTile::kSt16;
+  if (M <= 32) return AwqTile::kS32;  // (with kStreamMaxM below 64)
   if (M <= 64) return AwqTile::kM64;
   return AwqTile::kL128;
 }
@@ -220,11 +261,80 @@ int dequant_chunk_cols(int M, int K, const DeviceCaps& caps) {
   return static_cast<int>(std::min<long long>(std::max({l2_cols, wave_cols, 256ll}), 1 << 30));
 }
 
+// Split-K factor of the stream kernel for `sets` (stripe, m-block) pairs of `batches` 128-row
+// batches. A small model of a memory-bound pass, cheapest wins:
+//   time = max(bytes / (bw x min(1, in flight / (bw x latency))),
+//              waves x (batches per warp x latency + phase changes x staging latency))
+//          + (splits > 1: the partial sums written and read back, and the reduction's latency)
+// where each resident warp keeps one 4 KB batch in flight and waits one latency per batch.
+int choose_stream_splits(const TileEntry& e, int sets, int batches, int rows, int M, int N,
+                         double weight_bytes, const DeviceCaps& caps, int blocks_per_sm) {
+  const double bw = caps.memory_bytes_per_us * kStreamBandwidthFraction;  // bytes per us
+  const double in_flight_needed = bw * kBatchLatencyUs;
+  const long long capacity = static_cast<long long>(caps.sms) * std::max(blocks_per_sm, 1);
+  const int warps = e.threads / 32 / e.stripes;  // per stripe
+  int best = 1;
+  double best_cost = std::numeric_limits<double>::infinity();
+  for (int s = 1; s <= std::min(batches, 64); ++s) {
+    const long long blocks = static_cast<long long>(sets) * s;
+    const int per_block = (batches + s - 1) / s;
+    const int per_warp = (per_block + warps - 1) / warps;
+    const int phase = e.phase_batches(rows, per_block);
+    const int phases = (per_block + phase - 1) / phase;
+    const double waves = std::ceil(static_cast<double>(blocks) / capacity);
+    const double in_flight = static_cast<double>(std::min(blocks, capacity)) * e.stripes *
+                             std::min(per_block, warps) * 4096.0;
+    const double t_mem = weight_bytes / (bw * std::min(1.0, in_flight / in_flight_needed));
+    const double t_lat = waves * (per_warp * kBatchLatencyUs + (phases - 1) * kPhaseLatencyUs);
+    const double t_red = s > 1 ? 2.0 * s * M * N * 4.0 / bw + kReduceLatencyUs : 0.0;
+    const double cost = std::max(t_mem, t_lat) + t_red;
+    if (cost < best_cost * 0.999) {
+      best_cost = cost;
+      best = s;
+    }
+  }
+  return best;
+}
+
 struct TensorCorePlan {
   const TileEntry* tile = nullptr;
   int n_blocks = 0, m_blocks = 0, splits = 1;
   int rows_per_launch = 0;  // M is split into launches of at most this many rows
+  int batches = 0;          // stream kernel: 128-row batches of K
+  int phase_batches = 0;    // stream kernel: batches of activations staged at once
+  int x_stride = 0;         // stream kernel: shared-memory row stride of the activations, halves
+  bool pdl = false;
 };
+
+TensorCorePlan plan_stream(int M, const AwqWeight& w, const Shape& sh, const TileEntry& e,
+                           const DeviceCaps& caps, int blocks_per_sm, const AwqGemmOptions& o,
+                           std::size_t partial_bytes) {
+  TensorCorePlan plan;
+  plan.tile = &e;
+  plan.n_blocks = (sh.n_stripes + e.stripes - 1) / e.stripes;
+  plan.rows_per_launch = std::min(M, 65535 * e.bm);
+  plan.m_blocks = (plan.rows_per_launch + e.bm - 1) / e.bm;
+  const int rows = std::min(plan.rows_per_launch, e.bm);
+  plan.batches = (sh.k_pad + 127) / 128;
+  const double weight_bytes =
+      static_cast<double>(awq_weight_bytes(w.K, w.N, w.group_size)) * plan.m_blocks;
+  int splits = o.splits > 0 ? o.splits
+                            : choose_stream_splits(e, plan.n_blocks * plan.m_blocks, plan.batches,
+                                                   rows, plan.rows_per_launch, w.N, weight_bytes,
+                                                   caps, blocks_per_sm);
+  splits = std::min(splits, plan.batches);
+  // What the workspace allows: a counter per (stripe, m-block), the partial sums of each split.
+  const std::size_t split_bytes =
+      static_cast<std::size_t>(plan.rows_per_launch) * w.N * sizeof(float);
+  if (splits > 1 && (partial_bytes == 0 || plan.n_blocks * plan.m_blocks > kMaxCounters))
+    splits = 1;
+  if (splits > 1)
+    splits = static_cast<int>(std::min<std::size_t>(splits, partial_bytes / split_bytes));
+  plan.splits = std::max(splits, 1);
+  plan.phase_batches = e.phase_batches(rows, (plan.batches + plan.splits - 1) / plan.splits);
+  plan.x_stride = plan.phase_batches * 128 + 8;
+  return plan;
+}
 
 TensorCorePlan plan_tensor_core(int M, const AwqWeight& w, const Shape& sh, bool turing,
                                 const DeviceCaps& caps, const AwqGemmOptions& o,
@@ -232,9 +342,17 @@ TensorCorePlan plan_tensor_core(int M, const AwqWeight& w, const Shape& sh, bool
   const FamilyCaps& family = turing ? caps.turing : caps.tensor_core;
   AwqTile tile = o.tile == AwqTile::kAuto ? tile_for(M) : o.tile;
   if (o.batch_invariant) tile = AwqTile::kS16;
+  if (tile_table(turing)[static_cast<int>(tile)].stream) {
+    const int si = static_cast<int>(tile);
+    TensorCorePlan plan = plan_stream(M, w, sh, tile_table(turing)[si], caps,
+                                      family.blocks_per_sm[si], o, partial_bytes);
+    plan.pdl = o.pdl && family.pdl[si];
+    return plan;
+  }
   TensorCorePlan plan;
   const int ti = static_cast<int>(tile);
   plan.tile = &tile_table(turing)[ti];
+  plan.pdl = o.pdl && family.pdl[ti];
   const int bm = plan.tile->bm;
   plan.n_blocks = (sh.n_stripes + plan.tile->stripes - 1) / plan.tile->stripes;
   const int blocks_per_sm = family.blocks_per_sm[ti];
@@ -300,7 +418,7 @@ Resolved resolve(int M, const AwqWeight& w, const AwqWorkspace& ws, const AwqGem
   r.path = o.path;
   if (r.path == AwqGemmPath::kAuto) {
     const bool forced_shape = o.tile != AwqTile::kAuto || o.splits != 0 || o.batch_invariant;
-    if (!forced_shape && M >= kDequantMinM &&
+    if (!forced_shape && dequant_beats_tiles(M, w.K, w.N) &&
         r.dq.max_chunk_cols >= std::min(sh.n_pad, kDequantMinChunkCols))
       r.path = AwqGemmPath::kDequantCublas;
     else
@@ -349,6 +467,7 @@ AwqGemmPlan describe(int M, const AwqWeight& w, const Resolved& r) {
     plan.tile = r.tc.tile->tile;
     plan.splits = r.tc.splits;
     plan.grid_blocks = r.tc.n_blocks * r.tc.m_blocks * r.tc.splits;
+    plan.pdl = r.tc.pdl;
     plan.workspace_used = r.tc.splits > 1 ? kCounterBytes + static_cast<std::size_t>(r.tc.splits) *
                                                                 std::min(M, r.tc.rows_per_launch) *
                                                                 w.N * sizeof(float)
@@ -423,6 +542,9 @@ void run_tensor_core(const __half* x, const AwqWeight& w, const __half* bias, __
   p.groups = sh.k_pad / w.group_size;
   p.group_shift = log2_of(w.group_size);
   p.splits = plan.splits;
+  p.batches = plan.batches;
+  p.phase_batches = plan.phase_batches;
+  p.x_stride = plan.x_stride;
   if (plan.splits > 1) {
     p.counters = static_cast<int*>(ws.ptr);
     p.partials = reinterpret_cast<float*>(static_cast<char*>(ws.ptr) + kCounterBytes);
@@ -431,8 +553,10 @@ void run_tensor_core(const __half* x, const AwqWeight& w, const __half* bias, __
     p.M = std::min(plan.rows_per_launch, M - row0);
     p.x = x + static_cast<std::size_t>(row0) * w.K;
     p.y = y + static_cast<std::size_t>(row0) * w.N;
-    const dim3 grid(plan.n_blocks, (p.M + plan.tile->bm - 1) / plan.tile->bm, plan.splits);
-    plan.tile->launch(p, grid, stream);
+    const unsigned m_blocks = (p.M + plan.tile->bm - 1) / plan.tile->bm;
+    const dim3 grid = plan.tile->stream ? dim3(m_blocks, plan.n_blocks, plan.splits)
+                                        : dim3(plan.n_blocks, m_blocks, plan.splits);
+    plan.tile->launch(p, grid, stream, plan.pdl);
     CUDA_CHECK_LAUNCH();
   }
 }
@@ -480,6 +604,10 @@ const char* awq_tile_name(AwqTile tile) {
       return "m64";
     case AwqTile::kL128:
       return "l128";
+    case AwqTile::kSt8:
+      return "st8";
+    case AwqTile::kSt16:
+      return "st16";
     case AwqTile::kCount:
       break;
   }
@@ -493,7 +621,10 @@ AwqGemmPlan awq_gemm_plan(int M, const AwqWeight& w, AwqWorkspace ws,
 
 AwqGemmPlan awq_gemm(const __half* x, const AwqWeight& w, const __half* bias, __half* y, int M,
                      AwqWorkspace ws, cudaStream_t stream, const AwqGemmOptions& options) {
-  const Resolved r = resolve(M, w, ws, options, device_caps());
+  Resolved r = resolve(M, w, ws, options, device_caps());
+  // PDL orders a kernel after the previous one of its own stream; the legacy default stream also
+  // synchronizes with every other blocking stream, so it gets plain launches.
+  if (stream == nullptr || stream == cudaStreamLegacy) r.tc.pdl = false;
   if (M == 0) return describe(M, w, r);
   if (x == nullptr || y == nullptr) bad_argument("x or y is null");
   if (reinterpret_cast<std::uintptr_t>(x) % 16 != 0) bad_argument("x must be 16-byte aligned");
@@ -544,7 +675,7 @@ std::size_t awq_gemm_workspace_bytes(int max_M, int K, int N, int group_size) {
   if (turing && !caps.turing.available) return need;
   const Shape sh{L::pad_k(K), static_cast<int>(n_pad), L::pad_k(K) / 64,
                  static_cast<int>(n_pad) / L::kStripeCols};
-  for (int M = 1; M <= std::min(max_M, kDequantMinM - 1); M += (M < 64 ? 1 : M / 4)) {
+  for (int M = 1; M <= std::min(max_M, kDequantAlwaysM - 1); M += (M < 64 ? 1 : M / 4)) {
     const TensorCorePlan plan = plan_tensor_core(M, probe, sh, turing, caps, AwqGemmOptions{},
                                                  std::numeric_limits<std::size_t>::max() / 4);
     if (plan.splits > 1)

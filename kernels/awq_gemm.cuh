@@ -5,27 +5,43 @@
 // Design (issue 5; measurements and limits in docs/PERF.md):
 // - Load time: awq_repack turns the checkpoint tensors (SPEC section 2) into the tile layout of
 //   kernels/awq_layout.cuh, once, on the host. A lane's 16-byte load then holds the int4 values of
-//   its mma B fragments; 4 shifts, 4 lop3 and 8 fp16 ops turn 8 of them into fp16.
-// - One tensor-core kernel template (awq_gemm_kernel.cuh) serves small and large M. A block owns a
-//   BM x BN output tile and a range of K (split-K); its warps split the tile along M and N and
-//   the k-tile along K (their partial sums meet in shared memory). Activations are staged in
-//   shared memory (XOR-swizzled rows, ldmatrix); weights, scales and zeros are staged raw and each
-//   warp dequantizes its own B fragments in registers.
-//     tile  BM x BN    warps M x N x K   used for            why
-//     s16   16 x 128   1 x 2 x 4         M <= 16             weights stream: 8 warps, many blocks
+//   its mma fragments; 4 shifts, 4 lop3 and 8 fp16 ops turn 8 of them into fp16. Every path reads
+//   this one layout.
+// - M <= 16 (decode): the stream kernel (awq_gemm_stream.cuh), tiles st8 (M <= 8) and st16. The
+//   GEMM is a pass over the weights, so each warp streams whole 128-row batches of one 64-column
+//   stripe (8 x 512 contiguous bytes) with 16-byte loads straight into registers, a batch in
+//   flight per warp and no barrier in the main loop; the dequantized weights are the mma A
+//   operand (16 columns x 16 k) and the activation rows the n8 side, so M <= 8 costs 4 mma per
+//   k16 step and stripe. The 4 warps of a stripe split its K in-block (their sums meet in shared
+//   memory); the activations are staged in shared memory by phases. Split-K across blocks only
+//   where the stripes alone cannot keep enough loads in flight (choose_stream_splits models it).
+// - 16 < M < 128 (and 128..255 on large weights): the tiled tensor-core kernel
+//   (awq_gemm_kernel.cuh). A block owns a BM x BN output tile and a range of K (split-K); its warps
+//   split the tile along M and N and the k-tile along K (their partial sums meet in shared
+//   memory). Activations are staged in shared memory (XOR-swizzled rows, ldmatrix); weights,
+//   scales and zeros are staged raw and each warp dequantizes its own B fragments in registers.
+//     tile  BM x BN    warps M x N x K   used for
+//     s16   16 x 128   1 x 2 x 4         batch_invariant (every M)
 //     s32   32 x 128   1 x 2 x 4         M <= 32
 //     m64   64 x 128   1 x 2 x 2         M <= 64             4 m16 tiles share each dequantized B
 //     l128  128 x 256  2 x 4 x 1         M > 64              tensor-core bound: big tile, reuse
 //   sm_80/sm_90: mma.sync m16n8k16 + ldmatrix + cp.async, 4- to 6-stage pipeline.
-//   sm_75 (the Turing path): the same kernel with two mma.m16n8k8 per k16 step and a 2-stage
-//   pipeline through registers (ld.global -> st.shared, no cp.async). It also runs on newer GPUs
-//   when forced (AwqGemmPath::kTuring), which is how it is tested on the H100.
-// - Split-K when the output tiles cannot fill the GPU: each split writes fp32 partial sums to
-//   the workspace; the block that finishes last (an atomic counter per tile) adds them in split
-//   order (deterministic), adds the bias, writes fp16 and resets the counter. One launch.
-// - Large M (>= kDequantMinM): dequantize W to fp16 in the workspace, chunk by chunk of columns,
-//   and run cuBLASLt (as vLLM does at >= 256 tokens); chosen where it measured faster. A chunk is
-//   sized to stay in L2 between the two kernels when M leaves cuBLASLt enough tiles.
+// - Turing (sm_75): both kernels with two mma.m16n8k8 per k16 step; the tiled kernel's pipeline
+//   goes through registers (ld.global -> st.shared, no cp.async). It also runs on newer GPUs when
+//   forced (AwqGemmPath::kTuring), which is how it is tested on the H100.
+// - Split-K (both kernels): each split writes fp32 partial sums to the workspace; the block that
+//   finishes last (an atomic counter per tile) adds them in split order (deterministic), adds the
+//   bias, writes fp16 and resets the counter. One launch.
+// - Large M: dequantize W to fp16 in the workspace, chunk by chunk of columns, and run cuBLASLt
+//   (as vLLM does at >= 256 tokens): from M = 128 where K * N <= 32 M, from M = 256 always
+//   (where it measured faster than the l128 tile on the H100; dequant_beats_tiles in
+//   awq_gemm.cu). A chunk is sized to stay in L2 between the two kernels when M leaves cuBLASLt
+//   enough tiles.
+// - sm_90: the GEMM kernels are launched with Programmatic Dependent Launch (AwqGemmOptions::pdl):
+//   a kernel may start while the previous kernel on the stream finishes; the stream kernel
+//   requests its first weight batches before it waits for that kernel (griddepcontrol.wait), and
+//   touches activations, workspace and output only after. So the previous kernel must not write
+//   the weights.
 // - batch_invariant: the s16 tile for every M and a split count that depends on N and K only, so
 //   a row's result does not depend on the other rows of the batch (engine `deterministic`).
 //
@@ -100,7 +116,9 @@ enum class AwqGemmPath {
 };
 const char* awq_gemm_path_name(AwqGemmPath path);
 
-enum class AwqTile { kAuto = -1, kS16 = 0, kS32, kM64, kL128, kCount };
+// s16..l128: the tiled kernel (awq_gemm_kernel.cuh); st8, st16: the stream kernel for M <= 8, 16
+// (awq_gemm_stream.cuh).
+enum class AwqTile { kAuto = -1, kS16 = 0, kS32, kM64, kL128, kSt8, kSt16, kCount };
 const char* awq_tile_name(AwqTile tile);
 
 struct AwqGemmOptions {
@@ -109,6 +127,11 @@ struct AwqGemmOptions {
   int splits = 0;                 // tensor-core/Turing paths: force split-K (0 = planner)
   bool batch_invariant = false;   // a row's result independent of M (see the top of this file)
   int dequant_chunk_cols = 0;     // dequant path: columns per cuBLASLt call (0 = by M and L2)
+  // sm_90+: Programmatic Dependent Launch. The kernel may start while the previous kernel on the
+  // stream runs, streaming weights before it waits for that kernel's results, so the previous
+  // kernel must not write the weights. Ignored where the kernel's code is older than sm_90 and on
+  // the legacy default stream.
+  bool pdl = true;
 };
 
 // What awq_gemm chose (for logs, tests and the benchmark).
@@ -118,6 +141,7 @@ struct AwqGemmPlan {
   int splits = 1;       // split-K factor (tensor-core/Turing paths)
   int grid_blocks = 0;  // thread blocks launched (tensor-core/Turing paths)
   int chunk_cols = 0;   // columns dequantized per cuBLASLt call (dequant path)
+  bool pdl = false;     // launched with Programmatic Dependent Launch
   std::size_t workspace_used = 0;
 };
 

@@ -66,6 +66,33 @@ __device__ __forceinline__ void dequant_word(std::uint32_t w, const GroupConsts&
 }
 
 #ifndef AWQD_KERNEL_EMULATION
+// ---- global memory ----
+// 16 bytes of weights read once per GEMM: through the non-coherent path, not kept in L1 (so the
+// activations and scales stay there).
+__device__ __forceinline__ uint4 ldg_stream(const uint4* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+
+// ---- Programmatic Dependent Launch (sm_90+; no-ops below) ----
+// A kernel launched with the programmatic-serialization attribute may start while the previous
+// kernel on the stream is still running. Before grid_dependency_wait() it may only read memory
+// that kernel does not write (the weights); everything else (activations, workspace, outputs)
+// comes after. allow_dependents_launch() lets the next such kernel start early in turn.
+__device__ __forceinline__ void grid_dependency_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void allow_dependents_launch() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 // ---- tensor cores ----
 // D += A * B, A 16x16 row-major (4 regs, ldmatrix.x4 order), B 16x8 "col" (2 regs), fp32 C/D.
 __device__ __forceinline__ void mma_m16n8k16(float (&d)[4], const std::uint32_t (&a)[4],

@@ -1,4 +1,5 @@
-// The AWQ GEMM tensor-core kernel template (design: kernels/awq_gemm.cuh). Included by the
+// The AWQ GEMM tiled tensor-core kernel template (design: kernels/awq_gemm.cuh), and the kernel
+// entry point and launcher of both it and the stream kernel (awq_gemm_stream.cuh). Included by the
 // explicit instantiation files awq_gemm_{sm80,sm75}_<tile>.cu, one per (path, tile shape), and by
 // nothing else, so each compiles in its own unit.
 //
@@ -22,8 +23,12 @@
 #include <cstdint>
 
 #include "kernels/awq_gemm_device.cuh"
+#include "kernels/awq_gemm_stream.cuh"
 #include "kernels/awq_gemm_tiles.cuh"
 #include "kernels/awq_layout.cuh"
+#ifndef AWQD_KERNEL_EMULATION
+#include "kernels/cuda_check.cuh"
+#endif
 
 namespace awqd::cuda::awq_gemm_detail {
 
@@ -151,6 +156,11 @@ __device__ __forceinline__ void gemm_block(const Params& p) {
   const int kt_begin = static_cast<int>(static_cast<long long>(split) * p.k_tiles / p.splits);
   const int kt_end = static_cast<int>(static_cast<long long>(split + 1) * p.k_tiles / p.splits);
 
+  // Launched with Programmatic Dependent Launch (sm_90), the block may start before the previous
+  // kernel on the stream has finished; every load below may depend on it.
+  allow_dependents_launch();
+  grid_dependency_wait();
+
   float acc[C::kMTiles][8][4];
 #pragma unroll
   for (int mt = 0; mt < C::kMTiles; ++mt)
@@ -188,11 +198,16 @@ __device__ __forceinline__ void gemm_block(const Params& p) {
   } else {
     uint4 staged[C::kRegChunks];
     auto fetch = [&](int kt) {
-      for_each_chunk<C>(
-          p, kt, m0, n_block, [&](int idx, const void* src, int, bool valid, bool active) {
-            staged[idx] =
-                valid && active ? __ldg(static_cast<const uint4*>(src)) : make_uint4(0, 0, 0, 0);
-          });
+      for_each_chunk<C>(p, kt, m0, n_block,
+                        [&](int idx, const void* src, int, bool valid, bool active) {
+                          // Activations (idx < kAIters) through a plain load: the read-only path
+                          // may be hoisted above grid_dependency_wait, and the previous kernel
+                          // writes them.
+                          const uint4* v = static_cast<const uint4*>(src);
+                          staged[idx] = !(valid && active) ? make_uint4(0, 0, 0, 0)
+                                        : idx < C::kAIters ? *v
+                                                           : __ldg(v);
+                        });
     };
     auto store = [&](int stage, int kt) {
       std::uint8_t* base = smem + stage * C::kStageBytes;
@@ -327,7 +342,10 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks) awq_gemm_kernel(co
 #if defined(__CUDA_ARCH__)
   // The sm_80 paths compile to a trap for sm_75 (the launcher never starts them there).
   if constexpr (C::kTuring || __CUDA_ARCH__ >= 800) {
-    gemm_block<C>(p);
+    if constexpr (C::kStream)
+      stream_block<C>(p);
+    else
+      gemm_block<C>(p);
   } else {
     __trap();
   }
@@ -341,13 +359,23 @@ const void* kernel_fn() {
 }
 
 template <class C>
-void launch(const Params& p, dim3 grid, cudaStream_t stream) {
-  awq_gemm_kernel<C><<<grid, C::kThreads, C::kSmemBytes, stream>>>(p);
+void launch(const Params& p, dim3 grid, cudaStream_t stream, bool pdl) {
+  cudaLaunchConfig_t config{};
+  config.gridDim = grid;
+  config.blockDim = dim3(C::kThreads);
+  config.dynamicSmemBytes = C::kSmemBytes;
+  config.stream = stream;
+  cudaLaunchAttribute attribute{};
+  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute.val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = &attribute;
+  config.numAttrs = pdl ? 1 : 0;
+  CUDA_CHECK(cudaLaunchKernelEx(&config, awq_gemm_kernel<C>, p));
 }
 
 #define AWQD_INSTANTIATE_AWQ_GEMM(Cfg)   \
   template const void* kernel_fn<Cfg>(); \
-  template void launch<Cfg>(const Params&, dim3, cudaStream_t);
+  template void launch<Cfg>(const Params&, dim3, cudaStream_t, bool);
 #endif  // AWQD_KERNEL_EMULATION
 
 }  // namespace awqd::cuda::awq_gemm_detail

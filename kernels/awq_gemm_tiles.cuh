@@ -28,10 +28,15 @@ struct Params {
   int groups;       // k_pad / G
   int group_shift;  // log2(G)
   int splits;       // gridDim.z
+  // Stream kernel only (StreamConfig):
+  int batches;        // 128-row batches of k_pad (the last one may hold only 64 rows)
+  int phase_batches;  // batches whose activations are staged at once, a multiple of 4 (warps)
+  int x_stride;       // row stride of the staged activations in shared memory, in halves
 };
 
 template <int WarpsM, int WarpsN, int WarpsK, int MTiles, bool Turing, int MinBlocks, int Stages>
 struct TileConfig {
+  static constexpr bool kStream = false;
   static constexpr int kWarpsM = WarpsM, kWarpsN = WarpsN, kWarpsK = WarpsK, kMTiles = MTiles;
   static constexpr bool kTuring = Turing;
   static constexpr int kMinBlocks = MinBlocks;
@@ -76,10 +81,59 @@ using TileM64 = TileConfig<1, 2, 2, 4, Turing, 1, 4>;
 template <bool Turing>
 using TileL128 = TileConfig<2, 4, 1, 4, Turing, 1, 4>;
 
+// The stream kernel (awq_gemm_stream.cuh) for M <= 8 * MGroups rows per m-block: every warp
+// streams whole 128-row batches of one stripe (8 tiles, 4 KB) with 16-byte loads straight into
+// registers, multiplies them with mma (weights as the A operand, activation rows as the n8 side);
+// the 4 warps of a stripe add their sums in shared memory. A block holds Stripes stripes, which
+// share its staged activations.
+template <int MGroups, int Stripes, bool Turing>
+struct StreamConfig {
+  static constexpr bool kStream = true;
+  static constexpr bool kTuring = Turing;
+  static constexpr int kMGroups = MGroups;   // n8 groups of activation rows
+  static constexpr int kRows = 8 * MGroups;  // activation rows per m-block
+  static constexpr int kStripes = Stripes;
+  static constexpr int kWarpsK = 4;  // warps per stripe, taking its batches round-robin
+  static constexpr int kWarps = kWarpsK * Stripes;
+  static constexpr int kThreads = 32 * kWarps;
+  static constexpr int kMinBlocks = 4 / Stripes;  // 16 warps per SM: at most 128 registers
+  static constexpr int kBM = kRows;               // for the launcher's tables
+  static constexpr int kWarpsN = Stripes;
+  static constexpr int kSteps = 8;  // k16 steps per batch: 128 rows, 8 x 512 bytes per warp
+  static constexpr int kBatchRows = 16 * kSteps;
+  static constexpr int kAcc = 4 * MGroups * 4;  // fp32 accumulators per lane
+  // Activations [rows][x_stride] fp16 for the block's K range, and later the warps' sums: 34 KB
+  // (1024 rows at M = 16, K = 16384 at M = 1; 4 to 6 blocks per SM on the H100). Half on the
+  // Turing path, for Turing's 64 KB of shared memory per SM.
+  static constexpr int kXBytes = Turing ? 17408 : 34816;
+  static constexpr int kRedBytes = kWarps * kAcc * 32 * 4;
+  static constexpr int kSmemBytes = kXBytes > kRedBytes ? kXBytes : kRedBytes;
+  static_assert(kMGroups == 1 || kMGroups == 2, "the stream kernel serves M <= 16 per m-block");
+  static_assert((kXBytes / (2 * kRows) - 8) / kBatchRows >= kWarpsK,
+                "a phase must give every warp a batch");
+};
+// st8: one stripe per block (at M <= 8 the activations a block stages are at most half the
+// weights it streams); st16: two, so each staged activation serves 128 columns.
+template <bool Turing>
+using StreamM8 = StreamConfig<1, 1, Turing>;
+template <bool Turing>
+using StreamM16 = StreamConfig<2, 2, Turing>;
+
+// Batches (128 rows each) of activations the stream kernel stages at once for `rows` rows: as
+// many as fit kXBytes with the padded row stride the kernel uses (phase rows + 8 halves), a
+// multiple of kWarpsK, at most `wanted` rounded up to one.
+template <class C>
+constexpr int stream_phase_batches(int rows, int wanted) {
+  const int fit = (C::kXBytes / (2 * rows) - 8) / C::kBatchRows / C::kWarpsK * C::kWarpsK;
+  const int want = (wanted + C::kWarpsK - 1) / C::kWarpsK * C::kWarpsK;
+  return want < fit ? want : fit;
+}
+
 // Defined in awq_gemm_kernel.cuh, instantiated once per tile in awq_gemm_{sm80,sm75}_<tile>.cu.
+// pdl: launch with Programmatic Dependent Launch (only where the kernel's code is sm_90+).
 template <class C>
 const void* kernel_fn();
 template <class C>
-void launch(const Params& p, dim3 grid, cudaStream_t stream);
+void launch(const Params& p, dim3 grid, cudaStream_t stream, bool pdl);
 
 }  // namespace awqd::cuda::awq_gemm_detail

@@ -30,5 +30,7 @@ fx=${AWQD_FIXTURES:-../shared/fixtures}
 mkdir -p .gpu/fixtures
 rm -rf .gpu/fixtures/llama-13m
 cp -r "$fx/llama-13m" .gpu/fixtures/
+mkdir -p .gpu/fixtures/text
+cp "$fx/text/austen-heldout.txt" .gpu/fixtures/text/
 chmod -R u+w .gpu/fixtures
 du -sh .gpu/bundle.tar.xz .gpu/fixtures

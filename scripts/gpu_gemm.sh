@@ -112,13 +112,14 @@ fi
 if cuobjdump -sass "$bin/test_awq_gemm" >"$OUT/.sass" 2>/dev/null; then
   awk '/Function :/ { name = $3; seen[name] = 1 }
        /HMMA\.16816/ { h16[name]++ } /HMMA\.1688/ { h8[name]++ } /LDSM/ { ldsm[name]++ }
-       /LDGSTS/ { ldgsts[name]++ } /LDG\.E\.128/ { ldg[name]++ } /LDS\.128/ { lds[name]++ }
+       /LDGSTS/ { ldgsts[name]++ } /LDG\.E[.A-Z0-9]*\.128/ { ldg[name]++ } /LDS\.128/ { lds[name]++ }
        /LOP3/ { lop[name]++ } /HADD2|HMUL2|HFMA2/ { h2[name]++ } /LDL|STL/ { loc[name]++ }
        END { printf "%-10s %-12s %6s %6s %5s %6s %6s %6s %5s %5s %7s\n", "family", "tile", "HMMA16",
                     "HMMA8", "LDSM", "LDGSTS", "LDG128", "LDS128", "LOP3", "HOPS", "LDL/STL"
              for (n in seen) if (n ~ /awq_gemm_kernel|awq_dequantize/) {
                fam = n ~ /Lb1E/ ? "turing" : (n ~ /dequant/ ? "dequant" : "sm80")
                tile = n; sub(/.*TileConfigILi/, "", tile); gsub(/ELi|ELb[01]E|E+vNS.*|Li/, ",", tile)
+               if (n ~ /StreamConfig/) { t = n; sub(/.*StreamConfigILi/, "", t); tile = "st" (t + 0) * 8 }
                if (fam == "dequant") tile = "-"  # tile = warps M,N,K, m16 tiles,, min blocks, stages
                printf "%-10s %-12s %6d %6d %5d %6d %6d %6d %5d %5d %7d\n", fam, substr(tile, 1, 12),
                       h16[n], h8[n], ldsm[n], ldgsts[n], ldg[n], lds[n], lop[n], h2[n], loc[n] } }' \

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine (device tool), from the bundle scripts/gpu_bundle.sh made here:
-#   run(command="scripts/gpu_run.sh tests", carry=[".gpu"])   GPU tests (kernels, engine)
+#   run(command="scripts/gpu_run.sh tests", carry=[".gpu/bundle.tar.xz", ".gpu/fixtures",
+#       ".gpu/quant/llama-13m-awq"])                            GPU tests (kernels, engine, HF)
 #   run(command="scripts/gpu_run.sh bench", carry=[".gpu"])   kernel benchmarks
 #   run(command="scripts/gpu_run.sh engine", carry=[".gpu"])  engine benchmarks (awqd bench on
 #       awqd synth --like llama3-8b; AWQD_WORKLOADS, AWQD_LIKE, AWQD_BENCH_ARGS override)
@@ -65,11 +66,20 @@ case $mode in
     done
     step generate 120 "$log" "$bin/awqd" generate --device cuda --model .gpu/fixtures/llama-13m \
       --prompt "It is a truth universally acknowledged, that" --temperature 0 --max-tokens 48 --json
-    grep -E "Failure|FAILED|error" "$log" | head -40
+    # Greedy ids against HF transformers on the same weights: the fp16 fixture and, when carried
+    # (.gpu/quant/llama-13m-awq from scripts/gpu_quant_prep.sh), its awqd quantize output.
+    for model in .gpu/fixtures/llama-13m .gpu/quant/llama-13m-awq; do
+      [[ -d $model ]] || continue
+      step "hf-greedy-$(basename "$model")" 300 "$log" python3 scripts/hf_greedy.py --model "$model" \
+        --awqd "$bin/awqd" --reference .gpu/fixtures/llama-13m/reference-outputs.json
+    done
+    grep -E "Failure|FAILED|error|agree_before_near_tie|top-1 agreement|tokens equal HF" "$log" | head -40
     ;;
   bench)
-    step bench_gemm 420 "$OUT/bench_gemm.log" "$bin/bench_awq_gemm" --no-sweep
+    # With the sweep of forced tiles and split-K factors (tuning data for kernels/awq_gemm.cu).
+    step bench_gemm 420 "$OUT/bench_gemm.log" "$bin/bench_awq_gemm"
     step bench_attention 300 "$OUT/bench_attention.log" "$bin/bench_attention" "$OUT/bench_attention.md"
+    sed -n '/^## sweep: best/,/^$/p' "$OUT/bench_gemm.log"
     sed -n '/^## summary/,$p' "$OUT/bench_gemm.log"
     cat "$OUT/bench_attention.md" 2>/dev/null
     ;;

@@ -70,6 +70,28 @@ def load_state_dict(model_dir, group_size):
     return out, dequantized
 
 
+def load_model(model_dir):
+    """transformers' model for model_dir in fp32 on the GPU (if any), AWQ linears dequantized by
+    the SPEC formula; returns (model, number of dequantized linears)."""
+    with open(os.path.join(model_dir, "config.json")) as f:
+        cfg = json.load(f)
+    quant = cfg.pop("quantization_config", None)
+    group_size = quant["group_size"] if quant else 0
+    cfg.pop("torch_dtype", None)
+    cfg.pop("dtype", None)
+    config = AutoConfig.for_model(**cfg)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = AutoModelForCausalLM.from_config(config).float()
+    state, dequantized = load_state_dict(model_dir, group_size)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    allowed_missing = {"lm_head.weight"} if cfg.get("tie_word_embeddings") else set()
+    if set(missing) - allowed_missing or unexpected:
+        sys.exit(f"weights do not fit the model: missing {missing}, unexpected {unexpected}")
+    if cfg.get("tie_word_embeddings"):
+        model.tie_weights()
+    return model.to(device).eval(), dequantized
+
+
 def paragraphs(text):
     out, cur = [], []
     for line in text.split("\n"):
@@ -107,23 +129,8 @@ def main():
     ap.add_argument("--expect", type=float, help="awqd's perplexity, to print the difference")
     args = ap.parse_args()
 
-    with open(os.path.join(args.model, "config.json")) as f:
-        cfg = json.load(f)
-    quant = cfg.pop("quantization_config", None)
-    group_size = quant["group_size"] if quant else 0
-    cfg.pop("torch_dtype", None)
-    cfg.pop("dtype", None)
-    config = AutoConfig.for_model(**cfg)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = AutoModelForCausalLM.from_config(config).float()
-    state, dequantized = load_state_dict(args.model, group_size)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    allowed_missing = {"lm_head.weight"} if cfg.get("tie_word_embeddings") else set()
-    if set(missing) - allowed_missing or unexpected:
-        sys.exit(f"weights do not fit the model: missing {missing}, unexpected {unexpected}")
-    if cfg.get("tie_word_embeddings"):
-        model.tie_weights()
-    model.to(device).eval()
+    model, dequantized = load_model(args.model)
+    device = next(model.parameters()).device
 
     tokenizer = Tokenizer.from_file(os.path.join(args.model, "tokenizer.json"))
     with open(args.text, encoding="utf-8") as f:

@@ -13,8 +13,9 @@
 //
 // Usage: bench_awq_gemm [--m 1,2,4,...] [--shapes qkv,o,gate_up,down] [--group 128]
 //                       [--csv FILE] [--sweep-csv FILE] [--no-sweep]
-// Prints a table per shape, then the tile x split-K sweep's best against auto (tuning data), and
-// last a summary against the issue's targets.
+// Prints a table per shape (auto; auto without PDL; the tiled kernel alone; the Turing path;
+// dequantize + cuBLASLt), then the sweep of forced tiles and split-K factors (tuning data: its
+// best against auto, and every configuration), and last a summary against the issue's targets.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -89,10 +90,17 @@ double time_us(cudaStream_t stream, const std::function<void(int)>& call) {
   const double estimate_us = std::max(1.0, 1000.0 * ms / 5);
   const int reps = static_cast<int>(std::clamp(2000.0 / estimate_us, 3.0, 400.0));
 
-  cudaGraph_t graph;
+  cudaGraph_t graph = nullptr;
   cudaGraphExec_t exec;
   CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-  for (int i = 0; i < reps; ++i) call(i);
+  try {
+    for (int i = 0; i < reps; ++i) call(i);
+  } catch (...) {  // leave capture mode, so the caller may go on with this stream
+    if (cudaStreamEndCapture(stream, &graph) == cudaSuccess && graph != nullptr)
+      cudaGraphDestroy(graph);
+    cudaGetLastError();
+    throw;
+  }
   CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
   CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
   CUDA_CHECK(cudaGraphLaunch(exec, stream));  // warm replay
@@ -139,7 +147,8 @@ struct Row {
   std::string shape;
   int M = 0;
   AwqGemmPlan plan;
-  double awq_us = 0, cublas_us = 0, tc_us = NAN, turing_us = NAN, dequant_us = NAN;
+  double awq_us = 0, cublas_us = 0, nopdl_us = NAN, tiled_us = NAN, turing_us = NAN,
+         dequant_us = NAN;
   double weight_gbs = 0, hbm_pct = 0, tflops = 0, speedup = 0;
 };
 
@@ -218,13 +227,35 @@ class ShapeBench {
   }
 
   std::size_t weight_bytes() const { return weight_bytes_; }
+  const AwqWeight& weight() const { return weights_[0]; }
+  AwqWorkspace workspace() const { return ws_; }
 
-  double awq(int M, const AwqGemmOptions& o, AwqGemmPlan* plan = nullptr) {
-    if (plan != nullptr) *plan = awq_gemm_plan(M, weights_[0], ws_, o);
-    return time_us(stream_, [&](int i) {
-      awq_gemm(x_, weights_[i % copies_], nullptr, y_, M, ws_, stream_, o);
-    });
+  // Times awq_gemm with options o. Should a launch or capture with Programmatic Dependent
+  // Launch fail, says so once and times everything without it from then on (the run still gives
+  // the other numbers; test_awq_gemm reports the failure itself).
+  double awq(int M, AwqGemmOptions o, AwqGemmPlan* plan = nullptr) {
+    if (!pdl_usable) o.pdl = false;
+    auto run = [&] {
+      if (plan != nullptr) *plan = awq_gemm_plan(M, weights_[0], ws_, o);
+      return time_us(stream_, [&](int i) {
+        awq_gemm(x_, weights_[i % copies_], nullptr, y_, M, ws_, stream_, o);
+      });
+    };
+    if (!o.pdl) return run();
+    try {
+      return run();
+    } catch (const std::exception& e) {
+      std::printf("# WARNING: a call with Programmatic Dependent Launch failed (%s); timing "
+                  "without it from here on\n",
+                  e.what());
+      pdl_usable = false;
+      o.pdl = false;
+      CUDA_CHECK(cudaStreamSynchronize(stream_));
+      return run();
+    }
   }
+
+  static inline bool pdl_usable = true;
 
   double cublas(int M) {
     return time_us(stream_, [&](int i) {
@@ -269,6 +300,14 @@ std::vector<std::string> parse_strings(const std::string& s) {
   std::string item;
   while (std::getline(ss, item, ',')) v.push_back(item);
   return v;
+}
+
+// The tiled kernel's tile for M (what auto ran before the stream kernel took M <= 16).
+AwqTile tiled_tile_for(int M) {
+  if (M <= 16) return AwqTile::kS16;
+  if (M <= 32) return AwqTile::kS32;
+  if (M <= 64) return AwqTile::kM64;
+  return AwqTile::kL128;
 }
 
 // The issue's speed-up targets over cuBLASLt fp16 (H100).
@@ -349,9 +388,9 @@ int main(int argc, char** argv) {
       std::printf(
           "\n## %s: K=%d N=%d, AWQ weight %.1f MB (fp16 %.1f MB); dequantize alone %.1f us\n",
           s.name.c_str(), s.K, s.N, bench.weight_bytes() / 1e6, 2.0 * s.K * s.N / 1e6, deq_us);
-      std::printf("%6s %-28s %9s %8s %6s %8s %9s %8s | %9s %9s %9s\n", "M", "auto plan", "awq_us",
-                  "GB/s", "%HBM", "TFLOP/s", "cublas_us", "speedup", "tc_us", "turing_us",
-                  "deq_us");
+      std::printf("%6s %-30s %9s %8s %6s %8s %9s %8s | %9s %9s %9s %9s\n", "M", "auto plan",
+                  "awq_us", "GB/s", "%HBM", "TFLOP/s", "cublas_us", "speedup", "nopdl_us",
+                  "tiled_us", "turing_us", "deq_us");
       for (int M : ms) {
         Row r;
         r.shape = s.name;
@@ -359,9 +398,14 @@ int main(int argc, char** argv) {
         r.awq_us = bench.awq(M, AwqGemmOptions{}, &r.plan);
         r.cublas_us = bench.cublas(M);
         AwqGemmOptions o;
-        if (has_tc) {
+        o.pdl = false;
+        r.nopdl_us = bench.awq(M, o);
+        o.pdl = true;
+        if (has_tc) {  // the tiled kernel alone (what auto ran before the stream kernel)
           o.path = AwqGemmPath::kTensorCore;
-          r.tc_us = bench.awq(M, o);
+          o.tile = tiled_tile_for(M);
+          r.tiled_us = bench.awq(M, o);
+          o.tile = AwqTile::kAuto;
         }
         o.path = AwqGemmPath::kTuring;
         r.turing_us = bench.awq(M, o);
@@ -377,26 +421,42 @@ int main(int argc, char** argv) {
         if (r.plan.path == AwqGemmPath::kDequantCublas)
           std::snprintf(plan, sizeof(plan), "dequant/chunk%d", r.plan.chunk_cols);
         else
-          std::snprintf(plan, sizeof(plan), "%s/%s/s%d", awq_gemm_path_name(r.plan.path),
-                        awq_tile_name(r.plan.tile), r.plan.splits);
-        std::printf("%6d %-28s %9.2f %8.0f %6.1f %8.1f %9.2f %8.2f | %9.2f %9.2f %9.2f\n", M, plan,
-                    r.awq_us, r.weight_gbs, r.hbm_pct, r.tflops, r.cublas_us, r.speedup, r.tc_us,
-                    r.turing_us, r.dequant_us);
+          std::snprintf(plan, sizeof(plan), "%s/%s/s%d%s", awq_gemm_path_name(r.plan.path),
+                        awq_tile_name(r.plan.tile), r.plan.splits, r.plan.pdl ? "/pdl" : "");
+        std::printf("%6d %-30s %9.2f %8.0f %6.1f %8.1f %9.2f %8.2f | %9.2f %9.2f %9.2f %9.2f\n", M,
+                    plan, r.awq_us, r.weight_gbs, r.hbm_pct, r.tflops, r.cublas_us, r.speedup,
+                    r.nopdl_us, r.tiled_us, r.turing_us, r.dequant_us);
         std::fflush(stdout);
         rows.push_back(r);
 
-        if (sweep && (M == 1 || M == 16 || M == 64 || M == 256)) {
-          for (AwqTile tile : {AwqTile::kS16, AwqTile::kS32, AwqTile::kM64, AwqTile::kL128})
-            for (int splits : {1, 2, 4, 8, 16}) {
+        if (sweep) {
+          // Tuning data: the split-K model of the stream kernel (M <= 16), the tiles at mid M.
+          std::vector<AwqTile> tiles;
+          std::vector<int> split_counts;
+          if (M <= 16) {
+            tiles = {M <= 8 ? AwqTile::kSt8 : AwqTile::kSt16};
+            split_counts = {1, 2, 3, 4, 6, 8, 12, 16, 24};
+          } else if (M <= 64) {
+            tiles = {AwqTile::kS32, AwqTile::kM64, AwqTile::kSt16};
+            split_counts = {1, 2, 4, 8};
+          } else if (M <= 512) {
+            tiles = {AwqTile::kM64, AwqTile::kL128};
+            if (M <= 256) tiles.push_back(AwqTile::kSt16);  // M / 16 passes, mostly from L2
+            split_counts = {1, 2, 4};
+          }
+          std::map<std::string, bool> seen;
+          for (AwqTile tile : tiles)
+            for (int splits : split_counts) {
               AwqGemmOptions so;
               so.path = has_tc ? AwqGemmPath::kTensorCore : AwqGemmPath::kTuring;
               so.tile = tile;
               so.splits = splits;
-              AwqGemmPlan sp;
-              const double us = bench.awq(M, so, &sp);
-              sweep_rows.push_back(
-                  {s.name, M, std::string(awq_tile_name(tile)) + "/s" + std::to_string(sp.splits),
-                   us});
+              const AwqGemmPlan sp = awq_gemm_plan(M, bench.weight(), bench.workspace(), so);
+              const std::string config =
+                  std::string(awq_tile_name(tile)) + "/s" + std::to_string(sp.splits);
+              if (seen[config]) continue;  // a count below the kernel's minimum ran already
+              seen[config] = true;
+              sweep_rows.push_back({s.name, M, config, bench.awq(M, so)});
             }
         }
         if (sweep && M >= 1024) {
@@ -414,14 +474,14 @@ int main(int argc, char** argv) {
 
     if (!csv_path.empty()) {
       std::ofstream f(csv_path);
-      f << "shape,M,path,tile,splits,awq_us,weight_gbs,hbm_pct,tflops,cublas_us,speedup,tc_us,"
-           "turing_us,dequant_us,hbm_gbs\n";
+      f << "shape,M,path,tile,splits,pdl,awq_us,weight_gbs,hbm_pct,tflops,cublas_us,speedup,"
+           "nopdl_us,tiled_us,turing_us,dequant_us,hbm_gbs\n";
       for (const Row& r : rows)
         f << r.shape << ',' << r.M << ',' << awq_gemm_path_name(r.plan.path) << ','
-          << awq_tile_name(r.plan.tile) << ',' << r.plan.splits << ',' << r.awq_us << ','
-          << r.weight_gbs << ',' << r.hbm_pct << ',' << r.tflops << ',' << r.cublas_us << ','
-          << r.speedup << ',' << r.tc_us << ',' << r.turing_us << ',' << r.dequant_us << ',' << hbm
-          << '\n';
+          << awq_tile_name(r.plan.tile) << ',' << r.plan.splits << ',' << r.plan.pdl << ','
+          << r.awq_us << ',' << r.weight_gbs << ',' << r.hbm_pct << ',' << r.tflops << ','
+          << r.cublas_us << ',' << r.speedup << ',' << r.nopdl_us << ',' << r.tiled_us << ','
+          << r.turing_us << ',' << r.dequant_us << ',' << hbm << '\n';
     }
     if (!sweep_rows.empty()) {
       if (!sweep_path.empty()) {
@@ -445,6 +505,17 @@ int main(int argc, char** argv) {
                       r.plan.chunk_cols);
         std::printf("%-8s %6d %-22s %10.2f %-14s %10.2f\n", r.shape.c_str(), r.M, plan, r.awq_us,
                     best->config.c_str(), best->us);
+      }
+      std::printf("\n## sweep: every forced configuration (us)\n");
+      for (const Row& r : rows) {
+        std::string line;
+        for (const SweepRow& sr : sweep_rows)
+          if (sr.shape == r.shape && sr.M == r.M) {
+            char item[48];
+            std::snprintf(item, sizeof(item), " %s=%.2f", sr.config.c_str(), sr.us);
+            line += item;
+          }
+        if (!line.empty()) std::printf("%-8s %6d%s\n", r.shape.c_str(), r.M, line.c_str());
       }
     }
 

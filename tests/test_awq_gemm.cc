@@ -1,5 +1,7 @@
 // AWQ W4A16 GEMM on the GPU (skipped without one): every path (tensor-core sm_80+, the Turing
-// path forced on newer GPUs, dequantize + cuBLASLt, auto) against the CPU reference of
+// path forced on newer GPUs, dequantize + cuBLASLt, auto), every tile (the tiled kernel's and the
+// stream kernel's, forced at every M), with and without Programmatic Dependent Launch, against
+// the CPU reference of
 // tests/awq_gemm_reference.h (which also explains the tolerance), on random data, M = 1..64 and
 // 128, 256, 1000, 4096, 8192, odd tensor-parallel shards, G = 32/64/128, with and without bias;
 // outputs are poisoned (NaN) before every run, so an unwritten element fails.
@@ -7,6 +9,7 @@
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <memory>
@@ -67,8 +70,9 @@ std::unique_ptr<Problem> make_problem(int K, int N, int G, int max_M, bool has_b
   p->bias->upload(p->r.bias.data(), N);
   p->y = std::make_unique<DeviceArray<__half>>(static_cast<std::size_t>(max_M) * N);
   // Room for every path the tests force, the dequantize + cuBLASLt one included (which auto
-  // planning only takes from M = 1024, so a workspace sized for max_M alone may lack it).
-  if (workspace_bytes == SIZE_MAX) workspace_bytes = awq_gemm_workspace_bytes(std::max(max_M, 4096), K, N, G);
+  // planning takes only from M = 128, so a workspace sized for max_M alone may lack it).
+  if (workspace_bytes == SIZE_MAX)
+    workspace_bytes = awq_gemm_workspace_bytes(std::max(max_M, 4096), K, N, G);
   p->workspace = std::make_unique<DeviceArray<char>>(workspace_bytes);
   p->ws = {p->workspace->ptr, workspace_bytes};
   awq_gemm_workspace_init(p->ws, nullptr);
@@ -85,13 +89,24 @@ std::string describe(const Problem& p, int M, const AwqGemmOptions& o, const Awq
   return s.str();
 }
 
+// The tests' stream: a created one, so that sm_90 launches use Programmatic Dependent Launch
+// (which the legacy default stream does not get).
+cudaStream_t test_stream() {
+  static cudaStream_t stream = [] {
+    cudaStream_t s;
+    CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    return s;
+  }();
+  return stream;
+}
+
 // Runs y = x W (+ b) for the first M rows and compares; returns the outputs (fp16 bits).
 std::vector<half_bits> run_and_check(Problem& p, int M, AwqGemmOptions o = {}) {
   const std::size_t count = static_cast<std::size_t>(M) * p.N();
-  CUDA_CHECK(cudaMemset(p.y->ptr, 0xFF, count * sizeof(__half)));  // NaN: poison
+  CUDA_CHECK(cudaMemsetAsync(p.y->ptr, 0xFF, count * sizeof(__half), test_stream()));  // NaN
   const AwqGemmPlan plan = awq_gemm(p.x->ptr, p.weight->view(), p.has_bias ? p.bias->ptr : nullptr,
-                                    p.y->ptr, M, p.ws, nullptr, o);
-  CUDA_CHECK(cudaDeviceSynchronize());
+                                    p.y->ptr, M, p.ws, test_stream(), o);
+  CUDA_CHECK(cudaStreamSynchronize(test_stream()));
   std::vector<half_bits> y(count);
   CUDA_CHECK(cudaMemcpy(y.data(), p.y->ptr, count * sizeof(__half), cudaMemcpyDeviceToHost));
   const std::string failure =
@@ -186,9 +201,10 @@ TEST(AwqGemm, EveryTileAndForcedSplitK) {
   auto p = make_problem(2048, 520, 64, 130, true, std::size_t{16} << 20);
   for (AwqGemmPath path : paths_to_test()) {
     if (path == AwqGemmPath::kDequantCublas || path == AwqGemmPath::kAuto) continue;
-    for (AwqTile tile : {AwqTile::kS16, AwqTile::kS32, AwqTile::kM64, AwqTile::kL128})
+    for (AwqTile tile : {AwqTile::kS16, AwqTile::kS32, AwqTile::kM64, AwqTile::kL128, AwqTile::kSt8,
+                         AwqTile::kSt16})
       for (int splits : {1, 2, 3, 7, 32})
-        for (int M : {1, 17, 64, 130}) {
+        for (int M : {1, 8, 9, 17, 64, 130}) {
           AwqGemmOptions o = with_path(path);
           o.tile = tile;
           o.splits = splits;
@@ -200,8 +216,10 @@ TEST(AwqGemm, EveryTileAndForcedSplitK) {
 TEST(AwqGemm, SmallOrNoWorkspaceIsSlowerNeverWrong) {
   AWQD_REQUIRE_CUDA();
   for (std::size_t bytes : {std::size_t{0}, std::size_t{64} << 10, std::size_t{80} << 10}) {
-    auto p = make_problem(1024, 256, 128, 40, true, bytes);
-    for (int M : {1, 16, 40}) {
+    // K = 2112: without room for partial sums the stream kernel runs one split, its activations
+    // in 3 phases of shared memory at M = 16.
+    auto p = make_problem(2112, 256, 64, 40, true, bytes);
+    for (int M : {1, 8, 16, 40}) {
       const std::vector<half_bits> y = run_and_check(*p, M);
       (void)y;
     }
@@ -228,16 +246,60 @@ TEST(AwqGemm, BatchInvariantRowsDoNotDependOnTheBatch) {
   }
 }
 
+// Each GEMM reads the previous one's output, back to back on one stream, sharing the workspace:
+// with Programmatic Dependent Launch a kernel starts before the previous one has finished and
+// must wait for it before reading the activations or touching the workspace. The chain must give
+// the same bits with and without PDL (all paths here are deterministic), for the stream kernel
+// (split-K) and the tiled kernel.
+TEST(AwqGemm, ChainedCallsWithProgrammaticDependentLaunch) {
+  AWQD_REQUIRE_CUDA();
+  const int K = 2048, M_max = 16;
+  auto p = make_problem(K, K, 128, M_max, true);
+  DeviceArray<__half> a(static_cast<std::size_t>(M_max) * K),
+      b(static_cast<std::size_t>(M_max) * K);
+  cudaStream_t stream;
+  CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  for (AwqTile tile : {AwqTile::kAuto, AwqTile::kS16})
+    for (int M : {1, 5, 16}) {
+      std::vector<half_bits> result[2];
+      for (int pdl = 0; pdl < 2; ++pdl) {
+        AwqGemmOptions o;
+        o.tile = tile;
+        o.pdl = pdl == 1;
+        CUDA_CHECK(cudaMemcpyAsync(a.ptr, p->x->ptr, static_cast<std::size_t>(M) * K * 2,
+                                   cudaMemcpyDeviceToDevice, stream));
+        CUDA_CHECK(cudaMemsetAsync(b.ptr, 0xFF, b.count * sizeof(__half), stream));
+        for (int i = 0; i < 6; ++i) {  // a -> b -> a -> ...: each call reads the last one's y
+          __half* in = i % 2 == 0 ? a.ptr : b.ptr;
+          __half* out = i % 2 == 0 ? b.ptr : a.ptr;
+          awq_gemm(in, p->weight->view(), p->bias->ptr, out, M, p->ws, stream, o);
+        }
+        CUDA_CHECK(cudaStreamSynchronize(stream));
+        result[pdl].resize(static_cast<std::size_t>(M) * K);
+        CUDA_CHECK(
+            cudaMemcpy(result[pdl].data(), a.ptr, result[pdl].size() * 2, cudaMemcpyDeviceToHost));
+      }
+      for (std::size_t i = 0; i < result[0].size(); ++i) {
+        ASSERT_TRUE(std::isfinite(awqd::half_to_float(result[0][i]))) << "M=" << M << " i=" << i;
+        ASSERT_EQ(result[0][i], result[1][i])
+            << "M=" << M << " tile " << awq_tile_name(tile) << " element " << i;
+      }
+    }
+  cudaStreamDestroy(stream);
+}
+
 TEST(AwqGemm, RunsInsideACudaGraph) {
   AWQD_REQUIRE_CUDA();
   auto p = make_problem(1024, 264, 128, 8, false);
   run_and_check(*p, 8);  // first call outside: caches, attributes
   cudaStream_t stream;
   CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  CUDA_CHECK(cudaMemset(p->y->ptr, 0xFF, 8 * p->N() * sizeof(__half)));
+  CUDA_CHECK(cudaMemsetAsync(p->y->ptr, 0xFF, 8 * p->N() * sizeof(__half), stream));
   cudaGraph_t graph;
   CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-  awq_gemm(p->x->ptr, p->weight->view(), nullptr, p->y->ptr, 8, p->ws, stream);
+  // Two calls: on sm_90 the second depends on the first through a programmatic (PDL) edge.
+  for (int i = 0; i < 2; ++i)
+    awq_gemm(p->x->ptr, p->weight->view(), nullptr, p->y->ptr, 8, p->ws, stream);
   CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
   cudaGraphExec_t exec;
   CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));

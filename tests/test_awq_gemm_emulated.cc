@@ -1,6 +1,7 @@
-// The AWQ GEMM kernel's real source (kernels/awq_gemm_kernel.cuh) run on the CPU through
-// tests/emu/cuda_emulation.h: every tile shape of both paths (sm_80 with deferred cp.async
-// groups, Turing with register staging), split-K with blocks run in random order, odd shapes,
+// The AWQ GEMM kernels' real source (kernels/awq_gemm_kernel.cuh, awq_gemm_stream.cuh) run on the
+// CPU through tests/emu/cuda_emulation.h: every tile shape of both paths (sm_80 with deferred
+// cp.async groups, Turing with register staging) and the stream kernel (both mma flavours),
+// split-K with blocks run in random order, odd shapes,
 // the three group sizes, against the reference of tests/awq_gemm_reference.h. Runs in CI, which
 // has no GPU; the GPU test (test_awq_gemm) covers the launcher, cuBLASLt and real hardware.
 #include <gtest/gtest.h>
@@ -75,12 +76,73 @@ void emulate_and_check(const AwqReference& r, int M, int splits, bool with_bias,
       << what << ": split-K counters not reset";
 }
 
+// Mirrors the launcher (kernels/awq_gemm.cu, plan_stream and run_tensor_core) for the stream
+// kernel.
+template <class C>
+void emulate_stream_and_check(const AwqReference& r, int M, int splits, bool with_bias,
+                              std::mt19937& rng) {
+  const auto& w = r.packed;
+  const int k_tiles = w.k_pad / 64, n_stripes = w.n_pad / 64;
+  const int batches = (w.k_pad + 127) / 128;
+  const int rows = std::min(M, C::kRows);
+  splits = std::min(splits, batches);
+  const int m_blocks = (M + C::kRows - 1) / C::kRows;
+  const int n_blocks = (n_stripes + C::kStripes - 1) / C::kStripes;
+  std::vector<half_bits> y(static_cast<std::size_t>(M) * r.N, 0x7E00);  // NaN poison
+  std::vector<float> partials(static_cast<std::size_t>(splits) * M * r.N, NAN);
+  std::vector<int> counters(static_cast<std::size_t>(n_blocks) * m_blocks, 0);
+  Params p{};
+  p.x = reinterpret_cast<const __half*>(r.x.data());
+  p.tiles = reinterpret_cast<const uint4*>(w.tiles.data());
+  p.scales = reinterpret_cast<const __half*>(w.scales.data());
+  p.zeros = w.zeros.data();
+  p.bias = with_bias ? reinterpret_cast<const __half*>(r.bias.data()) : nullptr;
+  p.y = reinterpret_cast<__half*>(y.data());
+  p.partials = partials.data();
+  p.counters = counters.data();
+  p.M = M;
+  p.N = r.N;
+  p.K = r.K;
+  p.k_tiles = k_tiles;
+  p.n_stripes = n_stripes;
+  p.groups = w.k_pad / r.G;
+  p.group_shift = r.G == 32 ? 5 : r.G == 64 ? 6 : 7;
+  p.splits = splits;
+  p.batches = batches;
+  p.phase_batches = stream_phase_batches<C>(rows, (batches + splits - 1) / splits);
+  p.x_stride = p.phase_batches * 128 + 8;
+  ASSERT_LE(rows * p.x_stride * 2, C::kXBytes);
+
+  std::vector<emu::Dim> blocks;
+  for (unsigned z = 0; z < static_cast<unsigned>(splits); ++z)
+    for (unsigned yb = 0; yb < static_cast<unsigned>(m_blocks); ++yb)
+      for (unsigned xb = 0; xb < static_cast<unsigned>(n_blocks); ++xb)
+        blocks.push_back({yb, xb, z});
+  std::shuffle(blocks.begin(), blocks.end(), rng);
+  const emu::Dim grid{static_cast<unsigned>(m_blocks), static_cast<unsigned>(n_blocks),
+                      static_cast<unsigned>(splits)};
+  for (const emu::Dim& b : blocks)
+    emu::run_block(C::kThreads, b, grid, [&] { stream_block<C>(p); });
+
+  const std::string what = std::string(C::kTuring ? "turing" : "sm80") + " stream " +
+                           std::to_string(C::kRows) + " M=" + std::to_string(M) +
+                           " K=" + std::to_string(r.K) + " N=" + std::to_string(r.N) +
+                           " G=" + std::to_string(r.G) + " splits=" + std::to_string(splits) +
+                           " bias=" + std::to_string(with_bias);
+  const std::string failure = awqd::test::check_awq_output(r, y.data(), M, with_bias, splits);
+  EXPECT_TRUE(failure.empty()) << what << ": " << failure;
+  EXPECT_TRUE(std::all_of(counters.begin(), counters.end(), [](int c) { return c == 0; }))
+      << what << ": split-K counters not reset";
+}
+
 template <bool Turing>
 void all_tiles(const AwqReference& r, int M, int splits, bool bias, std::mt19937& rng) {
   emulate_and_check<TileS16<Turing>>(r, M, splits, bias, rng);
   emulate_and_check<TileS32<Turing>>(r, M, splits, bias, rng);
   emulate_and_check<TileM64<Turing>>(r, M, splits, bias, rng);
   emulate_and_check<TileL128<Turing>>(r, M, splits, bias, rng);
+  emulate_stream_and_check<StreamM8<Turing>>(r, M, splits, bias, rng);
+  emulate_stream_and_check<StreamM16<Turing>>(r, M, splits, bias, rng);
 }
 
 TEST(AwqGemmEmulated, EveryTileBothPathsMatchTheReference) {
@@ -107,6 +169,22 @@ TEST(AwqGemmEmulated, SplitKEverySplitCountUpToTheKTiles) {
   for (int splits = 2; splits <= 6; ++splits) {
     emulate_and_check<TileS16<false>>(r, 17, splits, true, rng);
     emulate_and_check<TileM64<true>>(r, 5, splits, false, rng);
+  }
+}
+
+// The stream kernel where a split's activations take several phases of shared memory (K > 1024
+// rows at 16 rows, 512 on the Turing path), a last phase with fewer batches than warps, a last
+// batch of 64 rows (K % 128 == 64), every group size, M up to 16, and split-K.
+TEST(AwqGemmEmulated, StreamKernelSplitsAndPartialBatches) {
+  std::mt19937 rng(7);
+  for (const int G : {32, 64, 128}) {
+    const int K = G == 128 ? 2176 : 2112;  // 17 and 16.5 batches of 128 rows
+    const AwqReference r = awqd::test::make_awq_reference(K, 72, G, 16);
+    for (int M = 1; M <= 16; M += (M < 4 ? 1 : 5)) {
+      emulate_stream_and_check<StreamM8<false>>(r, std::min(M, 8), 1, M % 2 == 0, rng);
+      emulate_stream_and_check<StreamM16<false>>(r, M, M == 16 ? 1 : 9, M % 2 == 1, rng);
+      emulate_stream_and_check<StreamM16<true>>(r, M, M == 1 ? 1 : 2, true, rng);
+    }
   }
 }
 

@@ -3,7 +3,9 @@
 // no GPU. Not a general CUDA emulator: exactly what gemm_block needs, with the semantics that
 // matter for finding indexing and synchronization bugs.
 // - A block's threads are fibers (ucontext) run round-robin on one OS thread; __syncthreads and
-//   the warp collectives are barriers at which a fiber yields until all participants arrive.
+//   the warp collectives are barriers at which a fiber yields until all participants arrive. In
+//   half the rounds a random subset of warps is not resumed, so warps drift apart between
+//   barriers (a missing __syncthreads then corrupts shared memory another warp still reads).
 // - ldmatrix and mma.sync exchange the 32 lanes' registers and apply the PTX fragment layouts
 //   (mma.m16n8k16: A reg r of lane 4g+t holds row g + 8(r%2), k 2t + 8(r/2) and +1; B reg r holds
 //   k 2t + 8r and +1 of column g; C element i holds row g + 8(i/2), column 2t + i%2).
@@ -22,6 +24,7 @@
 #include <cstring>
 #include <deque>
 #include <functional>
+#include <random>
 #include <vector>
 
 #undef __forceinline__
@@ -62,6 +65,7 @@ struct Block {
   int threads = 0, barrier_count = 0, barrier_generation = 0;
   int warp_count[kMaxWarps] = {}, warp_generation[kMaxWarps] = {};
   std::function<void()> body;
+  std::mt19937 rng{12345};  // warp scheduling (run_block)
   // Warp exchange registers.
   std::uint32_t a[kMaxWarps][32][4], b[kMaxWarps][32][2], row_addr[kMaxWarps][32];
 };
@@ -132,11 +136,18 @@ inline void run_block(int threads, Dim index, Dim grid, const std::function<void
     f.context.uc_link = nullptr;
     makecontext(&f.context, fiber_entry, 0);
   }
+  // Each round resumes every unfinished thread up to its next barrier or warp collective, but a
+  // random half of the warps sit a round out, so warps drift apart as far as the barriers allow
+  // and a missing __syncthreads shows up as one warp overwriting what another still reads.
+  const int warps = (threads + 31) / 32;
   for (bool running = true; running;) {
     running = false;
+    const std::uint32_t bits = b.rng();
+    const bool skip_some = warps > 1 && (bits >> 31) != 0;
     for (int t = 0; t < threads; ++t) {
       if (b.fibers[t].done) continue;
       running = true;
+      if (skip_some && ((bits >> (t / 32 % 31)) & 1) != 0) continue;
       b.current = &b.fibers[t];
       swapcontext(&b.scheduler, &b.current->context);
     }
@@ -226,6 +237,11 @@ inline void mma_m16n8k16_as_2x_k8(float (&d)[4], const std::uint32_t (&a)[4], st
                                   std::uint32_t b1) {
   mma_m16n8k16(d, a, b0, b1);
 }
+
+inline uint4 ldg_stream(const uint4* p) { return *p; }
+// One block at a time on the CPU: the previous kernel has always finished.
+inline void grid_dependency_wait() {}
+inline void allow_dependents_launch() {}
 
 inline std::uint32_t smem_addr(const void* p) {
   const auto offset = static_cast<const std::uint8_t*>(p) - emu::shared_memory();

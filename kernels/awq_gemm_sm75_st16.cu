@@ -1,0 +1,6 @@
+// AWQ GEMM instantiation: Turing path (mma.m16n8k8), stream kernel st16 (M <= 16 rows per m-block).
+#include "kernels/awq_gemm_kernel.cuh"
+
+namespace awqd::cuda::awq_gemm_detail {
+AWQD_INSTANTIATE_AWQ_GEMM(StreamM16<true>)
+}  // namespace awqd::cuda::awq_gemm_detail

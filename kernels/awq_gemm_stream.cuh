@@ -1,0 +1,288 @@
+// The AWQ GEMM stream kernel (design: kernels/awq_gemm.cuh), for M <= 16 rows per m-block: the
+// decode case, where the GEMM is a pass over the weights and its speed is their bandwidth.
+// Included by awq_gemm_kernel.cuh (and so by the instantiation files and the CPU emulation).
+//
+// Grid: (m-block of StreamConfig::kRows rows, block of kStripes stripes, split of K); m-blocks
+// first, so the blocks that read the same weights for other rows run together and mostly find
+// them in L2. The stripe's K is cut into
+// 128-row batches (8 k16 tiles, 8 x 512 contiguous bytes of the tile layout); split z owns batches
+// [z * batches / splits, (z + 1) * batches / splits) and its 4 warps take them round-robin.
+// A warp issues the 8 16-byte loads of a batch (plus the batch's 1 to 4 groups of scales and
+// zeros) before it needs any of them, so each warp keeps 4 KB in flight; nothing waits on a
+// block barrier in the main loop.
+//
+// Per k16 step the warp dequantizes its 64 columns (4 words per lane, awq_device::dequant_word)
+// and uses them as the A operand of mma.m16n8k16 (16 columns x 16 k), the activation rows as B
+// (16 k x 8 rows), so M <= 8 costs 4 mma per step and the accumulator is D[column][row]:
+//   A regs {b[0][0], b[1][0], b[0][1], b[1][1]} of word j = columns 16j + g (+8), k 2t.. (+8);
+//   B regs b0 = x[row g][k 2t, 2t+1], b1 = x[row g][k 2t+8, 2t+9];
+//   D reg r = column 16j + g + 8 (r / 2), row 2t + r % 2.
+// The activations are staged in shared memory ([rows][x_stride] fp16, x_stride = phase rows + 8
+// halves: the 8 rows of a fragment read land in 8 different banks), a phase of up to 1024 rows
+// (M = 16) to 16384 rows (M = 1) at a time, between two block barriers.
+//
+// End: the warps' sums meet in shared memory (added in warp order); with one split the block
+// writes y; else it writes fp32 partial sums and the last block of the stripe to arrive adds the
+// splits in split order (deterministic), as the tiled kernel does.
+//
+// Programmatic Dependent Launch (sm_90): the weights of each warp's first batch are requested
+// before griddepcontrol.wait, so they stream while the previous kernel on the stream finishes;
+// activations, workspace and output are touched only after it.
+#pragma once
+
+#include <cuda_fp16.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/awq_gemm_device.cuh"
+#include "kernels/awq_gemm_tiles.cuh"
+
+namespace awqd::cuda::awq_gemm_detail {
+
+// r[q] for a run-time q in 0..3 without indexing a register array (which would go to local
+// memory).
+template <class T>
+__device__ __forceinline__ T pick4(const T (&r)[4], int q) {
+  const T lo = (q & 1) ? r[1] : r[0];
+  const T hi = (q & 1) ? r[3] : r[2];
+  return (q & 2) ? hi : lo;
+}
+
+template <class C>
+__device__ __forceinline__ void stream_block(const Params& p) {
+  using namespace awq_device;
+#ifndef AWQD_KERNEL_EMULATION
+  extern __shared__ __align__(128) std::uint8_t smem[];
+  __shared__ int s_is_last;
+#else
+  std::uint8_t* smem = emu::shared_memory();
+  static int s_is_last;
+#endif
+  constexpr int kMG = C::kMGroups;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int g = lane >> 2, t = lane & 3;
+  const int warp_k = warp % C::kWarpsK;  // the warp's place in its stripe's round-robin
+  const int m_block = blockIdx.x, n_block = blockIdx.y, split = blockIdx.z;
+  const int stripe = n_block * C::kStripes + warp / C::kWarpsK;
+  const bool stripe_valid = stripe < p.n_stripes;
+  const int m0 = m_block * C::kRows;
+  const int rows = p.M - m0 < C::kRows ? p.M - m0 : C::kRows;
+  const int k16 = p.k_tiles * 4;  // k16 tiles of the stripe
+  const int gs = p.group_shift;
+  const int b_begin = static_cast<int>(static_cast<long long>(split) * p.batches / p.splits);
+  const int b_end = static_cast<int>(static_cast<long long>(split + 1) * p.batches / p.splits);
+
+  allow_dependents_launch();
+
+  // One batch in registers: 8 x 16 bytes of int4, and the scales and zeros of its groups.
+  uint4 w[C::kSteps];
+  uint4 raw_s[4];
+  std::uint32_t raw_z[4];
+  auto load_batch = [&](int b) {
+    const int kt0 = b * C::kSteps;
+    const uint4* src = p.tiles + (static_cast<std::size_t>(stripe) * k16 + kt0) * 32 + lane;
+#pragma unroll
+    for (int u = 0; u < C::kSteps; ++u)
+      w[u] = kt0 + u < k16 ? ldg_stream(src + u * 32) : make_uint4(0, 0, 0, 0);
+    const int group0 = (kt0 * 16) >> gs;
+    const int groups_in_batch = C::kBatchRows >> gs;  // 1, 2 or 4
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      if (q < groups_in_batch && group0 + q < p.groups) {
+        const std::size_t sg = static_cast<std::size_t>(stripe) * p.groups + group0 + q;
+        raw_s[q] = __ldg(reinterpret_cast<const uint4*>(p.scales + sg * 64) + g);
+        raw_z[q] = __ldg(p.zeros + sg * 8 + g);
+      } else {
+        raw_s[q] = make_uint4(0, 0, 0, 0);
+        raw_z[q] = 0;
+      }
+    }
+  };
+  // A warp past the last stripe computes nothing but meets every barrier.
+  int b = stripe_valid ? b_begin + warp_k : b_end;
+  if (b < b_end) load_batch(b);  // weights only: may run before the previous kernel ends
+
+  grid_dependency_wait();
+
+  float acc[4][kMG][4];
+#pragma unroll
+  for (int j = 0; j < 4; ++j)
+#pragma unroll
+    for (int i = 0; i < kMG; ++i)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) acc[j][i][r] = 0.0f;
+
+  // The block's batches in phases of p.phase_batches (a multiple of kWarpsK, so a warp keeps its
+  // place in the round-robin): the block stages the phase's activations, then each warp computes
+  // its batches of the phase, requesting its next batch (of this phase or the next) before it
+  // meets the barrier.
+  __half* xs = reinterpret_cast<__half*>(smem);
+  for (int phase = b_begin; phase < b_end; phase += p.phase_batches) {
+    const int phase_end = phase + p.phase_batches < b_end ? phase + p.phase_batches : b_end;
+    if (phase != b_begin) __syncthreads();  // every warp is done with the last phase's x
+    // Stage x[m0 .. m0 + rows)[phase rows] (zeros past K) with every load in flight at once:
+    // cp.async on sm_80+, rounds of 4 register loads on the Turing path. Plain (coherent) loads:
+    // the previous kernel writes x.
+    {
+      const int k_lo = phase * C::kBatchRows;
+      const int chunks = (phase_end - phase) * (C::kBatchRows / 8);  // 16-byte chunks per row
+      const int total = rows * chunks;
+      auto chunk = [&](int e, const __half*& src, __half*& dst) {
+        const int r = e / chunks, c = e - r * chunks, k = k_lo + c * 8;
+        dst = xs + r * p.x_stride + c * 8;
+        src = k < p.K ? p.x + static_cast<std::size_t>(m0 + r) * p.K + k : nullptr;
+      };
+      if constexpr (!C::kTuring) {
+        for (int e = threadIdx.x; e < total; e += C::kThreads) {
+          const __half* src;
+          __half* dst;
+          chunk(e, src, dst);
+          cp_async_16(smem_addr(dst), src != nullptr ? src : p.x, src != nullptr);
+        }
+        cp_async_commit();
+        cp_async_wait<0>();
+      } else {
+        for (int base = threadIdx.x; base < total; base += 4 * C::kThreads) {
+          uint4 v[4];
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            const int e = base + i * C::kThreads;
+            v[i] = make_uint4(0, 0, 0, 0);
+            const __half* src;
+            __half* dst;
+            if (e < total) {
+              chunk(e, src, dst);
+              if (src != nullptr) v[i] = *reinterpret_cast<const uint4*>(src);
+            }
+          }
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            const int e = base + i * C::kThreads;
+            const __half* src;
+            __half* dst;
+            if (e < total) {
+              chunk(e, src, dst);
+              *reinterpret_cast<uint4*>(dst) = v[i];
+            }
+          }
+        }
+      }
+    }
+    __syncthreads();
+
+    for (; b < phase_end; b += C::kWarpsK) {
+      const int kt0 = b * C::kSteps;
+      const __half* xb_base = xs + (b - phase) * C::kBatchRows + 2 * t;
+      GroupConsts consts{};
+#pragma unroll
+      for (int u = 0; u < C::kSteps; ++u) {
+        if (kt0 + u < k16) {
+          if (((u * 16) & ((1 << gs) - 1)) == 0) {  // first k16 step of a group
+            const int q = (u * 16) >> gs;
+            load_group_consts(pick4(raw_s, q), pick4(raw_z, q), consts);
+          }
+          std::uint32_t xb[kMG][2];
+#pragma unroll
+          for (int i = 0; i < kMG; ++i) {
+            const int row = 8 * i + g;
+            xb[i][0] = xb[i][1] = 0;
+            if (row < rows) {
+              const __half* xr = xb_base + row * p.x_stride + u * 16;
+              xb[i][0] = *reinterpret_cast<const std::uint32_t*>(xr);
+              xb[i][1] = *reinterpret_cast<const std::uint32_t*>(xr + 8);
+            }
+          }
+          const std::uint32_t words[4] = {w[u].x, w[u].y, w[u].z, w[u].w};
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            std::uint32_t bq[2][2];
+            dequant_word(words[j], consts, j, bq);
+            const std::uint32_t a[4] = {bq[0][0], bq[1][0], bq[0][1], bq[1][1]};
+#pragma unroll
+            for (int i = 0; i < kMG; ++i) {
+              if constexpr (C::kTuring)
+                mma_m16n8k16_as_2x_k8(acc[j][i], a, xb[i][0], xb[i][1]);
+              else
+                mma_m16n8k16(acc[j][i], a, xb[i][0], xb[i][1]);
+            }
+          }
+        }
+      }
+      if (b + C::kWarpsK < b_end) load_batch(b + C::kWarpsK);
+    }
+  }
+  __syncthreads();  // the staged activations are dead: the space holds the warps' sums
+
+  float* red = reinterpret_cast<float*>(smem);
+  {
+    float* dst = red + warp * C::kAcc * 32 + lane;
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+#pragma unroll
+      for (int i = 0; i < kMG; ++i)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) dst[((j * kMG + i) * 4 + r) * 32] = acc[j][i][r];
+  }
+  __syncthreads();
+
+  // Output o = (s * kAcc + e) * 32 + lane: stripe s of the block, accumulator
+  // e = (j * kMG + i) * 4 + r of `lane`; the warps of stripe s are s * kWarpsK + 0..kWarpsK-1.
+  constexpr int kOutputs = C::kStripes * C::kAcc * 32;
+  auto column_of = [&](int o) {
+    const int e = (o >> 5) % C::kAcc, ln = o & 31;
+    return (n_block * C::kStripes + o / (C::kAcc * 32)) * 64 + 16 * ((e >> 2) / kMG) + (ln >> 2) +
+           8 * ((e & 3) >> 1);
+  };
+  auto row_of = [&](int o) {
+    const int e = (o >> 5) % C::kAcc, ln = o & 31;
+    return m0 + 8 * ((e >> 2) % kMG) + 2 * (ln & 3) + (e & 1);
+  };
+  auto block_sum = [&](int o) {
+    const int s = o / (C::kAcc * 32), e_lane = o % (C::kAcc * 32);
+    float sum = 0.0f;
+#pragma unroll
+    for (int v = 0; v < C::kWarpsK; ++v) sum += red[(s * C::kWarpsK + v) * C::kAcc * 32 + e_lane];
+    return sum;
+  };
+  auto store_y = [&](int m, int n, float v) {
+    if (p.bias != nullptr) v += __half2float(p.bias[n]);
+    p.y[static_cast<std::size_t>(m) * p.N + n] = __float2half_rn(v);
+  };
+
+  if (p.splits == 1) {
+    for (int o = threadIdx.x; o < kOutputs; o += C::kThreads) {
+      const int m = row_of(o), n = column_of(o);
+      if (m < p.M && n < p.N) store_y(m, n, block_sum(o));
+    }
+    return;
+  }
+
+  auto partial = [&](int z, int m, int n) {
+    return p.partials + (static_cast<std::size_t>(z) * p.M + m) * p.N + n;
+  };
+  for (int o = threadIdx.x; o < kOutputs; o += C::kThreads) {
+    const int m = row_of(o), n = column_of(o);
+    if (m < p.M && n < p.N) *partial(split, m, n) = block_sum(o);
+  }
+  __threadfence();  // this thread's partial sums are visible GPU-wide before the arrival below
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int* counter = p.counters + n_block * gridDim.x + m_block;
+    const int arrived = atomicAdd(counter, 1);
+    s_is_last = arrived == p.splits - 1;
+    if (s_is_last) *counter = 0;  // every split has arrived: reset for the next launch
+  }
+  __syncthreads();
+  if (!s_is_last) return;
+  __threadfence();
+  for (int o = threadIdx.x; o < kOutputs; o += C::kThreads) {
+    const int m = row_of(o), n = column_of(o);
+    if (m >= p.M || n >= p.N) continue;
+    float sum = 0.0f;
+    for (int z = 0; z < p.splits; ++z) sum += __ldcg(partial(z, m, n));
+    store_y(m, n, sum);
+  }
+}
+
+}  // namespace awqd::cuda::awq_gemm_detail
