@@ -111,7 +111,7 @@ shared-prefix --workload shared-prefix"}
     # Tensor parallelism and replicas. On any machine: the CPU sharding tests, the multi-GPU
     # tests (all-reduce paths, TP = 2..min(4, GPUs) against one GPU, CUDA replicas), the
     # all-reduce benchmark, decode-1 on `awqd synth --like llama3-8b` at TP = 1, 2 (4).
-    # 2 GPUs: the one-GPU engine tests; bulk-512-256 (1000 prompts) on 1 GPU and on 2 replicas.
+    # 2 GPUs: the one-GPU engine tests; bulk-512-256 (2000 prompts) on 1 GPU and on 2 replicas.
     # 3+ GPUs: TP = 3 on llama3-8b (logits and greedy against TP = 1) and qwen2.5-14b (generate,
     # TP = 3 and 1).
     deadline=${AWQD_DEADLINE_S:-560}
@@ -158,8 +158,8 @@ shared-prefix --workload shared-prefix"}
       ((tp <= ngpu)) && bench "decode-1 tp$tp" 90 --model $models/llama3-8b --workload decode-1 --tensor-parallel $tp
     done
     if ((ngpu == 2)); then
-      bench "bulk-512-256 1gpu" 200 --model $models/llama3-8b --workload bulk-512-256 --num-prompts 1000
-      bench "bulk-512-256 2replicas" 150 --model $models/llama3-8b --workload bulk-512-256 --num-prompts 1000 --replicas 2
+      bench "bulk-512-256 1gpu" 200 --model $models/llama3-8b --workload bulk-512-256
+      bench "bulk-512-256 2replicas" 150 --model $models/llama3-8b --workload bulk-512-256 --replicas 2
     fi
     if ((ngpu >= 3)); then
       tlog=$OUT/tp3_models.log
