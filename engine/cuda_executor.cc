@@ -924,7 +924,9 @@ class TensorParallelExecutor final : public Executor {
  public:
   TensorParallelExecutor(const ModelWeights& weights, const EngineConfig& config, const TensorParallelPlan& plan)
       : plan_(plan), threads_(plan.tp) {
-    comm_ = std::make_unique<cuda::TpComm>(config.gpus);
+    cuda::TpCommOptions options;
+    options.allow_p2p = config.p2p_all_reduce;
+    comm_ = std::make_unique<cuda::TpComm>(config.gpus, options);
     ranks_.resize(plan.tp);
     run([&](int r) { ranks_[r] = std::make_unique<CudaExecutor>(weights, config, plan, r, comm_.get()); });
     int blocks = ranks_[0]->kv_capacity();

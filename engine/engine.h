@@ -24,6 +24,7 @@ struct EngineConfig {
   std::string device = "cpu";          // "cpu" | "cuda"
   int tensor_parallel = 1;             // GPUs one model is split over (engine/tensor_parallel.h)
   std::vector<int> gpus;               // device ids of this engine (default 0..tp-1)
+  bool p2p_all_reduce = true;          // false: NCCL for every all-reduce, as without peer access
   float gpu_memory_utilization = 0.90f;
   std::int64_t cpu_kv_cache_bytes = 256ll << 20;  // KV pool of the CPU executor
   int cpu_threads = 0;                 // 0: all cores

@@ -52,8 +52,9 @@ std::vector<Prompt> random_prompts(int vocab, int n, unsigned seed) {
   return out;
 }
 
-EngineConfig config_for(const std::filesystem::path& dir, int tp) {
+EngineConfig config_for(const std::filesystem::path& dir, int tp, bool p2p = true) {
   EngineConfig c;
+  c.p2p_all_reduce = p2p;
   c.model_dir = dir;
   c.device = "cuda";
   c.tensor_parallel = tp;
@@ -107,20 +108,20 @@ std::vector<std::vector<float>> last_logits(Executor& ex, const std::vector<std:
   return out;
 }
 
-std::vector<std::vector<float>> logits_at(const std::filesystem::path& dir, int tp,
+std::vector<std::vector<float>> logits_at(const std::filesystem::path& dir, int tp, bool p2p,
                                           const std::vector<std::vector<std::int32_t>>& seqs) {
   const auto weights = ModelWeights::load(dir);
-  const auto ex = make_executor(*weights, config_for(dir, tp));
+  const auto ex = make_executor(*weights, config_for(dir, tp, p2p));
   return last_logits(*ex, seqs);
 }
 
 // Compares tp = `tp` with tp = 1 on `dir` (with `chunked`, also a run whose prefills go in
 // chunks mixed with decodes); returns a one-line summary.
 std::string compare_with_one_gpu(const std::filesystem::path& dir, int tp, int max_tokens, int num_prompts,
-                                 bool chunked = true) {
+                                 bool chunked = true, bool p2p = true) {
   const ModelConfig mc = load_model_config(dir);
   const auto prompts = random_prompts(mc.vocab_size, num_prompts, 11 + tp);
-  const EngineConfig one = config_for(dir, 1), many = config_for(dir, tp);
+  const EngineConfig one = config_for(dir, 1), many = config_for(dir, tp, p2p);
   const Outputs ref = greedy(one, prompts, max_tokens);
   const Outputs got = greedy(many, prompts, max_tokens);
   auto chunked_config = many;
@@ -152,8 +153,8 @@ std::string compare_with_one_gpu(const std::filesystem::path& dir, int tp, int m
       seqs.push_back(prefix);
     }
   }
-  const auto l1 = logits_at(dir, 1, seqs);
-  const auto ln = logits_at(dir, tp, seqs);
+  const auto l1 = logits_at(dir, 1, true, seqs);
+  const auto ln = logits_at(dir, tp, p2p, seqs);
   double max_diff = 0, max_range = 0;
   int argmax_same = 0;
   for (std::size_t s = 0; s < seqs.size(); ++s) {
@@ -183,7 +184,7 @@ std::string compare_with_one_gpu(const std::filesystem::path& dir, int tp, int m
     ++ties;
   }
   std::ostringstream s;
-  s << dir.filename().string() << " tp " << tp << ": max |logit diff| " << max_diff << " (logit range " << max_range
+  s << dir.filename().string() << " tp " << tp << (p2p ? "" : " (NCCL only)") << ": max |logit diff| " << max_diff << " (logit range " << max_range
     << "), argmax equal on " << argmax_same << "/" << seqs.size() << ", greedy divergences " << ties
     << " (all near-ties) over " << (chunked ? 2 : 1) * num_prompts << " runs of " << max_tokens << " tokens";
   return s.str();
@@ -255,6 +256,15 @@ TEST_F(TensorParallelGpu, HeadDim128EightKvHeadsUnevenMatchesOneGpu) {
     SCOPED_TRACE("tp " + std::to_string(tp));
     std::printf("%s\n", compare_with_one_gpu(dir.path(), tp, 32, 8).c_str());
   }
+}
+
+TEST_F(TensorParallelGpu, NcclOnlyMatchesOneGpu) {
+  // Without the P2P kernel (GPUs without peer access, e.g. GeForce cards over PCIe): NCCL
+  // all-reduces in decode graphs too.
+  test::TempDir dir;
+  write_model(dir.path(), "Qwen2ForCausalLM", 256, 1408, 16, 8, 128, 3);
+  const int tp = std::min(test::cuda_devices(), 3);
+  std::printf("%s\n", compare_with_one_gpu(dir.path(), tp, 32, 8, /*chunked=*/false, /*p2p=*/false).c_str());
 }
 
 TEST_F(TensorParallelGpu, Llama13mMatchesOneGpu) {
