@@ -176,7 +176,7 @@ shared-prefix --workload shared-prefix"}
     grep -E "Failure|FAILED|rror" "$log" "$elog" "${tlog:-/dev/null}" | head -40
     echo
     [[ -f $OUT/bench_allreduce.md ]] && grep -E '^\||^##|^eager' "$OUT/bench_allreduce.md"
-    grep -E '^(  )?[^ ]+ tp [0-9]:|diverges' "$log" "${tlog:-/dev/null}" | head -30
+    grep -hE '^[^ ]+ tp [0-9]( \(NCCL only\))?:|diverges|^GPU [0-9]' "$log" "${tlog:-/dev/null}" | head -40
     if [[ -n ${tlog:-} && -f $tlog ]]; then
       python3 - "$tlog" <<'PY'
 import json, sys
