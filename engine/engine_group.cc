@@ -12,8 +12,8 @@ namespace awqd {
 // What replica threads and the front share, under `mu`.
 struct EngineGroup::Shared {
   std::mutex mu;
-  std::condition_variable progress;         // outputs arrived, a replica failed or finished loading
-  std::vector<RequestOutput> outbox;        // outputs not yet returned by step()
+  std::condition_variable progress;   // outputs arrived, a replica failed or finished loading
+  std::vector<RequestOutput> outbox;  // outputs not yet returned by step()
   std::unordered_map<std::string, std::pair<int, std::int64_t>> active;  // id -> (replica, work)
   std::exception_ptr failure;
   int loaded = 0;
@@ -40,8 +40,8 @@ struct EngineGroup::Replica {
       for (int g : gpus) gs += (gs.empty() ? "" : ",") + std::to_string(g);
       std::lock_guard<std::mutex> lock(shared.mu);
       if (!shared.failure)
-        shared.failure = std::make_exception_ptr(std::runtime_error("replica " + std::to_string(index) + " (GPUs " + gs +
-                                                                    "): " + ex.what()));
+        shared.failure = std::make_exception_ptr(std::runtime_error(
+            "replica " + std::to_string(index) + " (GPUs " + gs + "): " + ex.what()));
     }
     {
       std::lock_guard<std::mutex> lock(shared.mu);
@@ -93,9 +93,11 @@ std::vector<std::vector<int>> EngineGroup::consecutive_groups(int replicas, int 
   return groups;
 }
 
-EngineGroup::EngineGroup(const EngineConfig& config, const std::vector<std::vector<int>>& gpu_groups)
+EngineGroup::EngineGroup(const EngineConfig& config,
+                         const std::vector<std::vector<int>>& gpu_groups)
     : shared_(std::make_unique<Shared>()) {
-  if (gpu_groups.empty()) throw std::invalid_argument("an engine group needs at least one GPU group");
+  if (gpu_groups.empty())
+    throw std::invalid_argument("an engine group needs at least one GPU group");
   for (std::size_t i = 0; i < gpu_groups.size(); ++i) {
     auto rep = std::make_unique<Replica>();
     rep->index = static_cast<int>(i);
@@ -108,7 +110,8 @@ EngineGroup::EngineGroup(const EngineConfig& config, const std::vector<std::vect
     replicas_.push_back(std::move(rep));
   }
   std::unique_lock<std::mutex> lock(shared_->mu);
-  shared_->progress.wait(lock, [&] { return shared_->loaded == static_cast<int>(replicas_.size()); });
+  shared_->progress.wait(lock,
+                         [&] { return shared_->loaded == static_cast<int>(replicas_.size()); });
   if (shared_->failure) {
     const std::exception_ptr failure = shared_->failure;
     lock.unlock();
@@ -132,24 +135,29 @@ void EngineGroup::stop() {
 }
 
 int EngineGroup::size() const { return static_cast<int>(replicas_.size()); }
-const ModelConfig& EngineGroup::model_config() const { return replicas_[0]->engine->model_config(); }
+const ModelConfig& EngineGroup::model_config() const {
+  return replicas_[0]->engine->model_config();
+}
 const Tokenizer& EngineGroup::tokenizer() const { return replicas_[0]->engine->tokenizer(); }
 
 std::string EngineGroup::describe() const {
   std::string out;
   for (const auto& rep : replicas_) {
     std::lock_guard<std::mutex> lock(rep->mu);
-    out += (out.empty() ? "" : "\n") + std::string("replica ") + std::to_string(rep->index) + ": " + rep->engine->describe();
+    out += (out.empty() ? "" : "\n") + std::string("replica ") + std::to_string(rep->index) + ": " +
+           rep->engine->describe();
   }
   return out;
 }
 
 void EngineGroup::add_request(GenerationRequest request) {
-  const std::int64_t work = static_cast<std::int64_t>(request.prompt_ids.size()) + request.params.max_tokens;
+  const std::int64_t work =
+      static_cast<std::int64_t>(request.prompt_ids.size()) + request.params.max_tokens;
   Replica* target = nullptr;
   {
     std::lock_guard<std::mutex> lock(shared_->mu);
-    if (shared_->active.count(request.id)) throw std::invalid_argument("request id " + request.id + " is already active");
+    if (shared_->active.count(request.id))
+      throw std::invalid_argument("request id " + request.id + " is already active");
     for (auto& rep : replicas_)
       if (target == nullptr || rep->load < target->load) target = rep.get();
     // Registered before the replica can step it (it cannot before we release its lock below).
@@ -189,7 +197,9 @@ bool EngineGroup::cancel(const std::string& id) {
 
 std::vector<RequestOutput> EngineGroup::step() {
   std::unique_lock<std::mutex> lock(shared_->mu);
-  shared_->progress.wait(lock, [&] { return !shared_->outbox.empty() || shared_->active.empty() || shared_->failure; });
+  shared_->progress.wait(lock, [&] {
+    return !shared_->outbox.empty() || shared_->active.empty() || shared_->failure;
+  });
   if (shared_->failure) std::rethrow_exception(shared_->failure);
   std::vector<RequestOutput> out;
   out.swap(shared_->outbox);

@@ -49,7 +49,7 @@ class EngineGroup {
   // output produced since the last call. Rethrows a replica's failure.
   std::vector<RequestOutput> step();
   bool has_unfinished() const;
-  std::vector<EngineStats> stats() const;  // per replica, as of its last step
+  std::vector<EngineStats> stats() const;                  // per replica, as of its last step
   std::vector<std::vector<DeviceStatus>> devices() const;  // per replica (waits out a running step)
 
  private:

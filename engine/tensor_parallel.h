@@ -89,6 +89,7 @@ struct LayerShard {
   LayerWeights weights;
   LinearShard q, k, v, o, gate, up, down;
 };
-LayerShard shard_layer(const LayerWeights& layer, const ModelConfig& config, const RankShard& shard, bool rank0);
+LayerShard shard_layer(const LayerWeights& layer, const ModelConfig& config, const RankShard& shard,
+                       bool rank0);
 
 }  // namespace awqd

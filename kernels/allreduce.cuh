@@ -22,8 +22,9 @@
 //
 // P2P protocol. Registered once at construction (one process: cudaDeviceEnablePeerAccess, plain
 // device pointers, no IPC): per rank a data buffer of two halves (parities) and a signal block
-//   flag[parity][block][from_rank]  written by peers (st.release.sys), polled locally (ld.acquire.sys)
-//   calls[block]                    this rank's call counter, kept in device memory
+//   flag[parity][block][from_rank]  written by peers (st.release.sys), polled locally
+//   (ld.acquire.sys) calls[block]                    this rank's call counter, kept in device
+//   memory
 // The grid is fixed (kP2pBlocks), so every block of every rank sees the same call sequence; call
 // n (counting from 1) of block b uses parity n % 2 for both its flags and its data buffer and
 // waits until every peer's flag[n % 2][b] == n. Block b copies, signals and reads only its own
@@ -95,13 +96,15 @@ class TpComm {
   // does not apply (no peer access, more than p2p_max_bytes, hidden > 16384): the caller then
   // runs all_reduce and add_rmsnorm. Every rank gets the same bits. Never batch-invariant
   // callers (engine `deterministic`): whether it applies depends on the batch.
-  bool all_reduce_add_rmsnorm(int rank, const __half* partial, __half* residual, __half* out, const __half* weight,
-                              int rows, int hidden, float eps, cudaStream_t stream);
+  bool all_reduce_add_rmsnorm(int rank, const __half* partial, __half* residual, __half* out,
+                              const __half* weight, int rows, int hidden, float eps,
+                              cudaStream_t stream);
 
   // Rank 0 receives recv_counts[r] floats from each rank r > 0 into recv[r]; each rank r > 0
   // sends send[0 .. send_count). (recv and recv_counts are read on rank 0 only.)
-  void gather_to_root(int rank, const float* send, std::size_t send_count, const std::vector<float*>& recv,
-                      const std::vector<std::size_t>& recv_counts, cudaStream_t stream);
+  void gather_to_root(int rank, const float* send, std::size_t send_count,
+                      const std::vector<float*>& recv, const std::vector<std::size_t>& recv_counts,
+                      cudaStream_t stream);
 
   // After a failure on one rank: makes the others' pending NCCL operations return (they fail).
   // The communicators are unusable afterwards. Callable from any thread.

@@ -20,7 +20,8 @@ template <typename F>
 void bind(void* lib, const std::string& path, const char* name, F& fn) {
   fn = reinterpret_cast<F>(::dlsym(lib, name));
   if (fn == nullptr)
-    throw CudaError(path + " has no symbol " + name + ": awqd needs NCCL 2.18 or newer (set AWQD_NCCL_LIBRARY)");
+    throw CudaError(path + " has no symbol " + name +
+                    ": awqd needs NCCL 2.18 or newer (set AWQD_NCCL_LIBRARY)");
 }
 
 NcclApi load() {
@@ -44,8 +45,9 @@ NcclApi load() {
     tried += "\n  " + c + ": " + (err ? err : "not found");
   }
   if (lib == nullptr)
-    throw CudaError("tensor_parallel > 1 needs NCCL (libnccl.so.2), which could not be opened:" + tried +
-                    "\nInstall NCCL (Debian: libnccl2) or set AWQD_NCCL_LIBRARY to its path.");
+    throw CudaError(
+        "tensor_parallel > 1 needs NCCL (libnccl.so.2), which could not be opened:" + tried +
+        "\nInstall NCCL (Debian: libnccl2) or set AWQD_NCCL_LIBRARY to its path.");
   NcclApi api;
   api.path = path;
   bind(lib, path, "ncclGetVersion", api.GetVersion);

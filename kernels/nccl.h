@@ -27,21 +27,22 @@ struct NcclApi {
   decltype(&::ncclRecv) Recv;
   decltype(&::ncclGroupStart) GroupStart;
   decltype(&::ncclGroupEnd) GroupEnd;
-  std::string path;     // the library that was opened
-  int version = 0;      // e.g. 22809 for 2.28.9
+  std::string path;  // the library that was opened
+  int version = 0;   // e.g. 22809 for 2.28.9
 };
 
 // The loaded library (thread-safe, loaded once). Throws CudaError naming the library and what
 // to do when it cannot be opened or lacks a symbol.
 const NcclApi& nccl();
 
-[[noreturn]] void throw_nccl_error(const char* what, ncclResult_t result, const char* file, int line);
+[[noreturn]] void throw_nccl_error(const char* what, ncclResult_t result, const char* file,
+                                   int line);
 
 }  // namespace awqd::cuda
 
-#define NCCL_CHECK(expr)                                                          \
-  do {                                                                            \
-    ncclResult_t awqd_nccl_ = (expr);                                             \
-    if (awqd_nccl_ != ncclSuccess)                                                \
-      ::awqd::cuda::throw_nccl_error(#expr, awqd_nccl_, __FILE__, __LINE__);      \
+#define NCCL_CHECK(expr)                                                     \
+  do {                                                                       \
+    ncclResult_t awqd_nccl_ = (expr);                                        \
+    if (awqd_nccl_ != ncclSuccess)                                           \
+      ::awqd::cuda::throw_nccl_error(#expr, awqd_nccl_, __FILE__, __LINE__); \
   } while (0)

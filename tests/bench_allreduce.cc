@@ -1,10 +1,11 @@
 // All-reduce latency across the GPUs of one process (kernels/allreduce.cuh): the P2P one-shot
 // kernel against NCCL's all-reduce (and NCCL gather + sum) at 8 KiB .. 4 MiB of fp16, the sizes
-// of decode steps (8 KiB per token at hidden 4096; kAuto takes P2P up to 4 MiB). Each rank captures 50 back-to-back calls in
-// a CUDA graph (as the engine's decode graphs hold them) and replays it; a call's time is a
-// replay's time / 50, median over replays, the slowest rank's. Also eager (no graph) times at
-// 8 KiB, which add the launch; and the all-reduce fused with the residual add and RMSNorm against
-// the two kernels it replaces, at decode batch sizes. Prints markdown tables (docs/PERF.md).
+// of decode steps (8 KiB per token at hidden 4096; kAuto takes P2P up to 4 MiB). Each rank captures
+// 50 back-to-back calls in a CUDA graph (as the engine's decode graphs hold them) and replays it; a
+// call's time is a replay's time / 50, median over replays, the slowest rank's. Also eager (no
+// graph) times at 8 KiB, which add the launch; and the all-reduce fused with the residual add and
+// RMSNorm against the two kernels it replaces, at decode batch sizes. Prints markdown tables
+// (docs/PERF.md).
 //   bench_allreduce [num_gpus (default: all, at most 8)]
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -55,7 +56,8 @@ struct Rank {
 };
 
 // Microseconds per call of op(rank): median over replays of the slowest rank.
-double time_op(awqd::cuda::TpComm& comm, std::vector<Rank>& ranks, const std::function<void(int)>& op, bool graph) {
+double time_op(awqd::cuda::TpComm& comm, std::vector<Rank>& ranks,
+               const std::function<void(int)>& op, bool graph) {
   const int n = comm.size();
   std::vector<double> per_rank(n);
   on_ranks(n, [&](int r) {
@@ -96,9 +98,11 @@ double time_op(awqd::cuda::TpComm& comm, std::vector<Rank>& ranks, const std::fu
   return *std::max_element(per_rank.begin(), per_rank.end());
 }
 
-double time_path(awqd::cuda::TpComm& comm, std::vector<Rank>& ranks, std::size_t count, AllReducePath path,
-                 bool graph) {
-  return time_op(comm, ranks, [&](int r) { comm.all_reduce(r, ranks[r].data, count, ranks[r].stream, path); }, graph);
+double time_path(awqd::cuda::TpComm& comm, std::vector<Rank>& ranks, std::size_t count,
+                 AllReducePath path, bool graph) {
+  return time_op(
+      comm, ranks, [&](int r) { comm.all_reduce(r, ranks[r].data, count, ranks[r].stream, path); },
+      graph);
 }
 
 }  // namespace
@@ -133,17 +137,21 @@ int main(int argc, char** argv) {
       CUDA_CHECK(cudaMemcpy(k.weight, init.data(), 16384 * 2, cudaMemcpyHostToDevice));
     });
     const awqd::cuda::DeviceInfo info = awqd::cuda::device_info(0);
-    std::printf("## all-reduce latency, %d x %s (%s)\n\n", n, info.name.c_str(), comm.describe().c_str());
-    std::printf("| bytes | P2P one-shot us | NCCL all-reduce us | NCCL gather+sum us | P2P speed-up | P2P algbw GB/s |\n");
+    std::printf("## all-reduce latency, %d x %s (%s)\n\n", n, info.name.c_str(),
+                comm.describe().c_str());
+    std::printf(
+        "| bytes | P2P one-shot us | NCCL all-reduce us | NCCL gather+sum us | P2P speed-up | P2P "
+        "algbw GB/s |\n");
     std::printf("|---:|---:|---:|---:|---:|---:|\n");
     for (std::size_t bytes = 8 << 10; bytes <= max_bytes; bytes *= 2) {
       const std::size_t count = bytes / 2;
-      const double p2p = comm.p2p() ? time_path(comm, ranks, count, AllReducePath::kP2p, true) : 0.0;
+      const double p2p =
+          comm.p2p() ? time_path(comm, ranks, count, AllReducePath::kP2p, true) : 0.0;
       const double nccl = time_path(comm, ranks, count, AllReducePath::kNccl, true);
       const double gather = time_path(comm, ranks, count, AllReducePath::kNcclGather, true);
       if (comm.p2p()) {
-        std::printf("| %zu | %.1f | %.1f | %.1f | %.1fx | %.1f |\n", bytes, p2p, nccl, gather, nccl / p2p,
-                    static_cast<double>(bytes) / p2p / 1e3);
+        std::printf("| %zu | %.1f | %.1f | %.1f | %.1fx | %.1f |\n", bytes, p2p, nccl, gather,
+                    nccl / p2p, static_cast<double>(bytes) / p2p / 1e3);
       } else {
         std::printf("| %zu | - | %.1f | %.1f | - | - |\n", bytes, nccl, gather);
       }
@@ -156,21 +164,31 @@ int main(int argc, char** argv) {
     // Decode steps: the all-reduce after o_proj / down_proj with the residual add and RMSNorm that
     // follow, fused (one kernel) or as all-reduce + add_rmsnorm.
     if (comm.p2p()) {
-      std::printf("\n| decode rows x hidden 4096 | fused P2P + add_rmsnorm us | P2P, then add_rmsnorm us | NCCL, then add_rmsnorm us |\n");
+      std::printf(
+          "\n| decode rows x hidden 4096 | fused P2P + add_rmsnorm us | P2P, then add_rmsnorm us | "
+          "NCCL, then add_rmsnorm us |\n");
       std::printf("|---:|---:|---:|---:|\n");
       const int hidden = 4096;
       for (int rows : {1, 8, 32, 64, 256}) {
         const std::size_t count = static_cast<std::size_t>(rows) * hidden;
-        const double fused = time_op(comm, ranks, [&](int r) {
-          Rank& k = ranks[r];
-          comm.all_reduce_add_rmsnorm(r, k.data, k.residual, k.out, k.weight, rows, hidden, 1e-5f, k.stream);
-        }, true);
+        const double fused = time_op(
+            comm, ranks,
+            [&](int r) {
+              Rank& k = ranks[r];
+              comm.all_reduce_add_rmsnorm(r, k.data, k.residual, k.out, k.weight, rows, hidden,
+                                          1e-5f, k.stream);
+            },
+            true);
         auto two_kernels = [&](AllReducePath path) {
-          return time_op(comm, ranks, [&](int r) {
-            Rank& k = ranks[r];
-            comm.all_reduce(r, k.data, count, k.stream, path);
-            awqd::cuda::add_rmsnorm(k.out, k.residual, k.data, k.weight, rows, hidden, 1e-5f, k.stream);
-          }, true);
+          return time_op(
+              comm, ranks,
+              [&](int r) {
+                Rank& k = ranks[r];
+                comm.all_reduce(r, k.data, count, k.stream, path);
+                awqd::cuda::add_rmsnorm(k.out, k.residual, k.data, k.weight, rows, hidden, 1e-5f,
+                                        k.stream);
+              },
+              true);
         };
         std::printf("| %d | %.1f | %.1f | %.1f |\n", rows, fused, two_kernels(AllReducePath::kP2p),
                     two_kernels(AllReducePath::kNccl));

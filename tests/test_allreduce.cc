@@ -1,11 +1,11 @@
 // The tensor-parallel collectives (kernels/allreduce.cuh) on 2..4 GPUs against a CPU sum: every
 // path at sizes from one vector to several chunks, back-to-back calls mixing paths and sizes (the
 // P2P kernel's parities and counters), replays of CUDA graphs that hold the P2P kernel, the
-// all-reduce fused with the residual add and RMSNorm, and the logits gather. One thread per rank, as in the engine. Skips with fewer than 2 GPUs.
-#include <gtest/gtest.h>
-
+// all-reduce fused with the residual add and RMSNorm, and the logits gather. One thread per rank,
+// as in the engine. Skips with fewer than 2 GPUs.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+#include <gtest/gtest.h>
 
 #include <cmath>
 #include <functional>
@@ -105,22 +105,24 @@ class AllReduce : public ::testing::Test {
       ASSERT_LE(count, d.capacity);
       CUDA_CHECK(cudaMemcpyAsync(d.dev, in[r].data(), count * 2, cudaMemcpyHostToDevice, d.stream));
       comm_->all_reduce(r, d.dev, count, d.stream, path);
-      CUDA_CHECK(cudaMemcpyAsync(out[r].data(), d.dev, count * 2, cudaMemcpyDeviceToHost, d.stream));
+      CUDA_CHECK(
+          cudaMemcpyAsync(out[r].data(), d.dev, count * 2, cudaMemcpyDeviceToHost, d.stream));
       CUDA_CHECK(cudaStreamSynchronize(d.stream));
     });
     const bool exact = path == AllReducePath::kP2p || path == AllReducePath::kNcclGather ||
                        path == AllReducePath::kDeterministic ||
-                       (path == AllReducePath::kAuto && comm_->p2p() && count * 2 <= comm_->options().p2p_max_bytes);
+                       (path == AllReducePath::kAuto && comm_->p2p() &&
+                        count * 2 <= comm_->options().p2p_max_bytes);
     for (int r = 0; r < n; ++r) {
-      ASSERT_EQ(out[r], out[0]) << "rank " << r << " differs from rank 0 (" << cuda::all_reduce_path_name(path)
-                                << ", " << count << " values)";
+      ASSERT_EQ(out[r], out[0]) << "rank " << r << " differs from rank 0 ("
+                                << cuda::all_reduce_path_name(path) << ", " << count << " values)";
     }
     for (std::size_t i = 0; i < count; ++i) {
       const float got = half_to_float(out[0][i]);
       if (exact) {
         ASSERT_EQ(out[0][i], float_to_half(ref[i]))
-            << cuda::all_reduce_path_name(path) << " count " << count << " at " << i << ": got " << got << ", want "
-            << ref[i];
+            << cuda::all_reduce_path_name(path) << " count " << count << " at " << i << ": got "
+            << got << ", want " << ref[i];
       } else {
         // n - 1 fp16 roundings of partial sums bounded by the sum of magnitudes.
         ASSERT_NEAR(got, ref[i], (n + 1) * 4.9e-4f * mag[i] + 1e-6f)
@@ -134,15 +136,16 @@ class AllReduce : public ::testing::Test {
 };
 
 // Up to past the 4 MiB P2P buffer (kAuto switches to NCCL there; P2P goes in two chunks).
-const std::vector<std::size_t> kCounts = {8, 64, 8 * 37, 4096, 4096 * 3, 65536, 512 * 1024, 2 * 1024 * 1024 + 8};
+const std::vector<std::size_t> kCounts = {8,        64,    8 * 37,     4096,
+                                          4096 * 3, 65536, 512 * 1024, 2 * 1024 * 1024 + 8};
 
 TEST_F(AllReduce, EveryPathEveryRankCountAgainstCpuSum) {
   for (int n = 2; n <= max_ranks(); ++n) {
     SCOPED_TRACE(std::to_string(n) + " ranks");
     make(n, {}, kCounts.back());
     std::printf("%d ranks: %s\n", n, comm_->describe().c_str());
-    std::vector<AllReducePath> paths = {AllReducePath::kAuto, AllReducePath::kNccl, AllReducePath::kNcclGather,
-                                        AllReducePath::kDeterministic};
+    std::vector<AllReducePath> paths = {AllReducePath::kAuto, AllReducePath::kNccl,
+                                        AllReducePath::kNcclGather, AllReducePath::kDeterministic};
     if (comm_->p2p()) paths.push_back(AllReducePath::kP2p);
     unsigned seed = 1;
     for (AllReducePath p : paths)
@@ -201,17 +204,22 @@ TEST_F(AllReduce, P2pKernelReplayedFromCudaGraphs) {
     std::vector<std::vector<half_bits>> out(n, std::vector<half_bits>(a + b));
     on_ranks(n, [&](int r) {
       RankData& d = ranks_[r];
-      CUDA_CHECK(cudaMemcpyAsync(d.dev, in[r].data(), (a + b) * 2, cudaMemcpyHostToDevice, d.stream));
+      CUDA_CHECK(
+          cudaMemcpyAsync(d.dev, in[r].data(), (a + b) * 2, cudaMemcpyHostToDevice, d.stream));
       CUDA_CHECK(cudaGraphLaunch(graphs[r], d.stream));
-      CUDA_CHECK(cudaMemcpyAsync(out[r].data(), d.dev, (a + b) * 2, cudaMemcpyDeviceToHost, d.stream));
+      CUDA_CHECK(
+          cudaMemcpyAsync(out[r].data(), d.dev, (a + b) * 2, cudaMemcpyDeviceToHost, d.stream));
       CUDA_CHECK(cudaStreamSynchronize(d.stream));
     });
     for (std::size_t i = 0; i < a + b; ++i) {
       float acc = 0.0f;
       for (int r = 0; r < n; ++r) acc += half_to_float(in[r][i]);
-      for (int r = 0; r < n; ++r) ASSERT_EQ(out[r][i], float_to_half(acc)) << "replay " << rep << " rank " << r << " at " << i;
+      for (int r = 0; r < n; ++r)
+        ASSERT_EQ(out[r][i], float_to_half(acc))
+            << "replay " << rep << " rank " << r << " at " << i;
     }
-    if (rep % 3 == 0) check_once(8 * (rep + 1), AllReducePath::kP2p, 900 + rep);  // an odd number of eager calls
+    if (rep % 3 == 0)
+      check_once(8 * (rep + 1), AllReducePath::kP2p, 900 + rep);  // an odd number of eager calls
   }
   on_ranks(n, [&](int r) { CUDA_CHECK(cudaGraphExecDestroy(graphs[r])); });
 }
@@ -224,7 +232,8 @@ TEST_F(AllReduce, FusedWithResidualAddAndRmsNorm) {
     int rows, hidden;
   };
   unsigned seed = 300;
-  for (const Case cs : {Case{1, 4096}, Case{3, 256}, Case{64, 4096}, Case{65, 4096}, Case{130, 5120}, Case{7, 16384}}) {
+  for (const Case cs : {Case{1, 4096}, Case{3, 256}, Case{64, 4096}, Case{65, 4096},
+                        Case{130, 5120}, Case{7, 16384}}) {
     SCOPED_TRACE(std::to_string(cs.rows) + " x " + std::to_string(cs.hidden));
     const std::size_t count = static_cast<std::size_t>(cs.rows) * cs.hidden;
     std::mt19937 rng(seed++);
@@ -236,7 +245,8 @@ TEST_F(AllReduce, FusedWithResidualAddAndRmsNorm) {
     };
     std::vector<std::vector<half_bits>> partial(n);
     for (auto& p : partial) p = random_half(count, 0.5f, 0.0f);
-    const std::vector<half_bits> residual = random_half(count, 2.0f, 0.0f), weight = random_half(cs.hidden, 0.1f, 1.0f);
+    const std::vector<half_bits> residual = random_half(count, 2.0f, 0.0f),
+                                 weight = random_half(cs.hidden, 0.1f, 1.0f);
     // Reference: the all-reduce's fp16 sum, the rounded residual, the norm of what it holds.
     std::vector<half_bits> want_residual(count);
     std::vector<float> want_out(count);
@@ -246,17 +256,20 @@ TEST_F(AllReduce, FusedWithResidualAddAndRmsNorm) {
         const std::size_t i = static_cast<std::size_t>(row) * cs.hidden + c;
         float acc = 0.0f;
         for (int r = 0; r < n; ++r) acc += half_to_float(partial[r][i]);
-        want_residual[i] = float_to_half(half_to_float(residual[i]) + half_to_float(float_to_half(acc)));
+        want_residual[i] =
+            float_to_half(half_to_float(residual[i]) + half_to_float(float_to_half(acc)));
         const double v = half_to_float(want_residual[i]);
         sum_sq += v * v;
       }
       const double inv = 1.0 / std::sqrt(sum_sq / cs.hidden + 1e-5);
       for (int c = 0; c < cs.hidden; ++c) {
         const std::size_t i = static_cast<std::size_t>(row) * cs.hidden + c;
-        want_out[i] = static_cast<float>(half_to_float(want_residual[i]) * inv * half_to_float(weight[c]));
+        want_out[i] =
+            static_cast<float>(half_to_float(want_residual[i]) * inv * half_to_float(weight[c]));
       }
     }
-    std::vector<std::vector<half_bits>> got_residual(n, std::vector<half_bits>(count)), got_out = got_residual;
+    std::vector<std::vector<half_bits>> got_residual(n, std::vector<half_bits>(count)),
+        got_out = got_residual;
     on_ranks(n, [&](int r) {
       cudaStream_t s = ranks_[r].stream;
       __half *p = nullptr, *res = nullptr, *out = nullptr, *w = nullptr;
@@ -269,10 +282,12 @@ TEST_F(AllReduce, FusedWithResidualAddAndRmsNorm) {
       CUDA_CHECK(cudaMemsetAsync(out, 0xFF, count * 2, s));  // NaN: unwritten outputs show
       CUDA_CHECK(cudaMemcpyAsync(w, weight.data(), cs.hidden * 2, cudaMemcpyHostToDevice, s));
       ASSERT_TRUE(comm_->all_reduce_add_rmsnorm(r, p, res, out, w, cs.rows, cs.hidden, 1e-5f, s));
-      CUDA_CHECK(cudaMemcpyAsync(got_residual[r].data(), res, count * 2, cudaMemcpyDeviceToHost, s));
+      CUDA_CHECK(
+          cudaMemcpyAsync(got_residual[r].data(), res, count * 2, cudaMemcpyDeviceToHost, s));
       CUDA_CHECK(cudaMemcpyAsync(got_out[r].data(), out, count * 2, cudaMemcpyDeviceToHost, s));
       CUDA_CHECK(cudaStreamSynchronize(s));
-      for (void* q : {static_cast<void*>(p), static_cast<void*>(res), static_cast<void*>(out), static_cast<void*>(w)})
+      for (void* q : {static_cast<void*>(p), static_cast<void*>(res), static_cast<void*>(out),
+                      static_cast<void*>(w)})
         cudaFree(q);
     });
     for (int r = 0; r < n; ++r) {
@@ -286,7 +301,8 @@ TEST_F(AllReduce, FusedWithResidualAddAndRmsNorm) {
     }
   }
   // Too large for one kernel: declined, nothing done.
-  EXPECT_FALSE(comm_->all_reduce_add_rmsnorm(0, nullptr, nullptr, nullptr, nullptr, 1, 16392, 1e-5f, nullptr));
+  EXPECT_FALSE(comm_->all_reduce_add_rmsnorm(0, nullptr, nullptr, nullptr, nullptr, 1, 16392, 1e-5f,
+                                             nullptr));
 }
 
 TEST_F(AllReduce, GatherToRoot) {
@@ -298,7 +314,8 @@ TEST_F(AllReduce, GatherToRoot) {
   for (int r = 0; r < n; ++r) {
     counts[r] = 1000 + 37 * r;
     want[r].resize(counts[r]);
-    for (std::size_t i = 0; i < counts[r]; ++i) want[r][i] = static_cast<float>(r) + 0.001f * static_cast<float>(i);
+    for (std::size_t i = 0; i < counts[r]; ++i)
+      want[r][i] = static_cast<float>(r) + 0.001f * static_cast<float>(i);
   }
   std::vector<std::vector<float>> got(n);
   on_ranks(n, [&](int r) {

@@ -34,7 +34,8 @@ template <typename E>
 Outputs run_all(E& e) {
   Outputs out;
   while (e.has_unfinished())
-    for (const auto& o : e.step()) out[o.id].insert(out[o.id].end(), o.new_token_ids.begin(), o.new_token_ids.end());
+    for (const auto& o : e.step())
+      out[o.id].insert(out[o.id].end(), o.new_token_ids.begin(), o.new_token_ids.end());
   return out;
 }
 

@@ -28,7 +28,7 @@ ModelConfig shape(int heads, int kv_heads, int head_dim, int inter, int vocab, i
   return c;
 }
 
-std::vector<int> sizes(const TensorParallelPlan& p, Span RankShard::* f) {
+std::vector<int> sizes(const TensorParallelPlan& p, Span RankShard::*f) {
   std::vector<int> out;
   for (const auto& r : p.ranks) out.push_back((r.*f).size());
   return out;
@@ -49,7 +49,9 @@ TEST(TensorParallelPlan, Llama3_8B) {
   EXPECT_FALSE(p3.kv_replicated);
   const auto p4 = plan_tensor_parallel(c, 4);
   EXPECT_EQ(sizes(p4, &RankShard::q_heads), (V{8, 8, 8, 8}));
-  EXPECT_EQ(p3.describe(), "tp 3: q heads 12/12/8, kv heads 3/3/2, intermediate 4864/4736/4736, vocab 42752/42752/42752");
+  EXPECT_EQ(p3.describe(),
+            "tp 3: q heads 12/12/8, kv heads 3/3/2, intermediate 4864/4736/4736, vocab "
+            "42752/42752/42752");
 }
 
 TEST(TensorParallelPlan, Qwen25_14B) {
@@ -118,7 +120,8 @@ TEST(TensorParallelPlan, InvariantsOverManyShapes) {
               continue;
             }
             ++plans;
-            SCOPED_TRACE(p.describe() + " head_dim " + std::to_string(hd) + " G " + std::to_string(G));
+            SCOPED_TRACE(p.describe() + " head_dim " + std::to_string(hd) + " G " +
+                         std::to_string(G));
             ASSERT_EQ(static_cast<int>(p.ranks.size()), tp);
             const int align = G ? G : 8, g = heads / kv;
             std::vector<int> q_owner(heads, 0);
@@ -190,9 +193,11 @@ TEST_P(ShardedLayer, EqualsTheWholeLayer) {
   std::vector<float> h(static_cast<std::size_t>(T) * D);
   for (float& x : h) x = nd(rng);
 
-  auto run = [&](const ModelConfig& rc, const LayerWeights& lw, std::vector<float>& attn, std::vector<float>& mlp) {
+  auto run = [&](const ModelConfig& rc, const LayerWeights& lw, std::vector<float>& attn,
+                 std::vector<float>& mlp) {
     const cpu::DecoderLayer layer = cpu::widen_layer(lw, rc);
-    const std::size_t cache_elems = static_cast<std::size_t>(blocks) * rc.num_kv_heads * 16 * rc.head_dim;
+    const std::size_t cache_elems =
+        static_cast<std::size_t>(blocks) * rc.num_kv_heads * 16 * rc.head_dim;
     std::vector<float> k(cache_elems), v(cache_elems);
     const cpu::PagedKv cache{k.data(), v.data(), rc.num_kv_heads, rc.head_dim, 16};
     attn.assign(h.size(), 0.0f);
@@ -229,7 +234,8 @@ TEST_P(ShardedLayer, EqualsTheWholeLayer) {
     for (float x : ref_attn) scale = std::max(scale, std::fabs(static_cast<double>(x)));
     for (std::size_t i = 0; i < h.size(); ++i) {
       ASSERT_NEAR(sum_attn[i], ref_attn[i], 1e-5 * scale + 1e-6) << "attention output " << i;
-      ASSERT_NEAR(sum_mlp[i], ref_mlp[i], 1e-4 * std::fabs(ref_mlp[i]) + 1e-5) << "mlp output " << i;
+      ASSERT_NEAR(sum_mlp[i], ref_mlp[i], 1e-4 * std::fabs(ref_mlp[i]) + 1e-5)
+          << "mlp output " << i;
     }
   }
   EXPECT_GT(tried, 0);
@@ -276,7 +282,7 @@ TEST(LinearShards, ColumnAndRowShardsDequantizeToTheirSlices) {
   for (int n = 0; n < 64; ++n)
     for (int k = 0; k < 64; ++k) ASSERT_EQ(r[n * 64 + k], dfull[n * 128 + k + 32]);
   EXPECT_THROW(row_shard(d, {16, 96}, false), std::logic_error);  // off a group boundary
-  EXPECT_THROW(column_shard(w, {4, 96}), std::logic_error);      // off a packed word
+  EXPECT_THROW(column_shard(w, {4, 96}), std::logic_error);       // off a packed word
 }
 
 }  // namespace

@@ -77,7 +77,8 @@ GenerationRequest greedy_request(const Prompt& p, int max_tokens) {
 Outputs run_all(Engine& e) {
   Outputs out;
   while (e.has_unfinished())
-    for (const auto& o : e.step()) out[o.id].insert(out[o.id].end(), o.new_token_ids.begin(), o.new_token_ids.end());
+    for (const auto& o : e.step())
+      out[o.id].insert(out[o.id].end(), o.new_token_ids.begin(), o.new_token_ids.end());
   return out;
 }
 
@@ -88,7 +89,8 @@ Outputs greedy(const EngineConfig& cfg, const std::vector<Prompt>& prompts, int 
 }
 
 // Logits of the last token of each sequence, prefilled at once (one step per sequence).
-std::vector<std::vector<float>> last_logits(Executor& ex, const std::vector<std::vector<std::int32_t>>& seqs) {
+std::vector<std::vector<float>> last_logits(Executor& ex,
+                                            const std::vector<std::vector<std::int32_t>>& seqs) {
   std::vector<std::vector<float>> out;
   for (const auto& ids : seqs) {
     StepBatch b;
@@ -117,8 +119,8 @@ std::vector<std::vector<float>> logits_at(const std::filesystem::path& dir, int 
 
 // Compares tp = `tp` with tp = 1 on `dir` (with `chunked`, also a run whose prefills go in
 // chunks mixed with decodes); returns a one-line summary.
-std::string compare_with_one_gpu(const std::filesystem::path& dir, int tp, int max_tokens, int num_prompts,
-                                 bool chunked = true, bool p2p = true) {
+std::string compare_with_one_gpu(const std::filesystem::path& dir, int tp, int max_tokens,
+                                 int num_prompts, bool chunked = true, bool p2p = true) {
   const ModelConfig mc = load_model_config(dir);
   const auto prompts = random_prompts(mc.vocab_size, num_prompts, 11 + tp);
   const EngineConfig one = config_for(dir, 1), many = config_for(dir, tp, p2p);
@@ -149,7 +151,8 @@ std::string compare_with_one_gpu(const std::filesystem::path& dir, int tp, int m
       if (j == a.size() || j == b.size()) continue;
       auto prefix = p.ids;
       prefix.insert(prefix.end(), a.begin(), a.begin() + j);
-      divergences.push_back({run == &got ? "batched" : "chunked", p.id, j, a[j], b[j], seqs.size()});
+      divergences.push_back(
+          {run == &got ? "batched" : "chunked", p.id, j, a[j], b[j], seqs.size()});
       seqs.push_back(prefix);
     }
   }
@@ -171,28 +174,31 @@ std::string compare_with_one_gpu(const std::filesystem::path& dir, int tp, int m
   }
   // fp16 activations summed in another order: differences of rounding size. A wrong shard would
   // move the logits by their own magnitude.
-  EXPECT_LT(max_diff, 0.03 * max_range) << "tp " << tp << " logits differ from tp 1 by " << max_diff << " (range "
-                                        << max_range << ")";
+  EXPECT_LT(max_diff, 0.03 * max_range) << "tp " << tp << " logits differ from tp 1 by " << max_diff
+                                        << " (range " << max_range << ")";
   int ties = 0;
   for (const Divergence& d : divergences) {
     const auto& l = l1[d.seq];
     const double margin = static_cast<double>(l[d.want]) - l[d.got];
-    std::printf("  tp %d %s %s: diverges at step %zu (tp 1 token %d, tp %d token %d): tp 1 margin %.4f\n", tp,
-                d.run.c_str(), d.id.c_str(), d.step, d.want, tp, d.got, margin);
+    std::printf(
+        "  tp %d %s %s: diverges at step %zu (tp 1 token %d, tp %d token %d): tp 1 margin %.4f\n",
+        tp, d.run.c_str(), d.id.c_str(), d.step, d.want, tp, d.got, margin);
     // A near-tie: the tokens' tp = 1 logits closer than the tp = N rounding can move them.
     EXPECT_LT(margin, std::max(0.05, 4 * max_diff)) << d.id << ": not a near-tie";
     ++ties;
   }
   std::ostringstream s;
-  s << dir.filename().string() << " tp " << tp << (p2p ? "" : " (NCCL only)") << ": max |logit diff| " << max_diff << " (logit range " << max_range
-    << "), argmax equal on " << argmax_same << "/" << seqs.size() << ", greedy divergences " << ties
-    << " (all near-ties) over " << (chunked ? 2 : 1) * num_prompts << " runs of " << max_tokens << " tokens";
+  s << dir.filename().string() << " tp " << tp << (p2p ? "" : " (NCCL only)")
+    << ": max |logit diff| " << max_diff << " (logit range " << max_range << "), argmax equal on "
+    << argmax_same << "/" << seqs.size() << ", greedy divergences " << ties
+    << " (all near-ties) over " << (chunked ? 2 : 1) * num_prompts << " runs of " << max_tokens
+    << " tokens";
   return s.str();
 }
 
 // A random AWQ model with the byte-level tokenizer of `awqd synth --like tiny` (vocabulary 1024).
-void write_model(const std::filesystem::path& dir, const std::string& arch, int hidden, int inter, int heads,
-                 int kv_heads, int head_dim, int layers) {
+void write_model(const std::filesystem::path& dir, const std::string& arch, int hidden, int inter,
+                 int heads, int kv_heads, int head_dim, int layers) {
   test::TinyModelSpec spec;
   spec.arch = arch;
   spec.hidden = hidden;
@@ -264,7 +270,9 @@ TEST_F(TensorParallelGpu, NcclOnlyMatchesOneGpu) {
   test::TempDir dir;
   write_model(dir.path(), "Qwen2ForCausalLM", 256, 1408, 16, 8, 128, 3);
   const int tp = std::min(test::cuda_devices(), 3);
-  std::printf("%s\n", compare_with_one_gpu(dir.path(), tp, 32, 8, /*chunked=*/false, /*p2p=*/false).c_str());
+  std::printf(
+      "%s\n",
+      compare_with_one_gpu(dir.path(), tp, 32, 8, /*chunked=*/false, /*p2p=*/false).c_str());
 }
 
 TEST_F(TensorParallelGpu, Llama13mMatchesOneGpu) {
@@ -350,9 +358,11 @@ TEST_F(TensorParallelGpu, DescribesItsPlanAndGpus) {
     EXPECT_GE(gpus[r].memory_total, gpus[r].memory_used);
     EXPECT_GT(gpus[r].kv_bytes, 0u);
     EXPECT_GT(gpus[r].weight_bytes, 0u);
-    std::printf("GPU %d %s: %.2f of %.2f GiB used, KV %.2f GiB, weights %.3f GiB, utilization %d%%\n", gpus[r].gpu,
-                gpus[r].name.c_str(), gpus[r].memory_used / 1073741824.0, gpus[r].memory_total / 1073741824.0,
-                gpus[r].kv_bytes / 1073741824.0, gpus[r].weight_bytes / 1073741824.0, gpus[r].utilization);
+    std::printf(
+        "GPU %d %s: %.2f of %.2f GiB used, KV %.2f GiB, weights %.3f GiB, utilization %d%%\n",
+        gpus[r].gpu, gpus[r].name.c_str(), gpus[r].memory_used / 1073741824.0,
+        gpus[r].memory_total / 1073741824.0, gpus[r].kv_bytes / 1073741824.0,
+        gpus[r].weight_bytes / 1073741824.0, gpus[r].utilization);
   }
 }
 
