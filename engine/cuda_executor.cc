@@ -841,7 +841,10 @@ bool spin_until(Done done, std::chrono::microseconds budget) {
   for (unsigned i = 1;; ++i) {
     if (done()) return true;
     cpu_relax();
-    if (i % 1024 == 0 && std::chrono::steady_clock::now() - start > budget) return false;
+    if (i % 1024 == 0) {
+      if (std::chrono::steady_clock::now() - start > budget) return false;
+      std::this_thread::yield();  // another runnable thread (an oversubscribed host) goes first
+    }
   }
 }
 
