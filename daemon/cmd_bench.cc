@@ -7,8 +7,8 @@
 //   shared-prefix   1000 prompts = one 2048-token prefix + 256 own tokens, 128 new
 //   custom          --num-prompts, --input-len, --output-len (and --prefix-len) given explicitly
 // --replicas N runs N data-parallel engines (engine/engine_group.h), each on --tensor-parallel
-// GPUs (consecutive ids, or --gpus split in order), fed from one front; step statistics are then
-// summed over the replicas' latest steps.
+// GPUs (consecutive ids, or --gpus split in order), or --gpu-groups '[[0,1],[2,3]]' one per group,
+// fed from one front; step statistics are then summed over the replicas' latest steps.
 // Prompts are random token ids (seeded); greedy sampling, ignore_eos, so every request produces
 // exactly output-len tokens. Prints a summary (or JSON with --json) and writes JSON to --out.
 #include <algorithm>
@@ -33,6 +33,7 @@ using Clock = std::chrono::steady_clock;
 struct BenchOptions {
   EngineConfig engine;
   int replicas = 1;
+  std::string gpu_groups;  // JSON, e.g. [[0,1],[2,3]]: one replica per group
   std::string workload = "bulk-512-256";
   int num_prompts = 0, input_len = 0, output_len = 0, prefix_len = 0;
   unsigned seed = 0;
@@ -83,6 +84,10 @@ void progress(int done, int total, double elapsed, std::int64_t out_tokens) {
 class BenchTarget {
  public:
   explicit BenchTarget(const BenchOptions& o) {
+    if (!o.gpu_groups.empty()) {
+      group_ = std::make_unique<EngineGroup>(o.engine, EngineGroup::parse_groups(o.gpu_groups));
+      return;
+    }
     if (o.replicas <= 1) {
       engine_ = std::make_unique<Engine>(o.engine);
       return;
@@ -207,7 +212,7 @@ int run_bench(const BenchOptions& o) {
   nlohmann::json j = {
       {"workload", o.workload},
       {"model", engine.describe()},
-      {"replicas", std::max(1, o.replicas)},
+      {"replicas", o.gpu_groups.empty() ? std::max(1, o.replicas) : static_cast<int>(EngineGroup::parse_groups(o.gpu_groups).size())},
       {"num_prompts", w.num_prompts},
       {"input_len", w.input_len},
       {"output_len", w.output_len},
@@ -268,6 +273,7 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--replicas", o->replicas, "Data-parallel engines, each on --tensor-parallel GPUs")
       ->check(CLI::Range(1, 64))
       ->capture_default_str();
+  cmd->add_option("--gpu-groups", o->gpu_groups, "One replica per GPU group, e.g. [[0,1],[2,3]] (instead of --replicas)");
   cmd->add_option("--workload", o->workload, "decode-1, bulk-3072-512, bulk-512-256, shared-prefix or custom")
       ->check(CLI::IsMember({"decode-1", "bulk-3072-512", "bulk-512-256", "shared-prefix", "custom"}))
       ->capture_default_str();

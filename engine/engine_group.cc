@@ -3,6 +3,8 @@
 #include <condition_variable>
 #include <exception>
 #include <mutex>
+#include <nlohmann/json.hpp>
+#include <set>
 #include <stdexcept>
 #include <thread>
 #include <unordered_map>
@@ -90,6 +92,34 @@ std::vector<std::vector<int>> EngineGroup::consecutive_groups(int replicas, int 
   std::vector<std::vector<int>> groups(replicas);
   for (int r = 0; r < replicas; ++r)
     for (int g = 0; g < tensor_parallel; ++g) groups[r].push_back(r * tensor_parallel + g);
+  return groups;
+}
+
+std::vector<std::vector<int>> EngineGroup::parse_groups(const std::string& text) {
+  const std::string shape =
+      "GPU groups \"" + text + "\": expected a JSON array of arrays of GPU ids, e.g. [[0,1],[2,3]]";
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception&) {
+    throw std::invalid_argument(shape);
+  }
+  if (!j.is_array() || j.empty()) throw std::invalid_argument(shape);
+  std::vector<std::vector<int>> groups;
+  std::set<int> seen;
+  for (const auto& g : j) {
+    if (!g.is_array() || g.empty())
+      throw std::invalid_argument(shape + " (every group needs at least one GPU)");
+    groups.emplace_back();
+    for (const auto& id : g) {
+      if (!id.is_number_integer() || id.get<int>() < 0) throw std::invalid_argument(shape);
+      if (!seen.insert(id.get<int>()).second)
+        throw std::invalid_argument("GPU groups \"" + text + "\": GPU " +
+                                    std::to_string(id.get<int>()) +
+                                    " is in more than one place; replicas need disjoint GPUs");
+      groups.back().push_back(id.get<int>());
+    }
+  }
   return groups;
 }
 

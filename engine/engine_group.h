@@ -34,6 +34,10 @@ class EngineGroup {
 
   // Groups of `tensor_parallel` consecutive GPUs: replica r gets r * tp .. (r + 1) * tp - 1.
   static std::vector<std::vector<int>> consecutive_groups(int replicas, int tensor_parallel);
+  // GPU groups written as a JSON array of arrays of device ids, e.g. "[[0],[1],[2]]" or
+  // "[[0,1],[2,3]]" (the config key `gpu_groups`). Throws std::invalid_argument saying what is
+  // wrong: not that shape, an empty group, a negative or repeated id.
+  static std::vector<std::vector<int>> parse_groups(const std::string& text);
 
   int size() const;
   const ModelConfig& model_config() const;  // replica 0's (all load the same model)

@@ -91,6 +91,21 @@ TEST_F(EngineGroupTest, RejectsBadAndDuplicateRequestsAndCancels) {
   EXPECT_EQ(reason.at(reqs[1].id), FinishReason::kLength);
 }
 
+TEST(EngineGroupConfig, ParsesGpuGroups) {
+  using G = std::vector<std::vector<int>>;
+  EXPECT_EQ(EngineGroup::parse_groups("[[0],[1],[2]]"), (G{{0}, {1}, {2}}));
+  EXPECT_EQ(EngineGroup::parse_groups(" [[0, 1], [2, 3]] "), (G{{0, 1}, {2, 3}}));
+  EXPECT_EQ(EngineGroup::consecutive_groups(2, 2), (G{{0, 1}, {2, 3}}));
+  for (const char* bad : {"", "[]", "[[]]", "[0,1]", "[[0],[0]]", "[[-1]]", "[[0.5]]", "[[0],[1]"})
+    EXPECT_THROW(EngineGroup::parse_groups(bad), std::invalid_argument) << bad;
+  try {
+    EngineGroup::parse_groups("[[0,1],[1,2]]");
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("GPU 1 is in more than one place"), std::string::npos)
+        << e.what();
+  }
+}
+
 TEST_F(EngineGroupTest, CudaReplicasOnePerGpu) {
   AWQD_REQUIRE_GPUS(2);
   auto cfg = config_;
