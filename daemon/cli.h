@@ -4,7 +4,6 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
-
 #include <functional>
 
 namespace awqd {
@@ -19,6 +18,10 @@ int& exit_code();
 
 // Wraps a subcommand body: runs it, turns exceptions into "awqd <name>: error: ..." and exit 1.
 void set_action(CLI::App* sub, std::function<int()> body);
+
+// Parses the command line, runs the chosen subcommand, and returns the exit code: the
+// subcommand's, 0 for --help/--version, 2 for bad usage.
+int run_app(CLI::App& app, int argc, char** argv);
 
 // Shared flag groups (daemon/cmd_generate.cc).
 void add_engine_flags(CLI::App* sub, ::awqd::EngineConfig& config);

@@ -44,6 +44,13 @@ float get_float(const json& j, const char* key, float fallback, const std::strin
   return it->get<float>();
 }
 
+std::string get_string(const json& j, const char* key, const std::string& fallback, const std::string& where) {
+  const auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return fallback;
+  if (!it->is_string()) fail(where, std::string("\"") + key + "\" must be a string (got " + it->dump() + ")");
+  return it->get<std::string>();
+}
+
 bool get_bool(const json& j, const char* key, bool fallback, const std::string& where) {
   const auto it = j.find(key);
   if (it == j.end() || it->is_null()) return fallback;
@@ -69,7 +76,7 @@ RopeScaling parse_rope_scaling(const json& rs, const std::string& where) {
   RopeScaling out;
   if (rs.is_null()) return out;
   if (!rs.is_object()) fail(where, "rope_scaling must be an object or null");
-  std::string type = rs.value("rope_type", rs.value("type", std::string("default")));
+  const std::string type = get_string(rs, "rope_type", get_string(rs, "type", "default", where), where);
   if (type == "default") return out;
   if (type == "llama3") {
     out.type = RopeScaling::Type::kLlama3;
@@ -92,14 +99,14 @@ RopeScaling parse_rope_scaling(const json& rs, const std::string& where) {
 
 QuantConfig parse_quant(const json& q, const std::string& where) {
   QuantConfig out;
-  const std::string method = q.value("quant_method", std::string("awq"));
+  const std::string method = get_string(q, "quant_method", "awq", where);
   if (method != "awq") fail(where, "unsupported quantization method \"" + method + "\" (awqd loads AWQ or unquantized fp16/bf16)");
   out.awq = true;
   out.bits = q.contains("bits") ? get_int(q, "bits", where) : get_int(q, "w_bit", where, 4);
   out.group_size = q.contains("group_size") ? get_int(q, "group_size", where)
                                             : get_int(q, "q_group_size", where, 128);
   out.zero_point = get_bool(q, "zero_point", true, where);
-  const std::string version = q.value("version", std::string("gemm"));
+  const std::string version = get_string(q, "version", "gemm", where);
   std::string v = version;
   for (auto& c : v) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   if (v != "gemm") fail(where, "unsupported AWQ version \"" + version + "\" (only the GEMM format is supported)");
@@ -159,9 +166,9 @@ ModelConfig parse_model_config(const json& j, const std::string& where) {
   c.qk_norm = c.arch == Arch::kQwen3;
   if (auto sw = j.find("sliding_window"); sw != j.end() && sw->is_number_integer())
     c.sliding_window = sw->get<int>();
-  if (j.value("hidden_act", std::string("silu")) != "silu")
-    fail(where, "unsupported hidden_act \"" + j.value("hidden_act", std::string()) + "\" (only silu)");
-  c.torch_dtype = j.value("torch_dtype", j.value("dtype", std::string("float16")));
+  if (const std::string act = get_string(j, "hidden_act", "silu", where); act != "silu")
+    fail(where, "unsupported hidden_act \"" + act + "\" (only silu)");
+  c.torch_dtype = get_string(j, "torch_dtype", get_string(j, "dtype", "float16", where), where);
   if (auto it = j.find("eos_token_id"); it != j.end()) add_ids(*it, c.eos_token_ids);
   if (auto it = j.find("bos_token_id"); it != j.end() && it->is_number_integer()) c.bos_token_id = it->get<int>();
   if (auto q = j.find("quantization_config"); q != j.end() && q->is_object()) c.quant = parse_quant(*q, where);

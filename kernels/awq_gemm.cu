@@ -30,12 +30,9 @@ namespace L = awq_layout;
 constexpr int kDequantMinM = 128;
 constexpr int kDequantAlwaysM = 256;
 constexpr int kDequantMinChunkCols = 1024;
-// Stream kernel model (choose_stream_splits): the time one warp waits for a batch of loads, the
-// fixed cost of a split-K reduction, and the fraction of the memory's peak a pass reaches.
-constexpr double kBatchLatencyUs = 1.2;
-constexpr double kReduceLatencyUs = 0.5;
-constexpr double kPhaseLatencyUs = 0.3;  // staging the next phase's activations
-constexpr double kStreamBandwidthFraction = 0.8;
+// Stream kernel split-K (stream_splits): about this many blocks per SM over the 64-column
+// stripes, measured best on the H100 (docs/PERF.md, run 7's sweep).
+constexpr double kStreamBlocksPerSm = 3.4;
 constexpr std::size_t kCounterBytes = std::size_t{64} << 10;  // split-K counters: workspace start
 constexpr int kMaxCounters = static_cast<int>(kCounterBytes / sizeof(int));
 constexpr std::size_t kCublasWorkspaceBytes = std::size_t{32} << 20;
@@ -188,11 +185,9 @@ bool dequant_beats_tiles(int M, int K, int N) {
          (M >= kDequantMinM && static_cast<long long>(K) * N <= (32ll << 20));
 }
 
-// M <= 64: the stream kernel; from 17 rows st16 runs ceil(M / 16) m-blocks, each a pass over the
-// weights (mostly from L2: the m-blocks of a stripe run together). Predicted to beat the s32 and
-// m64 tiles, which measured 0.7-1.2x cuBLASLt at M = 32-64 on the H100 (docs/PERF.md); the
-// sweep of bench_awq_gemm compares them.
-constexpr int kStreamMaxM = 64;
+// M <= 16: the stream kernel. Beyond, the s32 and m64 tiles: st16 with ceil(M / 16) m-blocks
+// measured 1.3-2.2x slower than them at M = 32-64 on the H100 (run 7, docs/PERF.md).
+constexpr int kStreamMaxM = 16;
 static_assert(kStreamMaxM >= 16, "the stream kernel serves decode (M <= 16) in any case");
 
 AwqTile tile_for(int M) {
@@ -261,39 +256,15 @@ int dequant_chunk_cols(int M, int K, const DeviceCaps& caps) {
   return static_cast<int>(std::min<long long>(std::max({l2_cols, wave_cols, 256ll}), 1 << 30));
 }
 
-// Split-K factor of the stream kernel for `sets` (stripe, m-block) pairs of `batches` 128-row
-// batches. A small model of a memory-bound pass, cheapest wins:
-//   time = max(bytes / (bw x min(1, in flight / (bw x latency))),
-//              waves x (batches per warp x latency + phase changes x staging latency))
-//          + (splits > 1: the partial sums written and read back, and the reduction's latency)
-// where each resident warp keeps one 4 KB batch in flight and waits one latency per batch.
-int choose_stream_splits(const TileEntry& e, int sets, int batches, int rows, int M, int N,
-                         double weight_bytes, const DeviceCaps& caps, int blocks_per_sm) {
-  const double bw = caps.memory_bytes_per_us * kStreamBandwidthFraction;  // bytes per us
-  const double in_flight_needed = bw * kBatchLatencyUs;
-  const long long capacity = static_cast<long long>(caps.sms) * std::max(blocks_per_sm, 1);
-  const int warps = e.threads / 32 / e.stripes;  // per stripe
-  int best = 1;
-  double best_cost = std::numeric_limits<double>::infinity();
-  for (int s = 1; s <= std::min(batches, 64); ++s) {
-    const long long blocks = static_cast<long long>(sets) * s;
-    const int per_block = (batches + s - 1) / s;
-    const int per_warp = (per_block + warps - 1) / warps;
-    const int phase = e.phase_batches(rows, per_block);
-    const int phases = (per_block + phase - 1) / phase;
-    const double waves = std::ceil(static_cast<double>(blocks) / capacity);
-    const double in_flight = static_cast<double>(std::min(blocks, capacity)) * e.stripes *
-                             std::min(per_block, warps) * 4096.0;
-    const double t_mem = weight_bytes / (bw * std::min(1.0, in_flight / in_flight_needed));
-    const double t_lat = waves * (per_warp * kBatchLatencyUs + (phases - 1) * kPhaseLatencyUs);
-    const double t_red = s > 1 ? 2.0 * s * M * N * 4.0 / bw + kReduceLatencyUs : 0.0;
-    const double cost = std::max(t_mem, t_lat) + t_red;
-    if (cost < best_cost * 0.999) {
-      best_cost = cost;
-      best = s;
-    }
-  }
-  return best;
+// Split-K factor of the stream kernel: the power of two nearest kStreamBlocksPerSm x SMs /
+// stripes, at most 8. An earlier latency model chose 1-4 splits where 4-8 measured up to 2.2x
+// faster (down at M = 1: 40.1 us with 4 splits, 17.9 us with 8); run 7's sweep found the best
+// split of every Llama-3-8B shape at M = 1..16 on this rule: qkv (96 stripes) 4, o and down
+// (64) 8, gate_up (448) 1.
+int stream_splits(int n_stripes, const DeviceCaps& caps) {
+  const double ideal = kStreamBlocksPerSm * caps.sms / std::max(n_stripes, 1);
+  const int p = static_cast<int>(std::lround(std::log2(std::max(ideal, 1.0))));
+  return 1 << std::clamp(p, 0, 3);
 }
 
 struct TensorCorePlan {
@@ -307,7 +278,7 @@ struct TensorCorePlan {
 };
 
 TensorCorePlan plan_stream(int M, const AwqWeight& w, const Shape& sh, const TileEntry& e,
-                           const DeviceCaps& caps, int blocks_per_sm, const AwqGemmOptions& o,
+                           const DeviceCaps& caps, const AwqGemmOptions& o,
                            std::size_t partial_bytes) {
   TensorCorePlan plan;
   plan.tile = &e;
@@ -316,12 +287,7 @@ TensorCorePlan plan_stream(int M, const AwqWeight& w, const Shape& sh, const Til
   plan.m_blocks = (plan.rows_per_launch + e.bm - 1) / e.bm;
   const int rows = std::min(plan.rows_per_launch, e.bm);
   plan.batches = (sh.k_pad + 127) / 128;
-  const double weight_bytes =
-      static_cast<double>(awq_weight_bytes(w.K, w.N, w.group_size)) * plan.m_blocks;
-  int splits = o.splits > 0 ? o.splits
-                            : choose_stream_splits(e, plan.n_blocks * plan.m_blocks, plan.batches,
-                                                   rows, plan.rows_per_launch, w.N, weight_bytes,
-                                                   caps, blocks_per_sm);
+  int splits = o.splits > 0 ? o.splits : stream_splits(sh.n_stripes, caps);
   splits = std::min(splits, plan.batches);
   // What the workspace allows: a counter per (stripe, m-block), the partial sums of each split.
   const std::size_t split_bytes =
@@ -344,8 +310,7 @@ TensorCorePlan plan_tensor_core(int M, const AwqWeight& w, const Shape& sh, bool
   if (o.batch_invariant) tile = AwqTile::kS16;
   if (tile_table(turing)[static_cast<int>(tile)].stream) {
     const int si = static_cast<int>(tile);
-    TensorCorePlan plan = plan_stream(M, w, sh, tile_table(turing)[si], caps,
-                                      family.blocks_per_sm[si], o, partial_bytes);
+    TensorCorePlan plan = plan_stream(M, w, sh, tile_table(turing)[si], caps, o, partial_bytes);
     plan.pdl = o.pdl && family.pdl[si];
     return plan;
   }

@@ -130,8 +130,9 @@ struct AwqGemmOptions {
   // sm_90+: Programmatic Dependent Launch. The kernel may start while the previous kernel on the
   // stream runs, streaming weights before it waits for that kernel's results, so the previous
   // kernel must not write the weights. Ignored where the kernel's code is older than sm_90 and on
-  // the legacy default stream.
-  bool pdl = true;
+  // the legacy default stream. Off by default: on the H100 it saved nothing on qkv, o and
+  // gate_up and cost up to 1.7x on down at M = 1-2 (run 7, docs/PERF.md).
+  bool pdl = false;
 };
 
 // What awq_gemm chose (for logs, tests and the benchmark).

@@ -95,6 +95,13 @@ TEST(ModelConfig, ClearErrors) {
   EXPECT_NE(error_of([&] { parse_model_config(j, "c"); }).find("group size 100"), std::string::npos);
   j["quantization_config"] = {{"quant_method", "gptq"}};
   EXPECT_NE(error_of([&] { parse_model_config(j, "c"); }).find("gptq"), std::string::npos);
+  // Wrong JSON types are configuration errors too, not crashes (found by fuzz_model_config).
+  j = test::tiny_config({});
+  j["hidden_act"] = 7;
+  EXPECT_NE(error_of([&] { parse_model_config(j, "c"); }).find("\"hidden_act\" must be a string"), std::string::npos);
+  j = test::tiny_config({});
+  j["rope_scaling"] = {{"type", 3}};
+  EXPECT_NE(error_of([&] { parse_model_config(j, "c"); }).find("\"type\" must be a string"), std::string::npos);
 }
 
 TEST(ModelConfig, OldQuantConfigJson) {
