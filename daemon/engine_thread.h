@@ -53,7 +53,8 @@ struct EngineReport {
   bool stepped = false;               // stats.last_step_ms is this turn's step
   std::optional<MinuteStats> minute;  // a finished minute's rollup
   std::string fatal;                  // the engine failed: the replica has stopped
-  std::optional<std::vector<DeviceStatus>> devices;  // its GPUs, at most once a second
+  // Its GPUs (Runner::devices), at most once a second.
+  std::optional<std::vector<DeviceStatus>> devices;
 };
 
 class EngineThread {
