@@ -6,6 +6,9 @@
 //   bulk-512-256    2000 prompts of 512 tokens, 256 new
 //   shared-prefix   1000 prompts = one 2048-token prefix + 256 own tokens, 128 new
 //   custom          --num-prompts, --input-len, --output-len (and --prefix-len) given explicitly
+// --replicas N runs N data-parallel engines (engine/engine_group.h), each on --tensor-parallel
+// GPUs (consecutive ids, or --gpus split in order), or --gpu-groups '[[0,1],[2,3]]' one per group,
+// fed from one front; step statistics are then summed over the replicas' latest steps.
 // Prompts are random token ids (seeded); greedy sampling, ignore_eos, so every request produces
 // exactly output-len tokens. Prints a summary (or JSON with --json) and writes JSON to --out.
 #include <algorithm>
@@ -19,6 +22,7 @@
 
 #include "daemon/cli.h"
 #include "engine/engine.h"
+#include "engine/engine_group.h"
 
 namespace awqd::cli {
 
@@ -28,6 +32,8 @@ using Clock = std::chrono::steady_clock;
 
 struct BenchOptions {
   EngineConfig engine;
+  int replicas = 1;
+  std::string gpu_groups;  // JSON, e.g. [[0,1],[2,3]]: one replica per group
   std::string workload = "bulk-512-256";
   int num_prompts = 0, input_len = 0, output_len = 0, prefix_len = 0;
   unsigned seed = 0;
@@ -74,10 +80,64 @@ void progress(int done, int total, double elapsed, std::int64_t out_tokens) {
                "==============================", width - fill, "", done, total, rate, elapsed, eta);
 }
 
+// One Engine, or replicas behind an EngineGroup, with the calls the benchmark makes.
+class BenchTarget {
+ public:
+  explicit BenchTarget(const BenchOptions& o) {
+    if (!o.gpu_groups.empty()) {
+      group_ = std::make_unique<EngineGroup>(o.engine, EngineGroup::parse_groups(o.gpu_groups));
+      return;
+    }
+    if (o.replicas <= 1) {
+      engine_ = std::make_unique<Engine>(o.engine);
+      return;
+    }
+    const int tp = o.engine.tensor_parallel;
+    std::vector<std::vector<int>> groups = EngineGroup::consecutive_groups(o.replicas, tp);
+    if (!o.engine.gpus.empty()) {
+      if (static_cast<int>(o.engine.gpus.size()) != o.replicas * tp)
+        throw CLI::ValidationError("--gpus needs replicas x tensor_parallel ids");
+      for (int r = 0; r < o.replicas; ++r)
+        groups[r].assign(o.engine.gpus.begin() + r * tp, o.engine.gpus.begin() + (r + 1) * tp);
+    }
+    group_ = std::make_unique<EngineGroup>(o.engine, groups);
+  }
+  const ModelConfig& model_config() const { return engine_ ? engine_->model_config() : group_->model_config(); }
+  const Tokenizer& tokenizer() const { return engine_ ? engine_->tokenizer() : group_->tokenizer(); }
+  std::string describe() const { return engine_ ? engine_->describe() : group_->describe(); }
+  void add_request(GenerationRequest r) {
+    if (engine_) {
+      engine_->add_request(std::move(r));
+    } else {
+      group_->add_request(std::move(r));
+    }
+  }
+  std::vector<RequestOutput> step() { return engine_ ? engine_->step() : group_->step(); }
+  bool has_unfinished() const { return engine_ ? engine_->has_unfinished() : group_->has_unfinished(); }
+  EngineStats stats() const {
+    if (engine_) return engine_->stats();
+    EngineStats sum;
+    for (const EngineStats& s : group_->stats()) {
+      sum.kv_blocks_total += s.kv_blocks_total;
+      sum.kv_blocks_used += s.kv_blocks_used;
+      sum.preemptions += s.preemptions;
+      sum.prompt_tokens += s.prompt_tokens;
+      sum.prefix_hit_tokens += s.prefix_hit_tokens;
+      sum.prefix_query_tokens += s.prefix_query_tokens;
+      sum.last_step_batch += s.last_step_batch;
+    }
+    return sum;
+  }
+
+ private:
+  std::unique_ptr<Engine> engine_;
+  std::unique_ptr<EngineGroup> group_;
+};
+
 int run_bench(const BenchOptions& o) {
   const Workload w = resolve(o);
   const auto t_load = Clock::now();
-  Engine engine(o.engine);
+  BenchTarget engine(o);
   const double load_s = std::chrono::duration<double>(Clock::now() - t_load).count();
   const int vocab = std::min(engine.model_config().vocab_size, engine.tokenizer().vocab_size());
   if (w.input_len + w.output_len > engine.model_config().max_position_embeddings)
@@ -152,6 +212,7 @@ int run_bench(const BenchOptions& o) {
   nlohmann::json j = {
       {"workload", o.workload},
       {"model", engine.describe()},
+      {"replicas", o.gpu_groups.empty() ? std::max(1, o.replicas) : static_cast<int>(EngineGroup::parse_groups(o.gpu_groups).size())},
       {"num_prompts", w.num_prompts},
       {"input_len", w.input_len},
       {"output_len", w.output_len},
@@ -209,6 +270,10 @@ void add_bench_command(CLI::App& app) {
   o->engine.device = "cuda";
   CLI::App* cmd = app.add_subcommand("bench", "Offline throughput benchmark (SPEC section 8 workloads)");
   add_engine_flags(cmd, o->engine);
+  cmd->add_option("--replicas", o->replicas, "Data-parallel engines, each on --tensor-parallel GPUs")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
+  cmd->add_option("--gpu-groups", o->gpu_groups, "One replica per GPU group, e.g. [[0,1],[2,3]] (instead of --replicas)");
   cmd->add_option("--workload", o->workload, "decode-1, bulk-3072-512, bulk-512-256, shared-prefix or custom")
       ->check(CLI::IsMember({"decode-1", "bulk-3072-512", "bulk-512-256", "shared-prefix", "custom"}))
       ->capture_default_str();

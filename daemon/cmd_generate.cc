@@ -130,7 +130,8 @@ void add_sampling_flags(CLI::App* sub, SamplingParams& p) {
 void add_engine_flags(CLI::App* sub, EngineConfig& e) {
   sub->add_option("--model", e.model_dir, "Model directory (Hugging Face layout)")->required()->check(CLI::ExistingDirectory);
   sub->add_option("--device", e.device, "cuda or cpu")->check(CLI::IsMember({"cuda", "cpu"}))->capture_default_str();
-  sub->add_option("--tensor-parallel", e.tensor_parallel, "GPUs per engine")->capture_default_str();
+  sub->add_option("--tensor-parallel", e.tensor_parallel, "GPUs per engine")->check(CLI::Range(1, 8))->capture_default_str();
+  sub->add_option("--gpus", e.gpus, "GPU ids, comma-separated (default 0 .. tensor_parallel - 1)")->delimiter(',');
   sub->add_option("--gpu-memory-utilization", e.gpu_memory_utilization, "Fraction of GPU memory to use")->capture_default_str();
   sub->add_option("--max-num-seqs", e.max_num_seqs, "Sequences running at once at most")->capture_default_str();
   sub->add_option("--max-num-batched-tokens", e.max_num_batched_tokens, "Token budget per step")->capture_default_str();

@@ -106,6 +106,18 @@ void print_overview(const json& s) {
           r++, e.value("describe", "").c_str(), e.value("running", 0), e.value("max_num_seqs", 0),
           100 * e.value("batch_occupancy", 0.0), e.value("waiting", 0),
           100 * e.value("kv_cache_usage", 0.0), e.value("preemptions", 0LL));
+      for (const auto& g : e.value("gpus", json::array())) {
+        const double gib = 1024.0 * 1024.0 * 1024.0;
+        const std::string util = g["utilization"].is_number()
+                                     ? std::to_string(g["utilization"].get<int>()) + "%"
+                                     : std::string("n/a");
+        std::printf(
+            "         GPU %d %s: memory %.1f/%.1f GiB (KV %.1f GiB at %.0f%% use, weights "
+            "%.2f GiB), utilization %s\n",
+            g.value("gpu", 0), g.value("name", "").c_str(), g.value("memory_used", 0.0) / gib,
+            g.value("memory_total", 0.0) / gib, g.value("kv_bytes", 0.0) / gib,
+            100 * e.value("kv_cache_usage", 0.0), g.value("weight_bytes", 0.0) / gib, util.c_str());
+      }
     }
     const json& j = d["jobs"];
     const json& t = d["totals"];

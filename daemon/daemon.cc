@@ -175,6 +175,7 @@ struct Daemon::Impl {
                  duplicates = 0, handed_back = 0;
   } totals;
   std::vector<EngineStats> engine_stats;
+  std::vector<std::vector<DeviceStatus>> engine_devices;  // per replica, from its reports
   std::int64_t prompt_tokens_total = 0, generated_tokens_total = 0, preemptions_total = 0,
                steps_total = 0;
   Histogram step_seconds;
@@ -601,6 +602,7 @@ struct Daemon::Impl {
     steps_total += after.steps - before.steps;
     if (report.stepped) step_seconds.observe(after.last_step_ms / 1000.0);
     engine_stats[r] = after;
+    if (report.devices) engine_devices[r] = std::move(*report.devices);
     if (report.minute) store->push({StoreOp::Kind::kMinute, {}, *report.minute, {}});
     if (stopped) return;  // the engines' last reports, after shutdown: statistics only
     for (auto& e : report.events) {
@@ -1063,6 +1065,19 @@ struct Daemon::Impl {
     }
   }
 
+  static json gpus_json(const std::vector<DeviceStatus>& devices) {
+    json out = json::array();
+    for (const DeviceStatus& d : devices)
+      out.push_back({{"gpu", d.gpu},
+                     {"name", d.name},
+                     {"memory_used", d.memory_used},
+                     {"memory_total", d.memory_total},
+                     {"kv_bytes", d.kv_bytes},
+                     {"weight_bytes", d.weight_bytes},
+                     {"utilization", d.utilization >= 0 ? json(d.utilization) : json(nullptr)}});
+    return out;
+  }
+
   json status_json() const {
     json engines_json = json::array();
     for (std::size_t r = 0; r < engine_stats.size(); ++r) {
@@ -1080,7 +1095,8 @@ struct Daemon::Impl {
             s.kv_blocks_total ? double(s.kv_blocks_used) / s.kv_blocks_total : 0.0},
            {"steps", s.steps},
            {"preemptions", s.preemptions},
-           {"last_step_ms", s.last_step_ms}});
+           {"last_step_ms", s.last_step_ms},
+           {"gpus", gpus_json(engine_devices[r])}});
     }
     json queues = json::object();
     for (const auto& [stream, q] : queue_info) {
@@ -1195,6 +1211,7 @@ struct Daemon::Impl {
     limits = runner_info[0].limits;
     in_engine.assign(engines.size(), 0);
     engine_stats.assign(engines.size(), EngineStats{});
+    for (const RunnerInfo& info : runner_info) engine_devices.push_back(info.devices);
     for (std::size_t r = 0; r < engines.size(); ++r)
       spdlog::info("engine {}: {}", r, runner_info[r].describe);
 

@@ -45,6 +45,7 @@ class EngineRunner final : public Runner {
     info_.limits.vocab_size = engine_->model_config().vocab_size;
     info_.limits.max_context = engine_->model_config().max_position_embeddings;
     info_.max_num_seqs = c.max_num_seqs;
+    info_.devices = engine_->devices();
   }
 
   RunnerInfo info() const override { return info_; }
@@ -86,6 +87,7 @@ class EngineRunner final : public Runner {
   std::vector<RequestOutput> step() override { return engine_->step(); }
   bool has_unfinished() const override { return engine_->has_unfinished(); }
   EngineStats stats() const override { return engine_->stats(); }
+  std::vector<DeviceStatus> devices() const override { return engine_->devices(); }
 
  private:
   static std::string resolve_device(const std::string& device) {

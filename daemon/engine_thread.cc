@@ -196,6 +196,10 @@ void EngineThread::run(RunnerFactory factory) {
     }
     report.stats = runner->stats();
     report.minute = roll_minute(before, report.stats, report.stepped, now);
+    if (now - devices_at_ms_ >= 1000) {  // NVML reads cost tens of microseconds
+      report.devices = runner->devices();
+      devices_at_ms_ = now;
+    }
     sink_(std::move(report));
   }
   // Stopping: the partial minute is still worth keeping.

@@ -53,6 +53,8 @@ struct EngineReport {
   bool stepped = false;               // stats.last_step_ms is this turn's step
   std::optional<MinuteStats> minute;  // a finished minute's rollup
   std::string fatal;                  // the engine failed: the replica has stopped
+  // Its GPUs (Runner::devices), at most once a second.
+  std::optional<std::vector<DeviceStatus>> devices;
 };
 
 class EngineThread {
@@ -99,6 +101,7 @@ class EngineThread {
   std::unordered_map<std::string, std::unique_ptr<Accumulated>> jobs_;
   MinuteStats minute_;
   int max_num_seqs_ = 1;
+  std::int64_t devices_at_ms_ = 0;  // when report.devices was last filled
 
   std::thread thread_;
 };

@@ -22,6 +22,7 @@ struct RunnerInfo {
   std::string describe;    // one line for logs and `awqd status`: model, device, KV blocks
   ModelLimits limits;      // what the job parser checks against
   int max_num_seqs = 1;    // sequences the runner runs at once: the daemon's admission bound
+  std::vector<DeviceStatus> devices;  // its GPUs when it was built (none on the CPU)
 };
 
 // Input the engine cannot run: the job fails with `code` (an errc) and is not retried.
@@ -44,6 +45,8 @@ class Runner {
   virtual std::vector<RequestOutput> step() = 0;
   virtual bool has_unfinished() const = 0;
   virtual EngineStats stats() const = 0;
+  // Each GPU's memory, KV pool and utilization (`awqd status`); none by default.
+  virtual std::vector<DeviceStatus> devices() const { return {}; }
 };
 
 // Builds replica `replica`'s runner; called on that replica's engine thread.

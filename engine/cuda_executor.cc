@@ -4,14 +4,22 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstring>
+#include <exception>
+#include <functional>
 #include <map>
+#include <set>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "engine/cpu_ops.h"
+#include "engine/tensor_parallel.h"
 #include "kernels/activation.cuh"
+#include "kernels/allreduce.cuh"
 #include "kernels/attention_decode.cuh"
 #include "kernels/attention_prefill.cuh"
 #include "kernels/awq_gemm.cuh"
@@ -159,17 +167,32 @@ DeviceLinear make_linear(const std::vector<const LinearWeight*>& parts) {
   return out;
 }
 
-std::size_t linear_bytes(const LinearWeight& w) {
-  return w.quantized ? cuda::awq_weight_bytes(w.K, w.N, w.group_size) : static_cast<std::size_t>(w.K) * w.N * 2;
+std::size_t linear_bytes(const LinearWeight& w, int K, int N) {
+  return w.quantized ? cuda::awq_weight_bytes(K, N, w.group_size) : static_cast<std::size_t>(K) * N * 2;
 }
 
+// The forward pass on one GPU: the whole model (tensor_parallel = 1), or rank `rank` of a
+// tensor-parallel plan (engine/tensor_parallel.h), whose collectives go through `comm`. Every
+// rank runs the same steps in lockstep (TensorParallelExecutor below); rank 0 also samples and
+// returns the results, the other ranks return nothing. Construction leaves the KV pool
+// unallocated: allocate_kv() with the block count every rank can hold.
 class CudaExecutor final : public Executor {
  public:
-  CudaExecutor(const ModelWeights& weights, const EngineConfig& config);
+  CudaExecutor(const ModelWeights& weights, const EngineConfig& config, const TensorParallelPlan& plan, int rank,
+               cuda::TpComm* comm);
   ~CudaExecutor() override;
   StepResult execute(const StepBatch& batch) override;
   int num_kv_blocks() const override { return num_blocks_; }
   std::string describe() const override { return describe_; }
+  std::vector<DeviceStatus> devices() const override {
+    const cuda::DeviceUsage u = cuda::device_usage(gpu_);
+    return {{gpu_, device_.name, u.memory_used, u.memory_total, kv_.bytes(), weight_bytes_, u.utilization}};
+  }
+
+  // KV blocks this GPU can hold in what is left after weights and activations (or the override).
+  int kv_capacity() const;
+  void allocate_kv(int num_blocks);
+  int gpu() const { return gpu_; }
 
  private:
   struct Layer {
@@ -182,7 +205,16 @@ class CudaExecutor final : public Executor {
   void dense_gemm(const __half* x, const __half* w, const __half* bias, void* y, bool y_fp32, int M, int N, int K,
                   int ldy = 0);
   void forward(int T, int B, bool decode_only, int max_context);
+  // The row-parallel outputs' sum over the ranks, in place (nothing with one GPU).
+  void all_reduce(__half* data, std::size_t count);
+  // After o_proj and down_proj: x += (the sum over the ranks of) proj; h = rmsnorm(x) * weight.
+  // With peer access the all-reduce, the add and the norm are one kernel (decode steps).
+  void reduce_add_rmsnorm(__half* proj, __half* x, __half* h, const __half* weight, int T);
   void ensure_logits_rows(int rows);
+  // Rank r's logits row stride: its vocabulary slice rounded up to 4 floats.
+  int slice_stride(int r) const { return (plan_.ranks[r].vocab.size() + 3) / 4 * 4; }
+  // Rank 0 receives every rank's logits slice of `rows` rows into its logits_.
+  void gather_logits(int rows);
   void fill_sampler_params(const StepBatch& b, int rows);
   // lm_head (fp32 logits) on `rows` hidden rows, then the sampler on the first sample_rows.
   void head_and_sample(const __half* hidden, int rows, int sample_rows, const int* penalty);
@@ -190,23 +222,33 @@ class CudaExecutor final : public Executor {
   // context_bucket bounds every context length of the step (it sizes the attention split).
   void decode_body(int bucket, int context_bucket);
 
-  ModelConfig config_;
+  ModelConfig config_;  // this rank's shapes: its query heads, KV heads and intermediate columns
   EngineConfig engine_config_;
+  TensorParallelPlan plan_;
+  int rank_ = 0;
+  bool root_ = true;               // rank 0: samples and returns results
+  cuda::TpComm* comm_ = nullptr;  // null with one GPU
+  int gpu_ = 0;
   cuda::DeviceInfo device_;
   cudaStream_t stream_ = nullptr;
   std::string describe_;
+  std::size_t weight_bytes_ = 0;
 
   // Weights.
   DeviceBuffer embed_, lm_head_, final_norm_, inv_freq_;
+  const __half* head_ = nullptr;  // lm_head rows plan_.ranks[rank_].vocab: (vocab slice, hidden)
   std::vector<Layer> layers_;
 
   // Limits of one step, fixed at construction.
   int max_tokens_ = 0, max_seqs_ = 0, max_blocks_per_seq_ = 0;
-  int vocab_stride_ = 0;  // logits row stride (vocab rounded up to 4 floats)
+  int vocab_stride_ = 0;  // logits row stride: the vocabulary (rank 0) or this rank's slice, rounded up to 4 floats
 
   // Activations, fp16 [max_tokens, ...].
   DeviceBuffer x_, h_, qkv_, attn_, gate_up_, act_, proj_;
-  DeviceBuffer rows_hidden_, logits_;  // [logits_rows, hidden] fp16, [logits_rows, vocab_stride] fp32
+  // [logits_rows, hidden] fp16; logits [logits_rows, vocab_stride] fp32 (rank 0: the whole
+  // vocabulary, other ranks: their slice); rank 0 receives the other slices in gathered_: rank r's
+  // [rows, slice_stride(r)] after those of ranks 1 .. r - 1 (gather_logits).
+  DeviceBuffer rows_hidden_, logits_, gathered_;
   int logits_rows_ = 0;
 
   // Workspaces.
@@ -216,6 +258,8 @@ class CudaExecutor final : public Executor {
   DeviceBuffer kv_;
   std::size_t kv_layer_elems_ = 0;
   int num_blocks_ = 0;
+  double kv_budget_ = 0;         // bytes left for the pool after construction
+  std::size_t kv_block_bytes_ = 0;
 
   // Step metadata (int32) and sampler I/O: pinned staging on the host, mirrors on the device.
   PinnedBuffer meta_host_, results_host_;
@@ -244,51 +288,69 @@ class CudaExecutor final : public Executor {
   std::map<std::pair<int, int>, cudaGraphExec_t> graphs_;  // (batch bucket, context bucket)
 };
 
-CudaExecutor::CudaExecutor(const ModelWeights& w, const EngineConfig& ec) : config_(w.config()), engine_config_(ec) {
+CudaExecutor::CudaExecutor(const ModelWeights& w, const EngineConfig& ec, const TensorParallelPlan& plan, int rank,
+                           cuda::TpComm* comm)
+    : config_(rank_config(w.config(), plan.ranks[rank])),
+      engine_config_(ec),
+      plan_(plan),
+      rank_(rank),
+      root_(rank == 0),
+      comm_(comm) {
   const ModelConfig& c = config_;
-  const int gpu = ec.gpus.empty() ? 0 : ec.gpus[0];
+  const RankShard& shard = plan.ranks[rank];
+  gpu_ = ec.gpus.empty() ? rank : ec.gpus[rank];
   if (cuda::device_count() == 0)
     throw std::runtime_error("device \"cuda\": no CUDA device is visible (driver missing or CUDA_VISIBLE_DEVICES empty); use --device cpu");
-  CUDA_CHECK(cudaSetDevice(gpu));
-  device_ = cuda::device_info(gpu);
+  CUDA_CHECK(cudaSetDevice(gpu_));
+  device_ = cuda::device_info(gpu_);
   if (c.head_dim != 64 && c.head_dim != 128)
     throw std::runtime_error("the CUDA engine supports head_dim 64 and 128; this model has " + std::to_string(c.head_dim));
-  if (c.hidden_size % 8 != 0 || c.intermediate_size % 8 != 0)
+  if (c.hidden_size % 8 != 0 || w.config().intermediate_size % 8 != 0)
     throw std::runtime_error("the CUDA engine needs hidden_size and intermediate_size multiples of 8");
 
   max_tokens_ = std::max(ec.max_num_batched_tokens, ec.max_num_seqs);
   max_seqs_ = ec.max_num_seqs;
   max_blocks_per_seq_ = (c.max_position_embeddings + kKvBlockSize - 1) / kKvBlockSize + 1;
-  vocab_stride_ = (c.vocab_size + 3) / 4 * 4;
+  const int vocab_slice = shard.vocab.size();
+  vocab_stride_ = ((root_ ? c.vocab_size : vocab_slice) + 3) / 4 * 4;
   const int D = c.hidden_size, I = c.intermediate_size, V = c.vocab_size;
   const int qn = c.q_size(), kvn = c.kv_size(), qkv_n = qn + 2 * kvn;
 
-  // Will the weights fit? Count them before allocating anything.
-  std::size_t weight_bytes = static_cast<std::size_t>(V) * D * 2 * (c.tie_word_embeddings ? 1 : 2);
+  // Will this rank's weights fit? Count them before allocating anything.
+  weight_bytes_ = static_cast<std::size_t>(V) * D * 2 + (c.tie_word_embeddings ? 0 : static_cast<std::size_t>(vocab_slice) * D * 2);
   for (const LayerWeights& L : w.layers())
-    for (const LinearWeight* lw : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down}) weight_bytes += linear_bytes(*lw);
+    weight_bytes_ += linear_bytes(L.q, D, qn) + linear_bytes(L.k, D, kvn) + linear_bytes(L.v, D, kvn) +
+                     linear_bytes(L.o, qn, D) + linear_bytes(L.gate, D, I) + linear_bytes(L.up, D, I) +
+                     linear_bytes(L.down, I, D);
   std::size_t free_bytes = 0, total_bytes = 0;
   CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
   const double usable = ec.gpu_memory_utilization * static_cast<double>(total_bytes) - static_cast<double>(total_bytes - free_bytes);
-  if (static_cast<double>(weight_bytes) > usable)
-    throw std::runtime_error("the model needs " + gib(static_cast<double>(weight_bytes)) + " of GPU memory for its weights; GPU " +
-                             std::to_string(gpu) + " (" + device_.name + ") has " + gib(usable) + " usable (" +
+  if (static_cast<double>(weight_bytes_) > usable)
+    throw std::runtime_error("the model needs " + gib(static_cast<double>(weight_bytes_)) + " of GPU memory for its weights" +
+                             (plan.tp > 1 ? " on each of " + std::to_string(plan.tp) + " GPUs" : std::string()) + "; GPU " +
+                             std::to_string(gpu_) + " (" + device_.name + ") has " + gib(usable) + " usable (" +
                              gib(static_cast<double>(total_bytes)) + " x gpu_memory_utilization " +
                              std::to_string(ec.gpu_memory_utilization) + ", " + gib(static_cast<double>(free_bytes)) +
                              " free). Use tensor_parallel over more GPUs or a smaller model.");
 
   CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
 
-  // Weights.
+  // Weights: the embedding whole (a lookup needs no communication), lm_head's vocabulary slice.
   embed_ = upload(w.embed(), static_cast<std::size_t>(V) * D * 2);
-  if (!c.tie_word_embeddings) lm_head_ = upload(w.lm_head(), static_cast<std::size_t>(V) * D * 2);
+  if (c.tie_word_embeddings) {
+    head_ = embed_.as<__half>() + static_cast<std::size_t>(shard.vocab.begin) * D;
+  } else {
+    lm_head_ = upload(w.lm_head() + static_cast<std::size_t>(shard.vocab.begin) * D, static_cast<std::size_t>(vocab_slice) * D * 2);
+    head_ = lm_head_.as<__half>();
+  }
   final_norm_ = upload(w.final_norm(), static_cast<std::size_t>(D) * 2);
   const std::vector<float> inv_freq = cpu::rope_inv_freq(c);
   inv_freq_ = upload(inv_freq.data(), inv_freq.size() * sizeof(float));
   layers_.resize(c.num_layers);
   std::size_t gemm_ws = 0;
   for (int i = 0; i < c.num_layers; ++i) {
-    const LayerWeights& L = w.layers()[i];
+    const LayerShard shard_weights = shard_layer(w.layers()[i], w.config(), shard, root_);
+    const LayerWeights& L = shard_weights.weights;
     Layer& d = layers_[i];
     d.input_norm = upload(L.input_norm, D * 2);
     d.post_attn_norm = upload(L.post_attn_norm, D * 2);
@@ -329,28 +391,34 @@ CudaExecutor::CudaExecutor(const ModelWeights& w, const EngineConfig& ec) : conf
   meta_dev_ = DeviceBuffer(meta_capacity_ * sizeof(int));
   decode_meta_dev_ = DeviceBuffer((4 + static_cast<std::size_t>(max_blocks_per_seq_)) * max_seqs_ * sizeof(int));
 
-  // The KV pool from what is left.
+  // What is left for the KV pool (allocate_kv), keeping room for graphs and cuBLASLt, and for
+  // NCCL's buffers, which it allocates at the first collectives.
   CUDA_CHECK(cudaStreamSynchronize(stream_));
   CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
-  const std::size_t block_bytes = 2ull * c.num_layers * c.num_kv_heads * kKvBlockSize * c.head_dim * 2;
-  const double budget = ec.gpu_memory_utilization * static_cast<double>(total_bytes) -
-                        static_cast<double>(total_bytes - free_bytes) - 256.0 * (1 << 20);  // graphs, cuBLASLt
-  if (ec.num_kv_blocks_override > 0) {
-    num_blocks_ = ec.num_kv_blocks_override;
-  } else {
-    num_blocks_ = budget > 0 ? static_cast<int>(budget / static_cast<double>(block_bytes)) : 0;
-    if (num_blocks_ < 16)
-      throw std::runtime_error("after the weights (" + gib(static_cast<double>(weight_bytes)) + ") and activations, GPU " +
-                               std::to_string(gpu) + " has " + gib(std::max(0.0, budget)) +
-                               " left for the KV cache: too little (raise gpu_memory_utilization, lower "
-                               "max_num_batched_tokens/max_num_seqs, or use more GPUs)");
-  }
+  kv_block_bytes_ = 2ull * c.num_layers * c.num_kv_heads * kKvBlockSize * c.head_dim * 2;
+  const double reserve = (256.0 + (comm_ ? 512.0 : 0.0)) * (1 << 20);
+  kv_budget_ = ec.gpu_memory_utilization * static_cast<double>(total_bytes) - static_cast<double>(total_bytes - free_bytes) - reserve;
+}
+
+int CudaExecutor::kv_capacity() const {
+  if (engine_config_.num_kv_blocks_override > 0) return engine_config_.num_kv_blocks_override;
+  return kv_budget_ > 0 ? static_cast<int>(kv_budget_ / static_cast<double>(kv_block_bytes_)) : 0;
+}
+
+void CudaExecutor::allocate_kv(int num_blocks) {
+  const ModelConfig& c = config_;
+  CUDA_CHECK(cudaSetDevice(gpu_));
+  if (num_blocks < 16)
+    throw std::runtime_error("after the weights (" + gib(static_cast<double>(weight_bytes_)) + ") and activations, GPU " +
+                             std::to_string(gpu_) + " has " + gib(std::max(0.0, kv_budget_)) +
+                             " left for the KV cache: too little (raise gpu_memory_utilization, lower "
+                             "max_num_batched_tokens/max_num_seqs, or use more GPUs)");
+  num_blocks_ = num_blocks;
   kv_layer_elems_ = static_cast<std::size_t>(num_blocks_) * c.num_kv_heads * kKvBlockSize * c.head_dim;
   kv_ = DeviceBuffer(kv_layer_elems_ * 2 * c.num_layers * 2);
-
   describe_ = "cuda " + device_.name + " (sm_" + std::to_string(device_.sm_major) + std::to_string(device_.sm_minor) +
               "), " + std::to_string(num_blocks_) + " KV blocks of " + std::to_string(kKvBlockSize) + " tokens (" +
-              gib(static_cast<double>(kv_.bytes())) + "), weights " + gib(static_cast<double>(weight_bytes));
+              gib(static_cast<double>(kv_.bytes())) + "), weights " + gib(static_cast<double>(weight_bytes_));
 }
 
 CudaExecutor::~CudaExecutor() {
@@ -370,6 +438,11 @@ void CudaExecutor::ensure_logits_rows(int rows) {
   logits_rows_ = rows;
   rows_hidden_ = DeviceBuffer(static_cast<std::size_t>(rows) * config_.hidden_size * 2);
   logits_ = DeviceBuffer(static_cast<std::size_t>(rows) * vocab_stride_ * sizeof(float));
+  if (root_ && plan_.tp > 1) {
+    std::size_t per_row = 0;
+    for (int r = 1; r < plan_.tp; ++r) per_row += slice_stride(r);
+    gathered_ = DeviceBuffer(static_cast<std::size_t>(rows) * per_row * sizeof(float));
+  }
   const std::size_t result_bytes = static_cast<std::size_t>(rows) * (2 + 2 * cuda::kSamplerMaxLogprobs) * 4;
   results_dev_ = DeviceBuffer(result_bytes);
   results_host_ = PinnedBuffer(result_bytes);
@@ -417,13 +490,9 @@ void CudaExecutor::forward(int T, int B, bool decode_only, int max_context) {
   __half* qkv = qkv_.as<__half>();
   __half* attn = attn_.as<__half>();
   cuda::embedding_gather(x, embed_.as<__half>(), d_tokens_, T, D, 0, c.vocab_size, stream_);
+  cuda::rmsnorm(h, x, layers_[0].input_norm.as<__half>(), T, D, c.rms_norm_eps, stream_);
   for (int li = 0; li < c.num_layers; ++li) {
-    Layer& L = layers_[li];
-    if (li == 0) {
-      cuda::rmsnorm(h, x, L.input_norm.as<__half>(), T, D, c.rms_norm_eps, stream_);
-    } else {
-      cuda::add_rmsnorm(h, x, proj, L.input_norm.as<__half>(), T, D, c.rms_norm_eps, stream_);
-    }
+    Layer& L = layers_[li];  // h holds this layer's normed input (the previous layer's last step)
     linear(L.qkv, h, qkv, T);
     __half* k_cache = kv_.as<__half>() + (2 * static_cast<std::size_t>(li)) * kv_layer_elems_;
     __half* v_cache = k_cache + kv_layer_elems_;
@@ -483,12 +552,13 @@ void CudaExecutor::forward(int T, int B, bool decode_only, int max_context) {
       cuda::prefill_attention(a, stream_);
     }
     linear(L.o, attn, proj, T);
-    cuda::add_rmsnorm(h, x, proj, L.post_attn_norm.as<__half>(), T, D, c.rms_norm_eps, stream_);
+    reduce_add_rmsnorm(proj, x, h, L.post_attn_norm.as<__half>(), T);
     linear(L.gate_up, h, gate_up_.as<__half>(), T);
     cuda::silu_mul(act_.as<__half>(), I, gate_up_.as<__half>(), gate_up_.as<__half>() + I, 2 * I, T, I, stream_);
     linear(L.down, act_.as<__half>(), proj, T);
+    const bool last = li + 1 == c.num_layers;
+    reduce_add_rmsnorm(proj, x, h, last ? final_norm_.as<__half>() : layers_[li + 1].input_norm.as<__half>(), T);
   }
-  cuda::add_rmsnorm(h, x, proj, final_norm_.as<__half>(), T, D, c.rms_norm_eps, stream_);
 }
 
 void CudaExecutor::fill_sampler_params(const StepBatch& b, int rows) {
@@ -516,11 +586,48 @@ void CudaExecutor::fill_sampler_params(const StepBatch& b, int rows) {
                              cudaMemcpyHostToDevice, stream_));
 }
 
+void CudaExecutor::all_reduce(__half* data, std::size_t count) {
+  if (comm_ == nullptr) return;
+  comm_->all_reduce(rank_, data, count, stream_,
+                    engine_config_.deterministic ? cuda::AllReducePath::kDeterministic : cuda::AllReducePath::kAuto);
+}
+
+void CudaExecutor::reduce_add_rmsnorm(__half* proj, __half* x, __half* h, const __half* weight, int T) {
+  const ModelConfig& c = config_;
+  if (comm_ != nullptr && !engine_config_.deterministic &&
+      comm_->all_reduce_add_rmsnorm(rank_, proj, x, h, weight, T, c.hidden_size, c.rms_norm_eps, stream_))
+    return;
+  all_reduce(proj, static_cast<std::size_t>(T) * c.hidden_size);
+  cuda::add_rmsnorm(h, x, proj, weight, T, c.hidden_size, c.rms_norm_eps, stream_);
+}
+
+void CudaExecutor::gather_logits(int rows) {
+  const int tp = plan_.tp;
+  std::vector<float*> recv(tp, nullptr);
+  std::vector<std::size_t> counts(tp, 0);
+  std::size_t offset = 0;
+  for (int r = 1; r < tp; ++r) {
+    recv[r] = gathered_.as<float>() + offset;
+    counts[r] = static_cast<std::size_t>(rows) * slice_stride(r);
+    offset += counts[r];
+  }
+  comm_->gather_to_root(rank_, logits_.as<float>(), static_cast<std::size_t>(rows) * vocab_stride_, recv, counts, stream_);
+  if (!root_) return;
+  for (int r = 1; r < tp; ++r) {
+    const Span& v = plan_.ranks[r].vocab;
+    CUDA_CHECK(cudaMemcpy2DAsync(logits_.as<float>() + v.begin, vocab_stride_ * sizeof(float), recv[r],
+                                 slice_stride(r) * sizeof(float), v.size() * sizeof(float), rows,
+                                 cudaMemcpyDeviceToDevice, stream_));
+  }
+}
+
 void CudaExecutor::head_and_sample(const __half* hidden, int rows, int sample_rows, const int* penalty) {
   const ModelConfig& c = config_;
-  const __half* head = c.tie_word_embeddings ? embed_.as<__half>() : lm_head_.as<__half>();
-  dense_gemm(hidden, head, nullptr, logits_.as<float>(), true, rows, c.vocab_size, c.hidden_size, vocab_stride_);
-  if (sample_rows == 0) return;
+  // lm_head on this rank's vocabulary slice; rank 0's slice starts at column 0 of its logits.
+  dense_gemm(hidden, head_, nullptr, logits_.as<float>(), true, rows, plan_.ranks[rank_].vocab.size(), c.hidden_size,
+             vocab_stride_);
+  if (comm_ != nullptr) gather_logits(rows);
+  if (!root_ || sample_rows == 0) return;
   const std::size_t C = static_cast<std::size_t>(logits_rows_);
   cuda::SampleArgs a;
   a.logits = logits_.as<float>();
@@ -567,6 +674,7 @@ StepResult CudaExecutor::execute(const StepBatch& b) {
   const int S = static_cast<int>(b.sample_seqs.size());
   const int R = S + static_cast<int>(b.logits_rows.size());
   if (T == 0) return {};
+  CUDA_CHECK(cudaSetDevice(gpu_));
   if (T > max_tokens_ || B > max_seqs_ || b.max_blocks_per_seq > max_blocks_per_seq_)
     throw std::invalid_argument("step of " + std::to_string(T) + " tokens / " + std::to_string(B) +
                                 " sequences exceeds the executor's limits (" + std::to_string(max_tokens_) + " / " +
@@ -609,7 +717,7 @@ StepResult CudaExecutor::execute(const StepBatch& b) {
     CUDA_CHECK(cudaMemcpy2DAsync(decode_meta_dev_.as<int>() + 4 * Sx, max_blocks_per_seq_ * sizeof(int), tables,
                                  max_blocks_per_seq_ * sizeof(int), b.max_blocks_per_seq * sizeof(int), bucket,
                                  cudaMemcpyHostToDevice, stream_));
-    fill_sampler_params(b, bucket);
+    if (root_) fill_sampler_params(b, bucket);
     // Contexts are bucketed by powers of two from 256, so the attention split fits the step.
     const int max_context = *std::max_element(b.context_lens.begin(), b.context_lens.end());
     int context_bucket = 256;
@@ -653,7 +761,7 @@ StepResult CudaExecutor::execute(const StepBatch& b) {
     d_rows_ = put(rows);
     // Penalty lists (CSR over the sampling rows) after the metadata.
     const int* penalty = nullptr;
-    if (any_penalty) {
+    if (any_penalty && root_) {
       std::vector<int> offsets{0}, tokens, counts;
       for (const auto& ctx : b.sample_contexts) {
         if (ctx.params->has_penalties())
@@ -678,7 +786,7 @@ StepResult CudaExecutor::execute(const StepBatch& b) {
     const int max_context = *std::max_element(b.context_lens.begin(), b.context_lens.end());
     forward(T, B, decode_only, max_context);
     if (R > 0) {
-      if (S > 0) fill_sampler_params(b, S);
+      if (S > 0 && root_) fill_sampler_params(b, S);
       // lm_head on the rows that need logits only.
       cuda::embedding_gather(rows_hidden_.as<__half>(), h_.as<__half>(), d_rows_, R, c.hidden_size, 0, T, stream_);
       head_and_sample(rows_hidden_.as<__half>(), R, S, penalty);
@@ -686,6 +794,10 @@ StepResult CudaExecutor::execute(const StepBatch& b) {
   }
 
   StepResult result;
+  if (!root_) {
+    CUDA_CHECK(cudaStreamSynchronize(stream_));  // the host staging is reused by the next step
+    return result;
+  }
   const std::size_t C = static_cast<std::size_t>(logits_rows_);
   if (S > 0)
     CUDA_CHECK(cudaMemcpyAsync(results_host_.as<void>(), results_dev_.as<void>(), results_dev_.bytes(),
@@ -714,10 +826,190 @@ StepResult CudaExecutor::execute(const StepBatch& b) {
   return result;
 }
 
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+// Polls `done` for up to `budget` before the caller goes to sleep; true when it came true.
+template <typename Done>
+bool spin_until(Done done, std::chrono::microseconds budget) {
+  const auto start = std::chrono::steady_clock::now();
+  for (unsigned i = 1;; ++i) {
+    if (done()) return true;
+    cpu_relax();
+    if (i % 1024 == 0) {
+      if (std::chrono::steady_clock::now() - start > budget) return false;
+      std::this_thread::yield();  // another runnable thread (an oversubscribed host) goes first
+    }
+  }
+}
+
+// One thread per GPU. run(fn) calls fn(rank) on every rank's thread at once and returns when all
+// have finished, rethrowing the first exception. Hand-offs poll before sleeping: a decode step
+// takes a few milliseconds, and a futex wake-up at each end of it would add tens of microseconds.
+class RankThreads {
+ public:
+  explicit RankThreads(int n) : errors_(n) {
+    for (int r = 0; r < n; ++r) threads_.emplace_back([this, r] { loop(r); });
+  }
+  ~RankThreads() {
+    stop_.store(true);
+    generation_.fetch_add(1, std::memory_order_release);
+    generation_.notify_all();
+    for (std::thread& t : threads_) t.join();
+  }
+
+  // on_error runs once, on this thread, as soon as one rank has failed while others may still be
+  // blocked in a collective waiting for it.
+  void run(const std::function<void(int)>& fn, const std::function<void()>& on_error = {}) {
+    job_ = &fn;
+    for (auto& e : errors_) e = nullptr;
+    failed_.store(false);
+    pending_.store(static_cast<int>(threads_.size()), std::memory_order_relaxed);
+    generation_.fetch_add(1, std::memory_order_release);
+    generation_.notify_all();
+    bool handled = false;
+    for (int left = pending_.load(std::memory_order_acquire); left != 0; left = pending_.load(std::memory_order_acquire)) {
+      if (failed_.load() && !handled) {
+        handled = true;
+        if (on_error) on_error();
+      }
+      if (!spin_until([&] { return pending_.load(std::memory_order_acquire) != left; }, kStepPoll))
+        pending_.wait(left, std::memory_order_acquire);
+    }
+    job_ = nullptr;
+    for (auto& e : errors_)
+      if (e) std::rethrow_exception(e);
+  }
+
+ private:
+  static constexpr std::chrono::microseconds kStepPoll{20000};  // the engine thread, during a step
+  static constexpr std::chrono::microseconds kIdlePoll{5000};   // a rank thread, between steps
+
+  void loop(int rank) {
+    std::uint64_t seen = 0;
+    for (;;) {
+      if (!spin_until([&] { return generation_.load(std::memory_order_acquire) != seen; }, kIdlePoll))
+        generation_.wait(seen, std::memory_order_acquire);
+      const std::uint64_t g = generation_.load(std::memory_order_acquire);
+      if (g == seen) continue;  // spurious wake-up
+      seen = g;
+      if (stop_.load()) return;
+      try {
+        (*job_)(rank);
+      } catch (...) {
+        errors_[rank] = std::current_exception();
+        failed_.store(true);
+      }
+      if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1 || failed_.load()) pending_.notify_all();
+    }
+  }
+
+  std::vector<std::thread> threads_;
+  std::vector<std::exception_ptr> errors_;  // [rank], written by that rank's thread
+  const std::function<void(int)>* job_ = nullptr;
+  std::atomic<std::uint64_t> generation_{0};
+  std::atomic<int> pending_{0};
+  std::atomic<bool> failed_{false}, stop_{false};
+};
+
+// Tensor parallelism (engine/tensor_parallel.h): one CudaExecutor per GPU, each created on, and
+// driven only by, its own thread (so each thread keeps its device current and issues its own
+// collectives, as NCCL wants with one thread per GPU). A step runs on all ranks at once; the
+// all-reduces inside it keep them in lockstep; rank 0 samples and its result is the step's.
+// After any rank fails the communicators are aborted (so no rank waits forever for it) and the
+// executor refuses further steps.
+class TensorParallelExecutor final : public Executor {
+ public:
+  TensorParallelExecutor(const ModelWeights& weights, const EngineConfig& config, const TensorParallelPlan& plan)
+      : plan_(plan), threads_(plan.tp) {
+    cuda::TpCommOptions options;
+    options.allow_p2p = config.p2p_all_reduce;
+    comm_ = std::make_unique<cuda::TpComm>(config.gpus, options);
+    ranks_.resize(plan.tp);
+    run([&](int r) { ranks_[r] = std::make_unique<CudaExecutor>(weights, config, plan, r, comm_.get()); });
+    int blocks = ranks_[0]->kv_capacity();
+    for (const auto& r : ranks_) blocks = std::min(blocks, r->kv_capacity());
+    run([&](int r) { ranks_[r]->allocate_kv(blocks); });
+    std::string gpus;
+    for (const auto& r : ranks_) gpus += (gpus.empty() ? "" : ",") + std::to_string(r->gpu());
+    describe_ = "tensor_parallel " + std::to_string(plan.tp) + " over GPUs " + gpus + " (" + comm_->describe() + "; " +
+                plan.describe() + "); rank 0: " + ranks_[0]->describe();
+  }
+
+  ~TensorParallelExecutor() override {
+    // Each rank's CUDA objects are released on its own thread, then the communicators.
+    try {
+      threads_.run([&](int r) { ranks_[r].reset(); });
+    } catch (...) {
+    }
+  }
+
+  StepResult execute(const StepBatch& batch) override {
+    StepResult result;
+    run([&](int r) {
+      StepResult out = ranks_[r]->execute(batch);
+      if (r == 0) result = std::move(out);
+    });
+    return result;
+  }
+  int num_kv_blocks() const override { return ranks_[0]->num_kv_blocks(); }
+  std::string describe() const override { return describe_; }
+  std::vector<DeviceStatus> devices() const override {
+    std::vector<DeviceStatus> out;
+    for (const auto& r : ranks_) out.push_back(r->devices()[0]);
+    return out;
+  }
+
+ private:
+  void run(const std::function<void(int)>& fn) {
+    if (!failure_.empty())
+      throw std::runtime_error("the tensor-parallel engine stopped after an earlier failure: " + failure_);
+    try {
+      threads_.run(fn, [this] { comm_->abort(); });
+    } catch (const std::exception& e) {
+      failure_ = e.what();
+      throw;
+    }
+  }
+
+  TensorParallelPlan plan_;
+  std::unique_ptr<cuda::TpComm> comm_;
+  std::vector<std::unique_ptr<CudaExecutor>> ranks_;
+  RankThreads threads_;  // last: its threads stop before the ranks and the communicators go
+  std::string describe_;
+  std::string failure_;
+};
+
 }  // namespace
 
 std::unique_ptr<Executor> make_cuda_executor(const ModelWeights& weights, const EngineConfig& config) {
-  return std::make_unique<CudaExecutor>(weights, config);
+  const TensorParallelPlan plan = plan_tensor_parallel(weights.config(), config.tensor_parallel);
+  EngineConfig c = config;
+  if (c.gpus.empty())
+    for (int g = 0; g < config.tensor_parallel; ++g) c.gpus.push_back(g);
+  const int visible = cuda::device_count();
+  if (visible == 0)
+    throw std::runtime_error("device \"cuda\": no CUDA device is visible (driver missing or CUDA_VISIBLE_DEVICES empty); use --device cpu");
+  if (static_cast<int>(c.gpus.size()) != config.tensor_parallel)
+    throw std::runtime_error("tensor_parallel = " + std::to_string(config.tensor_parallel) + " needs that many GPUs, got " +
+                             std::to_string(c.gpus.size()) + " ids");
+  if (std::set<int>(c.gpus.begin(), c.gpus.end()).size() != c.gpus.size())
+    throw std::runtime_error("the GPUs of one engine must be distinct");
+  for (int g : c.gpus)
+    if (g < 0 || g >= visible)
+      throw std::runtime_error("GPU " + std::to_string(g) + " does not exist: " + std::to_string(visible) +
+                               " CUDA device(s) are visible");
+  if (plan.tp == 1) {
+    auto e = std::make_unique<CudaExecutor>(weights, c, plan, 0, nullptr);
+    e->allocate_kv(e->kv_capacity());
+    return e;
+  }
+  return std::make_unique<TensorParallelExecutor>(weights, c, plan);
 }
 
 }  // namespace awqd

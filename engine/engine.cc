@@ -161,6 +161,8 @@ EngineStats Engine::stats() const {
   return s;
 }
 
+std::vector<DeviceStatus> Engine::devices() const { return impl_->executor->devices(); }
+
 std::vector<RequestOutput> Engine::step() {
   Impl& m = *impl_;
   std::vector<RequestOutput> outputs;

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/executor.h"
 #include "engine/model_config.h"
 #include "engine/sampling.h"
 #include "engine/tokenizer.h"
@@ -21,8 +22,9 @@ namespace awqd {
 struct EngineConfig {
   std::filesystem::path model_dir;
   std::string device = "cpu";          // "cpu" | "cuda"
-  int tensor_parallel = 1;
+  int tensor_parallel = 1;             // GPUs one model is split over (engine/tensor_parallel.h)
   std::vector<int> gpus;               // device ids of this engine (default 0..tp-1)
+  bool p2p_all_reduce = true;          // false: NCCL for every all-reduce, as without peer access
   float gpu_memory_utilization = 0.90f;
   std::int64_t cpu_kv_cache_bytes = 256ll << 20;  // KV pool of the CPU executor
   int cpu_threads = 0;                 // 0: all cores
@@ -98,6 +100,10 @@ class Engine {
   std::vector<RequestOutput> step();
   bool has_unfinished() const;
   EngineStats stats() const;
+  // Each GPU's memory, this engine's KV pool and weights on it, and its utilization (`awqd
+  // status`); empty on the CPU. KV use is stats().kv_blocks_used / kv_blocks_total on every GPU
+  // (tensor-parallel ranks hold the same blocks, each for its own heads).
+  std::vector<DeviceStatus> devices() const;
 
  private:
   struct Impl;

@@ -11,6 +11,7 @@
 // kernel's loads for one KV head are long and coalesced.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -49,12 +50,24 @@ struct StepResult {
   std::vector<float> logits;          // [logits_rows.size(), vocab] when asked
 };
 
+// One GPU of an engine, for `awqd status`.
+struct DeviceStatus {
+  int gpu = 0;                   // CUDA device id
+  std::string name;
+  std::size_t memory_used = 0;   // bytes in use on the whole device (every process)
+  std::size_t memory_total = 0;
+  std::size_t kv_bytes = 0;      // this engine's KV pool on the device
+  std::size_t weight_bytes = 0;  // this engine's weights on the device
+  int utilization = -1;          // percent of the last sample period a kernel ran; -1 unknown
+};
+
 class Executor {
  public:
   virtual ~Executor() = default;
   virtual StepResult execute(const StepBatch& batch) = 0;
   virtual int num_kv_blocks() const = 0;      // size of the paged pool, fixed at construction
   virtual std::string describe() const = 0;   // one line for logs and `awqd status`
+  virtual std::vector<DeviceStatus> devices() const { return {}; }  // GPUs it runs on (none: CPU)
 };
 
 }  // namespace awqd

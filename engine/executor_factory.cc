@@ -11,12 +11,13 @@
 namespace awqd {
 
 std::unique_ptr<Executor> make_executor(const ModelWeights& weights, const EngineConfig& config) {
-  if (config.tensor_parallel != 1)
-    throw std::invalid_argument("tensor_parallel = " + std::to_string(config.tensor_parallel) +
-                                ": this build runs one GPU per engine (tensor parallelism is not available yet); "
-                                "use replicas for several GPUs");
-  if (config.device == "cpu")
+  if (config.device == "cpu") {
+    if (config.tensor_parallel != 1)
+      throw std::invalid_argument("tensor_parallel = " + std::to_string(config.tensor_parallel) +
+                                  ": tensor parallelism splits a model over GPUs (device cuda); the CPU executor "
+                                  "runs the whole model (use tensor_parallel = 1)");
     return std::make_unique<CpuExecutor>(weights, config.cpu_kv_cache_bytes, config.num_kv_blocks_override);
+  }
   if (config.device == "cuda") {
 #ifdef AWQD_HAS_CUDA
     return make_cuda_executor(weights, config);

@@ -56,6 +56,7 @@ void ThreadPool::parallel_for(std::int64_t n, const std::function<void(std::int6
     fn(0, n);
     return;
   }
+  std::lock_guard<std::mutex> turn(call_mu_);  // callers on other threads (engine replicas) wait
   {
     std::lock_guard<std::mutex> lock(mu_);
     job_ = &fn;

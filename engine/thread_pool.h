@@ -24,6 +24,7 @@ class ThreadPool {
 
   // Calls fn(begin, end) on disjoint ranges covering [0, n). Runs inline when n < min_per_thread * 2
   // or the pool has one thread. Not reentrant: fn must not call parallel_for on the same pool.
+  // Calls from several threads (CPU engine replicas) take turns.
   void parallel_for(std::int64_t n, const std::function<void(std::int64_t, std::int64_t)>& fn,
                     std::int64_t min_per_thread = 1);
 
@@ -35,6 +36,7 @@ class ThreadPool {
 
   std::vector<std::thread> workers_;
   std::mutex mu_;
+  std::mutex call_mu_;  // held by the thread whose parallel_for is running
   std::condition_variable wake_, done_;
   const std::function<void(std::int64_t, std::int64_t)>* job_ = nullptr;
   std::int64_t n_ = 0;

@@ -24,4 +24,13 @@ int device_count() noexcept;
 // Properties of device `index`; throws CudaError when it does not exist.
 DeviceInfo device_info(int index);
 
+// What `awqd status` shows of a device: whole-device memory (every process's) and the share of
+// the last sample period in which a kernel ran, from NVML (libnvidia-ml, opened at run time);
+// without NVML, memory from cudaMemGetInfo and utilization -1. Never throws (zeros on failure).
+struct DeviceUsage {
+  std::size_t memory_used = 0, memory_total = 0;  // bytes
+  int utilization = -1;                           // percent, -1 unknown
+};
+DeviceUsage device_usage(int index) noexcept;
+
 }  // namespace awqd::cuda

@@ -24,6 +24,13 @@ std::filesystem::path fixture(const std::string& relative);
     if (::awqd::test::cuda_devices() == 0) GTEST_SKIP() << "no CUDA device present"; \
   } while (0)
 
+// Skips unless at least n CUDA devices are present (tensor-parallel and replica tests).
+#define AWQD_REQUIRE_GPUS(n)                                                                      \
+  do {                                                                                            \
+    if (::awqd::test::cuda_devices() < (n))                                                       \
+      GTEST_SKIP() << "needs " << (n) << " CUDA devices, found " << ::awqd::test::cuda_devices(); \
+  } while (0)
+
 // Declares `var` as the absolute path of a fixture, skipping the test when it is absent.
 #define AWQD_REQUIRE_FIXTURE(var, relative)                                             \
   const std::filesystem::path var = ::awqd::test::fixture(relative);                    \
