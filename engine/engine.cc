@@ -109,11 +109,10 @@ std::string Engine::describe() const {
          "; " + impl_->executor->describe();
 }
 
-void Engine::add_request(GenerationRequest request) {
-  Impl& m = *impl_;
+void Engine::check_request(const GenerationRequest& request) const {
+  const Impl& m = *impl_;
   const ModelConfig& c = model_config();
   if (request.prompt_ids.empty()) throw std::invalid_argument("the prompt is empty");
-  if (m.requests.count(request.id)) throw std::invalid_argument("request id " + request.id + " is already active");
   for (auto t : request.prompt_ids)
     if (t < 0 || t >= c.vocab_size)
       throw std::invalid_argument("prompt token id " + std::to_string(t) + " is outside the vocabulary (size " +
@@ -127,6 +126,13 @@ void Engine::add_request(GenerationRequest request) {
     throw std::invalid_argument("the prompt needs " + std::to_string(need_blocks) + " KV-cache blocks; the pool has " +
                                 std::to_string(m.scheduler->blocks().num_blocks()));
   request.params.validate(c.vocab_size);
+}
+
+void Engine::add_request(GenerationRequest request) {
+  Impl& m = *impl_;
+  if (m.requests.count(request.id)) throw std::invalid_argument("request id " + request.id + " is already active");
+  check_request(request);
+  const int len = static_cast<int>(request.prompt_ids.size());
 
   auto seq = std::make_unique<Sequence>();
   seq->id = request.id;

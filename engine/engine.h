@@ -92,6 +92,10 @@ class Engine {
   // the prompt is empty, longer than the context, has ids outside the vocabulary, or the params
   // are out of range, or the id is already queued or running.
   void add_request(GenerationRequest request);
+  // The checks add_request makes, except the duplicate-id one, without queueing anything. It
+  // reads only what is fixed at load (model config, KV pool size), so another thread may call it
+  // while this engine steps (EngineGroup checks requests before handing them to a replica).
+  void check_request(const GenerationRequest& request) const;
   // Cancels a queued or running request; it finishes with kCancelled at the next step, keeping
   // the text generated so far. Unknown ids are ignored (returns false).
   bool cancel(const std::string& id);

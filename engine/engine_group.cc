@@ -1,5 +1,6 @@
 #include "engine/engine_group.h"
 
+#include <chrono>
 #include <condition_variable>
 #include <exception>
 #include <mutex>
@@ -24,20 +25,30 @@ struct EngineGroup::Shared {
 struct EngineGroup::Replica {
   int index = 0;
   std::vector<int> gpus;
-  std::unique_ptr<Engine> engine;  // created and destroyed on `thread`
-  std::mutex mu;                   // guards engine; held by `thread` during a step
-  std::condition_variable work;    // a request was added or cancelled, or stop
-  bool stop = false;               // under mu
-  std::int64_t load = 0;           // outstanding work (Shared::mu)
-  EngineStats stats;               // after the last step (Shared::mu)
+  // Created, stepped and destroyed on `thread`, and touched by no other thread while it lives:
+  // the front hands requests and cancellations over through the inbox, so it never waits for a
+  // step (a lock held across steps starves the front: std::mutex is not fair).
+  std::unique_ptr<Engine> engine;
+  std::mutex inbox_mu;
+  std::condition_variable work;              // the inbox got something, or stop
+  std::vector<GenerationRequest> inbox;      // under inbox_mu: checked, to be added
+  std::vector<std::string> cancels;          // under inbox_mu: ids to cancel (after the adds)
+  bool stop = false;                         // under inbox_mu
+  std::int64_t load = 0;                     // outstanding work (Shared::mu)
+  EngineStats stats;                         // after the last step (Shared::mu)
+  std::vector<DeviceStatus> devices;         // refreshed about once a second (Shared::mu)
+  std::string description;                   // set once loaded (Shared::mu)
   std::thread thread;
 
   void run(const EngineConfig& config, Shared& shared) {
     try {
-      auto e = std::make_unique<Engine>(config);
-      std::lock_guard<std::mutex> lock(mu);
-      engine = std::move(e);
+      engine = std::make_unique<Engine>(config);
+      std::vector<DeviceStatus> devs = engine->devices();
+      std::lock_guard<std::mutex> lock(shared.mu);
+      description = engine->describe();
+      devices = std::move(devs);
     } catch (const std::exception& ex) {
+      engine.reset();
       std::string gs;
       for (int g : gpus) gs += (gs.empty() ? "" : ",") + std::to_string(g);
       std::lock_guard<std::mutex> lock(shared.mu);
@@ -50,27 +61,61 @@ struct EngineGroup::Replica {
       ++shared.loaded;
     }
     shared.progress.notify_all();
+    auto devices_at = std::chrono::steady_clock::now();
+    bool failed = engine == nullptr;
     for (;;) {
-      std::vector<RequestOutput> outs;
-      EngineStats st;
+      std::vector<GenerationRequest> adds;
+      std::vector<std::string> cancel_ids;
       {
-        std::unique_lock<std::mutex> lock(mu);
-        work.wait(lock, [&] { return stop || (engine && engine->has_unfinished()); });
+        std::unique_lock<std::mutex> lock(inbox_mu);
+        const bool busy = !failed && engine->has_unfinished();
+        work.wait(lock, [&] { return stop || busy || !inbox.empty() || !cancels.empty(); });
         if (stop) break;
+        adds.swap(inbox);
+        cancel_ids.swap(cancels);
+      }
+      if (failed) continue;  // the front rethrows the failure; wait for stop
+      std::vector<RequestOutput> outs;
+      for (GenerationRequest& r : adds) {
+        const std::string id = r.id;
         try {
-          outs = engine->step();
-        } catch (...) {
-          std::lock_guard<std::mutex> g(shared.mu);
-          if (!shared.failure) shared.failure = std::current_exception();
-          shared.progress.notify_all();
-          work.wait(lock, [&] { return stop; });
-          break;
+          engine->add_request(std::move(r));
+        } catch (const std::exception& ex) {  // checked by the front; not expected
+          RequestOutput out;
+          out.id = id;
+          out.finished = true;
+          out.finish_reason = FinishReason::kError;
+          out.error = ex.what();
+          outs.push_back(std::move(out));
+        }
+      }
+      for (const std::string& id : cancel_ids) engine->cancel(id);
+      EngineStats st;
+      try {
+        if (engine->has_unfinished()) {
+          std::vector<RequestOutput> stepped = engine->step();
+          outs.insert(outs.end(), std::make_move_iterator(stepped.begin()),
+                      std::make_move_iterator(stepped.end()));
         }
         st = engine->stats();
+      } catch (...) {
+        failed = true;
+        std::lock_guard<std::mutex> g(shared.mu);
+        if (!shared.failure) shared.failure = std::current_exception();
+        shared.progress.notify_all();
+        continue;
+      }
+      std::vector<DeviceStatus> devs;
+      const auto now = std::chrono::steady_clock::now();
+      const bool refresh = now - devices_at >= std::chrono::seconds(1);
+      if (refresh) {
+        devs = engine->devices();
+        devices_at = now;
       }
       {
         std::lock_guard<std::mutex> lock(shared.mu);
         stats = st;
+        if (refresh) devices = std::move(devs);
         for (const RequestOutput& o : outs) {
           if (!o.finished) continue;
           auto it = shared.active.find(o.id);
@@ -83,7 +128,6 @@ struct EngineGroup::Replica {
       }
       shared.progress.notify_all();
     }
-    std::lock_guard<std::mutex> lock(mu);
     engine.reset();
   }
 };
@@ -155,7 +199,7 @@ EngineGroup::~EngineGroup() { stop(); }
 void EngineGroup::stop() {
   for (auto& rep : replicas_) {
     {
-      std::lock_guard<std::mutex> lock(rep->mu);
+      std::lock_guard<std::mutex> lock(rep->inbox_mu);
       rep->stop = true;
     }
     rep->work.notify_all();
@@ -171,38 +215,35 @@ const ModelConfig& EngineGroup::model_config() const {
 const Tokenizer& EngineGroup::tokenizer() const { return replicas_[0]->engine->tokenizer(); }
 
 std::string EngineGroup::describe() const {
+  std::lock_guard<std::mutex> lock(shared_->mu);
   std::string out;
-  for (const auto& rep : replicas_) {
-    std::lock_guard<std::mutex> lock(rep->mu);
+  for (const auto& rep : replicas_)
     out += (out.empty() ? "" : "\n") + std::string("replica ") + std::to_string(rep->index) + ": " +
-           rep->engine->describe();
-  }
+           rep->description;
   return out;
 }
 
 void EngineGroup::add_request(GenerationRequest request) {
+  // Checked here, on the caller's thread, so a bad request is the caller's exception as with one
+  // Engine (check_request reads only what is fixed at load; every replica loads the same model).
+  replicas_[0]->engine->check_request(request);
   const std::int64_t work =
       static_cast<std::int64_t>(request.prompt_ids.size()) + request.params.max_tokens;
   Replica* target = nullptr;
   {
     std::lock_guard<std::mutex> lock(shared_->mu);
+    if (shared_->failure) std::rethrow_exception(shared_->failure);
     if (shared_->active.count(request.id))
       throw std::invalid_argument("request id " + request.id + " is already active");
     for (auto& rep : replicas_)
       if (target == nullptr || rep->load < target->load) target = rep.get();
-    // Registered before the replica can step it (it cannot before we release its lock below).
+    // Registered before the replica can finish it, so its output always finds the entry.
     target->load += work;
     shared_->active[request.id] = {target->index, work};
   }
-  const std::string id = request.id;
-  try {
-    std::lock_guard<std::mutex> lock(target->mu);
-    target->engine->add_request(std::move(request));
-  } catch (...) {
-    std::lock_guard<std::mutex> lock(shared_->mu);
-    target->load -= work;
-    shared_->active.erase(id);
-    throw;
+  {
+    std::lock_guard<std::mutex> lock(target->inbox_mu);
+    target->inbox.push_back(std::move(request));
   }
   target->work.notify_one();
 }
@@ -216,13 +257,12 @@ bool EngineGroup::cancel(const std::string& id) {
     index = it->second.first;
   }
   Replica& rep = *replicas_[index];
-  bool cancelled = false;
   {
-    std::lock_guard<std::mutex> lock(rep.mu);
-    cancelled = rep.engine->cancel(id);
+    std::lock_guard<std::mutex> lock(rep.inbox_mu);
+    rep.cancels.push_back(id);
   }
   rep.work.notify_one();
-  return cancelled;
+  return true;
 }
 
 std::vector<RequestOutput> EngineGroup::step() {
@@ -249,11 +289,9 @@ std::vector<EngineStats> EngineGroup::stats() const {
 }
 
 std::vector<std::vector<DeviceStatus>> EngineGroup::devices() const {
+  std::lock_guard<std::mutex> lock(shared_->mu);
   std::vector<std::vector<DeviceStatus>> out;
-  for (const auto& rep : replicas_) {
-    std::lock_guard<std::mutex> lock(rep->mu);
-    out.push_back(rep->engine ? rep->engine->devices() : std::vector<DeviceStatus>{});
-  }
+  for (const auto& rep : replicas_) out.push_back(rep->devices);
   return out;
 }
 

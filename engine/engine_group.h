@@ -10,7 +10,9 @@
 //
 // Threading: the group itself is driven by one thread, like an Engine. Replica i's Engine is
 // created, stepped and destroyed by replica i's thread (so its GPUs' work always comes from that
-// thread); add_request and cancel take the replica's lock, which its thread holds during a step.
+// thread, and only that thread touches it); add_request checks the request on the caller's thread,
+// then hands it to the replica through an inbox that its thread drains before each step, so the
+// front never waits for a step. cancel goes through the same inbox.
 // `awqd bench --replicas` uses it; the daemon runs one engine thread per replica of its own
 // (daemon/engine_runner.*) and can use this class in place of them.
 #pragma once
@@ -47,6 +49,8 @@ class EngineGroup {
   // Queues the request on the least loaded replica; throws what Engine::add_request throws, and
   // std::invalid_argument for an id already active in the group.
   void add_request(GenerationRequest request);
+  // True when the id is active in the group: its replica cancels it before its next step (it
+  // finishes kCancelled, or normally if it finished first).
   bool cancel(const std::string& id);
 
   // Waits until some replica has made progress (or no request is left) and returns every
@@ -54,7 +58,7 @@ class EngineGroup {
   std::vector<RequestOutput> step();
   bool has_unfinished() const;
   std::vector<EngineStats> stats() const;                  // per replica, as of its last step
-  std::vector<std::vector<DeviceStatus>> devices() const;  // per replica (waits out a running step)
+  std::vector<std::vector<DeviceStatus>> devices() const;  // per replica, at most ~1 s old
 
  private:
   void stop();  // stops and joins the replica threads (each unloads its engine)

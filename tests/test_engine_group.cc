@@ -91,6 +91,27 @@ TEST_F(EngineGroupTest, RejectsBadAndDuplicateRequestsAndCancels) {
   EXPECT_EQ(reason.at(reqs[1].id), FinishReason::kLength);
 }
 
+TEST_F(EngineGroupTest, AddingDoesNotWaitForSteps) {
+  // Replicas busy with long requests: the front's adds go through the inbox and do not wait for
+  // a step each (a replica lock held across steps made 2000 bulk adds take minutes).
+  EngineGroup group(config_, {{0}, {1}});
+  auto longs = requests(2);
+  for (auto& r : longs) {
+    r.id += "-long";
+    r.params.max_tokens = 400;
+    group.add_request(r);
+  }
+  std::int64_t before = 0, after = 0;
+  for (const EngineStats& s : group.stats()) before += s.steps;
+  auto many = requests(200);
+  for (auto& r : many) group.add_request(r);
+  for (const EngineStats& s : group.stats()) after += s.steps;
+  EXPECT_LT(after - before, 100) << "steps taken while 200 requests were added";
+  const Outputs got = run_all(group);
+  EXPECT_EQ(got.size(), 202u);
+  EXPECT_EQ(got.at(longs[0].id).size(), 400u);
+}
+
 TEST(EngineGroupConfig, ParsesGpuGroups) {
   using G = std::vector<std::vector<int>>;
   EXPECT_EQ(EngineGroup::parse_groups("[[0],[1],[2]]"), (G{{0}, {1}, {2}}));
