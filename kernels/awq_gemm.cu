@@ -141,9 +141,13 @@ const DeviceCaps& device_caps() {
   static std::map<int, DeviceCaps> by_device;
   int device = 0;
   CUDA_CHECK(cudaGetDevice(&device));
-  std::lock_guard<std::mutex> lock(mutex);
-  auto it = by_device.find(device);
-  if (it != by_device.end()) return it->second;
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    auto it = by_device.find(device);
+    if (it != by_device.end()) return it->second;
+  }
+  // Probed without the lock (cudaFuncSetAttribute can wait for a busy device: see
+  // kernels/cublaslt_gemm.cc on tensor parallelism); a thread that raced us keeps its equal copy.
   DeviceCaps caps;
   int major = 0, minor = 0;
   CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
@@ -157,6 +161,7 @@ const DeviceCaps& device_caps() {
   caps.sm = major * 10 + minor;
   caps.tensor_core = probe_family(false, caps.sm);
   caps.turing = probe_family(true, caps.sm);
+  std::lock_guard<std::mutex> lock(mutex);
   return by_device.emplace(device, std::move(caps)).first->second;
 }
 

@@ -38,15 +38,23 @@ struct Plan {
   cublasLtMatmulAlgo_t algo{};
 };
 
-struct Cache {
+// One handle and plan cache per device, each behind its own lock. Never one lock for all
+// devices: a call can block inside cuBLASLt (loading a kernel's module waits for the device to be
+// idle), and with tensor parallelism that device may be running an all-reduce that waits for a
+// peer rank, whose thread must not then wait on this lock to reach it (a deadlock that the P2P
+// all-reduce's 30 s timeout turned into a failed launch).
+struct DeviceCache {
   std::mutex mutex;
-  std::map<int, cublasLtHandle_t> handles;  // per device
+  cublasLtHandle_t handle = nullptr;
   std::map<Key, Plan> plans;
 };
 
-Cache& cache() {
-  static Cache* c = new Cache();  // never destroyed: handles outlive static destructors' order
-  return *c;
+DeviceCache& cache(int device) {
+  constexpr int kMaxDevices = 64;
+  static DeviceCache* caches = new DeviceCache[kMaxDevices];  // never destroyed: handles outlive static destructors
+  if (device < 0 || device >= kMaxDevices)
+    throw std::invalid_argument("cublaslt_gemm: device " + std::to_string(device) + " beyond the supported 64");
+  return caches[device];
 }
 
 Plan make_plan(cublasLtHandle_t handle, int M, int N, int K, int ldx, int ldw, int ldy,
@@ -143,14 +151,9 @@ void cublaslt_gemm(const DenseGemmArgs& args, cudaStream_t stream) {
   CUDA_CHECK(cudaGetDevice(&device));
   if (workspace == nullptr) workspace_bytes = 0;
 
-  Cache& c = cache();
+  DeviceCache& c = cache(device);
   std::lock_guard<std::mutex> lock(c.mutex);
-  auto handle_it = c.handles.find(device);
-  if (handle_it == c.handles.end()) {
-    cublasLtHandle_t handle = nullptr;
-    CUBLASLT_CHECK(cublasLtCreate(&handle));
-    handle_it = c.handles.emplace(device, handle).first;
-  }
+  if (c.handle == nullptr) CUBLASLT_CHECK(cublasLtCreate(&c.handle));
   const Key key{device,
                 M,
                 N,
@@ -168,7 +171,7 @@ void cublaslt_gemm(const DenseGemmArgs& args, cudaStream_t stream) {
   auto plan_it = c.plans.find(key);
   if (plan_it == c.plans.end()) {
     plan_it = c.plans
-                  .emplace(key, make_plan(handle_it->second, M, N, K, ldx, ldw, ldy,
+                  .emplace(key, make_plan(c.handle, M, N, K, ldx, ldw, ldy,
                                           bias != nullptr, alignment_of(x), alignment_of(w),
                                           alignment_of(y), workspace_bytes, w_nk, args.y_fp32))
                   .first;
@@ -178,7 +181,7 @@ void cublaslt_gemm(const DenseGemmArgs& args, cudaStream_t stream) {
     CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
                                                   sizeof(bias)));
   const float alpha = 1.0f, beta = 0.0f;
-  CUBLASLT_CHECK(cublasLtMatmul(handle_it->second, plan.op, &alpha, w, plan.a, x, plan.b, &beta, y,
+  CUBLASLT_CHECK(cublasLtMatmul(c.handle, plan.op, &alpha, w, plan.a, x, plan.b, &beta, y,
                                 plan.d, y, plan.d, &plan.algo, workspace, workspace_bytes, stream));
 }
 

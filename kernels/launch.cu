@@ -76,18 +76,24 @@ void allow_dynamic_smem(const void* kernel, std::size_t bytes) {
     std::size_t max_bytes;   // the device's opt-in limit less the static shared memory
     bool raised;
   };
-  static std::mutex mu;
-  static std::map<std::pair<const void*, int>, Limits> known;
+  // One lock per device (never one for all: see kernels/cublaslt_gemm.cc on tensor parallelism).
+  struct PerDevice {
+    std::mutex mu;
+    std::map<const void*, Limits> known;
+  };
+  static PerDevice* devices = new PerDevice[kMaxDevices];
   int dev = 0;
   CUDA_CHECK(cudaGetDevice(&dev));
-  std::lock_guard<std::mutex> lock(mu);
-  auto it = known.find({kernel, dev});
+  if (dev < 0 || dev >= kMaxDevices) throw CudaError("device index " + std::to_string(dev) + " beyond the supported 64");
+  std::lock_guard<std::mutex> lock(devices[dev].mu);
+  auto& known = devices[dev].known;
+  auto it = known.find(kernel);
   if (it == known.end()) {
     cudaFuncAttributes attr{};
     CUDA_CHECK(cudaFuncGetAttributes(&attr, kernel));
     const std::size_t stat = attr.sharedSizeBytes;
     const std::size_t optin = cached_device().smem_optin;
-    it = known.emplace(std::make_pair(kernel, dev),
+    it = known.emplace(kernel,
                        Limits{stat < 48 * 1024 ? 48 * 1024 - stat : 0, optin > stat ? optin - stat : 0, false})
              .first;
   }

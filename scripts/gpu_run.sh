@@ -168,7 +168,7 @@ shared-prefix --workload shared-prefix"}
       rm -rf $models/llama3-8b
       step synth_qwen25_14b 200 "$elog" "$bin/awqd" synth --like qwen2.5-14b --out $models/qwen2.5-14b
       for tp in 3 1; do
-        step "qwen2.5-14b generate tp$tp" 100 "$tlog" "$bin/awqd" generate --model $models/qwen2.5-14b \
+        step "qwen2.5-14b generate tp$tp" 100 "$tlog" "$bin/awqd" generate --device cuda --model $models/qwen2.5-14b \
           --tensor-parallel $tp --prompt "The structure of the protein was determined by" --temperature 0 \
           --max-tokens 32 --ignore-eos --json
       done
