@@ -94,6 +94,16 @@ class EnginePipeline : public ::testing::Test {
     c.async_output = async;
     return c;
   }
+  // The CUDA engine on `tp` GPUs; deterministic mode makes a sequence's logits independent of
+  // its batch, so runs that schedule differently must still agree token for token.
+  EngineConfig cuda_config(bool async, int tp, bool deterministic) const {
+    EngineConfig c = config(async);
+    c.device = "cuda";
+    c.tensor_parallel = tp;
+    c.gpu_memory_utilization = 0.5f;
+    c.deterministic = deterministic;
+    return c;
+  }
   static GenerationRequest request(const Engine& e, const std::string& id, const std::string& prompt, int max_tokens) {
     GenerationRequest r;
     r.id = id;
@@ -203,39 +213,45 @@ TEST_F(EnginePipeline, CancellationMidRunIsTheSameWithOverlapOnAndOff) {
   EXPECT_EQ(off.stats().generated_tokens, on.stats().generated_tokens);
 }
 
-TEST_F(EnginePipeline, ManyMixedRequestsGiveIdenticalStreamsOnAndOff) {
-  // Sampling of every kind (seeded, so batch-independent), stop strings and ids, priorities,
-  // shared prefixes, and a KV pool and token budget small enough to force chunked prefill and
-  // preemption.
-  auto add_all = [&](Engine& e) {
-    for (int j = 0; j < 36; ++j) {
+// 36 requests: sampling of every kind (seeded, so batch-independent), stop strings and ids,
+// priorities, prompts sharing prefixes.
+void add_mixed_requests(Engine& e) {
+  for (int j = 0; j < 36; ++j) {
       std::string prompt = kPrompts[j % 5];
       for (int k = 0; k < j / 6; ++k) prompt += std::string(" ") + kPrompts[(j + k) % 5];
-      auto r = request(e, "m" + std::to_string(j), prompt, 8 + (j * 7) % 40);
-      SamplingParams& p = r.params;
-      p.seed = 1000 + j;
-      switch (j % 6) {
-        case 0: break;  // greedy
-        case 1: p.temperature = 0.8f; p.top_k = 20; break;
-        case 2: p.temperature = 1.0f; p.top_p = 0.9f; p.logprobs = 2; break;
-        case 3: p.temperature = 0.7f; p.min_p = 0.05f; p.repetition_penalty = 1.3f; p.stop = {"e ", "\n"}; break;
-        case 4: p.temperature = 0.9f; p.presence_penalty = 0.5f; p.frequency_penalty = 0.3f; p.stop_token_ids = {13, 29889}; break;
-        case 5: p.stop = {"the"}; p.ignore_eos = true; break;
-      }
-      r.priority = j % 3 == 0 ? 1 : 0;
-      e.add_request(r);
+    GenerationRequest r;
+    r.id = "m" + std::to_string(j);
+    r.prompt_ids = e.tokenizer().encode(prompt, true);
+    SamplingParams& p = r.params;
+    p.max_tokens = 8 + (j * 7) % 40;
+    p.temperature = 0;
+    p.seed = 1000 + j;
+    switch (j % 6) {
+      case 0: break;  // greedy
+      case 1: p.temperature = 0.8f; p.top_k = 20; break;
+      case 2: p.temperature = 1.0f; p.top_p = 0.9f; p.logprobs = 2; break;
+      case 3: p.temperature = 0.7f; p.min_p = 0.05f; p.repetition_penalty = 1.3f; p.stop = {"e ", "\n"}; break;
+      case 4: p.temperature = 0.9f; p.presence_penalty = 0.5f; p.frequency_penalty = 0.3f; p.stop_token_ids = {13, 29889}; break;
+      case 5: p.stop = {"the"}; p.ignore_eos = true; break;
     }
-  };
-  auto cfg = [&](bool async) {
-    EngineConfig c = config(async);
-    c.num_kv_blocks_override = 20;  // 320 tokens for 12 running requests of up to ~100 each
-    c.max_num_seqs = 12;
-    c.max_num_batched_tokens = 48;
-    return c;
-  };
-  Engine off(cfg(false)), on(cfg(true));
-  add_all(off);
-  add_all(on);
+    r.priority = j % 3 == 0 ? 1 : 0;
+    e.add_request(r);
+  }
+}
+
+// A KV pool and token budget small enough to force chunked prefill and preemption.
+EngineConfig tight(EngineConfig c) {
+  c.num_kv_blocks_override = 20;  // 320 tokens for 12 running requests of up to ~100 each
+  c.max_num_seqs = 12;
+  c.max_num_batched_tokens = 48;
+  return c;
+}
+
+// Runs the mixed requests with async_output off and on and expects the same outputs.
+void expect_mixed_same_on_and_off(const EngineConfig& off_config, const EngineConfig& on_config) {
+  Engine off(off_config), on(on_config);
+  add_mixed_requests(off);
+  add_mixed_requests(on);
   const auto a = run_all(off), b = run_all(on);
   ASSERT_EQ(a.size(), 36u);
   ASSERT_EQ(b.size(), 36u);
@@ -252,6 +268,10 @@ TEST_F(EnginePipeline, ManyMixedRequestsGiveIdenticalStreamsOnAndOff) {
   EXPECT_EQ(on.stats().generated_tokens, completion);
   EXPECT_EQ(off.stats().generated_tokens, completion);
   EXPECT_EQ(on.stats().kv_blocks_used, 0);
+}
+
+TEST_F(EnginePipeline, ManyMixedRequestsGiveIdenticalStreamsOnAndOff) {
+  expect_mixed_same_on_and_off(tight(config(false)), tight(config(true)));
 }
 
 TEST_F(EnginePipeline, ProfileFillsHostTimingsThatAddUp) {
@@ -296,6 +316,71 @@ TEST_F(EnginePipeline, ProfileFillsHostTimingsThatAddUp) {
   quiet.add_request(request(quiet, "one", kPrompts[0], 5));
   run_all(quiet);
   EXPECT_EQ(quiet.profile().decode.steps + quiet.profile().mixed.steps, 0);
+}
+
+// The CUDA executors' submit() returns before the GPU has finished; in deterministic mode the
+// outputs must still equal those of async_output off, on one GPU and under tensor parallelism.
+TEST_F(EnginePipeline, CudaManyMixedRequestsGiveIdenticalStreamsOnAndOff) {
+  AWQD_REQUIRE_CUDA();
+  expect_mixed_same_on_and_off(tight(cuda_config(false, 1, true)), tight(cuda_config(true, 1, true)));
+}
+
+TEST_F(EnginePipeline, CudaTensorParallelManyMixedRequestsGiveIdenticalStreamsOnAndOff) {
+  AWQD_REQUIRE_GPUS(2);
+  expect_mixed_same_on_and_off(tight(cuda_config(false, 2, true)), tight(cuda_config(true, 2, true)));
+}
+
+// GPU profiling: every step measured, each category filled, and the eager replay (which writes
+// no KV cache) changes no output: the same schedule gives the same tokens with profiling off.
+void expect_cuda_profile(const EngineConfig& base, bool graphs) {
+  EngineConfig quiet = base, loud = base;
+  quiet.cuda_graphs = loud.cuda_graphs = graphs;
+  loud.profile = true;
+  loud.profile_every = 1;
+  loud.profile_warmup = 0;
+  Engine a(quiet), b(loud);
+  add_mixed_requests(a);
+  add_mixed_requests(b);
+  const auto ra = run_all(a), rb = run_all(b);
+  for (const auto& [id, rec] : ra) expect_same(rec, rb.at(id), id);
+  const EngineProfile p = b.profile();
+  EXPECT_EQ(p.decode.steps + p.mixed.steps, b.stats().steps);
+  for (const StepTimes* t : {&p.decode, &p.mixed}) {
+    ASSERT_GT(t->steps, 0);
+    EXPECT_EQ(t->gpu_steps, t->steps);
+    EXPECT_GT(t->gpu_step_ms, 0.0);
+    EXPECT_LE(t->host_sum_ms(), t->period_ms * 1.0001 + 1e-6);
+    for (GpuCategory c : {GpuCategory::kGemm, GpuCategory::kAttention, GpuCategory::kOther, GpuCategory::kLmHead,
+                          GpuCategory::kSampler})
+      EXPECT_GT(t->gpu_ms[static_cast<int>(c)], 0.0) << gpu_category_name(c);
+    const double comm = t->gpu_ms[static_cast<int>(GpuCategory::kCommunication)];
+    if (base.tensor_parallel > 1) {
+      EXPECT_GT(comm, 0.0);
+    } else {
+      EXPECT_EQ(comm, 0.0);
+    }
+    std::printf("%s steps %lld: as run %.3f ms/step (%lld graphs), replay:", t == &p.decode ? "decode" : "mixed",
+                static_cast<long long>(t->steps), t->gpu_step_ms / static_cast<double>(t->steps),
+                static_cast<long long>(t->graph_steps));
+    for (int c = 0; c < kGpuCategories; ++c)
+      std::printf(" %s %.3f", gpu_category_name(static_cast<GpuCategory>(c)), t->gpu_ms[c] / static_cast<double>(t->steps));
+    std::printf("\n");
+  }
+  if (graphs) {
+    EXPECT_GT(p.decode.graph_steps, 0);
+  } else {
+    EXPECT_EQ(p.decode.graph_steps, 0);
+  }
+}
+
+TEST_F(EnginePipeline, CudaProfileFillsEveryCategoryAndChangesNoOutput) {
+  AWQD_REQUIRE_CUDA();
+  for (bool graphs : {true, false}) expect_cuda_profile(tight(cuda_config(true, 1, false)), graphs);
+}
+
+TEST_F(EnginePipeline, CudaTensorParallelProfile) {
+  AWQD_REQUIRE_GPUS(2);
+  for (bool graphs : {true, false}) expect_cuda_profile(tight(cuda_config(true, 2, false)), graphs);
 }
 
 #ifdef AWQD_BINARY
