@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -181,6 +182,18 @@ nlohmann::json profile_json(const StepTimes& t) {
 
 // The breakdown table: one column per kind of step that was sampled.
 void print_profile(const nlohmann::json& prof) {
+  std::string line;  // one row, printed without its trailing padding
+  auto cell = [&line](const char* text, std::size_t width) {  // two spaces, then text padded to width
+    const std::size_t n = std::strlen(text);
+    line += "  ";
+    line += text;
+    if (n < width) line.append(width - n, ' ');
+  };
+  auto end_row = [&line] {
+    line.erase(line.find_last_not_of(' ') + 1);
+    std::printf("%s\n", line.c_str());
+    line.clear();
+  };
   std::vector<std::pair<std::string, const nlohmann::json*>> cols;
   for (const char* kind : {"decode", "mixed"})
     if (prof[kind]["steps"].get<std::int64_t>() > 0) cols.emplace_back(kind, &prof[kind]);
@@ -190,27 +203,27 @@ void print_profile(const nlohmann::json& prof) {
     std::printf("  no step sampled (fewer steps than the warm-up)\n");
     return;
   }
-  std::printf("  %-34s", "");
+  cell("", 34);
   for (const auto& [kind, c] : cols) {
     char head[64];
     std::snprintf(head, sizeof head, "%s (%lld steps, %.0f tok)", kind.c_str(),
                   static_cast<long long>((*c)["steps"].get<std::int64_t>()), (*c)["tokens_per_step"].get<double>());
-    std::printf("  %-24s", head);
+    cell(head, 24);
   }
-  std::printf("\n");
+  end_row();
   auto row = [&](const char* label, const char* group, const char* key, const char* of) {
-    std::printf("  %-34s", label);
+    cell(label, 34);
     for (const auto& [kind, c] : cols) {
       if (!c->contains(group)) {
-        std::printf("  %-24s", "-");
+        cell("-", 24);
         continue;
       }
       const double v = (*c)[group][key].get<double>(), whole = (*c)[group][of].get<double>();
-      char cell[64];
-      std::snprintf(cell, sizeof cell, "%9.3f %6.1f%%", v, whole > 0 ? 100 * v / whole : 0.0);
-      std::printf("  %-24s", cell);
+      char value[64];
+      std::snprintf(value, sizeof value, "%9.3f %6.1f%%", v, whole > 0 ? 100 * v / whole : 0.0);
+      cell(value, 24);
     }
-    std::printf("\n");
+    end_row();
   };
   row("host: period (end to end)", "host_ms", "period", "period");
   row("  wait for the device", "host_ms", "wait", "period");
@@ -224,15 +237,15 @@ void print_profile(const nlohmann::json& prof) {
   bool gpu = false;
   for (const auto& [kind, c] : cols) gpu |= c->contains("gpu_ms");
   if (!gpu) return;
-  std::printf("  %-34s", "gpu: step as run, % of period");
+  cell("gpu: step as run, % of period", 34);
   for (const auto& [kind, c] : cols) {
-    char cell[64] = "-";
+    char value[64] = "-";
     if (c->contains("gpu_ms"))
-      std::snprintf(cell, sizeof cell, "%9.3f %6.1f%%", (*c)["gpu_ms"]["step"].get<double>(),
+      std::snprintf(value, sizeof value, "%9.3f %6.1f%%", (*c)["gpu_ms"]["step"].get<double>(),
                     100 * (*c)["gpu_ms"]["step"].get<double>() / (*c)["host_ms"]["period"].get<double>());
-    std::printf("  %-24s", cell);
+    cell(value, 24);
   }
-  std::printf("\n");
+  end_row();
   row("gpu: eager replay, per category", "gpu_ms", "replay", "replay");
   for (int k = 0; k < kGpuCategories; ++k) {
     const char* name = gpu_category_name(static_cast<GpuCategory>(k));
