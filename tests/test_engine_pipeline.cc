@@ -8,10 +8,9 @@
 
 #include <cstdio>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "engine/engine.h"
 #include "tests/test_support.h"
@@ -104,7 +103,8 @@ class EnginePipeline : public ::testing::Test {
     c.deterministic = deterministic;
     return c;
   }
-  static GenerationRequest request(const Engine& e, const std::string& id, const std::string& prompt, int max_tokens) {
+  static GenerationRequest request(const Engine& e, const std::string& id,
+                                   const std::string& prompt, int max_tokens) {
     GenerationRequest r;
     r.id = id;
     r.prompt_ids = e.tokenizer().encode(prompt, true);
@@ -188,7 +188,8 @@ TEST_F(EnginePipeline, CancellationMidRunIsTheSameWithOverlapOnAndOff) {
   for (int call = 0; off.has_unfinished() || on.has_unfinished(); ++call) {
     ASSERT_LT(call, 200);
     if (cancels.count(call)) {
-      for (const auto& id : cancels.at(call)) EXPECT_EQ(off.cancel(id), on.cancel(id)) << id << " at call " << call;
+      for (const auto& id : cancels.at(call))
+        EXPECT_EQ(off.cancel(id), on.cancel(id)) << id << " at call " << call;
     }
     const auto oa = off.step(), ob = on.step();
     ASSERT_EQ(oa.size(), ob.size()) << "call " << call;
@@ -217,8 +218,8 @@ TEST_F(EnginePipeline, CancellationMidRunIsTheSameWithOverlapOnAndOff) {
 // priorities, prompts sharing prefixes.
 void add_mixed_requests(Engine& e) {
   for (int j = 0; j < 36; ++j) {
-      std::string prompt = kPrompts[j % 5];
-      for (int k = 0; k < j / 6; ++k) prompt += std::string(" ") + kPrompts[(j + k) % 5];
+    std::string prompt = kPrompts[j % 5];
+    for (int k = 0; k < j / 6; ++k) prompt += std::string(" ") + kPrompts[(j + k) % 5];
     GenerationRequest r;
     r.id = "m" + std::to_string(j);
     r.prompt_ids = e.tokenizer().encode(prompt, true);
@@ -227,12 +228,33 @@ void add_mixed_requests(Engine& e) {
     p.temperature = 0;
     p.seed = 1000 + j;
     switch (j % 6) {
-      case 0: break;  // greedy
-      case 1: p.temperature = 0.8f; p.top_k = 20; break;
-      case 2: p.temperature = 1.0f; p.top_p = 0.9f; p.logprobs = 2; break;
-      case 3: p.temperature = 0.7f; p.min_p = 0.05f; p.repetition_penalty = 1.3f; p.stop = {"e ", "\n"}; break;
-      case 4: p.temperature = 0.9f; p.presence_penalty = 0.5f; p.frequency_penalty = 0.3f; p.stop_token_ids = {13, 29889}; break;
-      case 5: p.stop = {"the"}; p.ignore_eos = true; break;
+      case 0:
+        break;  // greedy
+      case 1:
+        p.temperature = 0.8f;
+        p.top_k = 20;
+        break;
+      case 2:
+        p.temperature = 1.0f;
+        p.top_p = 0.9f;
+        p.logprobs = 2;
+        break;
+      case 3:
+        p.temperature = 0.7f;
+        p.min_p = 0.05f;
+        p.repetition_penalty = 1.3f;
+        p.stop = {"e ", "\n"};
+        break;
+      case 4:
+        p.temperature = 0.9f;
+        p.presence_penalty = 0.5f;
+        p.frequency_penalty = 0.3f;
+        p.stop_token_ids = {13, 29889};
+        break;
+      case 5:
+        p.stop = {"the"};
+        p.ignore_eos = true;
+        break;
     }
     r.priority = j % 3 == 0 ? 1 : 0;
     e.add_request(r);
@@ -281,15 +303,16 @@ TEST_F(EnginePipeline, ProfileFillsHostTimingsThatAddUp) {
     c.profile_every = 1;
     c.profile_warmup = 0;
     Engine e(c);
-    for (int i = 0; i < 5; ++i) e.add_request(request(e, "r" + std::to_string(i), kPrompts[i], 12 + i));
+    for (int i = 0; i < 5; ++i)
+      e.add_request(request(e, "r" + std::to_string(i), kPrompts[i], 12 + i));
     run_all(e);
     const EngineProfile p = e.profile();
     EXPECT_EQ(p.decode.steps + p.mixed.steps, e.stats().steps) << async;  // every step sampled
     EXPECT_GT(p.decode.steps, 0) << async;
     EXPECT_GT(p.mixed.steps, 0) << async;
     for (const StepTimes* t : {&p.decode, &p.mixed}) {
-      for (double v : {t->period_ms, t->caller_ms, t->wait_ms, t->update_ms, t->schedule_ms, t->make_batch_ms,
-                       t->submit_ms, t->outputs_ms})
+      for (double v : {t->period_ms, t->caller_ms, t->wait_ms, t->update_ms, t->schedule_ms,
+                       t->make_batch_ms, t->submit_ms, t->outputs_ms})
         EXPECT_GE(v, 0.0) << async;
       EXPECT_LE(t->host_sum_ms(), t->period_ms * 1.0001 + 1e-6) << async;
       EXPECT_GT(t->submit_ms, 0.0) << async;  // the CPU executor computes in submit()
@@ -322,12 +345,14 @@ TEST_F(EnginePipeline, ProfileFillsHostTimingsThatAddUp) {
 // outputs must still equal those of async_output off, on one GPU and under tensor parallelism.
 TEST_F(EnginePipeline, CudaManyMixedRequestsGiveIdenticalStreamsOnAndOff) {
   AWQD_REQUIRE_CUDA();
-  expect_mixed_same_on_and_off(tight(cuda_config(false, 1, true)), tight(cuda_config(true, 1, true)));
+  expect_mixed_same_on_and_off(tight(cuda_config(false, 1, true)),
+                               tight(cuda_config(true, 1, true)));
 }
 
 TEST_F(EnginePipeline, CudaTensorParallelManyMixedRequestsGiveIdenticalStreamsOnAndOff) {
   AWQD_REQUIRE_GPUS(2);
-  expect_mixed_same_on_and_off(tight(cuda_config(false, 2, true)), tight(cuda_config(true, 2, true)));
+  expect_mixed_same_on_and_off(tight(cuda_config(false, 2, true)),
+                               tight(cuda_config(true, 2, true)));
 }
 
 // GPU profiling: every step measured, each category filled, and the eager replay (which writes
@@ -350,8 +375,8 @@ void expect_cuda_profile(const EngineConfig& base, bool graphs) {
     EXPECT_EQ(t->gpu_steps, t->steps);
     EXPECT_GT(t->gpu_step_ms, 0.0);
     EXPECT_LE(t->host_sum_ms(), t->period_ms * 1.0001 + 1e-6);
-    for (GpuCategory c : {GpuCategory::kGemm, GpuCategory::kAttention, GpuCategory::kOther, GpuCategory::kLmHead,
-                          GpuCategory::kSampler})
+    for (GpuCategory c : {GpuCategory::kGemm, GpuCategory::kAttention, GpuCategory::kOther,
+                          GpuCategory::kLmHead, GpuCategory::kSampler})
       EXPECT_GT(t->gpu_ms[static_cast<int>(c)], 0.0) << gpu_category_name(c);
     const double comm = t->gpu_ms[static_cast<int>(GpuCategory::kCommunication)];
     if (base.tensor_parallel > 1) {
@@ -359,11 +384,13 @@ void expect_cuda_profile(const EngineConfig& base, bool graphs) {
     } else {
       EXPECT_EQ(comm, 0.0);
     }
-    std::printf("%s steps %lld: as run %.3f ms/step (%lld graphs), replay:", t == &p.decode ? "decode" : "mixed",
-                static_cast<long long>(t->steps), t->gpu_step_ms / static_cast<double>(t->steps),
+    std::printf("%s steps %lld: as run %.3f ms/step (%lld graphs), replay:",
+                t == &p.decode ? "decode" : "mixed", static_cast<long long>(t->steps),
+                t->gpu_step_ms / static_cast<double>(t->steps),
                 static_cast<long long>(t->graph_steps));
     for (int c = 0; c < kGpuCategories; ++c)
-      std::printf(" %s %.3f", gpu_category_name(static_cast<GpuCategory>(c)), t->gpu_ms[c] / static_cast<double>(t->steps));
+      std::printf(" %s %.3f", gpu_category_name(static_cast<GpuCategory>(c)),
+                  t->gpu_ms[c] / static_cast<double>(t->steps));
     std::printf("\n");
   }
   if (graphs) {
@@ -385,9 +412,10 @@ TEST_F(EnginePipeline, CudaTensorParallelProfile) {
 
 #ifdef AWQD_BINARY
 TEST_F(EnginePipeline, BenchProfilePrintsABreakdown) {
-  const std::string cmd = std::string(AWQD_BINARY) + " bench --device cpu --model '" + dir_.string() +
-                          "' --workload custom --num-prompts 3 --input-len 24 --output-len 24 --profile "
-                          "--profile-every 2 --profile-warmup 2 --json --quiet";
+  const std::string cmd =
+      std::string(AWQD_BINARY) + " bench --device cpu --model '" + dir_.string() +
+      "' --workload custom --num-prompts 3 --input-len 24 --output-len 24 --profile "
+      "--profile-every 2 --profile-warmup 2 --json --quiet";
   FILE* p = ::popen(cmd.c_str(), "r");
   ASSERT_NE(p, nullptr);
   std::string out;
@@ -403,7 +431,8 @@ TEST_F(EnginePipeline, BenchProfilePrintsABreakdown) {
   EXPECT_GT(d["steps"].get<int>(), 5);
   const auto& host = d["host_ms"];
   double sum = 0;
-  for (const char* k : {"caller", "wait", "update", "schedule", "make_batch", "submit", "outputs", "other"}) {
+  for (const char* k :
+       {"caller", "wait", "update", "schedule", "make_batch", "submit", "outputs", "other"}) {
     ASSERT_TRUE(host.contains(k)) << k;
     EXPECT_GE(host[k].get<double>(), 0.0) << k;
     sum += host[k].get<double>();
