@@ -11,9 +11,13 @@
 // fed from one front; step statistics are then summed over the replicas' latest steps.
 // Prompts are random token ids (seeded); greedy sampling, ignore_eos, so every request produces
 // exactly output-len tokens. Prints a summary (or JSON with --json) and writes JSON to --out.
+// --profile samples every --profile-every-th step after --profile-warmup and adds where their
+// time went (EngineConfig::profile): host time per part of Engine::step, and on the GPU the step
+// as it ran and an eager replay of it per kernel category (docs/PERF.md, "How to read --profile").
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -114,6 +118,12 @@ class BenchTarget {
   }
   std::vector<RequestOutput> step() { return engine_ ? engine_->step() : group_->step(); }
   bool has_unfinished() const { return engine_ ? engine_->has_unfinished() : group_->has_unfinished(); }
+  EngineProfile profile() const {
+    if (engine_) return engine_->profile();
+    EngineProfile sum;
+    for (const EngineProfile& p : group_->profiles()) sum.add(p);
+    return sum;
+  }
   EngineStats stats() const {
     if (engine_) return engine_->stats();
     EngineStats sum;
@@ -133,6 +143,116 @@ class BenchTarget {
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<EngineGroup> group_;
 };
+
+double per(double total, std::int64_t n) { return n > 0 ? total / static_cast<double>(n) : 0.0; }
+
+// Means per sampled step, host parts in the order of a step.
+nlohmann::json profile_json(const StepTimes& t) {
+  const auto n = t.steps;
+  nlohmann::json j = {
+      {"steps", n},
+      {"sequences_per_step", per(static_cast<double>(t.sequences), n)},
+      {"tokens_per_step", per(static_cast<double>(t.tokens), n)},
+      {"host_ms",
+       {{"period", per(t.period_ms, n)},
+        {"wait", per(t.wait_ms, n)},
+        {"update", per(t.update_ms, n)},
+        {"schedule", per(t.schedule_ms, n)},
+        {"make_batch", per(t.make_batch_ms, n)},
+        {"submit", per(t.submit_ms, n)},
+        {"outputs", per(t.outputs_ms, n)},
+        {"caller", per(t.caller_ms, n)},
+        {"other", per(t.period_ms - t.host_sum_ms(), n)}}},
+  };
+  if (t.gpu_steps > 0) {
+    const auto g = t.gpu_steps;
+    nlohmann::json gpu = {{"step", per(t.gpu_step_ms, g)}};
+    double replay = 0;
+    for (int c = 0; c < kGpuCategories; ++c) {
+      gpu[gpu_category_name(static_cast<GpuCategory>(c))] = per(t.gpu_ms[c], g);
+      replay += t.gpu_ms[c];
+    }
+    gpu["replay"] = per(replay, g);
+    j["gpu_steps"] = g;
+    j["graph_steps"] = t.graph_steps;
+    j["gpu_ms"] = gpu;
+  }
+  return j;
+}
+
+// The breakdown table: one column per kind of step that was sampled.
+void print_profile(const nlohmann::json& prof) {
+  std::string line;  // one row, printed without its trailing padding
+  auto cell = [&line](const char* text, std::size_t width) {  // two spaces, then text padded to width
+    const std::size_t n = std::strlen(text);
+    line += "  ";
+    line += text;
+    if (n < width) line.append(width - n, ' ');
+  };
+  auto end_row = [&line] {
+    line.erase(line.find_last_not_of(' ') + 1);
+    std::printf("%s\n", line.c_str());
+    line.clear();
+  };
+  std::vector<std::pair<std::string, const nlohmann::json*>> cols;
+  for (const char* kind : {"decode", "mixed"})
+    if (prof[kind]["steps"].get<std::int64_t>() > 0) cols.emplace_back(kind, &prof[kind]);
+  std::printf("profile  1 step in %d sampled after the first %d (async_output %s); mean ms per sampled step\n",
+              prof["every"].get<int>(), prof["warmup"].get<int>(), prof["async_output"].get<bool>() ? "on" : "off");
+  if (cols.empty()) {
+    std::printf("  no step sampled (fewer steps than the warm-up)\n");
+    return;
+  }
+  cell("", 34);
+  for (const auto& [kind, c] : cols) {
+    char head[64];
+    std::snprintf(head, sizeof head, "%s (%lld steps, %.0f tok)", kind.c_str(),
+                  static_cast<long long>((*c)["steps"].get<std::int64_t>()), (*c)["tokens_per_step"].get<double>());
+    cell(head, 24);
+  }
+  end_row();
+  auto row = [&](const char* label, const char* group, const char* key, const char* of) {
+    cell(label, 34);
+    for (const auto& [kind, c] : cols) {
+      if (!c->contains(group)) {
+        cell("-", 24);
+        continue;
+      }
+      const double v = (*c)[group][key].get<double>(), whole = (*c)[group][of].get<double>();
+      char value[64];
+      std::snprintf(value, sizeof value, "%9.3f %6.1f%%", v, whole > 0 ? 100 * v / whole : 0.0);
+      cell(value, 24);
+    }
+    end_row();
+  };
+  row("host: period (end to end)", "host_ms", "period", "period");
+  row("  wait for the device", "host_ms", "wait", "period");
+  row("  update (tokens, id checks)", "host_ms", "update", "period");
+  row("  schedule", "host_ms", "schedule", "period");
+  row("  make_batch", "host_ms", "make_batch", "period");
+  row("  submit (staging, launches)", "host_ms", "submit", "period");
+  row("  outputs (detokenize, stops)", "host_ms", "outputs", "period");
+  row("  caller (outside Engine::step)", "host_ms", "caller", "period");
+  row("  other", "host_ms", "other", "period");
+  bool gpu = false;
+  for (const auto& [kind, c] : cols) gpu |= c->contains("gpu_ms");
+  if (!gpu) return;
+  cell("gpu: step as run, % of period", 34);
+  for (const auto& [kind, c] : cols) {
+    char value[64] = "-";
+    if (c->contains("gpu_ms"))
+      std::snprintf(value, sizeof value, "%9.3f %6.1f%%", (*c)["gpu_ms"]["step"].get<double>(),
+                    100 * (*c)["gpu_ms"]["step"].get<double>() / (*c)["host_ms"]["period"].get<double>());
+    cell(value, 24);
+  }
+  end_row();
+  row("gpu: eager replay, per category", "gpu_ms", "replay", "replay");
+  for (int k = 0; k < kGpuCategories; ++k) {
+    const char* name = gpu_category_name(static_cast<GpuCategory>(k));
+    const std::string label = std::string("  ") + name;
+    row(label.c_str(), "gpu_ms", name, "replay");
+  }
+}
 
 int run_bench(const BenchOptions& o) {
   const Workload w = resolve(o);
@@ -232,6 +352,14 @@ int run_bench(const BenchOptions& o) {
       {"prefix_hit_rate", st.prefix_query_tokens ? static_cast<double>(st.prefix_hit_tokens) / static_cast<double>(st.prefix_query_tokens) : 0.0},
       {"computed_prompt_tokens", st.prompt_tokens},
   };
+  if (o.engine.profile) {
+    const EngineProfile p = engine.profile();
+    j["profile"] = {{"every", o.engine.profile_every},
+                    {"warmup", o.engine.profile_warmup},
+                    {"async_output", o.engine.async_output},
+                    {"decode", profile_json(p.decode)},
+                    {"mixed", profile_json(p.mixed)}};
+  }
   if (w.num_prompts == 1 && track[0].tokens > 1) {
     // Single sequence: decode rate after the first token (what decode-1 measures).
     const double decode_s = std::chrono::duration<double>(track[0].last - track[0].first).count();
@@ -259,6 +387,7 @@ int run_bench(const BenchOptions& o) {
                 100 * kv_max, st.kv_blocks_total);
     std::printf("preemptions %lld   prefix cache hit rate %.1f%%\n", static_cast<long long>(st.preemptions),
                 100 * j["prefix_hit_rate"].get<double>());
+    if (j.contains("profile")) print_profile(j["profile"]);
   }
   return 0;
 }
@@ -285,6 +414,14 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--out", o->out, "Write the results as JSON to this file");
   cmd->add_flag("--json", o->json, "Print JSON instead of the summary");
   cmd->add_flag("--quiet", o->quiet, "No progress bar");
+  cmd->add_flag("--profile", o->engine.profile,
+                "Time sampled steps: host parts of a step, GPU time per kernel category (eager replay)");
+  cmd->add_option("--profile-every", o->engine.profile_every, "With --profile: sample every n-th step")
+      ->check(CLI::Range(1, 1 << 20))
+      ->capture_default_str();
+  cmd->add_option("--profile-warmup", o->engine.profile_warmup, "With --profile: steps never sampled at the start")
+      ->check(CLI::Range(0, 1 << 30))
+      ->capture_default_str();
   set_action(cmd, [o] { return run_bench(*o); });
 }
 

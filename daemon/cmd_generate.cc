@@ -138,6 +138,8 @@ void add_engine_flags(CLI::App* sub, EngineConfig& e) {
   sub->add_flag("!--no-prefix-caching", e.enable_prefix_caching, "Disable automatic prefix caching");
   sub->add_flag("!--no-cuda-graphs", e.cuda_graphs, "Disable CUDA graphs for decode steps");
   sub->add_flag("--deterministic", e.deterministic, "Batch-invariant logits (slower)");
+  sub->add_flag("!--no-async-output", e.async_output,
+                "Build each step's outputs after its GPU work, instead of while the next step runs");
 }
 
 void add_generate_commands(CLI::App& app) {

@@ -46,6 +46,7 @@ void for_each_key(DaemonConfig& c, Fn&& fn) {
   fn("prefix_caching", "reuse KV blocks of shared prompt prefixes", c.prefix_caching, false);
   fn("cuda_graphs", "capture decode steps in CUDA graphs", c.cuda_graphs, false);
   fn("deterministic", "batch-invariant logits (slower)", c.deterministic, false);
+  fn("async_output", "build a step's outputs while the GPU runs the next step", c.async_output, false);
   fn("log_level", "trace | debug | info | warn | error", c.log_level, false);
 }
 

@@ -37,6 +37,7 @@ struct DaemonConfig {
   bool prefix_caching = true;
   bool cuda_graphs = true;
   bool deterministic = false;
+  bool async_output = true;  // build a step's outputs while the GPU runs the next step
   std::string log_level = "info";  // trace | debug | info | warn | error
 
   // Throws std::invalid_argument naming the key when a value is out of range.

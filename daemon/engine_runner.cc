@@ -35,6 +35,7 @@ class EngineRunner final : public Runner {
     ec.enable_prefix_caching = c.prefix_caching;
     ec.cuda_graphs = c.cuda_graphs;
     ec.deterministic = c.deterministic;
+    ec.async_output = c.async_output;
     engine_ = std::make_unique<Engine>(ec);
     chat_format_ = detect_chat_format(engine_->tokenizer());
 

@@ -50,7 +50,19 @@ std::string CpuExecutor::describe() const {
          std::to_string(kKvBlockSize) + " tokens";
 }
 
-StepResult CpuExecutor::execute(const StepBatch& batch) {
+void CpuExecutor::submit(const StepBatch& batch) {
+  if (pending_) throw std::logic_error("CpuExecutor::submit: the previous step was not waited for");
+  pending_ = run(batch);
+}
+
+StepResult CpuExecutor::wait() {
+  if (!pending_) throw std::logic_error("CpuExecutor::wait: no step was submitted");
+  StepResult result = std::move(*pending_);
+  pending_.reset();
+  return result;
+}
+
+StepResult CpuExecutor::run(const StepBatch& batch) {
   const ModelConfig& c = config_;
   const int T = batch.num_tokens(), B = batch.num_seqs();
   const int D = c.hidden_size;

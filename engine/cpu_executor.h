@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "engine/cpu_layer.h"
@@ -17,7 +18,9 @@ class CpuExecutor : public Executor {
   // kv_cache_bytes sizes the paged pool (unless num_blocks > 0 forces a count).
   CpuExecutor(const ModelWeights& weights, std::int64_t kv_cache_bytes, int num_blocks = 0);
 
-  StepResult execute(const StepBatch& batch) override;
+  // Computes the step (on the thread pool) and keeps the result for wait().
+  void submit(const StepBatch& batch) override;
+  StepResult wait() override;
   int num_kv_blocks() const override { return num_blocks_; }
   std::string describe() const override;
 
@@ -27,6 +30,8 @@ class CpuExecutor : public Executor {
     std::vector<float> k_cache, v_cache;  // (blocks, kv_heads, block, head_dim)
   };
 
+  StepResult run(const StepBatch& batch);
+
   ModelConfig config_;
   std::vector<float> embed_;    // (vocab, hidden)
   std::vector<float> lm_head_;  // (vocab, hidden); empty when tied (embed_ is used)
@@ -34,6 +39,7 @@ class CpuExecutor : public Executor {
   std::vector<float> inv_freq_;
   std::vector<Layer> layers_;
   int num_blocks_ = 0;
+  std::optional<StepResult> pending_;  // submitted, not yet waited for
 };
 
 }  // namespace awqd

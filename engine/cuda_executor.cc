@@ -10,6 +10,7 @@
 #include <exception>
 #include <functional>
 #include <map>
+#include <optional>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -181,7 +182,10 @@ class CudaExecutor final : public Executor {
   CudaExecutor(const ModelWeights& weights, const EngineConfig& config, const TensorParallelPlan& plan, int rank,
                cuda::TpComm* comm);
   ~CudaExecutor() override;
-  StepResult execute(const StepBatch& batch) override;
+  // submit() stages the metadata and enqueues the whole step, the copy of its results included,
+  // and returns; wait() synchronizes the stream and unpacks the results.
+  void submit(const StepBatch& batch) override;
+  StepResult wait() override;
   int num_kv_blocks() const override { return num_blocks_; }
   std::string describe() const override { return describe_; }
   std::vector<DeviceStatus> devices() const override {
@@ -199,6 +203,31 @@ class CudaExecutor final : public Executor {
     DeviceBuffer input_norm, post_attn_norm, q_norm, k_norm;  // fp16 (hidden) / (head_dim)
     DeviceLinear qkv, o, gate_up, down;
   };
+
+  // The step between submit() and wait(): what wait() and the profile replay need.
+  struct Pending {
+    int S = 0, R = 0;                 // sampled rows, then logits rows
+    std::vector<int> top_logprobs;    // [S] top entries each sampled row returns
+    bool graph = false;               // a pure decode step of bucket x context_bucket
+    int bucket = 0, context_bucket = 0;
+    int T = 0, B = 0;                 // tokens (0: an empty step), sequences
+    int max_context = 0;              // an eager step
+    bool decode_only = false;
+    const int* penalty = nullptr;
+    bool profile = false;
+  };
+
+  // An eager step after its metadata copy: the layers, then lm_head and the sampler on its R
+  // rows (the first S sample).
+  void eager_body(int T, int B, bool decode_only, int max_context, int R, int S, const int* penalty);
+  // Profiling (EngineConfig::profile): while replaying_, mark() records an event that starts an
+  // interval of category `c` on the stream; replay() runs a completed step again eagerly, without
+  // KV-cache writes, and returns the time per category.
+  void mark(GpuCategory c) {
+    if (replaying_) mark_event(static_cast<int>(c));
+  }
+  void mark_event(int category);
+  std::array<double, kGpuCategories> replay(const Pending& p);
 
   void linear(const DeviceLinear& l, const __half* x, __half* y, int M);
   // y[M, N] = x[M, K] w^T with w (N, K) in nn.Linear layout; ldy defaults to N.
@@ -286,6 +315,15 @@ class CudaExecutor final : public Executor {
   // tables [max_seqs, max_blocks_per_seq].
   DeviceBuffer decode_meta_dev_;
   std::map<std::pair<int, int>, cudaGraphExec_t> graphs_;  // (batch bucket, context bucket)
+
+  std::optional<Pending> pending_;
+
+  // Profiling, allocated only with EngineConfig::profile.
+  cudaEvent_t step_start_ = nullptr, step_end_ = nullptr;  // around a profiled step's GPU work
+  std::vector<cudaEvent_t> events_;                        // the replay's marks, reused
+  std::vector<int> event_categories_;                      // [marks] category starting at each
+  bool replaying_ = false;
+  DeviceBuffer no_kv_write_slots_;  // [max_tokens] all -1: the replay's slot mapping
 };
 
 CudaExecutor::CudaExecutor(const ModelWeights& w, const EngineConfig& ec, const TensorParallelPlan& plan, int rank,
@@ -390,6 +428,12 @@ CudaExecutor::CudaExecutor(const ModelWeights& w, const EngineConfig& ec, const 
   meta_host_ = PinnedBuffer(meta_capacity_ * sizeof(int));
   meta_dev_ = DeviceBuffer(meta_capacity_ * sizeof(int));
   decode_meta_dev_ = DeviceBuffer((4 + static_cast<std::size_t>(max_blocks_per_seq_)) * max_seqs_ * sizeof(int));
+  if (ec.profile) {
+    CUDA_CHECK(cudaEventCreate(&step_start_));
+    CUDA_CHECK(cudaEventCreate(&step_end_));
+    no_kv_write_slots_ = DeviceBuffer(T * sizeof(int));
+    CUDA_CHECK(cudaMemsetAsync(no_kv_write_slots_.as<void>(), 0xff, no_kv_write_slots_.bytes(), stream_));  // -1
+  }
 
   // What is left for the KV pool (allocate_kv), keeping room for graphs and cuBLASLt, and for
   // NCCL's buffers, which it allocates at the first collectives.
@@ -427,6 +471,9 @@ CudaExecutor::~CudaExecutor() {
     cudaStreamSynchronize(stream_);
     cudaStreamDestroy(stream_);
   }
+  for (cudaEvent_t e : events_) cudaEventDestroy(e);
+  if (step_start_) cudaEventDestroy(step_start_);
+  if (step_end_) cudaEventDestroy(step_end_);
 }
 
 void CudaExecutor::ensure_logits_rows(int rows) {
@@ -489,10 +536,12 @@ void CudaExecutor::forward(int T, int B, bool decode_only, int max_context) {
   __half* proj = proj_.as<__half>();
   __half* qkv = qkv_.as<__half>();
   __half* attn = attn_.as<__half>();
+  mark(GpuCategory::kOther);
   cuda::embedding_gather(x, embed_.as<__half>(), d_tokens_, T, D, 0, c.vocab_size, stream_);
   cuda::rmsnorm(h, x, layers_[0].input_norm.as<__half>(), T, D, c.rms_norm_eps, stream_);
   for (int li = 0; li < c.num_layers; ++li) {
     Layer& L = layers_[li];  // h holds this layer's normed input (the previous layer's last step)
+    mark(GpuCategory::kGemm);
     linear(L.qkv, h, qkv, T);
     __half* k_cache = kv_.as<__half>() + (2 * static_cast<std::size_t>(li)) * kv_layer_elems_;
     __half* v_cache = k_cache + kv_layer_elems_;
@@ -503,7 +552,7 @@ void CudaExecutor::forward(int T, int B, bool decode_only, int max_context) {
     rope.k_cache = k_cache;
     rope.v_cache = v_cache;
     rope.positions = d_positions_;
-    rope.slot_mapping = d_slots_;
+    rope.slot_mapping = replaying_ ? no_kv_write_slots_.as<int>() : d_slots_;  // the replay keeps the cache
     rope.inv_freq = inv_freq_.as<float>();
     rope.q_norm_weight = L.q_norm.as<__half>();
     rope.k_norm_weight = L.k_norm.as<__half>();
@@ -512,7 +561,9 @@ void CudaExecutor::forward(int T, int B, bool decode_only, int max_context) {
     rope.num_heads = c.num_heads;
     rope.num_kv_heads = c.num_kv_heads;
     rope.head_dim = hd;
+    mark(GpuCategory::kOther);
     cuda::qkv_rope_cache(rope, stream_);
+    mark(GpuCategory::kAttention);
     if (decode_only) {
       cuda::DecodeAttentionArgs a;
       a.out = attn;
@@ -551,10 +602,14 @@ void CudaExecutor::forward(int T, int B, bool decode_only, int max_context) {
       a.head_dim = hd;
       cuda::prefill_attention(a, stream_);
     }
+    mark(GpuCategory::kGemm);
     linear(L.o, attn, proj, T);
     reduce_add_rmsnorm(proj, x, h, L.post_attn_norm.as<__half>(), T);
+    mark(GpuCategory::kGemm);
     linear(L.gate_up, h, gate_up_.as<__half>(), T);
+    mark(GpuCategory::kOther);
     cuda::silu_mul(act_.as<__half>(), I, gate_up_.as<__half>(), gate_up_.as<__half>() + I, 2 * I, T, I, stream_);
+    mark(GpuCategory::kGemm);
     linear(L.down, act_.as<__half>(), proj, T);
     const bool last = li + 1 == c.num_layers;
     reduce_add_rmsnorm(proj, x, h, last ? final_norm_.as<__half>() : layers_[li + 1].input_norm.as<__half>(), T);
@@ -594,10 +649,12 @@ void CudaExecutor::all_reduce(__half* data, std::size_t count) {
 
 void CudaExecutor::reduce_add_rmsnorm(__half* proj, __half* x, __half* h, const __half* weight, int T) {
   const ModelConfig& c = config_;
+  if (comm_ != nullptr) mark(GpuCategory::kCommunication);  // the fused kernel counts as communication
   if (comm_ != nullptr && !engine_config_.deterministic &&
       comm_->all_reduce_add_rmsnorm(rank_, proj, x, h, weight, T, c.hidden_size, c.rms_norm_eps, stream_))
     return;
   all_reduce(proj, static_cast<std::size_t>(T) * c.hidden_size);
+  mark(GpuCategory::kOther);
   cuda::add_rmsnorm(h, x, proj, weight, T, c.hidden_size, c.rms_norm_eps, stream_);
 }
 
@@ -624,9 +681,13 @@ void CudaExecutor::gather_logits(int rows) {
 void CudaExecutor::head_and_sample(const __half* hidden, int rows, int sample_rows, const int* penalty) {
   const ModelConfig& c = config_;
   // lm_head on this rank's vocabulary slice; rank 0's slice starts at column 0 of its logits.
+  mark(GpuCategory::kLmHead);
   dense_gemm(hidden, head_, nullptr, logits_.as<float>(), true, rows, plan_.ranks[rank_].vocab.size(), c.hidden_size,
              vocab_stride_);
-  if (comm_ != nullptr) gather_logits(rows);
+  if (comm_ != nullptr) {
+    mark(GpuCategory::kCommunication);
+    gather_logits(rows);
+  }
   if (!root_ || sample_rows == 0) return;
   const std::size_t C = static_cast<std::size_t>(logits_rows_);
   cuda::SampleArgs a;
@@ -646,6 +707,7 @@ void CudaExecutor::head_and_sample(const __half* hidden, int rows, int sample_ro
   a.out_logprobs = reinterpret_cast<float*>(a.out_tokens + C);
   a.out_top_tokens = a.out_tokens + 2 * C;
   a.out_top_logprobs = reinterpret_cast<float*>(a.out_tokens + 2 * C + C * cuda::kSamplerMaxLogprobs);
+  mark(GpuCategory::kSampler);
   cuda::sample(a, stream_);
 }
 
@@ -668,21 +730,33 @@ void CudaExecutor::decode_body(int bucket, int context_bucket) {
   head_and_sample(h_.as<__half>(), bucket, bucket, nullptr);
 }
 
-StepResult CudaExecutor::execute(const StepBatch& b) {
+void CudaExecutor::submit(const StepBatch& b) {
   const ModelConfig& c = config_;
   const int T = b.num_tokens(), B = b.num_seqs();
   const int S = static_cast<int>(b.sample_seqs.size());
   const int R = S + static_cast<int>(b.logits_rows.size());
-  if (T == 0) return {};
+  if (pending_) throw std::logic_error("CudaExecutor::submit: the previous step was not waited for");
   CUDA_CHECK(cudaSetDevice(gpu_));
   if (T > max_tokens_ || B > max_seqs_ || b.max_blocks_per_seq > max_blocks_per_seq_)
     throw std::invalid_argument("step of " + std::to_string(T) + " tokens / " + std::to_string(B) +
                                 " sequences exceeds the executor's limits (" + std::to_string(max_tokens_) + " / " +
                                 std::to_string(max_seqs_) + ")");
+  Pending p;
+  if (T == 0) {
+    pending_ = std::move(p);
+    return;
+  }
   ensure_logits_rows(R);
   const int V = c.vocab_size;
   bool any_penalty = false;
   for (const auto& ctx : b.sample_contexts) any_penalty |= ctx.params->has_penalties();
+  p.T = T;
+  p.B = B;
+  p.S = S;
+  p.R = R;
+  for (const auto& ctx : b.sample_contexts) p.top_logprobs.push_back(ctx.params->logprobs);
+  p.profile = b.profile && step_start_ != nullptr;
+  if (p.profile) CUDA_CHECK(cudaEventRecord(step_start_, stream_));
 
   // A pure decode step (one new token per sequence, each sampling, no logits asked) replays a
   // CUDA graph captured for the smallest bucket of sequences that holds it; padding rows decode a
@@ -722,6 +796,9 @@ StepResult CudaExecutor::execute(const StepBatch& b) {
     const int max_context = *std::max_element(b.context_lens.begin(), b.context_lens.end());
     int context_bucket = 256;
     while (context_bucket < max_context) context_bucket *= 2;
+    p.graph = true;
+    p.bucket = bucket;
+    p.context_bucket = context_bucket;
     const auto key = std::make_pair(bucket, context_bucket);
     auto it = graphs_.find(key);
     if (it == graphs_.end()) {
@@ -783,33 +860,60 @@ StepResult CudaExecutor::execute(const StepBatch& b) {
       penalty = penalty_dev_.as<int>();
     }
     CUDA_CHECK(cudaMemcpyAsync(meta_dev_.as<void>(), m, off * sizeof(int), cudaMemcpyHostToDevice, stream_));
-    const int max_context = *std::max_element(b.context_lens.begin(), b.context_lens.end());
-    forward(T, B, decode_only, max_context);
-    if (R > 0) {
-      if (S > 0 && root_) fill_sampler_params(b, S);
-      // lm_head on the rows that need logits only.
-      cuda::embedding_gather(rows_hidden_.as<__half>(), h_.as<__half>(), d_rows_, R, c.hidden_size, 0, T, stream_);
-      head_and_sample(rows_hidden_.as<__half>(), R, S, penalty);
-    }
+    if (R > 0 && S > 0 && root_) fill_sampler_params(b, S);
+    p.decode_only = decode_only;
+    p.max_context = *std::max_element(b.context_lens.begin(), b.context_lens.end());
+    p.penalty = penalty;
+    eager_body(T, B, decode_only, p.max_context, R, S, penalty);
   }
-
-  StepResult result;
-  if (!root_) {
-    CUDA_CHECK(cudaStreamSynchronize(stream_));  // the host staging is reused by the next step
-    return result;
-  }
-  const std::size_t C = static_cast<std::size_t>(logits_rows_);
-  if (S > 0)
+  // The results come back in the same stream order; wait() synchronizes once.
+  if (root_ && S > 0)
     CUDA_CHECK(cudaMemcpyAsync(results_host_.as<void>(), results_dev_.as<void>(), results_dev_.bytes(),
                                cudaMemcpyDeviceToHost, stream_));
-  if (R > S) {
+  if (p.profile) CUDA_CHECK(cudaEventRecord(step_end_, stream_));
+  pending_ = std::move(p);
+}
+
+void CudaExecutor::eager_body(int T, int B, bool decode_only, int max_context, int R, int S, const int* penalty) {
+  forward(T, B, decode_only, max_context);
+  if (R == 0) return;
+  // lm_head on the rows that need logits only.
+  mark(GpuCategory::kOther);
+  cuda::embedding_gather(rows_hidden_.as<__half>(), h_.as<__half>(), d_rows_, R, config_.hidden_size, 0, T, stream_);
+  head_and_sample(rows_hidden_.as<__half>(), R, S, penalty);
+}
+
+StepResult CudaExecutor::wait() {
+  if (!pending_) throw std::logic_error("CudaExecutor::wait: no step was submitted");
+  const Pending p = std::move(*pending_);
+  pending_.reset();
+  StepResult result;
+  if (p.T == 0) return result;  // an empty step
+  CUDA_CHECK(cudaSetDevice(gpu_));
+  const int V = config_.vocab_size;
+  const int S = p.S, R = p.R;
+  if (root_ && R > S) {
+    // Logits go to pageable memory, which a copy would block on anyway: copy them here.
     result.logits.resize(static_cast<std::size_t>(R - S) * V);
     CUDA_CHECK(cudaMemcpy2DAsync(result.logits.data(), V * sizeof(float),
                                  logits_.as<float>() + static_cast<std::size_t>(S) * vocab_stride_,
                                  vocab_stride_ * sizeof(float), V * sizeof(float), R - S, cudaMemcpyDeviceToHost,
                                  stream_));
   }
-  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  CUDA_CHECK(cudaStreamSynchronize(stream_));  // also frees the host staging for the next step
+  if (p.profile) {
+    GpuStepProfile prof;
+    float ms = 0;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, step_start_, step_end_));
+    prof.step_ms = ms;
+    prof.graph = p.graph;
+    const auto t0 = std::chrono::steady_clock::now();
+    prof.category_ms = replay(p);
+    prof.replay_host_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    if (root_) result.gpu_profile = prof;
+  }
+  if (!root_) return result;
+  const std::size_t C = static_cast<std::size_t>(logits_rows_);
   const int* h_tokens = results_host_.as<int>();
   const float* h_logprobs = reinterpret_cast<const float*>(h_tokens + C);
   const int* h_top_tokens = h_tokens + 2 * C;
@@ -819,11 +923,48 @@ StepResult CudaExecutor::execute(const StepBatch& b) {
     SampleResult& r = result.samples[s];
     r.token = h_tokens[s];
     r.logprob = h_logprobs[s];
-    const int n = b.sample_contexts[s].params->logprobs;
-    for (int k = 0; k < n; ++k)
+    for (int k = 0; k < p.top_logprobs[s]; ++k)
       r.top.push_back({h_top_tokens[s * cuda::kSamplerMaxLogprobs + k], h_top_logprobs[s * cuda::kSamplerMaxLogprobs + k]});
   }
   return result;
+}
+
+void CudaExecutor::mark_event(int category) {
+  const std::size_t n = event_categories_.size();
+  if (n == events_.size()) {
+    cudaEvent_t e = nullptr;
+    CUDA_CHECK(cudaEventCreate(&e));
+    events_.push_back(e);
+  }
+  CUDA_CHECK(cudaEventRecord(events_[n], stream_));
+  event_categories_.push_back(category);
+}
+
+std::array<double, kGpuCategories> CudaExecutor::replay(const Pending& p) {
+  // The step's metadata, sampler parameters and penalty lists are still on the device (the next
+  // submit() rewrites them). Its results were copied out already; the replay overwrites them.
+  event_categories_.clear();
+  replaying_ = true;
+  try {
+    if (p.graph) {
+      decode_body(p.bucket, p.context_bucket);
+    } else {
+      eager_body(p.T, p.B, p.decode_only, p.max_context, p.R, p.S, p.penalty);
+    }
+    mark_event(-1);  // the end of the last interval
+  } catch (...) {
+    replaying_ = false;
+    throw;
+  }
+  replaying_ = false;
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  std::array<double, kGpuCategories> out{};
+  for (std::size_t i = 0; i + 1 < event_categories_.size(); ++i) {
+    float ms = 0;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, events_[i], events_[i + 1]));
+    out[event_categories_[i]] += ms;
+  }
+  return out;
 }
 
 inline void cpu_relax() {
@@ -949,10 +1090,15 @@ class TensorParallelExecutor final : public Executor {
     }
   }
 
-  StepResult execute(const StepBatch& batch) override {
+  // Each rank thread enqueues its step (collectives included) and returns; wait() has every rank
+  // synchronize its stream. The collectives keep the ranks in lockstep on the GPUs.
+  void submit(const StepBatch& batch) override {
+    run([&](int r) { ranks_[r]->submit(batch); });
+  }
+  StepResult wait() override {
     StepResult result;
     run([&](int r) {
-      StepResult out = ranks_[r]->execute(batch);
+      StepResult out = ranks_[r]->wait();
       if (r == 0) result = std::move(out);
     });
     return result;

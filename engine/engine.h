@@ -33,6 +33,12 @@ struct EngineConfig {
   bool enable_prefix_caching = true;
   bool cuda_graphs = true;
   bool deterministic = false;          // batch-invariant logits
+  // Submit step n + 1 before building step n's outputs (detokenization, stop strings), so that
+  // host work runs while the GPU computes (docs/ARCHITECTURE.md, "A step").
+  bool async_output = true;
+  bool profile = false;                // time sampled steps: Engine::profile(), `awqd bench --profile`
+  int profile_every = 16;              // with profile: every n-th step after the warm-up
+  int profile_warmup = 32;             // steps never sampled at the start (graph captures, first plans)
   int num_kv_blocks_override = 0;      // tests: force a tiny pool
 };
 
@@ -76,6 +82,43 @@ struct EngineStats {
   int last_step_tokens = 0;
 };
 
+// Where the time of the sampled steps went (EngineConfig::profile), in milliseconds summed over
+// them: divide by `steps` (host) or `gpu_steps` (GPU) for means. The host times belong to the
+// Engine::step() call that completed a sampled step; with async_output that call also schedules
+// and submits the next step, without it the call submitted the sampled step itself.
+struct StepTimes {
+  std::int64_t steps = 0;      // sampled steps
+  std::int64_t sequences = 0;  // summed over them
+  std::int64_t tokens = 0;
+  double period_ms = 0;      // from the end of the previous step() call to the end of this one
+  double caller_ms = 0;      // the part outside step(): the caller's own work
+  double wait_ms = 0;        // blocked in Executor::wait while the device finishes the step
+  double update_ms = 0;      // commit, append tokens, token-id and length checks, cancellations
+  double schedule_ms = 0;    // Scheduler::schedule
+  double make_batch_ms = 0;  // Scheduler::make_batch
+  double submit_ms = 0;      // Executor::submit: staging and launches (the CPU executor computes here)
+  double outputs_ms = 0;     // detokenization, stop strings, RequestOutputs
+  std::int64_t gpu_steps = 0;    // sampled steps with GPU timings (CUDA executors)
+  std::int64_t graph_steps = 0;  // of them, run as CUDA graphs
+  double gpu_step_ms = 0;        // the steps as they ran on the GPU
+  std::array<double, kGpuCategories> gpu_ms{};  // their eager replays, per kernel category
+
+  // The host categories above, summed: at most period_ms.
+  double host_sum_ms() const {
+    return caller_ms + wait_ms + update_ms + schedule_ms + make_batch_ms + submit_ms + outputs_ms;
+  }
+  void add(const StepTimes& o);
+};
+
+struct EngineProfile {
+  StepTimes decode;  // steps of one new token per sequence
+  StepTimes mixed;   // steps with prompt tokens (prefill chunks, possibly with decodes)
+  void add(const EngineProfile& o) {
+    decode.add(o.decode);
+    mixed.add(o.mixed);
+  }
+};
+
 class Engine {
  public:
   explicit Engine(const EngineConfig& config);
@@ -100,10 +143,12 @@ class Engine {
   // the text generated so far. Unknown ids are ignored (returns false).
   bool cancel(const std::string& id);
 
-  // Runs one scheduler step and returns every request that made progress or finished.
+  // Runs one scheduler step and returns every request that made progress or finished. With
+  // async_output the next step is already running on the device when it returns.
   std::vector<RequestOutput> step();
   bool has_unfinished() const;
   EngineStats stats() const;
+  EngineProfile profile() const;  // empty unless config().profile
   // Each GPU's memory, this engine's KV pool and weights on it, and its utilization (`awqd
   // status`); empty on the CPU. KV use is stats().kv_blocks_used / kv_blocks_total on every GPU
   // (tensor-parallel ranks hold the same blocks, each for its own heads).

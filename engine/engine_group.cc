@@ -36,6 +36,7 @@ struct EngineGroup::Replica {
   bool stop = false;                         // under inbox_mu
   std::int64_t load = 0;                     // outstanding work (Shared::mu)
   EngineStats stats;                         // after the last step (Shared::mu)
+  EngineProfile profile;                     // after the last step, with config.profile (Shared::mu)
   std::vector<DeviceStatus> devices;         // refreshed about once a second (Shared::mu)
   std::string description;                   // set once loaded (Shared::mu)
   std::thread thread;
@@ -91,6 +92,7 @@ struct EngineGroup::Replica {
       }
       for (const std::string& id : cancel_ids) engine->cancel(id);
       EngineStats st;
+      EngineProfile prof;
       try {
         if (engine->has_unfinished()) {
           std::vector<RequestOutput> stepped = engine->step();
@@ -98,6 +100,7 @@ struct EngineGroup::Replica {
                       std::make_move_iterator(stepped.end()));
         }
         st = engine->stats();
+        if (config.profile) prof = engine->profile();
       } catch (...) {
         failed = true;
         std::lock_guard<std::mutex> g(shared.mu);
@@ -115,6 +118,7 @@ struct EngineGroup::Replica {
       {
         std::lock_guard<std::mutex> lock(shared.mu);
         stats = st;
+        if (config.profile) profile = prof;
         if (refresh) devices = std::move(devs);
         for (const RequestOutput& o : outs) {
           if (!o.finished) continue;
@@ -292,6 +296,13 @@ std::vector<std::vector<DeviceStatus>> EngineGroup::devices() const {
   std::lock_guard<std::mutex> lock(shared_->mu);
   std::vector<std::vector<DeviceStatus>> out;
   for (const auto& rep : replicas_) out.push_back(rep->devices);
+  return out;
+}
+
+std::vector<EngineProfile> EngineGroup::profiles() const {
+  std::lock_guard<std::mutex> lock(shared_->mu);
+  std::vector<EngineProfile> out;
+  for (const auto& rep : replicas_) out.push_back(rep->profile);
   return out;
 }
 

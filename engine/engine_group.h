@@ -59,6 +59,7 @@ class EngineGroup {
   bool has_unfinished() const;
   std::vector<EngineStats> stats() const;                  // per replica, as of its last step
   std::vector<std::vector<DeviceStatus>> devices() const;  // per replica, at most ~1 s old
+  std::vector<EngineProfile> profiles() const;              // per replica, as of its last step
 
  private:
   void stop();  // stops and joins the replica threads (each unloads its engine)

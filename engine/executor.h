@@ -11,8 +11,10 @@
 // kernel's loads for one KV head are long and coalesced.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -41,13 +43,44 @@ struct StepBatch {
   // Token rows whose full logits are returned (perplexity, tests); usually empty.
   std::vector<std::int32_t> logits_rows;
 
+  // Measure this step on the GPU (StepResult::gpu_profile); only an executor built with
+  // EngineConfig::profile can.
+  bool profile = false;
+
   int num_seqs() const { return static_cast<int>(cu_seqlens_q.size()) - 1; }
   int num_tokens() const { return static_cast<int>(token_ids.size()); }
+};
+
+// Kernel categories of a step's GPU time (`awqd bench --profile`).
+enum class GpuCategory : int {
+  kGemm,           // the layers' linears: AWQ GEMMs, or cuBLASLt for unquantized weights
+  kAttention,      // paged decode or varlen prefill attention
+  kOther,          // embedding, RMSNorms + residual adds, qk-norm + RoPE + KV write, SiLU-mul, row gather
+  kLmHead,         // lm_head (fp32 logits of the sampled rows)
+  kSampler,        // the GPU sampler
+  kCommunication,  // tensor parallelism: all-reduces (with the fused add + RMSNorm) and the logits gather
+};
+inline constexpr int kGpuCategories = 6;
+inline const char* gpu_category_name(GpuCategory c) {
+  static constexpr const char* kNames[kGpuCategories] = {"gemm", "attention", "other", "lm_head", "sampler",
+                                                         "communication"};
+  return kNames[static_cast<int>(c)];
+}
+
+// One step measured on the GPU (rank 0 under tensor parallelism), in milliseconds.
+struct GpuStepProfile {
+  double step_ms = 0;   // the step as it ran (CUDA graph or eager): events around all its GPU work
+  bool graph = false;   // it ran as a CUDA graph
+  // An eager replay of the same step, after it completed, with events between the kernel
+  // categories; it writes no KV cache and its results are dropped.
+  std::array<double, kGpuCategories> category_ms{};
+  double replay_host_ms = 0;  // host time the replay took inside wait(): not part of the step
 };
 
 struct StepResult {
   std::vector<SampleResult> samples;  // one per sample_seqs entry, same order
   std::vector<float> logits;          // [logits_rows.size(), vocab] when asked
+  std::optional<GpuStepProfile> gpu_profile;  // when the batch asked and the executor measures GPUs
 };
 
 // One GPU of an engine, for `awqd status`.
@@ -61,10 +94,20 @@ struct DeviceStatus {
   int utilization = -1;          // percent of the last sample period a kernel ran; -1 unknown
 };
 
+// A step is submit() then wait(). The CUDA executors' submit() stages the metadata and enqueues
+// the whole step on the GPU, then returns, so the engine can prepare the next step and build the
+// previous step's outputs while the GPU runs; the CPU executor computes in submit(). submit()
+// reads the batch and the sequences its sampling contexts point into; wait() reads neither. At
+// most one step is in flight: wait() for it before the next submit().
 class Executor {
  public:
   virtual ~Executor() = default;
-  virtual StepResult execute(const StepBatch& batch) = 0;
+  virtual void submit(const StepBatch& batch) = 0;
+  virtual StepResult wait() = 0;
+  StepResult execute(const StepBatch& batch) {
+    submit(batch);
+    return wait();
+  }
   virtual int num_kv_blocks() const = 0;      // size of the paged pool, fixed at construction
   virtual std::string describe() const = 0;   // one line for logs and `awqd status`
   virtual std::vector<DeviceStatus> devices() const { return {}; }  // GPUs it runs on (none: CPU)

@@ -5,6 +5,9 @@
 #   run(command="scripts/gpu_run.sh bench", carry=[".gpu"])   kernel benchmarks
 #   run(command="scripts/gpu_run.sh engine", carry=[".gpu"])  engine benchmarks (awqd bench on
 #       awqd synth --like llama3-8b; AWQD_WORKLOADS, AWQD_LIKE, AWQD_BENCH_ARGS override)
+#   run(command="scripts/gpu_run.sh prof", carry=[".gpu"])   the step pipeline and --profile (issue
+#       8): test_engine_pipeline (its tensor-parallel cases need 2 GPUs), then awqd bench --profile
+#       on llama3-8b with async_output on and off
 #   run(command="scripts/gpu_run.sh tp", carry=[".gpu"], kind="nvidia-h100-x2" or "nvidia-h100-x4")
 #       tensor parallelism and replicas (issue 9): multi-GPU tests, then benchmarks; what runs
 #       depends on the GPU count (see the tp case below). Steps share a deadline
@@ -61,7 +64,8 @@ step() {  # step NAME SECONDS LOG command...   (the limit shrinks to what is lef
 case $mode in
   tests)
     log=$OUT/tests.log
-    for t in test_device test_awq_repack test_ops test_attention test_sampling_gpu test_awq_gemm test_cuda_engine; do
+    for t in test_device test_awq_repack test_ops test_attention test_sampling_gpu test_awq_gemm test_cuda_engine \
+      test_engine_pipeline; do
       step "$t" 400 "$log" "$bin/$t" --gtest_brief=1
     done
     step generate 120 "$log" "$bin/awqd" generate --device cuda --model .gpu/fixtures/llama-13m \
@@ -107,6 +111,22 @@ shared-prefix --workload shared-prefix"}
     fi
     grep -E "^(workload|model|time|requests|decode|TTFT|batch|preemptions)|tokens/s|error" "$log" | head -60
     ;;
+  prof)
+    deadline=${AWQD_DEADLINE_S:-560}
+    export NCCL_NVLS_ENABLE=0
+    nccl=$(find /usr/local/cuda /usr/lib/x86_64-linux-gnu -name 'libnccl.so.2*' 2>/dev/null | head -1)
+    [[ -n $nccl ]] && export AWQD_NCCL_LIBRARY=$nccl
+    log=$OUT/prof.log
+    step test_engine_pipeline 240 "$log" "$bin/test_engine_pipeline" --gtest_brief=1
+    step test_cuda_engine 150 "$log" "$bin/test_cuda_engine" --gtest_brief=1
+    step synth 150 "$log" "$bin/awqd" synth --like llama3-8b --out /tmp/model
+    for async in "" --no-async-output; do
+      step "decode-1 $async" 90 "$log" "$bin/awqd" bench --model /tmp/model --quiet --workload decode-1 --profile $async
+      step "decode-64 $async" 120 "$log" "$bin/awqd" bench --model /tmp/model --quiet --workload custom \
+        --num-prompts 64 --input-len 512 --output-len 128 --profile $async
+    done
+    grep -E "Failure|FAILED|rror|^(workload|requests|decode|TTFT|profile)|^  " "$log" | head -120
+    ;;
   tp)
     # Tensor parallelism and replicas. On any machine: the CPU sharding tests, the multi-GPU
     # tests (all-reduce paths, TP = 2..min(4, GPUs) against one GPU, CUDA replicas), the
@@ -149,6 +169,7 @@ shared-prefix --workload shared-prefix"}
     ((ngpu >= 4)) && export AWQD_TP_TEST_DEGREES="3 4"
     step test_tensor_parallel_gpu 240 "$log" "$bin/test_tensor_parallel_gpu" --gtest_brief=1
     step test_engine_group 90 "$log" "$bin/test_engine_group" --gtest_brief=1
+    step test_engine_pipeline 240 "$log" "$bin/test_engine_pipeline" --gtest_brief=1 --gtest_filter='*TensorParallel*'
     # One GPU through the reworked executor (the fused norm sequence, rank-0 sampling).
     ((ngpu == 2)) && step test_cuda_engine 150 "$log" "$bin/test_cuda_engine" --gtest_brief=1
     step bench_allreduce 90 "$OUT/bench_allreduce.md" "$bin/bench_allreduce"
