@@ -119,12 +119,18 @@ shared-prefix --workload shared-prefix"}
     log=$OUT/prof.log
     step test_engine_pipeline 240 "$log" "$bin/test_engine_pipeline" --gtest_brief=1
     step test_cuda_engine 150 "$log" "$bin/test_cuda_engine" --gtest_brief=1
+    ngpu=$(nvidia-smi -L | wc -l)
+    ((ngpu >= 2)) && step test_tensor_parallel_gpu 120 "$log" "$bin/test_tensor_parallel_gpu" --gtest_brief=1
     step synth 150 "$log" "$bin/awqd" synth --like llama3-8b --out /tmp/model
     for async in "" --no-async-output; do
       step "decode-1 $async" 90 "$log" "$bin/awqd" bench --model /tmp/model --quiet --workload decode-1 --profile $async
       step "decode-64 $async" 120 "$log" "$bin/awqd" bench --model /tmp/model --quiet --workload custom \
         --num-prompts 64 --input-len 512 --output-len 128 --profile $async
     done
+    step "prefill" 90 "$log" "$bin/awqd" bench --model /tmp/model --quiet --workload custom \
+      --num-prompts 256 --input-len 512 --output-len 1 --profile
+    ((ngpu >= 2)) && step "decode-1 tp2" 90 "$log" "$bin/awqd" bench --model /tmp/model --quiet --workload decode-1 \
+      --tensor-parallel 2 --profile
     grep -E "Failure|FAILED|rror|^(workload|requests|decode|TTFT|profile)|^  " "$log" | head -120
     ;;
   tp)
