@@ -24,6 +24,7 @@ tar -C /tmp/awqd -xJf .gpu/bundle.tar.xz
 bin=/tmp/awqd/bin
 export LD_LIBRARY_PATH=/tmp/awqd/lib:/usr/local/cuda/lib64:/usr/local/cuda/lib:${LD_LIBRARY_PATH:-}
 export AWQD_FIXTURES=$PWD/.gpu/fixtures
+export AWQD_BINARY=$bin/awqd  # tests that run the executable (its build path does not exist here)
 summary=()
 status=0
 deadline=${AWQD_DEADLINE_S:-100000}

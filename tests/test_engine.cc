@@ -188,11 +188,12 @@ TEST_F(LlamaEngine, LengthCapAtContext) {
 #ifdef AWQD_BINARY
 TEST(GenerateCommand, ReproducesFloat32GreedyIds) {
   AWQD_REQUIRE_FIXTURE(dir, "llama-13m");
+  AWQD_REQUIRE_BINARY(awqd, AWQD_BINARY);
   nlohmann::json ref;
   std::ifstream(dir / "reference-outputs.json") >> ref;
   for (std::size_t i = 0; i < ref["prompts"].size(); ++i) {
     const std::string prompt = ref["prompts"][i]["prompt"];
-    const std::string cmd = std::string(AWQD_BINARY) + " generate --device cpu --model '" + dir.string() +
+    const std::string cmd = awqd + " generate --device cpu --model '" + dir.string() +
                             "' --temperature 0 --max-tokens 48 --json --prompt '" + prompt + "'";
     FILE* p = ::popen(cmd.c_str(), "r");
     ASSERT_NE(p, nullptr);

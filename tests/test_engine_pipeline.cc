@@ -412,8 +412,9 @@ TEST_F(EnginePipeline, CudaTensorParallelProfile) {
 
 #ifdef AWQD_BINARY
 TEST_F(EnginePipeline, BenchProfilePrintsABreakdown) {
+  AWQD_REQUIRE_BINARY(awqd, AWQD_BINARY);
   const std::string cmd =
-      std::string(AWQD_BINARY) + " bench --device cpu --model '" + dir_.string() +
+      awqd + " bench --device cpu --model '" + dir_.string() +
       "' --workload custom --num-prompts 3 --input-len 24 --output-len 24 --profile "
       "--profile-every 2 --profile-warmup 2 --json --quiet";
   FILE* p = ::popen(cmd.c_str(), "r");

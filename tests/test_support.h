@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 
@@ -37,3 +38,11 @@ std::filesystem::path fixture(const std::string& relative);
   if (var.empty())                                                                      \
   GTEST_SKIP() << "fixture " << (relative) << " not found under "                       \
                << ::awqd::test::fixtures_dir() << " (set AWQD_FIXTURES)"
+
+// Declares `var` as the awqd executable to run: $AWQD_BINARY, else the build's own (`built`),
+// skipping the test when neither exists (a test binary carried to another machine).
+#define AWQD_REQUIRE_BINARY(var, built)                                                           \
+  const char* var##_env = std::getenv("AWQD_BINARY");                                             \
+  const std::string var = var##_env != nullptr && *var##_env != '\0' ? var##_env : (built);       \
+  if (!std::filesystem::exists(var))                                                              \
+  GTEST_SKIP() << "the awqd executable " << var << " does not exist (set AWQD_BINARY)"
