@@ -2,6 +2,8 @@
 // queued job then never starts; a running one stops within an engine step, keeping its text.
 #include <cstdio>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "daemon/cli.h"
 #include "daemon/commands.h"
@@ -26,11 +28,20 @@ int cancel(const DaemonConfig& c, const CancelArgs& a) {
         "cancel requested for batch %s: its queued jobs will not start, running ones stop\n",
         a.batch.c_str());
   }
+  // Every cancel key in one transaction: the daemon polls the keys of its jobs with one MGET, so
+  // it sees all of these or none. (Set one by one, a poll between two SETs could stop the running
+  // job and start the next queued one before its key arrived.)
   int rc = 0;
-  for (const auto& id : a.ids) {
-    const auto replies =
-        redis.pipeline({{"SET", keys.cancel(id), "1", "EX", ttl}, {"GET", keys.status(id)}});
-    const std::string state = replies[1].nil() ? "" : replies[1].str;
+  if (a.ids.empty()) return rc;
+  std::vector<std::vector<std::string>> commands{{"MULTI"}};
+  for (const auto& id : a.ids) commands.push_back({"SET", keys.cancel(id), "1", "EX", ttl});
+  commands.push_back({"EXEC"});
+  for (const auto& id : a.ids) commands.push_back({"GET", keys.status(id)});
+  const auto replies = redis.pipeline(commands);
+  for (std::size_t i = 0; i < a.ids.size(); ++i) {
+    const std::string& id = a.ids[i];
+    const RedisReply& status = replies[a.ids.size() + 2 + i];
+    const std::string state = status.nil() ? "" : status.str;
     if (state == "done" || state == "failed" || state == "cancelled") {
       std::printf("%s: already finished (%s); nothing to cancel\n", id.c_str(), state.c_str());
       rc = 1;
