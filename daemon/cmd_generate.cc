@@ -129,7 +129,9 @@ void add_sampling_flags(CLI::App* sub, SamplingParams& p) {
 
 void add_engine_flags(CLI::App* sub, EngineConfig& e) {
   sub->add_option("--model", e.model_dir, "Model directory (Hugging Face layout)")->required()->check(CLI::ExistingDirectory);
-  sub->add_option("--device", e.device, "cuda or cpu")->check(CLI::IsMember({"cuda", "cpu"}))->capture_default_str();
+  sub->add_option("--device", e.device, "auto (cuda when there is a GPU), cuda or cpu")
+      ->check(CLI::IsMember({"auto", "cuda", "cpu"}))
+      ->capture_default_str();
   sub->add_option("--tensor-parallel", e.tensor_parallel, "GPUs per engine")->check(CLI::Range(1, 8))->capture_default_str();
   sub->add_option("--gpus", e.gpus, "GPU ids, comma-separated (default 0 .. tensor_parallel - 1)")->delimiter(',');
   sub->add_option("--gpu-memory-utilization", e.gpu_memory_utilization, "Fraction of GPU memory to use")->capture_default_str();
@@ -145,6 +147,7 @@ void add_engine_flags(CLI::App* sub, EngineConfig& e) {
 void add_generate_commands(CLI::App& app) {
   auto opts = std::make_shared<GenerateOptions>();
   opts->params.max_tokens = 128;
+  opts->engine.device = "auto";
   CLI::App* gen = app.add_subcommand("generate", "One-shot offline generation from a prompt (no Redis)");
   add_engine_flags(gen, opts->engine);
   auto* prompt = gen->add_option("--prompt", opts->prompt, "Prompt text");

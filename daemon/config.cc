@@ -10,6 +10,7 @@
 #include <stdexcept>
 
 #include "daemon/redis.h"
+#include "engine/engine_group.h"
 
 namespace awqd {
 namespace {
@@ -28,6 +29,8 @@ void for_each_key(DaemonConfig& c, Fn&& fn) {
   fn("tensor_parallel", "GPUs per engine", c.tensor_parallel, false);
   fn("replicas", "engines (GPU groups) in this daemon", c.replicas, false);
   fn("gpus", "GPU ids, comma-separated (default 0..tensor_parallel*replicas-1)", c.gpus, false);
+  fn("gpu_groups", "one replica per GPU group, JSON, e.g. [[0,1],[2]] (instead of tensor_parallel, replicas, gpus)",
+     c.gpu_groups, false);
   fn("gpu_memory_utilization", "fraction of GPU memory to use", c.gpu_memory_utilization, false);
   fn("max_num_seqs", "sequences per engine step (per replica)", c.max_num_seqs, false);
   fn("max_num_batched_tokens", "tokens per engine step", c.max_num_batched_tokens, false);
@@ -134,6 +137,15 @@ void require(bool ok, const std::string& key, const std::string& want) {
 
 }  // namespace
 
+std::vector<std::vector<int>> DaemonConfig::engine_gpu_groups() const {
+  if (!gpu_groups.empty()) return EngineGroup::parse_groups(gpu_groups);
+  auto groups = EngineGroup::consecutive_groups(replicas, tensor_parallel);
+  if (!gpus.empty())
+    for (auto& g : groups)
+      for (int& id : g) id = gpus[static_cast<std::size_t>(id)];
+  return groups;
+}
+
 void DaemonConfig::validate() const {
   parse_redis_url(redis);
   require(!prefix.empty(), "prefix", "non-empty");
@@ -144,6 +156,16 @@ void DaemonConfig::validate() const {
   require(replicas >= 1, "replicas", ">= 1");
   require(gpus.empty() || static_cast<int>(gpus.size()) == tensor_parallel * replicas, "gpus",
           "empty or tensor_parallel * replicas ids");
+  if (!gpu_groups.empty()) {
+    require(gpus.empty() && tensor_parallel == 1 && replicas == 1, "gpu_groups",
+            "used alone (it says the GPUs, the replicas and each one's tensor_parallel; leave "
+            "gpus, replicas and tensor_parallel unset)");
+    try {
+      EngineGroup::parse_groups(gpu_groups);
+    } catch (const std::invalid_argument& e) {
+      throw std::invalid_argument(std::string("gpu_groups: ") + e.what());
+    }
+  }
   require(gpu_memory_utilization > 0 && gpu_memory_utilization <= 1, "gpu_memory_utilization",
           "in (0, 1]");
   require(max_num_seqs >= 1, "max_num_seqs", ">= 1");

@@ -23,6 +23,9 @@ struct DaemonConfig {
   int tensor_parallel = 1;
   int replicas = 1;       // engines (GPU groups) in this daemon
   std::vector<int> gpus;  // default 0 .. tensor_parallel * replicas - 1
+  // One replica per group, e.g. "[[0,1],[2]]" (groups may differ in size); in place of
+  // tensor_parallel, replicas and gpus.
+  std::string gpu_groups;
   double gpu_memory_utilization = 0.90;
   int max_num_seqs = 256;  // sequences per engine step, per replica
   int max_num_batched_tokens = 8192;
@@ -43,6 +46,9 @@ struct DaemonConfig {
   // Throws std::invalid_argument naming the key when a value is out of range.
   void validate() const;
   int effective_read_ahead() const { return read_ahead > 0 ? read_ahead : max_num_seqs / 4 + 8; }
+  // Each replica's GPUs: gpu_groups when set, else replicas groups of tensor_parallel GPUs taken
+  // from gpus (default 0, 1, ...) in order.
+  std::vector<std::vector<int>> engine_gpu_groups() const;
 };
 
 // Which keys a subcommand takes: `serve` all of them, the client commands the ones that tell

@@ -1201,7 +1201,8 @@ struct Daemon::Impl {
   // ================================================================================================
 
   int run() {
-    for (int r = 0; r < config.replicas; ++r) {
+    const int replicas = static_cast<int>(config.engine_gpu_groups().size());
+    for (int r = 0; r < replicas; ++r) {
       engines.push_back(std::make_unique<EngineThread>(r, factory, [this](EngineReport report) {
         asio::post(io,
                    [this, report = std::move(report)]() mutable { on_report(std::move(report)); });

@@ -6,9 +6,7 @@
 #include <stdexcept>
 #include <vector>
 
-#ifdef AWQD_HAS_CUDA
-#include "kernels/device.cuh"
-#endif
+#include "engine/executor_factory.h"
 
 namespace awqd {
 namespace {
@@ -19,14 +17,8 @@ class EngineRunner final : public Runner {
     EngineConfig ec;
     ec.model_dir = c.model;
     ec.device = resolve_device(c.device);
-    ec.tensor_parallel = c.tensor_parallel;
-    if (!c.gpus.empty()) {
-      ec.gpus.assign(c.gpus.begin() + replica * c.tensor_parallel,
-                     c.gpus.begin() + (replica + 1) * c.tensor_parallel);
-    } else {
-      for (int g = 0; g < c.tensor_parallel; ++g)
-        ec.gpus.push_back(replica * c.tensor_parallel + g);
-    }
+    ec.gpus = c.engine_gpu_groups().at(static_cast<std::size_t>(replica));
+    ec.tensor_parallel = static_cast<int>(ec.gpus.size());
     ec.gpu_memory_utilization = static_cast<float>(c.gpu_memory_utilization);
     ec.cpu_kv_cache_bytes = static_cast<std::int64_t>(c.cpu_kv_cache_mb) << 20;
     ec.cpu_threads = c.cpu_threads;
@@ -91,15 +83,6 @@ class EngineRunner final : public Runner {
   std::vector<DeviceStatus> devices() const override { return engine_->devices(); }
 
  private:
-  static std::string resolve_device(const std::string& device) {
-    if (device != "auto") return device;
-#ifdef AWQD_HAS_CUDA
-    return cuda::device_count() > 0 ? "cuda" : "cpu";
-#else
-    return "cpu";
-#endif
-  }
-
   std::unique_ptr<Engine> engine_;
   ChatFormat chat_format_ = ChatFormat::kPlain;
   RunnerInfo info_;

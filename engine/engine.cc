@@ -137,6 +137,7 @@ struct Engine::Impl {
 
   Impl(const EngineConfig& c)
       : config(c), weights(ModelWeights::load(c.model_dir)), tokenizer(Tokenizer::load(c.model_dir)) {
+    config.device = resolve_device(c.device);  // config() reports the executor actually used
     const ModelConfig& mc = weights->config();
     if (tokenizer.vocab_size() > mc.vocab_size)
       throw std::runtime_error(c.model_dir.string() + ": tokenizer has " + std::to_string(tokenizer.vocab_size()) +

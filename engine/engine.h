@@ -21,7 +21,7 @@ namespace awqd {
 
 struct EngineConfig {
   std::filesystem::path model_dir;
-  std::string device = "cpu";          // "cpu" | "cuda"
+  std::string device = "cpu";          // "cpu" | "cuda" | "auto" (cuda when there is a GPU)
   int tensor_parallel = 1;             // GPUs one model is split over (engine/tensor_parallel.h)
   std::vector<int> gpus;               // device ids of this engine (default 0..tp-1)
   bool p2p_all_reduce = true;          // false: NCCL for every all-reduce, as without peer access

@@ -6,11 +6,23 @@
 #include "engine/cpu_executor.h"
 #ifdef AWQD_HAS_CUDA
 #include "engine/cuda_executor.h"
+#include "kernels/device.cuh"
 #endif
 
 namespace awqd {
 
-std::unique_ptr<Executor> make_executor(const ModelWeights& weights, const EngineConfig& config) {
+std::string resolve_device(const std::string& device) {
+  if (device != "auto") return device;
+#ifdef AWQD_HAS_CUDA
+  return cuda::device_count() > 0 ? "cuda" : "cpu";
+#else
+  return "cpu";
+#endif
+}
+
+std::unique_ptr<Executor> make_executor(const ModelWeights& weights, const EngineConfig& requested) {
+  EngineConfig config = requested;
+  config.device = resolve_device(requested.device);
   if (config.device == "cpu") {
     if (config.tensor_parallel != 1)
       throw std::invalid_argument("tensor_parallel = " + std::to_string(config.tensor_parallel) +
@@ -26,7 +38,7 @@ std::unique_ptr<Executor> make_executor(const ModelWeights& weights, const Engin
                              "use --device cpu or rebuild with the CUDA toolkit");
 #endif
   }
-  throw std::invalid_argument("unknown device \"" + config.device + "\" (expected cpu or cuda)");
+  throw std::invalid_argument("unknown device \"" + config.device + "\" (expected auto, cpu or cuda)");
 }
 
 }  // namespace awqd

@@ -77,6 +77,30 @@ TEST(Config, ClearErrors) {
   EXPECT_NE(error_of("model = ").find("bad.toml:1"), std::string::npos);
 }
 
+TEST(Config, GpuGroupsGiveEachReplicaItsGpus) {
+  using G = std::vector<std::vector<int>>;
+  EXPECT_EQ(config_from_toml("", "a.toml").engine_gpu_groups(), (G{{0}}));
+  EXPECT_EQ(config_from_toml("tensor_parallel = 2\nreplicas = 2", "a.toml").engine_gpu_groups(),
+            (G{{0, 1}, {2, 3}}));
+  EXPECT_EQ(config_from_toml("tensor_parallel = 2\nreplicas = 2\ngpus = [3, 2, 1, 0]", "a.toml")
+                .engine_gpu_groups(),
+            (G{{3, 2}, {1, 0}}));
+  EXPECT_EQ(config_from_toml("gpu_groups = \"[[0,1],[2]]\"", "a.toml").engine_gpu_groups(),
+            (G{{0, 1}, {2}}));
+  const auto error_of = [](const std::string& toml) -> std::string {
+    try {
+      config_from_toml(toml, "bad.toml");
+    } catch (const std::exception& e) {
+      return e.what();
+    }
+    return "";
+  };
+  EXPECT_NE(error_of("gpu_groups = \"[[0],[0]]\"").find("more than one place"), std::string::npos);
+  EXPECT_NE(error_of("gpu_groups = \"[0, 1]\"").find("gpu_groups"), std::string::npos);
+  EXPECT_NE(error_of("gpu_groups = \"[[0],[1]]\"\nreplicas = 2").find("used alone"),
+            std::string::npos);
+}
+
 TEST(Config, FlagsWinOverTheFile) {
   char path[] = "/tmp/awqd-config-XXXXXX";
   const int fd = mkstemp(path);
