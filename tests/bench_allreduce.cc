@@ -23,6 +23,7 @@
 #include "kernels/cuda_check.cuh"
 #include "kernels/device.cuh"
 #include "kernels/norm.cuh"
+#include "tests/on_ranks.h"
 
 using awqd::cuda::AllReducePath;
 
@@ -31,22 +32,7 @@ namespace {
 constexpr int kCallsPerGraph = 50;
 constexpr int kReplays = 20;
 
-void on_ranks(int n, const std::function<void(int)>& fn) {
-  std::vector<std::thread> threads;
-  std::vector<std::exception_ptr> errors(n);
-  for (int r = 0; r < n; ++r)
-    threads.emplace_back([&, r] {
-      try {
-        CUDA_CHECK(cudaSetDevice(r));
-        fn(r);
-      } catch (...) {
-        errors[r] = std::current_exception();
-      }
-    });
-  for (auto& t : threads) t.join();
-  for (auto& e : errors)
-    if (e) std::rethrow_exception(e);
-}
+using awqd::test::on_ranks;
 
 struct Rank {
   cudaStream_t stream = nullptr;

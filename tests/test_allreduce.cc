@@ -16,6 +16,7 @@
 #include "engine/fp16.h"
 #include "kernels/allreduce.cuh"
 #include "kernels/cuda_check.cuh"
+#include "tests/on_ranks.h"
 #include "tests/test_support.h"
 
 namespace awqd {
@@ -31,23 +32,7 @@ std::vector<int> first_devices(int n) {
   return d;
 }
 
-// fn(rank) on one thread per rank, each with its device current; rethrows the first failure.
-void on_ranks(int n, const std::function<void(int)>& fn) {
-  std::vector<std::thread> threads;
-  std::vector<std::exception_ptr> errors(n);
-  for (int r = 0; r < n; ++r)
-    threads.emplace_back([&, r] {
-      try {
-        CUDA_CHECK(cudaSetDevice(r));
-        fn(r);
-      } catch (...) {
-        errors[r] = std::current_exception();
-      }
-    });
-  for (auto& t : threads) t.join();
-  for (auto& e : errors)
-    if (e) std::rethrow_exception(e);
-}
+using test::on_ranks;
 
 struct RankData {
   cudaStream_t stream = nullptr;

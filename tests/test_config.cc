@@ -11,6 +11,16 @@
 namespace awqd {
 namespace {
 
+// The error a config file's text gets ("" when it loads).
+std::string error_of(const std::string& toml) {
+  try {
+    config_from_toml(toml, "bad.toml");
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
 TEST(Config, ReadsEveryKindOfKey) {
   const DaemonConfig c = config_from_toml(R"(
 model = "/models/llama"
@@ -59,14 +69,6 @@ TEST(Config, DefaultsFollowTheSpec) {
 }
 
 TEST(Config, ClearErrors) {
-  const auto error_of = [](const std::string& toml) -> std::string {
-    try {
-      config_from_toml(toml, "bad.toml");
-    } catch (const std::exception& e) {
-      return e.what();
-    }
-    return "";
-  };
   EXPECT_NE(error_of("modle = \"x\"").find("unknown key `modle`"), std::string::npos);
   EXPECT_NE(error_of("max_attempts = \"three\"").find("`max_attempts` must be an integer"),
             std::string::npos);
@@ -87,14 +89,6 @@ TEST(Config, GpuGroupsGiveEachReplicaItsGpus) {
             (G{{3, 2}, {1, 0}}));
   EXPECT_EQ(config_from_toml("gpu_groups = \"[[0,1],[2]]\"", "a.toml").engine_gpu_groups(),
             (G{{0, 1}, {2}}));
-  const auto error_of = [](const std::string& toml) -> std::string {
-    try {
-      config_from_toml(toml, "bad.toml");
-    } catch (const std::exception& e) {
-      return e.what();
-    }
-    return "";
-  };
   EXPECT_NE(error_of("gpu_groups = \"[[0],[0]]\"").find("more than one place"), std::string::npos);
   EXPECT_NE(error_of("gpu_groups = \"[0, 1]\"").find("gpu_groups"), std::string::npos);
   EXPECT_NE(error_of("gpu_groups = \"[[0],[1]]\"\nreplicas = 2").find("used alone"),

@@ -195,12 +195,8 @@ TEST(GenerateCommand, ReproducesFloat32GreedyIds) {
     const std::string prompt = ref["prompts"][i]["prompt"];
     const std::string cmd = awqd + " generate --device cpu --model '" + dir.string() +
                             "' --temperature 0 --max-tokens 48 --json --prompt '" + prompt + "'";
-    FILE* p = ::popen(cmd.c_str(), "r");
-    ASSERT_NE(p, nullptr);
     std::string out;
-    char buf[4096];
-    while (std::size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
-    ASSERT_EQ(::pclose(p), 0) << out;
+    ASSERT_EQ(test::run_command(cmd, out), 0) << out;
     const auto j = nlohmann::json::parse(out);
     EXPECT_EQ(j["token_ids"].get<std::vector<std::int32_t>>(), ref["float32"][i]["greedy_ids"].get<std::vector<std::int32_t>>());
     EXPECT_EQ(j["finish_reason"], "length");

@@ -417,12 +417,8 @@ TEST_F(EnginePipeline, BenchProfilePrintsABreakdown) {
       awqd + " bench --device cpu --model '" + dir_.string() +
       "' --workload custom --num-prompts 3 --input-len 24 --output-len 24 --profile "
       "--profile-every 2 --profile-warmup 2 --json --quiet";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  ASSERT_NE(p, nullptr);
   std::string out;
-  char buf[4096];
-  while (std::size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
-  ASSERT_EQ(::pclose(p), 0) << out;
+  ASSERT_EQ(test::run_command(cmd, out), 0) << out;
   const auto j = nlohmann::json::parse(out);
   ASSERT_TRUE(j.contains("profile")) << out;
   const auto& prof = j["profile"];

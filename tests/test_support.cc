@@ -1,5 +1,7 @@
 #include "tests/test_support.h"
 
+#include <cstdio>
+
 #include <cstdlib>
 
 #ifdef AWQD_HAS_CUDA
@@ -29,6 +31,14 @@ std::filesystem::path fixture(const std::string& relative) {
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) return {};
   return std::filesystem::weakly_canonical(path, ec);
+}
+
+int run_command(const std::string& command, std::string& out) {
+  FILE* p = ::popen(command.c_str(), "r");
+  if (p == nullptr) return -1;
+  char buf[4096];
+  while (std::size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+  return ::pclose(p);
 }
 
 }  // namespace awqd::test

@@ -18,6 +18,10 @@ std::filesystem::path fixtures_dir();
 // fixtures_dir()/relative when it exists, else an empty path.
 std::filesystem::path fixture(const std::string& relative);
 
+// Runs a shell command, appends its standard output to `out`; returns its exit status (pclose's
+// status: 0 on success), -1 when it could not be started.
+int run_command(const std::string& command, std::string& out);
+
 }  // namespace awqd::test
 
 #define AWQD_REQUIRE_CUDA()                                                         \
