@@ -140,6 +140,11 @@ void add_engine_flags(CLI::App* sub, EngineConfig& e) {
   sub->add_flag("!--no-prefix-caching", e.enable_prefix_caching, "Disable automatic prefix caching");
   sub->add_flag("!--no-cuda-graphs", e.cuda_graphs, "Disable CUDA graphs for decode steps");
   sub->add_flag("--deterministic", e.deterministic, "Batch-invariant logits (slower)");
+  sub->add_option("--fp16-weight-cache", e.fp16_weight_cache,
+                  "fp16 copies of the AWQ weights for steps of 64+ tokens: auto (if they take at most half of "
+                  "the KV pool's memory), on, off")
+      ->check(CLI::IsMember({"auto", "on", "off"}))
+      ->capture_default_str();
   sub->add_flag("!--no-async-output", e.async_output,
                 "Build each step's outputs after its GPU work, instead of while the next step runs");
 }

@@ -49,6 +49,8 @@ void for_each_key(DaemonConfig& c, Fn&& fn) {
   fn("prefix_caching", "reuse KV blocks of shared prompt prefixes", c.prefix_caching, false);
   fn("cuda_graphs", "capture decode steps in CUDA graphs", c.cuda_graphs, false);
   fn("deterministic", "batch-invariant logits (slower)", c.deterministic, false);
+  fn("fp16_weight_cache", "fp16 copies of the AWQ weights for steps of 64+ tokens: auto | on | off",
+     c.fp16_weight_cache, false);
   fn("async_output", "build a step's outputs while the GPU runs the next step", c.async_output, false);
   fn("log_level", "trace | debug | info | warn | error", c.log_level, false);
 }
@@ -177,6 +179,8 @@ void DaemonConfig::validate() const {
   require(results_maxlen >= 1, "results_maxlen", ">= 1");
   require(drain_timeout_s >= 0, "drain_timeout_s", ">= 0");
   require(cpu_threads >= 0, "cpu_threads", ">= 0");
+  require(fp16_weight_cache == "auto" || fp16_weight_cache == "on" || fp16_weight_cache == "off",
+          "fp16_weight_cache", "auto, on or off");
   require(cpu_kv_cache_mb >= 1, "cpu_kv_cache_mb", ">= 1");
   require(log_level == "trace" || log_level == "debug" || log_level == "info" ||
               log_level == "warn" || log_level == "error",

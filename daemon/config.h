@@ -40,6 +40,7 @@ struct DaemonConfig {
   bool prefix_caching = true;
   bool cuda_graphs = true;
   bool deterministic = false;
+  std::string fp16_weight_cache = "auto";  // auto | on | off (EngineConfig::fp16_weight_cache)
   bool async_output = true;  // build a step's outputs while the GPU runs the next step
   std::string log_level = "info";  // trace | debug | info | warn | error
 

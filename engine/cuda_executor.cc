@@ -116,7 +116,18 @@ struct DeviceLinear {
   cuda::AwqDeviceWeight awq;  // quantized: repacked tiles, scales, zeros
   DeviceBuffer dense;         // dense: fp16 (N, K), the nn.Linear layout
   DeviceBuffer bias;          // fp16 (N) or empty
+  // quantized, with the fp16 weight cache: W dequantized once, fp16 (K, ld_cache) row-major, the
+  // exact values the AWQ kernels multiply by.
+  DeviceBuffer cache;
+  int ld_cache = 0;
 };
+
+// From this many rows on, a quantized linear with an fp16 copy runs cuBLASLt on the copy. Run 7's
+// sweep (docs/PERF.md, H100): cuBLASLt fp16 matches or beats the best AWQ plan on every Llama-3-8B
+// shape from M = 64 (qkv 20.8 vs 29.9 us, o 14.0 vs 20.7, gate_up 81.9 vs 80.8, down 45.3 vs 49.3)
+// and wins by 2x where the AWQ path dequantizes per call (M >= 128-256); below 64 the AWQ kernels
+// win (gate_up at M = 32: 61.6 vs 80.8 us).
+constexpr int kWeightCacheMinM = 64;
 
 // Fuses Linears that share their input (q/k/v, gate/up) into one along N.
 DeviceLinear make_linear(const std::vector<const LinearWeight*>& parts) {
@@ -190,7 +201,8 @@ class CudaExecutor final : public Executor {
   std::string describe() const override { return describe_; }
   std::vector<DeviceStatus> devices() const override {
     const cuda::DeviceUsage u = cuda::device_usage(gpu_);
-    return {{gpu_, device_.name, u.memory_used, u.memory_total, kv_.bytes(), weight_bytes_, u.utilization}};
+    return {{gpu_, device_.name, u.memory_used, u.memory_total, kv_.bytes(), weight_bytes_ + weight_cache_bytes_,
+             u.utilization}};
   }
 
   // KV blocks this GPU can hold in what is left after weights and activations (or the override).
@@ -240,6 +252,8 @@ class CudaExecutor final : public Executor {
   // With peer access the all-reduce, the add and the norm are one kernel (decode steps).
   void reduce_add_rmsnorm(__half* proj, __half* x, __half* h, const __half* weight, int T);
   void ensure_logits_rows(int rows);
+  // fp16_weight_cache: the fp16 copies of the AWQ weights, if the mode and the memory allow.
+  void build_weight_cache();
   // Rank r's logits row stride: its vocabulary slice rounded up to 4 floats.
   int slice_stride(int r) const { return (plan_.ranks[r].vocab.size() + 3) / 4 * 4; }
   // Rank 0 receives every rank's logits slice of `rows` rows into its logits_.
@@ -262,6 +276,7 @@ class CudaExecutor final : public Executor {
   cudaStream_t stream_ = nullptr;
   std::string describe_;
   std::size_t weight_bytes_ = 0;
+  std::size_t weight_cache_bytes_ = 0;  // fp16 copies of the AWQ weights (0: none)
 
   // Weights.
   DeviceBuffer embed_, lm_head_, final_norm_, inv_freq_;
@@ -442,6 +457,37 @@ CudaExecutor::CudaExecutor(const ModelWeights& w, const EngineConfig& ec, const 
   kv_block_bytes_ = 2ull * c.num_layers * c.num_kv_heads * kKvBlockSize * c.head_dim * 2;
   const double reserve = (256.0 + (comm_ ? 512.0 : 0.0)) * (1 << 20);
   kv_budget_ = ec.gpu_memory_utilization * static_cast<double>(total_bytes) - static_cast<double>(total_bytes - free_bytes) - reserve;
+  build_weight_cache();
+}
+
+void CudaExecutor::build_weight_cache() {
+  const std::string& mode = engine_config_.fp16_weight_cache;
+  if (mode != "auto" && mode != "on" && mode != "off")
+    throw std::invalid_argument("fp16_weight_cache \"" + mode + "\": expected auto, on or off");
+  if (mode == "off" || engine_config_.deterministic) return;  // deterministic: the AWQ kernels' fixed plans
+  std::size_t bytes = 0;
+  for (const Layer& d : layers_)
+    for (const DeviceLinear* l : {&d.qkv, &d.o, &d.gate_up, &d.down})
+      if (l->quantized) bytes += static_cast<std::size_t>(l->K) * ((l->N + 63) / 64 * 64) * 2;
+  if (bytes == 0) return;
+  const double room = std::max(0.0, kv_budget_);
+  if (static_cast<double>(bytes) > (mode == "on" ? room : 0.5 * room)) {
+    if (mode == "on")
+      throw std::runtime_error("fp16_weight_cache on: the fp16 copies need " + gib(static_cast<double>(bytes)) + " on GPU " +
+                               std::to_string(gpu_) + ", which has " + gib(room) +
+                               " left after the weights and activations (use auto or off)");
+    return;
+  }
+  for (Layer& d : layers_)
+    for (DeviceLinear* l : {&d.qkv, &d.o, &d.gate_up, &d.down}) {
+      if (!l->quantized) continue;
+      l->ld_cache = (l->N + 63) / 64 * 64;
+      l->cache = DeviceBuffer(static_cast<std::size_t>(l->K) * l->ld_cache * 2);
+      cuda::awq_dequantize_f16(l->awq.view(), 0, l->ld_cache, l->cache.as<__half>(), l->ld_cache, stream_);
+    }
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  weight_cache_bytes_ = bytes;
+  kv_budget_ -= static_cast<double>(bytes);
 }
 
 int CudaExecutor::kv_capacity() const {
@@ -462,7 +508,8 @@ void CudaExecutor::allocate_kv(int num_blocks) {
   kv_ = DeviceBuffer(kv_layer_elems_ * 2 * c.num_layers * 2);
   describe_ = "cuda " + device_.name + " (sm_" + std::to_string(device_.sm_major) + std::to_string(device_.sm_minor) +
               "), " + std::to_string(num_blocks_) + " KV blocks of " + std::to_string(kKvBlockSize) + " tokens (" +
-              gib(static_cast<double>(kv_.bytes())) + "), weights " + gib(static_cast<double>(weight_bytes_));
+              gib(static_cast<double>(kv_.bytes())) + "), weights " + gib(static_cast<double>(weight_bytes_)) +
+              (weight_cache_bytes_ ? " + fp16 cache " + gib(static_cast<double>(weight_cache_bytes_)) : std::string());
 }
 
 CudaExecutor::~CudaExecutor() {
@@ -518,7 +565,23 @@ void CudaExecutor::dense_gemm(const __half* x, const __half* w, const __half* bi
 }
 
 void CudaExecutor::linear(const DeviceLinear& l, const __half* x, __half* y, int M) {
-  if (l.quantized) {
+  if (l.quantized && l.cache.bytes() > 0 && M >= kWeightCacheMinM) {
+    cuda::DenseGemmArgs a;
+    a.x = x;
+    a.ldx = l.K;
+    a.w = l.cache.as<__half>();
+    a.ldw = l.ld_cache;
+    a.layout = cuda::WeightLayout::kKN;
+    a.bias = l.bias.as<__half>();
+    a.y = y;
+    a.ldy = l.N;
+    a.M = M;
+    a.N = l.N;
+    a.K = l.K;
+    a.workspace = cublas_ws_.as<void>();
+    a.workspace_bytes = cublas_ws_.bytes();
+    cuda::cublaslt_gemm(a, stream_);
+  } else if (l.quantized) {
     cuda::AwqGemmOptions opt;
     opt.batch_invariant = engine_config_.deterministic;
     cuda::awq_gemm(x, l.awq.view(), l.bias.as<__half>(), y, M, {gemm_ws_.as<void>(), gemm_ws_.bytes()}, stream_, opt);

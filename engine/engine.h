@@ -33,6 +33,10 @@ struct EngineConfig {
   bool enable_prefix_caching = true;
   bool cuda_graphs = true;
   bool deterministic = false;          // batch-invariant logits
+  // fp16 copies of the AWQ weights for steps of many tokens (CUDA): "auto" keeps them where they
+  // take at most half of the memory the KV pool would get, "on" wherever they fit, "off" never.
+  // cuBLASLt on them replaces dequantize + cuBLASLt (or the tile kernels) from 64 tokens on.
+  std::string fp16_weight_cache = "auto";
   // Submit step n + 1 before building step n's outputs (detokenization, stop strings), so that
   // host work runs while the GPU computes (docs/ARCHITECTURE.md, "A step").
   bool async_output = true;

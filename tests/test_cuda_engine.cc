@@ -13,6 +13,7 @@
 #include "engine/engine.h"
 #include "engine/executor_factory.h"
 #include "engine/model_weights.h"
+#include "engine/synth.h"
 #include "engine/text_corpus.h"
 #include "tests/model_builder.h"
 #include "tests/test_support.h"
@@ -246,6 +247,70 @@ TEST_F(CudaEngine, TopOneAgreementWithCpuOnHeldOutText) {
   std::printf("top-1 agreement CUDA (fp16) vs CPU (fp32) on austen-heldout: %lld of %lld positions = %.4f\n",
               static_cast<long long>(agree), static_cast<long long>(total), rate);
   EXPECT_GE(rate, 0.99);
+}
+
+TEST(CudaWeightCache, Fp16CopiesGiveTheAwqKernelsTokensUpToNearTies) {
+  // An AWQ model, 64 prompts of 80 tokens: prefill steps and 64-sequence decode steps run their
+  // linears through cuBLASLt on the fp16 copies ("on") or through the AWQ kernels ("off"); the
+  // weights are the same fp16 values, only the summation order differs. Greedy tokens must agree
+  // up to the first step whose top-2 logprob margin (of the "off" run) is below 0.01.
+  AWQD_REQUIRE_CUDA();
+  test::TempDir dir;
+  test::TinyModelSpec spec;
+  spec.hidden = 512;
+  spec.intermediate = 1536;
+  spec.layers = 2;
+  spec.heads = 8;
+  spec.kv_heads = 2;
+  spec.head_dim = 128;
+  spec.vocab = 1024;
+  spec.awq = true;
+  spec.group_size = 128;
+  spec.seed = 7;
+  test::write_tiny_model(dir.path(), spec);
+  write_synth_tokenizer(dir.path(), "tiny");
+  struct Run {
+    std::map<std::string, std::vector<std::int32_t>> tokens;
+    std::map<std::string, std::vector<float>> margins;
+    std::string describe;
+  };
+  const auto run = [&](const std::string& mode) {
+    EngineConfig c = cuda_config(dir.path());
+    c.fp16_weight_cache = mode;
+    Engine e(c);
+    Run out;
+    out.describe = e.describe();
+    for (int j = 0; j < 64; ++j) {
+      std::vector<std::int32_t> ids;
+      for (int t = 0; t < 80; ++t) ids.push_back(3 + (j * 131 + t * 17) % 1000);
+      auto r = greedy("w" + std::to_string(j), ids, 12);
+      r.params.ignore_eos = true;
+      r.params.logprobs = 2;
+      e.add_request(r);
+    }
+    while (e.has_unfinished())
+      for (const auto& o : e.step()) {
+        out.tokens[o.id].insert(out.tokens[o.id].end(), o.new_token_ids.begin(), o.new_token_ids.end());
+        for (const auto& s : o.new_logprobs)
+          out.margins[o.id].push_back(s.top.size() == 2 ? s.top[0].logprob - s.top[1].logprob : 1.0f);
+      }
+    return out;
+  };
+  const Run on = run("on"), off = run("off");
+  EXPECT_NE(on.describe.find("fp16 cache"), std::string::npos) << on.describe;
+  EXPECT_EQ(off.describe.find("fp16 cache"), std::string::npos) << off.describe;
+  int identical = 0;
+  for (const auto& [id, want] : off.tokens) {
+    const auto& got = on.tokens.at(id);
+    ASSERT_EQ(got.size(), want.size()) << id;
+    std::size_t trusted = 0;
+    while (trusted < want.size() && off.margins.at(id)[trusted] >= 0.01f) ++trusted;
+    EXPECT_EQ(std::vector<std::int32_t>(got.begin(), got.begin() + trusted),
+              std::vector<std::int32_t>(want.begin(), want.begin() + trusted))
+        << id << ": the first " << trusted << " steps have a top-2 margin >= 0.01";
+    identical += got == want;
+  }
+  std::printf("fp16 weight cache on vs off: %d of 64 sequences identical over 12 tokens\n", identical);
 }
 
 TEST(CudaEngineArchs, EveryArchitectureMatchesTheCpuReference) {
