@@ -76,6 +76,7 @@ TEST(Config, ClearErrors) {
   EXPECT_NE(error_of("device = \"tpu\"").find("device"), std::string::npos);
   EXPECT_NE(error_of("redis = \"http://x\"").find("bad Redis URL"), std::string::npos);
   EXPECT_NE(error_of("gpus = [0, 1]").find("gpus"), std::string::npos);
+  EXPECT_NE(error_of("fp16_weight_cache = \"maybe\"").find("fp16_weight_cache"), std::string::npos);
   EXPECT_NE(error_of("model = ").find("bad.toml:1"), std::string::npos);
 }
 
