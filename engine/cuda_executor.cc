@@ -242,9 +242,10 @@ class CudaExecutor final : public Executor {
   std::array<double, kGpuCategories> replay(const Pending& p);
 
   void linear(const DeviceLinear& l, const __half* x, __half* y, int M);
-  // y[M, N] = x[M, K] w^T with w (N, K) in nn.Linear layout; ldy defaults to N.
-  void dense_gemm(const __half* x, const __half* w, const __half* bias, void* y, bool y_fp32, int M, int N, int K,
-                  int ldy = 0);
+  // y[M, N] = x[M, K] W by cuBLASLt, W fp16 in `layout` with leading dimension ldw: kNK (N, K),
+  // the nn.Linear layout, or kKN (K, N); ldy defaults to N.
+  void dense_gemm(const __half* x, const __half* w, cuda::WeightLayout layout, int ldw, const __half* bias, void* y,
+                  bool y_fp32, int M, int N, int K, int ldy = 0);
   void forward(int T, int B, bool decode_only, int max_context);
   // The row-parallel outputs' sum over the ranks, in place (nothing with one GPU).
   void all_reduce(__half* data, std::size_t count);
@@ -544,14 +545,14 @@ void CudaExecutor::ensure_logits_rows(int rows) {
   params_host_ = PinnedBuffer(static_cast<std::size_t>(rows) * sizeof(cuda::SamplerRowParams));
 }
 
-void CudaExecutor::dense_gemm(const __half* x, const __half* w, const __half* bias, void* y, bool y_fp32, int M,
-                              int N, int K, int ldy) {
+void CudaExecutor::dense_gemm(const __half* x, const __half* w, cuda::WeightLayout layout, int ldw, const __half* bias,
+                              void* y, bool y_fp32, int M, int N, int K, int ldy) {
   cuda::DenseGemmArgs a;
   a.x = x;
   a.ldx = K;
   a.w = w;
-  a.ldw = K;
-  a.layout = cuda::WeightLayout::kNK;
+  a.ldw = ldw;
+  a.layout = layout;
   a.bias = bias;
   a.y = y;
   a.ldy = ldy > 0 ? ldy : N;
@@ -566,27 +567,13 @@ void CudaExecutor::dense_gemm(const __half* x, const __half* w, const __half* bi
 
 void CudaExecutor::linear(const DeviceLinear& l, const __half* x, __half* y, int M) {
   if (l.quantized && l.cache.bytes() > 0 && M >= kWeightCacheMinM) {
-    cuda::DenseGemmArgs a;
-    a.x = x;
-    a.ldx = l.K;
-    a.w = l.cache.as<__half>();
-    a.ldw = l.ld_cache;
-    a.layout = cuda::WeightLayout::kKN;
-    a.bias = l.bias.as<__half>();
-    a.y = y;
-    a.ldy = l.N;
-    a.M = M;
-    a.N = l.N;
-    a.K = l.K;
-    a.workspace = cublas_ws_.as<void>();
-    a.workspace_bytes = cublas_ws_.bytes();
-    cuda::cublaslt_gemm(a, stream_);
+    dense_gemm(x, l.cache.as<__half>(), cuda::WeightLayout::kKN, l.ld_cache, l.bias.as<__half>(), y, false, M, l.N, l.K);
   } else if (l.quantized) {
     cuda::AwqGemmOptions opt;
     opt.batch_invariant = engine_config_.deterministic;
     cuda::awq_gemm(x, l.awq.view(), l.bias.as<__half>(), y, M, {gemm_ws_.as<void>(), gemm_ws_.bytes()}, stream_, opt);
   } else {
-    dense_gemm(x, l.dense.as<__half>(), l.bias.as<__half>(), y, false, M, l.N, l.K);
+    dense_gemm(x, l.dense.as<__half>(), cuda::WeightLayout::kNK, l.K, l.bias.as<__half>(), y, false, M, l.N, l.K);
   }
 }
 
@@ -745,8 +732,8 @@ void CudaExecutor::head_and_sample(const __half* hidden, int rows, int sample_ro
   const ModelConfig& c = config_;
   // lm_head on this rank's vocabulary slice; rank 0's slice starts at column 0 of its logits.
   mark(GpuCategory::kLmHead);
-  dense_gemm(hidden, head_, nullptr, logits_.as<float>(), true, rows, plan_.ranks[rank_].vocab.size(), c.hidden_size,
-             vocab_stride_);
+  dense_gemm(hidden, head_, cuda::WeightLayout::kNK, c.hidden_size, nullptr, logits_.as<float>(), true, rows,
+             plan_.ranks[rank_].vocab.size(), c.hidden_size, vocab_stride_);
   if (comm_ != nullptr) {
     mark(GpuCategory::kCommunication);
     gather_logits(rows);
