@@ -91,11 +91,9 @@ namespace {
 // ISO C++ mode). The vector type is 8 floats: one AVX2 register, two SSE registers.
 using v8f = float __attribute__((vector_size(32)));
 
-__attribute__((always_inline)) inline v8f load8(const float* p) {
-  v8f v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
+// Out-parameter, not a return value: returning a 32-byte vector from a function compiled
+// without AVX (the default clone) is an ABI GCC warns about (-Wpsabi), even inlined.
+__attribute__((always_inline)) inline void load8(v8f& v, const float* p) { std::memcpy(&v, p, sizeof v); }
 
 template <int MR, int NR>
 __attribute__((always_inline)) inline void tile(const float* x, const float* W, const float* b, float* y, int N, int K,
@@ -104,9 +102,10 @@ __attribute__((always_inline)) inline void tile(const float* x, const float* W, 
   const int k8 = K & ~7;
   for (int i = 0; i < k8; i += 8) {
     v8f wv[NR];
-    for (int c = 0; c < NR; ++c) wv[c] = load8(W + static_cast<std::int64_t>(n + c) * K + i);
+    for (int c = 0; c < NR; ++c) load8(wv[c], W + static_cast<std::int64_t>(n + c) * K + i);
     for (int r = 0; r < MR; ++r) {
-      const v8f xv = load8(x + static_cast<std::int64_t>(m + r) * K + i);
+      v8f xv;
+      load8(xv, x + static_cast<std::int64_t>(m + r) * K + i);
       for (int c = 0; c < NR; ++c) acc[r][c] += xv * wv[c];
     }
   }

@@ -60,10 +60,9 @@ std::int64_t TensorView::numel() const {
 
 namespace {
 
-// Tensors of a header (without the length prefix) for a data section of data_size bytes, with
-// `data` holding offsets (nullptr + offset) until the caller rebases them.
-std::map<std::string, TensorView> parse_header(std::string_view header, std::size_t data_size,
-                                               const std::string& where,
+// Tensors of a header (without the length prefix) for the data section [data, data + data_size).
+std::map<std::string, TensorView> parse_header(std::string_view header, const std::byte* data,
+                                               std::size_t data_size, const std::string& where,
                                                std::map<std::string, std::string>* metadata) {
   json j;
   try {
@@ -128,7 +127,7 @@ std::map<std::string, TensorView> parse_header(std::string_view header, std::siz
     if (end - begin != bytes)
       fail(where, what + ": holds " + std::to_string(end - begin) + " bytes but dtype " + dts +
                       " and its shape need " + std::to_string(bytes));
-    t.data = static_cast<const std::byte*>(nullptr) + begin;
+    t.data = data + begin;
     t.nbytes = bytes;
     if (bytes > 0) ranges.emplace_back(begin, end);
     tensors.emplace(name, std::move(t));
@@ -154,9 +153,7 @@ std::map<std::string, TensorView> parse_safetensors(const std::byte* bytes, std:
                     " does not fit in " + std::to_string(size) + " bytes");
   const std::string_view header(reinterpret_cast<const char*>(bytes + 8), n);
   const std::byte* data = bytes + 8 + n;
-  auto tensors = parse_header(header, size - 8 - n, where, metadata);
-  for (auto& [name, t] : tensors) t.data = data + (t.data - static_cast<const std::byte*>(nullptr));
-  return tensors;
+  return parse_header(header, data, size - 8 - n, where, metadata);
 }
 
 SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) : path_(path) {
