@@ -24,18 +24,12 @@ using awqd::half_bits;
 using awqd::test::AwqReference;
 using namespace awqd::cuda::awq_gemm_detail;
 
-// Mirrors the launcher (kernels/awq_gemm.cu, run_tensor_core) for one tile shape.
-template <class C>
-void emulate_and_check(const AwqReference& r, int M, int splits, bool with_bias,
-                       std::mt19937& rng) {
+// The kernel parameters both paths share, over the test's host buffers (y, split-K partial sums,
+// tile counters), as the launcher fills them.
+Params make_params(const AwqReference& r, int M, int splits, bool with_bias, std::vector<half_bits>& y,
+                   std::vector<float>& partials, std::vector<int>& counters) {
   const auto& w = r.packed;
   const int k_tiles = w.k_pad / 64, n_stripes = w.n_pad / 64;
-  splits = std::min(splits, k_tiles);
-  std::vector<half_bits> y(static_cast<std::size_t>(M) * r.N, 0x7E00);  // NaN poison
-  std::vector<float> partials(static_cast<std::size_t>(splits) * M * r.N, NAN);
-  const int n_blocks = (n_stripes + C::kWarpsN - 1) / C::kWarpsN;
-  const int m_blocks = (M + C::kBM - 1) / C::kBM;
-  std::vector<int> counters(static_cast<std::size_t>(n_blocks) * m_blocks, 0);
   Params p{};
   p.x = reinterpret_cast<const __half*>(r.x.data());
   p.tiles = reinterpret_cast<const uint4*>(w.tiles.data());
@@ -53,6 +47,22 @@ void emulate_and_check(const AwqReference& r, int M, int splits, bool with_bias,
   p.groups = w.k_pad / r.G;
   p.group_shift = r.G == 32 ? 5 : r.G == 64 ? 6 : 7;
   p.splits = splits;
+  return p;
+}
+
+// Mirrors the launcher (kernels/awq_gemm.cu, run_tensor_core) for one tile shape.
+template <class C>
+void emulate_and_check(const AwqReference& r, int M, int splits, bool with_bias,
+                       std::mt19937& rng) {
+  const auto& w = r.packed;
+  const int k_tiles = w.k_pad / 64, n_stripes = w.n_pad / 64;
+  splits = std::min(splits, k_tiles);
+  std::vector<half_bits> y(static_cast<std::size_t>(M) * r.N, 0x7E00);  // NaN poison
+  std::vector<float> partials(static_cast<std::size_t>(splits) * M * r.N, NAN);
+  const int n_blocks = (n_stripes + C::kWarpsN - 1) / C::kWarpsN;
+  const int m_blocks = (M + C::kBM - 1) / C::kBM;
+  std::vector<int> counters(static_cast<std::size_t>(n_blocks) * m_blocks, 0);
+  Params p = make_params(r, M, splits, with_bias, y, partials, counters);
 
   // Blocks in random order: any of a tile's splits may be the last to arrive.
   std::vector<emu::Dim> blocks;
@@ -82,7 +92,7 @@ template <class C>
 void emulate_stream_and_check(const AwqReference& r, int M, int splits, bool with_bias,
                               std::mt19937& rng) {
   const auto& w = r.packed;
-  const int k_tiles = w.k_pad / 64, n_stripes = w.n_pad / 64;
+  const int n_stripes = w.n_pad / 64;
   const int batches = (w.k_pad + 127) / 128;
   const int rows = std::min(M, C::kRows);
   splits = std::min(splits, batches);
@@ -91,23 +101,7 @@ void emulate_stream_and_check(const AwqReference& r, int M, int splits, bool wit
   std::vector<half_bits> y(static_cast<std::size_t>(M) * r.N, 0x7E00);  // NaN poison
   std::vector<float> partials(static_cast<std::size_t>(splits) * M * r.N, NAN);
   std::vector<int> counters(static_cast<std::size_t>(n_blocks) * m_blocks, 0);
-  Params p{};
-  p.x = reinterpret_cast<const __half*>(r.x.data());
-  p.tiles = reinterpret_cast<const uint4*>(w.tiles.data());
-  p.scales = reinterpret_cast<const __half*>(w.scales.data());
-  p.zeros = w.zeros.data();
-  p.bias = with_bias ? reinterpret_cast<const __half*>(r.bias.data()) : nullptr;
-  p.y = reinterpret_cast<__half*>(y.data());
-  p.partials = partials.data();
-  p.counters = counters.data();
-  p.M = M;
-  p.N = r.N;
-  p.K = r.K;
-  p.k_tiles = k_tiles;
-  p.n_stripes = n_stripes;
-  p.groups = w.k_pad / r.G;
-  p.group_shift = r.G == 32 ? 5 : r.G == 64 ? 6 : 7;
-  p.splits = splits;
+  Params p = make_params(r, M, splits, with_bias, y, partials, counters);
   p.batches = batches;
   p.phase_batches = stream_phase_batches<C>(rows, (batches + splits - 1) / splits);
   p.x_stride = p.phase_batches * 128 + 8;
