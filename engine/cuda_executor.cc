@@ -45,21 +45,31 @@ std::string gib(double bytes) {
   return buf;
 }
 
-// Owns one cudaMalloc allocation.
-class DeviceBuffer {
+// Owns one CUDA allocation: device memory (cudaMalloc), or page-locked host memory
+// (cudaMallocHost) for the per-step copies. Movable, not copyable.
+template <bool kPinnedHost>
+class CudaBuffer {
  public:
-  DeviceBuffer() = default;
-  explicit DeviceBuffer(std::size_t bytes) : bytes_(bytes) {
-    if (bytes) CUDA_CHECK(cudaMalloc(&ptr_, bytes));
+  CudaBuffer() = default;
+  explicit CudaBuffer(std::size_t bytes) : bytes_(bytes) {
+    if (bytes == 0) return;
+    if constexpr (kPinnedHost)
+      CUDA_CHECK(cudaMallocHost(&ptr_, bytes));
+    else
+      CUDA_CHECK(cudaMalloc(&ptr_, bytes));
   }
-  ~DeviceBuffer() {
-    if (ptr_) cudaFree(ptr_);
+  ~CudaBuffer() {
+    if (ptr_ == nullptr) return;
+    if constexpr (kPinnedHost)
+      cudaFreeHost(ptr_);
+    else
+      cudaFree(ptr_);
   }
-  DeviceBuffer(DeviceBuffer&& o) noexcept : ptr_(o.ptr_), bytes_(o.bytes_) {
+  CudaBuffer(CudaBuffer&& o) noexcept : ptr_(o.ptr_), bytes_(o.bytes_) {
     o.ptr_ = nullptr;
     o.bytes_ = 0;
   }
-  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+  CudaBuffer& operator=(CudaBuffer&& o) noexcept {
     std::swap(ptr_, o.ptr_);
     std::swap(bytes_, o.bytes_);
     return *this;
@@ -74,40 +84,14 @@ class DeviceBuffer {
   void* ptr_ = nullptr;
   std::size_t bytes_ = 0;
 };
+using DeviceBuffer = CudaBuffer<false>;
+using PinnedBuffer = CudaBuffer<true>;
 
 DeviceBuffer upload(const void* host, std::size_t bytes) {
   DeviceBuffer d(bytes);
   if (bytes) CUDA_CHECK(cudaMemcpy(d.as<void>(), host, bytes, cudaMemcpyHostToDevice));
   return d;
 }
-
-// Page-locked host memory for the per-step copies.
-class PinnedBuffer {
- public:
-  PinnedBuffer() = default;
-  explicit PinnedBuffer(std::size_t bytes) : bytes_(bytes) {
-    if (bytes) CUDA_CHECK(cudaMallocHost(&ptr_, bytes));
-  }
-  ~PinnedBuffer() {
-    if (ptr_) cudaFreeHost(ptr_);
-  }
-  PinnedBuffer(const PinnedBuffer&) = delete;
-  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
-  PinnedBuffer& operator=(PinnedBuffer&& o) noexcept {
-    std::swap(ptr_, o.ptr_);
-    std::swap(bytes_, o.bytes_);
-    return *this;
-  }
-  template <typename T>
-  T* as() const {
-    return static_cast<T*>(ptr_);
-  }
-  std::size_t bytes() const { return bytes_; }
-
- private:
-  void* ptr_ = nullptr;
-  std::size_t bytes_ = 0;
-};
 
 // One (possibly fused) linear layer on the device: y[M, N] = x[M, K] W + b.
 struct DeviceLinear {
