@@ -29,6 +29,7 @@ namespace L = awq_layout;
 // (dequant_beats_tiles). Set from bench_awq_gemm on the H100: docs/PERF.md.
 constexpr int kDequantMinM = 128;
 constexpr int kDequantAlwaysM = 256;
+constexpr int kHopperDequantM = 1024;
 constexpr int kDequantMinChunkCols = 1024;
 // Stream kernel split-K (stream_splits): about this many blocks per SM over the 64-column
 // stripes, measured best on the H100 (docs/PERF.md, run 7's sweep).
@@ -47,6 +48,7 @@ constexpr std::size_t kDequantChunkBytes = std::size_t{256}
 struct TileEntry {
   AwqTile tile;
   bool stream;  // the stream kernel (awq_gemm_stream.cuh), else the tiled one
+  bool hopper;  // the wgmma kernel (awq_gemm_wgmma.cuh): sm_90a code on an sm_90 GPU only
   int bm;       // rows per block
   int stripes;  // 64-column stripes per block
   int threads;
@@ -60,29 +62,41 @@ template <class C>
 TileEntry entry(AwqTile tile) {
   int (*phase_batches)(int, int) = nullptr;
   if constexpr (C::kStream) phase_batches = &D::stream_phase_batches<C>;
-  return {tile,          C::kStream,    C::kBM,           C::kWarpsN,   C::kThreads,
-          C::kSmemBytes, phase_batches, &D::kernel_fn<C>, &D::launch<C>};
+  return {tile,          C::kStream,       C::kWgmma,     C::kBM,
+          C::kWarpsN,    C::kThreads,      C::kSmemBytes, phase_batches,
+          &D::kernel_fn<C>, &D::launch<C>};
 }
 
 constexpr int kTiles = static_cast<int>(AwqTile::kCount);
 using TileTable = std::array<TileEntry, kTiles>;
 
 const TileTable& tile_table(bool turing) {
+  // The Hopper tiles sit in both tables (one index per tile) but belong to the tensor-core path:
+  // probe_family never makes them available to the Turing one.
   static const TileTable tensor_core = {
       entry<D::TileS16<false>>(AwqTile::kS16),  entry<D::TileS32<false>>(AwqTile::kS32),
       entry<D::TileM64<false>>(AwqTile::kM64),  entry<D::TileL128<false>>(AwqTile::kL128),
-      entry<D::StreamM8<false>>(AwqTile::kSt8), entry<D::StreamM16<false>>(AwqTile::kSt16)};
+      entry<D::StreamM8<false>>(AwqTile::kSt8), entry<D::StreamM16<false>>(AwqTile::kSt16),
+      entry<D::TileW64>(AwqTile::kW64),         entry<D::TileW128>(AwqTile::kW128)};
   static const TileTable turing_tiles = {
       entry<D::TileS16<true>>(AwqTile::kS16),  entry<D::TileS32<true>>(AwqTile::kS32),
       entry<D::TileM64<true>>(AwqTile::kM64),  entry<D::TileL128<true>>(AwqTile::kL128),
-      entry<D::StreamM8<true>>(AwqTile::kSt8), entry<D::StreamM16<true>>(AwqTile::kSt16)};
+      entry<D::StreamM8<true>>(AwqTile::kSt8), entry<D::StreamM16<true>>(AwqTile::kSt16),
+      entry<D::TileW64>(AwqTile::kW64),        entry<D::TileW128>(AwqTile::kW128)};
   return turing ? turing_tiles : tensor_core;
 }
+
+#ifdef AWQD_HAS_SM90A
+constexpr bool kBuiltForSm90a = true;
+#else
+constexpr bool kBuiltForSm90a = false;
+#endif
 
 struct FamilyCaps {
   bool available = false;
   std::string why_not;                      // when unavailable
-  std::array<int, kTiles> blocks_per_sm{};  // occupancy of each tile
+  std::string hopper_why_not;               // when the Hopper tiles are unavailable
+  std::array<int, kTiles> blocks_per_sm{};  // occupancy of each tile (0: not on this GPU)
   std::array<bool, kTiles> pdl{};           // its code is sm_90+: Programmatic Dependent Launch
 };
 
@@ -104,8 +118,17 @@ FamilyCaps probe_family(bool turing, int sm) {
         "needs sm_" + std::to_string(min_arch) + "+, this GPU is sm_" + std::to_string(sm);
     return caps;
   }
+  if (turing)
+    caps.hopper_why_not = "the Hopper tiles belong to the tensor-core path";
+  else if (sm != 90)
+    caps.hopper_why_not = "the Hopper tiles need an sm_90 GPU (wgmma), this one is sm_" +
+                          std::to_string(sm);
+  else if (!kBuiltForSm90a)
+    caps.hopper_why_not =
+        "awqd_kernels was built without sm_90a code (add 90a to AWQD_CUDA_ARCHS)";
   for (int i = 0; i < kTiles; ++i) {
     const TileEntry& e = tile_table(turing)[i];
+    if (e.hopper && !caps.hopper_why_not.empty()) continue;  // blocks_per_sm stays 0
     cudaFuncAttributes attr{};
     if (cudaFuncGetAttributes(&attr, e.kernel()) != cudaSuccess || attr.ptxVersion < min_arch) {
       cudaGetLastError();  // clear a "no kernel image" error
@@ -185,7 +208,14 @@ void check_weight(const AwqWeight& w) {
 // Measured on the H100 (docs/PERF.md, run 3): dequantize + cuBLASLt beat the l128 tile from
 // M = 128 on qkv and o (K * N <= 25 M) and from M = 256 on gate_up and down (58 M, 117 M), where
 // dequantizing (a K x N fp16 write) costs more against the tile's time.
-bool dequant_beats_tiles(int M, int K, int N) {
+bool hopper_tiles(const FamilyCaps& family) {
+  return family.blocks_per_sm[static_cast<int>(AwqTile::kW64)] > 0 &&
+         family.blocks_per_sm[static_cast<int>(AwqTile::kW128)] > 0;
+}
+
+// With the Hopper tiles (wgmma), from kHopperDequantM.
+bool dequant_beats_tiles(int M, int K, int N, bool hopper) {
+  if (hopper) return M >= kHopperDequantM;
   return M >= kDequantAlwaysM ||
          (M >= kDequantMinM && static_cast<long long>(K) * N <= (32ll << 20));
 }
@@ -195,9 +225,10 @@ bool dequant_beats_tiles(int M, int K, int N) {
 constexpr int kStreamMaxM = 16;
 static_assert(kStreamMaxM >= 16, "the stream kernel serves decode (M <= 16) in any case");
 
-AwqTile tile_for(int M) {
+AwqTile tile_for(int M, const FamilyCaps& family) {
   if (M <= 8) return AwqTile::kSt8;
   if (M <= kStreamMaxM) return AwqTile::kSt16;
+  if (hopper_tiles(family)) return M <= 64 ? AwqTile::kW64 : AwqTile::kW128;
   if (M <= 32) return AwqTile::kS32;  // (with kStreamMaxM below 64)
   if (M <= 64) return AwqTile::kM64;
   return AwqTile::kL128;
@@ -311,8 +342,11 @@ TensorCorePlan plan_tensor_core(int M, const AwqWeight& w, const Shape& sh, bool
                                 const DeviceCaps& caps, const AwqGemmOptions& o,
                                 std::size_t partial_bytes) {
   const FamilyCaps& family = turing ? caps.turing : caps.tensor_core;
-  AwqTile tile = o.tile == AwqTile::kAuto ? tile_for(M) : o.tile;
+  AwqTile tile = o.tile == AwqTile::kAuto ? tile_for(M, family) : o.tile;
   if (o.batch_invariant) tile = AwqTile::kS16;
+  if (family.blocks_per_sm[static_cast<int>(tile)] == 0)
+    bad_argument(std::string("tile ") + awq_tile_name(tile) + " is unavailable: " +
+                 family.hopper_why_not);
   if (tile_table(turing)[static_cast<int>(tile)].stream) {
     const int si = static_cast<int>(tile);
     TensorCorePlan plan = plan_stream(M, w, sh, tile_table(turing)[si], caps, o, partial_bytes);
@@ -388,7 +422,7 @@ Resolved resolve(int M, const AwqWeight& w, const AwqWorkspace& ws, const AwqGem
   r.path = o.path;
   if (r.path == AwqGemmPath::kAuto) {
     const bool forced_shape = o.tile != AwqTile::kAuto || o.splits != 0 || o.batch_invariant;
-    if (!forced_shape && dequant_beats_tiles(M, w.K, w.N) &&
+    if (!forced_shape && dequant_beats_tiles(M, w.K, w.N, hopper_tiles(caps.tensor_core)) &&
         r.dq.max_chunk_cols >= std::min(sh.n_pad, kDequantMinChunkCols))
       r.path = AwqGemmPath::kDequantCublas;
     else
@@ -578,6 +612,10 @@ const char* awq_tile_name(AwqTile tile) {
       return "st8";
     case AwqTile::kSt16:
       return "st16";
+    case AwqTile::kW64:
+      return "w64";
+    case AwqTile::kW128:
+      return "w128";
     case AwqTile::kCount:
       break;
   }
@@ -645,7 +683,8 @@ std::size_t awq_gemm_workspace_bytes(int max_M, int K, int N, int group_size) {
   if (turing && !caps.turing.available) return need;
   const Shape sh{L::pad_k(K), static_cast<int>(n_pad), L::pad_k(K) / 64,
                  static_cast<int>(n_pad) / L::kStripeCols};
-  for (int M = 1; M <= std::min(max_M, kDequantAlwaysM - 1); M += (M < 64 ? 1 : M / 4)) {
+  const int tiled_max_M = (hopper_tiles(caps.tensor_core) ? kHopperDequantM : kDequantAlwaysM) - 1;
+  for (int M = 1; M <= std::min(max_M, tiled_max_M); M += (M < 64 ? 1 : M / 4)) {
     const TensorCorePlan plan = plan_tensor_core(M, probe, sh, turing, caps, AwqGemmOptions{},
                                                  std::numeric_limits<std::size_t>::max() / 4);
     if (plan.splits > 1)

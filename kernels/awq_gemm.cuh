@@ -26,6 +26,11 @@
 //     m64   64 x 128   1 x 2 x 2         M <= 64             4 m16 tiles share each dequantized B
 //     l128  128 x 256  2 x 4 x 1         M > 64              tensor-core bound: big tile, reuse
 //   sm_80/sm_90: mma.sync m16n8k16 + ldmatrix + cp.async, 4- to 6-stage pipeline.
+// - Hopper (sm_90a code on an sm_90 GPU), 16 < M below the dequantize threshold: the wgmma
+//   kernel (awq_gemm_wgmma.cuh), tiles w64 / w128 (64 / 128 activation rows x 256 columns).
+//   The dequantized weights are wgmma's A operand straight from registers (each weight is
+//   dequantized once per block, by one warp), the activations B from shared memory; tensor cores
+//   at wgmma's rate instead of mma.sync's, which the tiles above are bound by from M ~ 32.
 // - Turing (sm_75): both kernels with two mma.m16n8k8 per k16 step; the tiled kernel's pipeline
 //   goes through registers (ld.global -> st.shared, no cp.async). It also runs on newer GPUs when
 //   forced (AwqGemmPath::kTuring), which is how it is tested on the H100.
@@ -117,8 +122,9 @@ enum class AwqGemmPath {
 const char* awq_gemm_path_name(AwqGemmPath path);
 
 // s16..l128: the tiled kernel (awq_gemm_kernel.cuh); st8, st16: the stream kernel for M <= 8, 16
-// (awq_gemm_stream.cuh).
-enum class AwqTile { kAuto = -1, kS16 = 0, kS32, kM64, kL128, kSt8, kSt16, kCount };
+// (awq_gemm_stream.cuh); w64, w128: the Hopper kernel (awq_gemm_wgmma.cuh; sm_90a code on an
+// sm_90 GPU, tensor-core path only).
+enum class AwqTile { kAuto = -1, kS16 = 0, kS32, kM64, kL128, kSt8, kSt16, kW64, kW128, kCount };
 const char* awq_tile_name(AwqTile tile);
 
 struct AwqGemmOptions {

@@ -23,10 +23,12 @@
 #include <cstdint>
 
 #include "kernels/awq_gemm_device.cuh"
+#include "kernels/awq_gemm_epilogue.cuh"
 #include "kernels/awq_gemm_stream.cuh"
 #include "kernels/awq_gemm_tiles.cuh"
 #include "kernels/awq_layout.cuh"
 #ifndef AWQD_KERNEL_EMULATION
+#include "kernels/awq_gemm_wgmma.cuh"
 #include "kernels/cuda_check.cuh"
 #endif
 
@@ -264,15 +266,6 @@ __device__ __forceinline__ void gemm_block(const Params& p) {
   // e.
   const bool writer = wk == 0 && warp_active;
   const int g = lane >> 2, t = lane & 3;
-  auto store_y = [&](int row, int col, float v0, float v1) {
-    if (p.bias != nullptr) {
-      const float2 b = __half22float2(*reinterpret_cast<const __half2*>(p.bias + col));
-      v0 += b.x;
-      v1 += b.y;
-    }
-    *reinterpret_cast<__half2*>(p.y + static_cast<std::size_t>(row) * p.N + col) =
-        __floats2half2_rn(v0, v1);
-  };
 
   if (p.splits == 1) {
     if (!writer) return;
@@ -283,16 +276,14 @@ __device__ __forceinline__ void gemm_block(const Params& p) {
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
           const int row = warp_row0 + mt * 16 + g + 8 * h, col = stripe * 64 + nt * 8 + 2 * t;
-          if (row < p.M && col < p.N) store_y(row, col, acc[mt][nt][2 * h], acc[mt][nt][2 * h + 1]);
+          if (row < p.M && col < p.N)
+            store_y_pair(p, row, col, acc[mt][nt][2 * h], acc[mt][nt][2 * h + 1]);
         }
     return;
   }
 
   // Split-K: publish this split's sums; the last block of the tile to arrive adds all splits in
   // split order, so the result does not depend on which block came last.
-  auto partial = [&](int z, int row, int col) {
-    return p.partials + (static_cast<std::size_t>(z) * p.M + row) * p.N + col;
-  };
   if (writer) {
 #pragma unroll
     for (int mt = 0; mt < C::kMTiles; ++mt)
@@ -302,46 +293,26 @@ __device__ __forceinline__ void gemm_block(const Params& p) {
         for (int h = 0; h < 2; ++h) {
           const int row = warp_row0 + mt * 16 + g + 8 * h, col = stripe * 64 + nt * 8 + 2 * t;
           if (row < p.M && col < p.N)
-            *reinterpret_cast<float2*>(partial(split, row, col)) =
+            *reinterpret_cast<float2*>(split_partial(p, split, row, col)) =
                 make_float2(acc[mt][nt][2 * h], acc[mt][nt][2 * h + 1]);
         }
   }
-  __threadfence();  // this thread's partial sums are visible GPU-wide before the arrival below
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    int* counter = p.counters + m_block * gridDim.x + n_block;
-    const int arrived = atomicAdd(counter, 1);
-    s_is_last = arrived == p.splits - 1;
-    if (s_is_last) *counter = 0;  // every split has arrived: reset for the next launch
-  }
-  __syncthreads();
-  if (!s_is_last) return;
-  // The whole block adds the splits' partial tiles, 4 columns per 16-byte load (N % 8 == 0).
-  __threadfence();
-  const int col0 = n_block * C::kBN;
-  for (int e = threadIdx.x; e < C::kBM * (C::kBN / 4); e += C::kThreads) {
-    const int row = m0 + e / (C::kBN / 4), col = col0 + (e % (C::kBN / 4)) * 4;
-    if (row >= p.M || col >= p.N) continue;
-    float4 sum = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-#pragma unroll 4
-    for (int z = 0; z < p.splits; ++z) {
-      const float4 v = __ldcg(reinterpret_cast<const float4*>(partial(z, row, col)));
-      sum.x += v.x;
-      sum.y += v.y;
-      sum.z += v.z;
-      sum.w += v.w;
-    }
-    store_y(row, col, sum.x, sum.y);
-    store_y(row, col + 2, sum.z, sum.w);
-  }
+  finish_split_tile<C>(p, m0, n_block, m_block, s_is_last);
 }
 
 #ifndef AWQD_KERNEL_EMULATION
 template <class C>
 __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks) awq_gemm_kernel(const Params p) {
 #if defined(__CUDA_ARCH__)
-  // The sm_80 paths compile to a trap for sm_75 (the launcher never starts them there).
-  if constexpr (C::kTuring || __CUDA_ARCH__ >= 800) {
+  // The sm_80 paths compile to a trap for sm_75, the Hopper kernel to one for everything but
+  // sm_90a (the launcher never starts them there).
+  if constexpr (C::kWgmma) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    wgmma_block<C>(p);
+#else
+    __trap();
+#endif
+  } else if constexpr (C::kTuring || __CUDA_ARCH__ >= 800) {
     if constexpr (C::kStream)
       stream_block<C>(p);
     else

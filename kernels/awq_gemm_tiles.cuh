@@ -37,6 +37,7 @@ struct Params {
 template <int WarpsM, int WarpsN, int WarpsK, int MTiles, bool Turing, int MinBlocks, int Stages>
 struct TileConfig {
   static constexpr bool kStream = false;
+  static constexpr bool kWgmma = false;
   static constexpr int kWarpsM = WarpsM, kWarpsN = WarpsN, kWarpsK = WarpsK, kMTiles = MTiles;
   static constexpr bool kTuring = Turing;
   static constexpr int kMinBlocks = MinBlocks;
@@ -89,6 +90,7 @@ using TileL128 = TileConfig<2, 4, 1, 4, Turing, 1, 4>;
 template <int MGroups, int Stripes, bool Turing>
 struct StreamConfig {
   static constexpr bool kStream = true;
+  static constexpr bool kWgmma = false;
   static constexpr bool kTuring = Turing;
   static constexpr int kMGroups = MGroups;   // n8 groups of activation rows
   static constexpr int kRows = 8 * MGroups;  // activation rows per m-block
@@ -118,6 +120,38 @@ template <bool Turing>
 using StreamM8 = StreamConfig<1, 1, Turing>;
 template <bool Turing>
 using StreamM16 = StreamConfig<2, 2, Turing>;
+
+// The Hopper kernel (awq_gemm_wgmma.cuh, sm_90a only): two warpgroups share an output tile of
+// 4 stripes (256 columns) x BM activation rows. Warp w of a warpgroup streams stripe w; warpgroup
+// h dequantizes words 2h and 2h+1 of each lane's 16 bytes (columns 32h..32h+31 of every stripe)
+// into the A operand of wgmma.m64nBMk16 (A from registers), the activations are B, from shared
+// memory. Stages of one 64-row k-tile: activations in wgmma's K-major no-swizzle layout, the
+// 4 stripes' weight tiles verbatim, their scales and zeros as in the tiled kernel.
+template <int BM, int Stages, int MinBlocks>
+struct WgmmaConfig {
+  static constexpr bool kStream = false;
+  static constexpr bool kWgmma = true;
+  static constexpr bool kTuring = false;
+  static constexpr int kBM = BM;  // activation rows per block: the wgmma N
+  static constexpr int kWarpsN = 4;
+  static constexpr int kBN = 64 * kWarpsN;
+  static constexpr int kThreads = 256;
+  static constexpr int kMinBlocks = MinBlocks;
+  static constexpr int kStages = Stages;
+  static constexpr int kXBytes = BM * 64 * 2;
+  static constexpr int kWBytes = kWarpsN * 4 * awq_layout::kTileBytes;
+  static constexpr int kSSlotBytes = 160;
+  static constexpr int kSBytes = 2 * kWarpsN * kSSlotBytes;
+  static constexpr int kStageBytes = kXBytes + kWBytes + kSBytes;
+  static constexpr int kSmemBytes = kStages * kStageBytes;
+  static constexpr int kAccPerJ = BM / 2;  // fp32 accumulators per thread and wgmma
+  static_assert(BM % 16 == 0 && BM >= 16 && BM <= 256, "wgmma N: a multiple of 8 up to 256");
+  static_assert(kStageBytes % 128 == 0, "stages must stay 128-byte aligned");
+  static_assert(kStages >= 3, "the pipeline refills the stage computed two k-tiles ago");
+};
+// w64: M <= 64 per block, 6 stages (106 KB: two blocks per SM); w128: 128 rows, 5 stages.
+using TileW64 = WgmmaConfig<64, 6, 2>;
+using TileW128 = WgmmaConfig<128, 5, 1>;
 
 // Batches (128 rows each) of activations the stream kernel stages at once for `rows` rows: as
 // many as fit kXBytes with the padded row stride the kernel uses (phase rows + 8 halves), a

@@ -29,6 +29,7 @@
 #include <functional>
 #include <map>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -434,15 +435,17 @@ int main(int argc, char** argv) {
           std::vector<AwqTile> tiles;
           std::vector<int> split_counts;
           if (M <= 16) {
-            tiles = {M <= 8 ? AwqTile::kSt8 : AwqTile::kSt16};
-            split_counts = {1, 2, 3, 4, 6, 8, 12, 16, 24};
+            tiles = {M <= 8 ? AwqTile::kSt8 : AwqTile::kSt16, AwqTile::kW64};
+            split_counts = {1, 2, 4, 8, 16};
           } else if (M <= 64) {
-            tiles = {AwqTile::kS32, AwqTile::kM64, AwqTile::kSt16};
+            tiles = {AwqTile::kS32, AwqTile::kM64, AwqTile::kW64};
             split_counts = {1, 2, 4, 8};
-          } else if (M <= 512) {
-            tiles = {AwqTile::kM64, AwqTile::kL128};
-            if (M <= 256) tiles.push_back(AwqTile::kSt16);  // M / 16 passes, mostly from L2
+          } else if (M <= 1024) {
+            tiles = {AwqTile::kM64, AwqTile::kL128, AwqTile::kW64, AwqTile::kW128};
             split_counts = {1, 2, 4};
+          } else {
+            tiles = {AwqTile::kW128};
+            split_counts = {1};
           }
           std::map<std::string, bool> seen;
           for (AwqTile tile : tiles)
@@ -451,7 +454,12 @@ int main(int argc, char** argv) {
               so.path = has_tc ? AwqGemmPath::kTensorCore : AwqGemmPath::kTuring;
               so.tile = tile;
               so.splits = splits;
-              const AwqGemmPlan sp = awq_gemm_plan(M, bench.weight(), bench.workspace(), so);
+              AwqGemmPlan sp;
+              try {
+                sp = awq_gemm_plan(M, bench.weight(), bench.workspace(), so);
+              } catch (const std::invalid_argument&) {
+                continue;  // a tile this GPU or build lacks (the Hopper ones)
+              }
               const std::string config =
                   std::string(awq_tile_name(tile)) + "/s" + std::to_string(sp.splits);
               if (seen[config]) continue;  // a count below the kernel's minimum ran already

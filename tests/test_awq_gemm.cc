@@ -115,16 +115,22 @@ std::vector<half_bits> run_and_check(Problem& p, int M, AwqGemmOptions o = {}) {
   return y;
 }
 
-// The paths this GPU and build can run: the tensor-core path needs sm_80+ code (absent from a
-// compute_75 PTX build, which runs everything through the Turing kernels).
-std::vector<AwqGemmPath> probe_paths() {
-  AwqWeight probe;  // never dereferenced by the planner
+// A weight for asking the planner what it would run (never dereferenced).
+AwqWeight probe_weight() {
+  AwqWeight probe;
   probe.tiles = reinterpret_cast<const uint4*>(std::uintptr_t{256});
   probe.scales = reinterpret_cast<const __half*>(std::uintptr_t{256});
   probe.zeros = reinterpret_cast<const std::uint32_t*>(std::uintptr_t{256});
   probe.K = 128;
   probe.N = 64;
   probe.group_size = 128;
+  return probe;
+}
+
+// The paths this GPU and build can run: the tensor-core path needs sm_80+ code (absent from a
+// compute_75 PTX build, which runs everything through the Turing kernels).
+std::vector<AwqGemmPath> probe_paths() {
+  const AwqWeight probe = probe_weight();
   std::vector<AwqGemmPath> paths;
   for (AwqGemmPath path : {AwqGemmPath::kTensorCore, AwqGemmPath::kTuring}) {
     AwqGemmOptions o;
@@ -139,6 +145,23 @@ std::vector<AwqGemmPath> probe_paths() {
   paths.push_back(AwqGemmPath::kDequantCublas);
   paths.push_back(AwqGemmPath::kAuto);
   return paths;
+}
+
+// Whether this GPU and build run `tile` on `path` (the Hopper tiles: sm_90a code on an sm_90 GPU,
+// tensor-core path only); says why not once per (path, tile).
+bool tile_available(AwqGemmPath path, AwqTile tile) {
+  const AwqWeight probe = probe_weight();
+  AwqGemmOptions o;
+  o.path = path;
+  o.tile = tile;
+  try {
+    awq_gemm_plan(1, probe, AwqWorkspace{}, o);
+    return true;
+  } catch (const std::invalid_argument& e) {
+    std::printf("[ INFO     ] %s/%s not tested: %s\n", awq_gemm_path_name(path), awq_tile_name(tile),
+                e.what());
+    return false;
+  }
 }
 
 const std::vector<AwqGemmPath>& paths_to_test() {
@@ -202,7 +225,8 @@ TEST(AwqGemm, EveryTileAndForcedSplitK) {
   for (AwqGemmPath path : paths_to_test()) {
     if (path == AwqGemmPath::kDequantCublas || path == AwqGemmPath::kAuto) continue;
     for (AwqTile tile : {AwqTile::kS16, AwqTile::kS32, AwqTile::kM64, AwqTile::kL128, AwqTile::kSt8,
-                         AwqTile::kSt16})
+                         AwqTile::kSt16, AwqTile::kW64, AwqTile::kW128}) {
+      if (!tile_available(path, tile)) continue;
       for (int splits : {1, 2, 3, 7, 32})
         for (int M : {1, 8, 9, 17, 64, 130}) {
           AwqGemmOptions o = with_path(path);
@@ -210,6 +234,7 @@ TEST(AwqGemm, EveryTileAndForcedSplitK) {
           o.splits = splits;
           run_and_check(*p, M, o);
         }
+    }
   }
 }
 

@@ -1,0 +1,266 @@
+// The AWQ GEMM Hopper kernel (sm_90a; design: kernels/awq_gemm.cuh), for 16 < M below the
+// dequantize + cuBLASLt threshold: wgmma with the dequantized weights as the A operand, straight
+// from registers, so a weight is dequantized once per block and never goes through shared memory
+// (the scheme Machete uses in vLLM), and the activations as B from shared memory.
+// Included by awq_gemm_kernel.cuh for the instantiation files; code for sm_90a only.
+//
+// Block: 2 warpgroups (256 threads), output tile of 4 stripes (256 columns) x kBM activation rows,
+// k-tiles [kt_begin, kt_end) of its split of K. Warp w of warpgroup h streams stripe w of the
+// block and dequantizes words 2h and 2h + 1 of each lane's 16 bytes of every k16 tile: the
+// A fragment (16 columns x 16 k, the same registers the stream kernel feeds mma.m16n8k16) of
+// rows 16w..16w+15 of wgmma.m64nBMk16. So warpgroup h computes, per k16 step, two wgmma
+// (words 2h, 2h + 1) whose 64 rows are 16 columns of each of the 4 stripes:
+//   D row 16w + g (+8) of word j = column 64 (stripe w) + 16 j + g (+8),
+//   D column = activation row; thread (w, g, t) holds rows g, g + 8 and columns 8i + 2t, +1.
+// Shared memory, per stage of one 64-row k-tile (kStages stages, cp.async):
+//   X  [4 k16 steps][kBM / 8 row groups][2 k halves][8 rows][16 bytes]: wgmma's K-major layout
+//      without swizzle, core matrices of 8 rows x 16 bytes (128 contiguous bytes); descriptor
+//      LBO (next 8 k) = 128 bytes, SBO (next 8 rows) = 256 bytes, start = step * kBM * 32.
+//   W  [4 stripes][4 tiles][512 bytes], verbatim from the tile layout.
+//   S  [2 group slots][4 stripes][128 bytes scales + 32 bytes zeros] (slot 1 when G = 32).
+// Pipeline: k-tile kt + kStages - 2 is requested while kt is computed, into the stage of
+// k-tile kt - 2: each warp keeps at most 2 groups of wgmma in flight (it waits for the one before
+// the last after each commit), so by the barrier of k-tile kt every wgmma reading kt - 2's stage
+// has finished.
+#pragma once
+
+#include <cuda_fp16.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/awq_gemm_device.cuh"
+#include "kernels/awq_gemm_epilogue.cuh"
+#include "kernels/awq_gemm_tiles.cuh"
+
+namespace awqd::cuda::awq_gemm_detail {
+
+// ---- wgmma (PTX ISA 8.0+, sm_90a) ----
+__device__ __forceinline__ void wgmma_fence() {
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ void wgmma_commit() {
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+}
+template <int kPending>
+__device__ __forceinline__ void wgmma_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(kPending) : "memory");
+}
+// Keeps the compiler from moving accesses of an accumulator across wgmma fences and waits.
+__device__ __forceinline__ void fence_operand(float& r) { asm volatile("" : "+f"(r)::"memory"); }
+
+// Shared-memory matrix descriptor, no swizzle: start address, leading-dimension byte offset
+// (between core matrices along K), stride byte offset (between 8-row groups), all in 16 bytes.
+__device__ __forceinline__ std::uint64_t smem_desc(std::uint32_t addr, std::uint32_t lbo,
+                                                   std::uint32_t sbo) {
+  return static_cast<std::uint64_t>((addr >> 4) & 0x3FFF) |
+         static_cast<std::uint64_t>((lbo >> 4) & 0x3FFF) << 16 |
+         static_cast<std::uint64_t>((sbo >> 4) & 0x3FFF) << 32;
+}
+
+// D[64 x N] += A[64 x 16] (registers: each warp's 16 rows, mma.m16n8k16 A order) * B[16 x N]
+// (shared memory, K-major, b_desc), fp32 accumulators (thread: rows g, g + 8 of its warp's 16,
+// columns 8i + 2t, +1 for i < N / 8, as d[4i .. 4i + 3]).
+__device__ __forceinline__ void wgmma_m64n64k16(float (&d)[32], const std::uint32_t (&a)[4],
+                                                 std::uint64_t b_desc) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {"
+      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
+      "}, {%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]),
+        "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),
+        "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]),
+        "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]),
+        "+f"(d[30]), "+f"(d[31])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b_desc), "r"(1));
+}
+
+__device__ __forceinline__ void wgmma_m64n128k16(float (&d)[64], const std::uint32_t (&a)[4],
+                                                 std::uint64_t b_desc) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 {"
+      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+      "}, {%64, %65, %66, %67}, %68, p, 1, 1, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]),
+        "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),
+        "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]),
+        "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]),
+        "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]),
+        "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]),
+        "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]),
+        "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]),
+        "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b_desc), "r"(1));
+}
+
+template <int N>
+__device__ __forceinline__ void wgmma_rs(float (&d)[N / 2], const std::uint32_t (&a)[4],
+                                         std::uint64_t b_desc) {
+  if constexpr (N == 64)
+    wgmma_m64n64k16(d, a, b_desc);
+  else
+    wgmma_m64n128k16(d, a, b_desc);
+}
+
+// Group constants of words 2h, 2h + 1 of a lane (columns i = 4h..4h+3 of its 8): entries 0..3 of
+// GroupConsts, as dequant_word(w, c, jj) reads them for jj = 0, 1. `scales` holds the 4 fp16
+// scales, `zeros` the zero points with nibble 0 = column 4h.
+__device__ __forceinline__ void load_half_group_consts(uint2 scales, std::uint32_t zeros,
+                                                       awq_device::GroupConsts& c) {
+  using awq_device::int4_pair_plus_1024;
+  const std::uint32_t sw[2] = {scales.x, scales.y};
+#pragma unroll
+  for (int a = 0; a < 2; ++a) {
+    c.s2[2 * a] = __byte_perm(sw[a], 0, 0x1010);
+    c.s2[2 * a + 1] = __byte_perm(sw[a], 0, 0x3232);
+  }
+#pragma unroll
+  for (int a = 0; a < 4; ++a) c.z2[a] = __byte_perm(int4_pair_plus_1024(zeros >> (4 * a)), 0, 0x1010);
+}
+
+template <class C>
+__device__ __forceinline__ void wgmma_block(const Params& p) {
+  using namespace awq_device;
+  extern __shared__ __align__(128) std::uint8_t smem[];
+  __shared__ int s_is_last;
+  constexpr int kAcc = C::kAccPerJ;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int wg = warp >> 2, ws = warp & 3;  // warpgroup (words 2wg, 2wg+1), stripe in the block
+  const int g = lane >> 2, t = lane & 3;
+  const int n_block = blockIdx.x, m_block = blockIdx.y, split = blockIdx.z;
+  const int m0 = m_block * C::kBM;
+  const int stripe = n_block * C::kWarpsN + ws;
+  const bool g32 = p.group_shift == 5;
+  const int kt_begin = static_cast<int>(static_cast<long long>(split) * p.k_tiles / p.splits);
+  const int kt_end = static_cast<int>(static_cast<long long>(split + 1) * p.k_tiles / p.splits);
+
+  float acc[2][kAcc];
+#pragma unroll
+  for (int jj = 0; jj < 2; ++jj)
+#pragma unroll
+    for (int r = 0; r < kAcc; ++r) acc[jj][r] = 0.0f;
+
+  const std::uint32_t smem_base = smem_addr(smem);
+  // The 16-byte chunks of k-tile kt: activations (rows >= M and k >= K as zeros), the 4 stripes'
+  // weight tiles and their scales/zeros (zeros past the last stripe).
+  auto issue = [&](int stage, int kt) {
+    const std::uint32_t base = smem_base + stage * C::kStageBytes;
+    for (int c = threadIdx.x; c < C::kBM * 8; c += C::kThreads) {
+      const int r = c >> 3, s = (c >> 1) & 3, h = c & 1;  // row, k16 step, k half
+      const int m = m0 + r, k = kt * 64 + 16 * s + 8 * h;
+      const bool valid = m < p.M && k < p.K;
+      const __half* src = valid ? p.x + static_cast<std::size_t>(m) * p.K + k : p.x;
+      cp_async_16(base + ((s * (C::kBM / 8) + (r >> 3)) * 2 + h) * 128 + (r & 7) * 16, src,
+                  valid);
+    }
+    for (int c = threadIdx.x; c < C::kWBytes / 16; c += C::kThreads) {
+      const int sw = c >> 7, q = c & 127;
+      const int st = n_block * C::kWarpsN + sw;
+      const bool valid = st < p.n_stripes;
+      const uint4* src = valid ? p.tiles + (static_cast<std::size_t>(st) * p.k_tiles + kt) * 128 + q
+                               : p.tiles;
+      cp_async_16(base + C::kXBytes + c * 16, src, valid);
+    }
+    for (int c = threadIdx.x; c < 2 * C::kWarpsN * 10; c += C::kThreads) {
+      const int slot = c / (C::kWarpsN * 10), rem = c % (C::kWarpsN * 10);
+      const int sw = rem / 10, q = rem % 10;
+      const int st = n_block * C::kWarpsN + sw;
+      if (slot == 1 && !g32) continue;
+      const bool valid = st < p.n_stripes;
+      const int group = (kt * 64 + 32 * slot) >> p.group_shift;
+      const std::size_t sg = static_cast<std::size_t>(valid ? st : 0) * p.groups + group;
+      const void* src = q < 8 ? static_cast<const void*>(p.scales + sg * 64 + q * 8)
+                              : static_cast<const void*>(p.zeros + sg * 8 + (q - 8) * 4);
+      cp_async_16(base + C::kXBytes + C::kWBytes + (slot * C::kWarpsN + sw) * C::kSSlotBytes +
+                      q * 16,
+                  src, valid);
+    }
+  };
+
+#pragma unroll
+  for (int s = 0; s < C::kStages - 2; ++s) {
+    if (kt_begin + s < kt_end) issue(s, kt_begin + s);
+    cp_async_commit();
+  }
+  for (int kt = kt_begin; kt < kt_end; ++kt) {
+    const int i = kt - kt_begin;
+    cp_async_wait<C::kStages - 3>();  // k-tile kt has landed (this thread's copies)...
+    __syncthreads();  // ...and everyone's; the wgmma reading kt - 2's stage are done
+    if (kt + C::kStages - 2 < kt_end) issue((i + C::kStages - 2) % C::kStages, kt + C::kStages - 2);
+    cp_async_commit();
+
+    const std::uint8_t* stage = smem + (i % C::kStages) * C::kStageBytes;
+    const std::uint32_t x_addr = smem_base + (i % C::kStages) * C::kStageBytes;
+    const std::uint8_t* w_s = stage + C::kXBytes + ws * 4 * awq_layout::kTileBytes;
+    const std::uint8_t* s_s = stage + C::kXBytes + C::kWBytes + ws * C::kSSlotBytes;
+    GroupConsts consts;
+#pragma unroll
+    for (int s = 0; s < 4; ++s) {
+      if (s == 0 || (g32 && s == 2)) {
+        const std::uint8_t* sp = s_s + (s >> 1) * (g32 ? C::kWarpsN * C::kSSlotBytes : 0);
+        load_half_group_consts(*reinterpret_cast<const uint2*>(sp + g * 16 + wg * 8),
+                               *reinterpret_cast<const std::uint32_t*>(sp + 128 + g * 4) >>
+                                   (16 * wg),
+                               consts);
+      }
+      const uint2 wv =
+          *reinterpret_cast<const uint2*>(w_s + s * awq_layout::kTileBytes + lane * 16 + wg * 8);
+      std::uint32_t a[2][4];
+      {
+        std::uint32_t bq[2][2];
+        dequant_word(wv.x, consts, 0, bq);
+        a[0][0] = bq[0][0], a[0][1] = bq[1][0], a[0][2] = bq[0][1], a[0][3] = bq[1][1];
+        dequant_word(wv.y, consts, 1, bq);
+        a[1][0] = bq[0][0], a[1][1] = bq[1][0], a[1][2] = bq[0][1], a[1][3] = bq[1][1];
+      }
+      const std::uint64_t desc = smem_desc(x_addr + s * C::kBM * 32, 128, 256);
+      wgmma_fence();
+      wgmma_rs<C::kBM>(acc[0], a[0], desc);
+      wgmma_rs<C::kBM>(acc[1], a[1], desc);
+      wgmma_commit();
+      wgmma_wait<1>();
+    }
+  }
+  wgmma_wait<0>();
+  cp_async_wait<0>();
+#pragma unroll
+  for (int jj = 0; jj < 2; ++jj)
+#pragma unroll
+    for (int r = 0; r < kAcc; ++r) fence_operand(acc[jj][r]);
+
+  // acc[jj][4i + 2h + e]: column 64 stripe + 16 (2 wg + jj) + g + 8h, row m0 + 8i + 2t + e.
+  auto for_each_output = [&](auto&& f) {
+#pragma unroll
+    for (int jj = 0; jj < 2; ++jj)
+#pragma unroll
+      for (int i = 0; i < C::kBM / 8; ++i)
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const int col = stripe * 64 + 16 * (2 * wg + jj) + g + 8 * h;
+            const int row = m0 + 8 * i + 2 * t + e;
+            if (row < p.M && col < p.N) f(row, col, acc[jj][4 * i + 2 * h + e]);
+          }
+  };
+  if (p.splits == 1) {
+    for_each_output([&](int row, int col, float v) {
+      if (p.bias != nullptr) v += __half2float(p.bias[col]);
+      p.y[static_cast<std::size_t>(row) * p.N + col] = __float2half_rn(v);
+    });
+    return;
+  }
+  for_each_output([&](int row, int col, float v) { *split_partial(p, split, row, col) = v; });
+  finish_split_tile<C>(p, m0, n_block, m_block, s_is_last);
+}
+
+}  // namespace awqd::cuda::awq_gemm_detail
