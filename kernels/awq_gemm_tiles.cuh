@@ -149,8 +149,9 @@ struct WgmmaConfig {
   static_assert(kStageBytes % 128 == 0, "stages must stay 128-byte aligned");
   static_assert(kStages >= 3, "the pipeline refills the stage computed two k-tiles ago");
 };
-// w64: M <= 64 per block, 6 stages (106 KB: two blocks per SM); w128: 128 rows, 5 stages.
-using TileW64 = WgmmaConfig<64, 6, 2>;
+// w64: M <= 64 per block, 6 stages (106 KB); w128: 128 rows, 5 stages (129 KB). One block per
+// SM by registers (accumulators plus two buffers of dequantized A fragments).
+using TileW64 = WgmmaConfig<64, 6, 1>;
 using TileW128 = WgmmaConfig<128, 5, 1>;
 
 // Batches (128 rows each) of activations the stream kernel stages at once for `rows` rows: as

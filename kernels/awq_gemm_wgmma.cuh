@@ -19,9 +19,11 @@
 //   W  [4 stripes][4 tiles][512 bytes], verbatim from the tile layout.
 //   S  [2 group slots][4 stripes][128 bytes scales + 32 bytes zeros] (slot 1 when G = 32).
 // Pipeline: k-tile kt + kStages - 2 is requested while kt is computed, into the stage of
-// k-tile kt - 2: each warp keeps at most 2 groups of wgmma in flight (it waits for the one before
-// the last after each commit), so by the barrier of k-tile kt every wgmma reading kt - 2's stage
-// has finished.
+// k-tile kt - 2. Per k-tile a warpgroup dequantizes all 4 k16 steps into one of two register
+// buffers, then issues its 8 wgmma as one group after one fence; it keeps that group in flight
+// and waits for the previous one, so the dequantization of k-tile kt + 1 overlaps the tensor
+// cores' work on kt, and by the barrier of k-tile kt every wgmma reading kt - 2's stage (and the
+// register buffer it is about to refill) has finished.
 #pragma once
 
 #include <cuda_fp16.h>
@@ -191,7 +193,11 @@ __device__ __forceinline__ void wgmma_block(const Params& p) {
     if (kt_begin + s < kt_end) issue(s, kt_begin + s);
     cp_async_commit();
   }
-  for (int kt = kt_begin; kt < kt_end; ++kt) {
+  // One k-tile: wait for its stage, request k-tile kt + kStages - 2, dequantize the warp's 4 k16
+  // steps into `a` (while the previous k-tile's wgmma run), then one fence and 8 wgmma (4 steps x
+  // 2 words) as one group; keep that group in flight, wait for the previous one, which frees the
+  // other register buffer and (after the next barrier) the stage of k-tile kt - 1.
+  auto k_tile = [&](int kt, std::uint32_t (&a)[4][2][4]) {
     const int i = kt - kt_begin;
     cp_async_wait<C::kStages - 3>();  // k-tile kt has landed (this thread's copies)...
     __syncthreads();  // ...and everyone's; the wgmma reading kt - 2's stage are done
@@ -214,21 +220,26 @@ __device__ __forceinline__ void wgmma_block(const Params& p) {
       }
       const uint2 wv =
           *reinterpret_cast<const uint2*>(w_s + s * awq_layout::kTileBytes + lane * 16 + wg * 8);
-      std::uint32_t a[2][4];
-      {
-        std::uint32_t bq[2][2];
-        dequant_word(wv.x, consts, 0, bq);
-        a[0][0] = bq[0][0], a[0][1] = bq[1][0], a[0][2] = bq[0][1], a[0][3] = bq[1][1];
-        dequant_word(wv.y, consts, 1, bq);
-        a[1][0] = bq[0][0], a[1][1] = bq[1][0], a[1][2] = bq[0][1], a[1][3] = bq[1][1];
-      }
-      const std::uint64_t desc = smem_desc(x_addr + s * C::kBM * 32, 128, 256);
-      wgmma_fence();
-      wgmma_rs<C::kBM>(acc[0], a[0], desc);
-      wgmma_rs<C::kBM>(acc[1], a[1], desc);
-      wgmma_commit();
-      wgmma_wait<1>();
+      std::uint32_t bq[2][2];
+      dequant_word(wv.x, consts, 0, bq);
+      a[s][0][0] = bq[0][0], a[s][0][1] = bq[1][0], a[s][0][2] = bq[0][1], a[s][0][3] = bq[1][1];
+      dequant_word(wv.y, consts, 1, bq);
+      a[s][1][0] = bq[0][0], a[s][1][1] = bq[1][0], a[s][1][2] = bq[0][1], a[s][1][3] = bq[1][1];
     }
+    wgmma_fence();
+#pragma unroll
+    for (int s = 0; s < 4; ++s) {
+      const std::uint64_t desc = smem_desc(x_addr + s * C::kBM * 32, 128, 256);
+      wgmma_rs<C::kBM>(acc[0], a[s][0], desc);
+      wgmma_rs<C::kBM>(acc[1], a[s][1], desc);
+    }
+    wgmma_commit();
+    wgmma_wait<1>();
+  };
+  std::uint32_t a0[4][2][4], a1[4][2][4];  // two buffers: one is read by the group in flight
+  for (int kt = kt_begin; kt < kt_end; kt += 2) {
+    k_tile(kt, a0);
+    if (kt + 1 < kt_end) k_tile(kt + 1, a1);
   }
   wgmma_wait<0>();
   cp_async_wait<0>();
