@@ -125,8 +125,8 @@ using StreamM16 = StreamConfig<2, 2, Turing>;
 // 4 stripes (256 columns) x BM activation rows. Warp w of a warpgroup streams stripe w; warpgroup
 // h dequantizes words 2h and 2h+1 of each lane's 16 bytes (columns 32h..32h+31 of every stripe)
 // into the A operand of wgmma.m64nBMk16 (A from registers), the activations are B, from shared
-// memory. Stages of one 64-row k-tile: activations in wgmma's K-major no-swizzle layout, the
-// 4 stripes' weight tiles verbatim, their scales and zeros as in the tiled kernel.
+// memory. Stages of one 64-row k-tile: activations in wgmma's K-major 128-byte-swizzle layout,
+// the 4 stripes' weight tiles verbatim, their scales and zeros as in the tiled kernel.
 template <int BM, int Stages, int MinBlocks>
 struct WgmmaConfig {
   static constexpr bool kStream = false;
@@ -142,11 +142,13 @@ struct WgmmaConfig {
   static constexpr int kWBytes = kWarpsN * 4 * awq_layout::kTileBytes;
   static constexpr int kSSlotBytes = 160;
   static constexpr int kSBytes = 2 * kWarpsN * kSSlotBytes;
-  static constexpr int kStageBytes = kXBytes + kWBytes + kSBytes;
-  static constexpr int kSmemBytes = kStages * kStageBytes;
+  static constexpr int kWSBytes = kWBytes + kSBytes;  // weights + scales/zeros of a stage
+  // X of every stage first (1024-byte aligned for the 128-byte swizzle), then W + S; 1 KB of
+  // slack to align the dynamic shared memory's start.
+  static constexpr int kSmemBytes = kStages * (kXBytes + kWSBytes) + 1024;
   static constexpr int kAccPerJ = BM / 2;  // fp32 accumulators per thread and wgmma
   static_assert(BM % 16 == 0 && BM >= 16 && BM <= 256, "wgmma N: a multiple of 8 up to 256");
-  static_assert(kStageBytes % 128 == 0, "stages must stay 128-byte aligned");
+  static_assert(kXBytes % 1024 == 0 && kWSBytes % 128 == 0, "stage alignment");
   static_assert(kStages >= 3, "the pipeline refills the stage computed two k-tiles ago");
 };
 // w64: M <= 64 per block, 6 stages (106 KB); w128: 128 rows, 5 stages (129 KB). One block per
