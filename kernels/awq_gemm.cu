@@ -29,7 +29,7 @@ namespace L = awq_layout;
 // (dequant_beats_tiles). Set from bench_awq_gemm on the H100: docs/PERF.md.
 constexpr int kDequantMinM = 128;
 constexpr int kDequantAlwaysM = 256;
-constexpr int kHopperDequantM = 1024;
+constexpr int kHopperDequantM = 512;
 constexpr int kDequantMinChunkCols = 1024;
 // Stream kernel split-K (stream_splits): about this many blocks per SM over the 64-column
 // stripes, measured best on the H100 (docs/PERF.md, run 7's sweep).
@@ -213,10 +213,10 @@ bool hopper_tiles(const FamilyCaps& family) {
          family.blocks_per_sm[static_cast<int>(AwqTile::kW128)] > 0;
 }
 
-// With the Hopper tiles (wgmma), from kHopperDequantM.
+// With the Hopper tiles (wgmma) the same rule holds from M = 128 on qkv and o, but gate_up and
+// down keep the w128 tile up to kHopperDequantM (run 13: gate_up at M = 256 180 us vs 210).
 bool dequant_beats_tiles(int M, int K, int N, bool hopper) {
-  if (hopper) return M >= kHopperDequantM;
-  return M >= kDequantAlwaysM ||
+  return M >= (hopper ? kHopperDequantM : kDequantAlwaysM) ||
          (M >= kDequantMinM && static_cast<long long>(K) * N <= (32ll << 20));
 }
 
@@ -225,10 +225,18 @@ bool dequant_beats_tiles(int M, int K, int N, bool hopper) {
 constexpr int kStreamMaxM = 16;
 static_assert(kStreamMaxM >= 16, "the stream kernel serves decode (M <= 16) in any case");
 
-AwqTile tile_for(int M, const FamilyCaps& family) {
+// With the Hopper tiles (run 13, H100): s32 stays best up to M = 32 and on the smallest weights
+// (K * N <= 16 M, o) up to 64; w64 from 33 (it computes 64 rows whatever M is); beyond 64, w128
+// where N gives it at least 24 column blocks (qkv, gate_up), else two m-blocks of w64 (o, down
+// at M = 128: 29 / 68 us against w128's 42 / 91).
+AwqTile tile_for(int M, int K, int N, const FamilyCaps& family) {
   if (M <= 8) return AwqTile::kSt8;
   if (M <= kStreamMaxM) return AwqTile::kSt16;
-  if (hopper_tiles(family)) return M <= 64 ? AwqTile::kW64 : AwqTile::kW128;
+  if (hopper_tiles(family)) {
+    if (M <= 32 || (M <= 64 && static_cast<long long>(K) * N <= (16ll << 20))) return AwqTile::kS32;
+    if (M <= 64 || N < 6144) return AwqTile::kW64;
+    return AwqTile::kW128;
+  }
   if (M <= 32) return AwqTile::kS32;  // (with kStreamMaxM below 64)
   if (M <= 64) return AwqTile::kM64;
   return AwqTile::kL128;
@@ -342,7 +350,7 @@ TensorCorePlan plan_tensor_core(int M, const AwqWeight& w, const Shape& sh, bool
                                 const DeviceCaps& caps, const AwqGemmOptions& o,
                                 std::size_t partial_bytes) {
   const FamilyCaps& family = turing ? caps.turing : caps.tensor_core;
-  AwqTile tile = o.tile == AwqTile::kAuto ? tile_for(M, family) : o.tile;
+  AwqTile tile = o.tile == AwqTile::kAuto ? tile_for(M, w.K, w.N, family) : o.tile;
   if (o.batch_invariant) tile = AwqTile::kS16;
   if (family.blocks_per_sm[static_cast<int>(tile)] == 0)
     bad_argument(std::string("tile ") + awq_tile_name(tile) + " is unavailable: " +
@@ -383,9 +391,12 @@ TensorCorePlan plan_tensor_core(int M, const AwqWeight& w, const Shape& sh, bool
     plan.rows_per_launch = std::min(M, 65535 * bm);
     const int m_blocks = (plan.rows_per_launch + bm - 1) / bm;
     const int tiles = plan.n_blocks * m_blocks;
-    int splits = o.splits > 0
-                     ? o.splits
-                     : choose_splits(tiles, sh.k_tiles, caps.sms, blocks_per_sm, std::min(M, bm));
+    // The Hopper tiles: as many splits as fill one wave (run 13's sweep: the best split count of
+    // every shape and M; the model of choose_splits picked 2 for gate_up's 112 tiles, 24 % slower).
+    int splits = o.splits > 0      ? o.splits
+                 : plan.tile->hopper ? std::max(1, caps.sms * blocks_per_sm / std::max(tiles, 1))
+                                   : choose_splits(tiles, sh.k_tiles, caps.sms, blocks_per_sm,
+                                                   std::min(M, bm));
     splits = std::min(splits, sh.k_tiles);
     // What the workspace allows: a counter per tile, the partial sums of every split.
     if (splits > 1 && (!have_counters || tiles > kMaxCounters)) splits = 1;
