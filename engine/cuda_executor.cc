@@ -555,6 +555,9 @@ void CudaExecutor::linear(const DeviceLinear& l, const __half* x, __half* y, int
   } else if (l.quantized) {
     cuda::AwqGemmOptions opt;
     opt.batch_invariant = engine_config_.deterministic;
+    // sm_90: the GEMM starts streaming its weights while the norm, attention or SiLU kernel
+    // before it runs (those trigger their dependents at their start: ptx::launch_dependents).
+    opt.pdl = true;
     cuda::awq_gemm(x, l.awq.view(), l.bias.as<__half>(), y, M, {gemm_ws_.as<void>(), gemm_ws_.bytes()}, stream_, opt);
   } else {
     dense_gemm(x, l.dense.as<__half>(), cuda::WeightLayout::kNK, l.K, l.bias.as<__half>(), y, false, M, l.N, l.K);

@@ -13,6 +13,7 @@ constexpr int kThreads = 256;
 __global__ void silu_mul_kernel(__half* __restrict__ out, int out_stride,
                                 const __half* __restrict__ gate, const __half* __restrict__ up,
                                 int in_stride, int chunks) {
+  ptx::launch_dependents();  // the down projection may start streaming its weights
   const int chunk = blockIdx.x * kThreads + threadIdx.x;
   if (chunk >= chunks) return;
   const std::size_t row = blockIdx.y;

@@ -75,6 +75,7 @@ __global__ void __launch_bounds__(kThreads, 2) decode_attention_kernel(const Par
   __shared__ float l_s[kWarps][kRows];
   __shared__ int last_s;
 
+  ptx::launch_dependents();  // the o projection may start streaming its weights
   const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
   const int g = lane / 4, t = lane % 4;
   const int seq = blockIdx.z;

@@ -30,6 +30,10 @@ namespace L = awq_layout;
 constexpr int kDequantMinM = 128;
 constexpr int kDequantAlwaysM = 256;
 constexpr int kHopperDequantM = 512;
+// Programmatic Dependent Launch (when asked for) up to this M: run 14 on the H100, back-to-back
+// calls, measured it 1-21 % faster at every M <= 64 on all four Llama-3-8B shapes (most at M <= 16,
+// with the stream kernel's split counts of 430c70d) and up to 13 % slower from M = 256.
+constexpr int kPdlMaxM = 64;
 constexpr int kDequantMinChunkCols = 1024;
 // Stream kernel split-K (stream_splits): about this many blocks per SM over the 64-column
 // stripes, measured best on the H100 (docs/PERF.md, run 7's sweep).
@@ -226,15 +230,15 @@ constexpr int kStreamMaxM = 16;
 static_assert(kStreamMaxM >= 16, "the stream kernel serves decode (M <= 16) in any case");
 
 // With the Hopper tiles (run 13, H100): s32 stays best up to M = 32 and on the smallest weights
-// (K * N <= 16 M, o) up to 64; w64 from 33 (it computes 64 rows whatever M is); beyond 64, w128
-// where N gives it at least 24 column blocks (qkv, gate_up), else two m-blocks of w64 (o, down
-// at M = 128: 29 / 68 us against w128's 42 / 91).
+// (K * N <= 16 M, o) up to 64; w64 from 33 (it computes 64 rows whatever M is); beyond 64, w128,
+// except up to 128 where N gives it fewer than 24 column blocks: two m-blocks of w64 there (o,
+// down at M = 128: 29 / 68 us against w128's 42 / 91; down at 256: w128 94 us, w64 123).
 AwqTile tile_for(int M, int K, int N, const FamilyCaps& family) {
   if (M <= 8) return AwqTile::kSt8;
   if (M <= kStreamMaxM) return AwqTile::kSt16;
   if (hopper_tiles(family)) {
     if (M <= 32 || (M <= 64 && static_cast<long long>(K) * N <= (16ll << 20))) return AwqTile::kS32;
-    if (M <= 64 || N < 6144) return AwqTile::kW64;
+    if (M <= 64 || (M <= 128 && N < 6144)) return AwqTile::kW64;
     return AwqTile::kW128;
   }
   if (M <= 32) return AwqTile::kS32;  // (with kStreamMaxM below 64)
@@ -358,13 +362,13 @@ TensorCorePlan plan_tensor_core(int M, const AwqWeight& w, const Shape& sh, bool
   if (tile_table(turing)[static_cast<int>(tile)].stream) {
     const int si = static_cast<int>(tile);
     TensorCorePlan plan = plan_stream(M, w, sh, tile_table(turing)[si], caps, o, partial_bytes);
-    plan.pdl = o.pdl && family.pdl[si];
+    plan.pdl = o.pdl && family.pdl[si] && M <= kPdlMaxM;
     return plan;
   }
   TensorCorePlan plan;
   const int ti = static_cast<int>(tile);
   plan.tile = &tile_table(turing)[ti];
-  plan.pdl = o.pdl && family.pdl[ti];
+  plan.pdl = o.pdl && family.pdl[ti] && M <= kPdlMaxM;
   const int bm = plan.tile->bm;
   plan.n_blocks = (sh.n_stripes + plan.tile->stripes - 1) / plan.tile->stripes;
   const int blocks_per_sm = family.blocks_per_sm[ti];

@@ -135,9 +135,11 @@ struct AwqGemmOptions {
   int dequant_chunk_cols = 0;     // dequant path: columns per cuBLASLt call (0 = by M and L2)
   // sm_90+: Programmatic Dependent Launch. The kernel may start while the previous kernel on the
   // stream runs, streaming weights before it waits for that kernel's results, so the previous
-  // kernel must not write the weights. Ignored where the kernel's code is older than sm_90 and on
-  // the legacy default stream. Off by default: on the H100 it saved nothing on qkv, o and
-  // gate_up and cost up to 1.7x on down at M = 1-2 (run 7, docs/PERF.md).
+  // kernel must not write the weights. Ignored where the kernel's code is older than sm_90, on
+  // the legacy default stream, and for M > 64 (where it measured slower). Off by default; the
+  // engine turns it on (the kernels before its GEMMs trigger their dependents early). Run 14 on
+  // the H100 (docs/PERF.md): 8-21 % faster at M <= 16 back to back; run 7, with other split
+  // counts, had measured it up to 1.7x slower on down at M = 1-2.
   bool pdl = false;
 };
 

@@ -146,6 +146,11 @@ __device__ __forceinline__ void wgmma_block(const Params& p) {
   const int kt_begin = static_cast<int>(static_cast<long long>(split) * p.k_tiles / p.splits);
   const int kt_end = static_cast<int>(static_cast<long long>(split + 1) * p.k_tiles / p.splits);
 
+  // Launched with Programmatic Dependent Launch (sm_90), the block may start before the previous
+  // kernel on the stream has finished; every load below may depend on it.
+  allow_dependents_launch();
+  grid_dependency_wait();
+
   float acc[2][kAcc];
 #pragma unroll
   for (int jj = 0; jj < 2; ++jj)

@@ -15,6 +15,7 @@ template <bool kAdd>
 __global__ void rmsnorm_kernel(__half* out, __half* __restrict__ residual, const __half* x,
                                const __half* __restrict__ weight, int hidden, float eps) {
   __shared__ float scratch[32];
+  ptx::launch_dependents();  // the GEMM after the norm may start streaming its weights
   const int chunks = hidden / 8;
   const std::size_t row = blockIdx.x;
   const uint4* xr = reinterpret_cast<const uint4*>(x + row * hidden);

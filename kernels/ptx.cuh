@@ -113,6 +113,16 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
 #endif
 }
+// Programmatic Dependent Launch (sm_90+): lets the next kernel of the stream, when it was
+// launched with the programmatic-serialization attribute (the AWQ GEMMs), start while this one
+// runs. That kernel still waits (griddepcontrol.wait) for this one's completion and memory before
+// it reads anything this one writes; only its weight loads and launch overlap. A no-op without a
+// dependent and below sm_90.
+__device__ __forceinline__ void launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
 
 #else  // AWQD_EMULATE: the same operations, computed from the PTX definitions above.
 
@@ -179,6 +189,7 @@ inline void cp_async_16(void* smem, const void* gmem, bool valid) {
 inline void cp_async_commit() {}
 template <int kPending>
 inline void cp_async_wait() {}
+inline void launch_dependents() {}
 
 #endif  // AWQD_EMULATE
 
