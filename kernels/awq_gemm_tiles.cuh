@@ -127,17 +127,16 @@ using StreamM16 = StreamConfig<2, 2, Turing>;
 // into the A operand of wgmma.m64nBMk16 (A from registers), the activations are B, from shared
 // memory. Stages of one 64-row k-tile: activations in wgmma's K-major 128-byte-swizzle layout,
 // the 4 stripes' weight tiles verbatim, their scales and zeros as in the tiled kernel.
-template <int BM, int WarpsK, int Stages>
+template <int BM, int Stages, int MinBlocks>
 struct WgmmaConfig {
   static constexpr bool kStream = false;
   static constexpr bool kWgmma = true;
   static constexpr bool kTuring = false;
   static constexpr int kBM = BM;  // activation rows per block: the wgmma N
   static constexpr int kWarpsN = 4;
-  static constexpr int kWarpsK = WarpsK;  // warpgroup pairs, each taking 4 / WarpsK k16 steps
   static constexpr int kBN = 64 * kWarpsN;
-  static constexpr int kThreads = 256 * WarpsK;
-  static constexpr int kMinBlocks = 1;
+  static constexpr int kThreads = 256;
+  static constexpr int kMinBlocks = MinBlocks;
   static constexpr int kStages = Stages;
   static constexpr int kXBytes = BM * 64 * 2;
   static constexpr int kWBytes = kWarpsN * 4 * awq_layout::kTileBytes;
@@ -151,16 +150,11 @@ struct WgmmaConfig {
   static_assert(BM % 16 == 0 && BM >= 16 && BM <= 256, "wgmma N: a multiple of 8 up to 256");
   static_assert(kXBytes % 1024 == 0 && kWSBytes % 128 == 0, "stage alignment");
   static_assert(kStages >= 3, "the pipeline refills the stage computed two k-tiles ago");
-  static_assert(WarpsK == 1 || WarpsK == 2, "one or two warpgroup pairs");
-  static_assert(WarpsK == 1 || kThreads / 2 * 2 * kAccPerJ * 4 <= kSmemBytes - 1024,
-                "the second pair's sums must fit the pipeline's shared memory");
 };
-// w64: M <= 64 per block, two warpgroup pairs (16 warps, 2 k16 steps of each k-tile each: the
-// first version's 8 warps were latency-bound, run 13's ncu), 6 stages (107 KB); w128: 128 rows,
-// one pair (its 128 accumulators per thread leave no room for 16 warps), 5 stages (131 KB). One
-// block per SM.
-using TileW64 = WgmmaConfig<64, 2, 6>;
-using TileW128 = WgmmaConfig<128, 1, 5>;
+// w64: M <= 64 per block, 6 stages (106 KB); w128: 128 rows, 5 stages (129 KB). One block per
+// SM by registers (accumulators plus two buffers of dequantized A fragments).
+using TileW64 = WgmmaConfig<64, 6, 1>;
+using TileW128 = WgmmaConfig<128, 5, 1>;
 
 // Batches (128 rows each) of activations the stream kernel stages at once for `rows` rows: as
 // many as fit kXBytes with the padded row stride the kernel uses (phase rows + 8 halves), a

@@ -136,11 +136,8 @@ __device__ __forceinline__ void wgmma_block(const Params& p) {
   extern __shared__ __align__(128) std::uint8_t smem[];
   __shared__ int s_is_last;
   constexpr int kAcc = C::kAccPerJ;
-  constexpr int kSteps = 4 / C::kWarpsK;  // k16 steps of each k-tile per warp
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  // warpgroup pair kpart takes k16 steps [kpart * kSteps, +kSteps) of every k-tile; in it,
-  // warpgroup wg takes words 2wg, 2wg+1; warp ws streams stripe ws of the block.
-  const int kpart = warp >> 3, wg = (warp >> 2) & 1, ws = warp & 3;
+  const int wg = warp >> 2, ws = warp & 3;  // warpgroup (words 2wg, 2wg+1), stripe in the block
   const int g = lane >> 2, t = lane & 3;
   const int n_block = blockIdx.x, m_block = blockIdx.y, split = blockIdx.z;
   const int m0 = m_block * C::kBM;
@@ -205,11 +202,11 @@ __device__ __forceinline__ void wgmma_block(const Params& p) {
     if (kt_begin + s < kt_end) issue(s, kt_begin + s);
     cp_async_commit();
   }
-  // One k-tile: wait for its stage, request k-tile kt + kStages - 2, dequantize the warp's k16
-  // steps into `a` (while the previous k-tile's wgmma run), then one fence and 2 wgmma per step
-  // as one group; keep that group in flight, wait for the previous one, which frees the other
-  // register buffer and (after the next barrier) the stage of k-tile kt - 1.
-  auto k_tile = [&](int kt, std::uint32_t (&a)[4 / C::kWarpsK][2][4]) {
+  // One k-tile: wait for its stage, request k-tile kt + kStages - 2, dequantize the warp's 4 k16
+  // steps into `a` (while the previous k-tile's wgmma run), then one fence and 8 wgmma (4 steps x
+  // 2 words) as one group; keep that group in flight, wait for the previous one, which frees the
+  // other register buffer and (after the next barrier) the stage of k-tile kt - 1.
+  auto k_tile = [&](int kt, std::uint32_t (&a)[4][2][4]) {
     const int i = kt - kt_begin;
     cp_async_wait<C::kStages - 3>();  // k-tile kt has landed (this thread's copies)...
     __syncthreads();  // ...and everyone's; the wgmma reading kt - 2's stage are done
@@ -221,9 +218,8 @@ __device__ __forceinline__ void wgmma_block(const Params& p) {
     const std::uint8_t* s_s = ws_ptr + (i % C::kStages) * C::kWSBytes + C::kWBytes + ws * C::kSSlotBytes;
     GroupConsts consts;
 #pragma unroll
-    for (int ss = 0; ss < kSteps; ++ss) {
-      const int s = kpart * kSteps + ss;  // k16 step within the k-tile
-      if (ss == 0 || (g32 && s == 2)) {
+    for (int s = 0; s < 4; ++s) {
+      if (s == 0 || (g32 && s == 2)) {
         const std::uint8_t* sp = s_s + (s >> 1) * (g32 ? C::kWarpsN * C::kSSlotBytes : 0);
         load_half_group_consts(*reinterpret_cast<const uint2*>(sp + g * 16 + wg * 8),
                                *reinterpret_cast<const std::uint32_t*>(sp + 128 + g * 4) >>
@@ -234,21 +230,21 @@ __device__ __forceinline__ void wgmma_block(const Params& p) {
           *reinterpret_cast<const uint2*>(w_s + s * awq_layout::kTileBytes + lane * 16 + wg * 8);
       std::uint32_t bq[2][2];
       dequant_word(wv.x, consts, 0, bq);
-      a[ss][0][0] = bq[0][0], a[ss][0][1] = bq[1][0], a[ss][0][2] = bq[0][1], a[ss][0][3] = bq[1][1];
+      a[s][0][0] = bq[0][0], a[s][0][1] = bq[1][0], a[s][0][2] = bq[0][1], a[s][0][3] = bq[1][1];
       dequant_word(wv.y, consts, 1, bq);
-      a[ss][1][0] = bq[0][0], a[ss][1][1] = bq[1][0], a[ss][1][2] = bq[0][1], a[ss][1][3] = bq[1][1];
+      a[s][1][0] = bq[0][0], a[s][1][1] = bq[1][0], a[s][1][2] = bq[0][1], a[s][1][3] = bq[1][1];
     }
     wgmma_fence();
 #pragma unroll
-    for (int ss = 0; ss < kSteps; ++ss) {
-      const std::uint64_t desc = smem_desc_sw128(x_addr + (kpart * kSteps + ss) * 32);
-      wgmma_rs<C::kBM>(acc[0], a[ss][0], desc);
-      wgmma_rs<C::kBM>(acc[1], a[ss][1], desc);
+    for (int s = 0; s < 4; ++s) {
+      const std::uint64_t desc = smem_desc_sw128(x_addr + s * 32);
+      wgmma_rs<C::kBM>(acc[0], a[s][0], desc);
+      wgmma_rs<C::kBM>(acc[1], a[s][1], desc);
     }
     wgmma_commit();
     wgmma_wait<1>();
   };
-  std::uint32_t a0[kSteps][2][4], a1[kSteps][2][4];  // two buffers: one read by the group in flight
+  std::uint32_t a0[4][2][4], a1[4][2][4];  // two buffers: one is read by the group in flight
   for (int kt = kt_begin; kt < kt_end; kt += 2) {
     k_tile(kt, a0);
     if (kt + 1 < kt_end) k_tile(kt + 1, a1);
@@ -259,28 +255,6 @@ __device__ __forceinline__ void wgmma_block(const Params& p) {
   for (int jj = 0; jj < 2; ++jj)
 #pragma unroll
     for (int r = 0; r < kAcc; ++r) fence_operand(acc[jj][r]);
-  if constexpr (C::kWarpsK == 2) {
-    // The second pair's sums join the first's through shared memory (the pipeline's, now free),
-    // [accumulator][thread] so that a warp's 32 stores hit 32 banks; the first pair adds them.
-    constexpr int kPair = C::kThreads / 2;
-    float* red = reinterpret_cast<float*>(smem + (x_base - raw_base));
-    __syncthreads();
-    if (kpart == 1) {
-#pragma unroll
-      for (int jj = 0; jj < 2; ++jj)
-#pragma unroll
-        for (int r = 0; r < kAcc; ++r)
-          red[(jj * kAcc + r) * kPair + threadIdx.x - kPair] = acc[jj][r];
-    }
-    __syncthreads();
-    if (kpart == 0) {
-#pragma unroll
-      for (int jj = 0; jj < 2; ++jj)
-#pragma unroll
-        for (int r = 0; r < kAcc; ++r) acc[jj][r] += red[(jj * kAcc + r) * kPair + threadIdx.x];
-    }
-  }
-  const bool writer = kpart == 0;
 
   // acc[jj][4i + 2h + e]: column 64 stripe + 16 (2 wg + jj) + g + 8h, row m0 + 8i + 2t + e.
   auto for_each_output = [&](auto&& f) {
@@ -298,15 +272,13 @@ __device__ __forceinline__ void wgmma_block(const Params& p) {
           }
   };
   if (p.splits == 1) {
-    if (!writer) return;
     for_each_output([&](int row, int col, float v) {
       if (p.bias != nullptr) v += __half2float(p.bias[col]);
       p.y[static_cast<std::size_t>(row) * p.N + col] = __float2half_rn(v);
     });
     return;
   }
-  if (writer)
-    for_each_output([&](int row, int col, float v) { *split_partial(p, split, row, col) = v; });
+  for_each_output([&](int row, int col, float v) { *split_partial(p, split, row, col) = v; });
   finish_split_tile<C>(p, m0, n_block, m_block, s_is_last);
 }
 
