@@ -161,39 +161,56 @@ __device__ __forceinline__ void wgmma_block(const Params& p) {
   const std::uint32_t x_base = (raw_base + 1023u) & ~1023u;  // X of stage i: + i * kXBytes
   const std::uint32_t ws_base = x_base + C::kStages * C::kXBytes;  // W + S of stage i
   std::uint8_t* const ws_ptr = smem + (ws_base - raw_base);
-  // The 16-byte chunks of k-tile kt: activations (rows >= M and k >= K as zeros), the 4 stripes'
-  // weight tiles and their scales/zeros (zeros past the last stripe).
+  // The 16-byte chunks this thread copies for every k-tile, their k-tile-independent parts
+  // computed once (run 13's SASS: the per-k-tile index arithmetic, with its divisions and 64-bit
+  // products, was about half of the ~430 instructions a warp issued per k-tile):
+  //   activations: row r = c / 8, chunk cc = c % 8 of x[m0 + r][kt * 64 + 8 cc ..] (zeros for
+  //     rows >= M and k >= K), at chunk cc ^ (r % 8) of the stage's row r;
+  //   weights: 16 bytes q of the 4 stripes' 2 KB of the k-tile (zeros past the last stripe);
+  //   scales/zeros: chunk q of (group slot, stripe), threads < 80.
+  constexpr int kXIters = C::kBM * 8 / C::kThreads, kWIters = C::kWBytes / 16 / C::kThreads;
+  static_assert(C::kBM * 8 % C::kThreads == 0 && C::kWBytes / 16 % C::kThreads == 0, "chunks");
+  const __half* x_block = p.x + static_cast<std::size_t>(m0) * p.K;
+  int x_off[kXIters], x_dst[kXIters], x_k[kXIters];
+#pragma unroll
+  for (int it = 0; it < kXIters; ++it) {
+    const int c = threadIdx.x + it * C::kThreads, r = c >> 3, cc = c & 7;
+    x_off[it] = r * p.K + 8 * cc;
+    x_dst[it] = r * 128 + ((cc ^ (r & 7)) << 4);
+    x_k[it] = m0 + r < p.M ? 8 * cc : p.K;  // k of the chunk in k-tile 0 (K: never valid)
+  }
+  int w_off[kWIters];
+  bool w_valid[kWIters];
+#pragma unroll
+  for (int it = 0; it < kWIters; ++it) {
+    const int c = threadIdx.x + it * C::kThreads, st = n_block * C::kWarpsN + (c >> 7);
+    w_valid[it] = st < p.n_stripes;
+    w_off[it] = (w_valid[it] ? st * p.k_tiles * 128 : 0) + (c & 127);
+  }
+  const int s_slot = threadIdx.x / (C::kWarpsN * 10), s_q = threadIdx.x % 10;
+  const int s_st = n_block * C::kWarpsN + threadIdx.x % (C::kWarpsN * 10) / 10;
+  const bool s_active = threadIdx.x < 2 * C::kWarpsN * 10 && (s_slot == 0 || g32);
+  const bool s_valid = s_st < p.n_stripes;
+  const int s_dst = (s_slot * C::kWarpsN + threadIdx.x % (C::kWarpsN * 10) / 10) * C::kSSlotBytes +
+                    s_q * 16;
+  const std::size_t s_group0 = static_cast<std::size_t>(s_valid ? s_st : 0) * p.groups;
   auto issue = [&](int stage, int kt) {
     const std::uint32_t xs = x_base + stage * C::kXBytes;
-    for (int c = threadIdx.x; c < C::kBM * 8; c += C::kThreads) {
-      const int r = c >> 3, cc = c & 7;  // row, 16-byte chunk (8 k)
-      const int m = m0 + r, k = kt * 64 + 8 * cc;
-      const bool valid = m < p.M && k < p.K;
-      const __half* src = valid ? p.x + static_cast<std::size_t>(m) * p.K + k : p.x;
-      cp_async_16(xs + r * 128 + ((cc ^ (r & 7)) << 4), src, valid);
+#pragma unroll
+    for (int it = 0; it < kXIters; ++it) {
+      const bool valid = kt * 64 + x_k[it] < p.K;
+      cp_async_16(xs + x_dst[it], valid ? x_block + x_off[it] + kt * 64 : p.x, valid);
     }
     const std::uint32_t w_dst = ws_base + stage * C::kWSBytes;
-    for (int c = threadIdx.x; c < C::kWBytes / 16; c += C::kThreads) {
-      const int sw = c >> 7, q = c & 127;
-      const int st = n_block * C::kWarpsN + sw;
-      const bool valid = st < p.n_stripes;
-      const uint4* src = valid ? p.tiles + (static_cast<std::size_t>(st) * p.k_tiles + kt) * 128 + q
-                               : p.tiles;
-      cp_async_16(w_dst + c * 16, src, valid);
-    }
-    for (int c = threadIdx.x; c < 2 * C::kWarpsN * 10; c += C::kThreads) {
-      const int slot = c / (C::kWarpsN * 10), rem = c % (C::kWarpsN * 10);
-      const int sw = rem / 10, q = rem % 10;
-      const int st = n_block * C::kWarpsN + sw;
-      if (slot == 1 && !g32) continue;
-      const bool valid = st < p.n_stripes;
-      const int group = (kt * 64 + 32 * slot) >> p.group_shift;
-      const std::size_t sg = static_cast<std::size_t>(valid ? st : 0) * p.groups + group;
-      const void* src = q < 8 ? static_cast<const void*>(p.scales + sg * 64 + q * 8)
-                              : static_cast<const void*>(p.zeros + sg * 8 + (q - 8) * 4);
-      cp_async_16(w_dst + C::kWBytes + (slot * C::kWarpsN + sw) * C::kSSlotBytes +
-                      q * 16,
-                  src, valid);
+#pragma unroll
+    for (int it = 0; it < kWIters; ++it)
+      cp_async_16(w_dst + (threadIdx.x + it * C::kThreads) * 16, p.tiles + w_off[it] + kt * 128,
+                  w_valid[it]);
+    if (s_active) {
+      const std::size_t sg = s_group0 + ((kt * 64 + 32 * s_slot) >> p.group_shift);
+      const void* src = s_q < 8 ? static_cast<const void*>(p.scales + sg * 64 + s_q * 8)
+                                : static_cast<const void*>(p.zeros + sg * 8 + (s_q - 8) * 4);
+      cp_async_16(w_dst + C::kWBytes + s_dst, src, s_valid);
     }
   };
 
@@ -202,20 +219,23 @@ __device__ __forceinline__ void wgmma_block(const Params& p) {
     if (kt_begin + s < kt_end) issue(s, kt_begin + s);
     cp_async_commit();
   }
+  // Stages by running counters (kStages is not a power of two): the one computed, the one filled.
+  int stage_c = 0, stage_f = C::kStages - 2;
   // One k-tile: wait for its stage, request k-tile kt + kStages - 2, dequantize the warp's 4 k16
   // steps into `a` (while the previous k-tile's wgmma run), then one fence and 8 wgmma (4 steps x
   // 2 words) as one group; keep that group in flight, wait for the previous one, which frees the
   // other register buffer and (after the next barrier) the stage of k-tile kt - 1.
   auto k_tile = [&](int kt, std::uint32_t (&a)[4][2][4]) {
-    const int i = kt - kt_begin;
     cp_async_wait<C::kStages - 3>();  // k-tile kt has landed (this thread's copies)...
     __syncthreads();  // ...and everyone's; the wgmma reading kt - 2's stage are done
-    if (kt + C::kStages - 2 < kt_end) issue((i + C::kStages - 2) % C::kStages, kt + C::kStages - 2);
+    if (kt + C::kStages - 2 < kt_end) issue(stage_f, kt + C::kStages - 2);
     cp_async_commit();
+    stage_f = stage_f + 1 == C::kStages ? 0 : stage_f + 1;
 
-    const std::uint32_t x_addr = x_base + (i % C::kStages) * C::kXBytes;
-    const std::uint8_t* w_s = ws_ptr + (i % C::kStages) * C::kWSBytes + ws * 4 * awq_layout::kTileBytes;
-    const std::uint8_t* s_s = ws_ptr + (i % C::kStages) * C::kWSBytes + C::kWBytes + ws * C::kSSlotBytes;
+    const std::uint32_t x_addr = x_base + stage_c * C::kXBytes;
+    const std::uint8_t* w_s = ws_ptr + stage_c * C::kWSBytes + ws * 4 * awq_layout::kTileBytes;
+    const std::uint8_t* s_s = ws_ptr + stage_c * C::kWSBytes + C::kWBytes + ws * C::kSSlotBytes;
+    stage_c = stage_c + 1 == C::kStages ? 0 : stage_c + 1;
     GroupConsts consts;
 #pragma unroll
     for (int s = 0; s < 4; ++s) {
