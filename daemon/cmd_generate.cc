@@ -141,7 +141,7 @@ void add_engine_flags(CLI::App* sub, EngineConfig& e) {
   sub->add_flag("!--no-cuda-graphs", e.cuda_graphs, "Disable CUDA graphs for decode steps");
   sub->add_flag("--deterministic", e.deterministic, "Batch-invariant logits (slower)");
   sub->add_option("--fp16-weight-cache", e.fp16_weight_cache,
-                  "fp16 copies of the AWQ weights for steps of 64+ tokens: auto (if they take at most half of "
+                  "fp16 copies of the AWQ weights for large steps (64+ tokens, 128+ on Hopper): auto (if they take at most half of "
                   "the KV pool's memory), on, off")
       ->check(CLI::IsMember({"auto", "on", "off"}))
       ->capture_default_str();

@@ -49,7 +49,7 @@ void for_each_key(DaemonConfig& c, Fn&& fn) {
   fn("prefix_caching", "reuse KV blocks of shared prompt prefixes", c.prefix_caching, false);
   fn("cuda_graphs", "capture decode steps in CUDA graphs", c.cuda_graphs, false);
   fn("deterministic", "batch-invariant logits (slower)", c.deterministic, false);
-  fn("fp16_weight_cache", "fp16 copies of the AWQ weights for steps of 64+ tokens: auto | on | off",
+  fn("fp16_weight_cache", "fp16 copies of the AWQ weights for large steps (64+ tokens, 128+ on Hopper): auto | on | off",
      c.fp16_weight_cache, false);
   fn("async_output", "build a step's outputs while the GPU runs the next step", c.async_output, false);
   fn("log_level", "trace | debug | info | warn | error", c.log_level, false);

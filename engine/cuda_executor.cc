@@ -106,12 +106,6 @@ struct DeviceLinear {
   int ld_cache = 0;
 };
 
-// From this many rows on, a quantized linear with an fp16 copy runs cuBLASLt on the copy. Run 7's
-// sweep (docs/PERF.md, H100): cuBLASLt fp16 matches or beats the best AWQ plan on every Llama-3-8B
-// shape from M = 64 (qkv 20.8 vs 29.9 us, o 14.0 vs 20.7, gate_up 81.9 vs 80.8, down 45.3 vs 49.3)
-// and wins by 2x where the AWQ path dequantizes per call (M >= 128-256); below 64 the AWQ kernels
-// win (gate_up at M = 32: 61.6 vs 80.8 us).
-constexpr int kWeightCacheMinM = 64;
 
 // Fuses Linears that share their input (q/k/v, gate/up) into one along N.
 DeviceLinear make_linear(const std::vector<const LinearWeight*>& parts) {
@@ -262,6 +256,7 @@ class CudaExecutor final : public Executor {
   std::string describe_;
   std::size_t weight_bytes_ = 0;
   std::size_t weight_cache_bytes_ = 0;  // fp16 copies of the AWQ weights (0: none)
+  int weight_cache_min_m_ = 64;         // steps of this many rows use them (set at load)
 
   // Weights.
   DeviceBuffer embed_, lm_head_, final_norm_, inv_freq_;
@@ -450,6 +445,7 @@ void CudaExecutor::build_weight_cache() {
   if (mode != "auto" && mode != "on" && mode != "off")
     throw std::invalid_argument("fp16_weight_cache \"" + mode + "\": expected auto, on or off");
   if (mode == "off" || engine_config_.deterministic) return;  // deterministic: the AWQ kernels' fixed plans
+  weight_cache_min_m_ = cuda::awq_gemm_fp16_crossover_m();
   std::size_t bytes = 0;
   for (const Layer& d : layers_)
     for (const DeviceLinear* l : {&d.qkv, &d.o, &d.gate_up, &d.down})
@@ -550,7 +546,9 @@ void CudaExecutor::dense_gemm(const __half* x, const __half* w, cuda::WeightLayo
 }
 
 void CudaExecutor::linear(const DeviceLinear& l, const __half* x, __half* y, int M) {
-  if (l.quantized && l.cache.bytes() > 0 && M >= kWeightCacheMinM) {
+  // From cuda::awq_gemm_fp16_crossover_m() rows on (64, or 128 with the Hopper AWQ kernel), a
+  // quantized linear with an fp16 copy runs cuBLASLt on the copy (docs/PERF.md, runs 7 and 15).
+  if (l.quantized && l.cache.bytes() > 0 && M >= weight_cache_min_m_) {
     dense_gemm(x, l.cache.as<__half>(), cuda::WeightLayout::kKN, l.ld_cache, l.bias.as<__half>(), y, false, M, l.N, l.K);
   } else if (l.quantized) {
     cuda::AwqGemmOptions opt;

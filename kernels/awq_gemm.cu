@@ -217,11 +217,13 @@ bool hopper_tiles(const FamilyCaps& family) {
          family.blocks_per_sm[static_cast<int>(AwqTile::kW128)] > 0;
 }
 
-// With the Hopper tiles (wgmma) the same rule holds from M = 128 on qkv and o, but gate_up and
-// down keep the w128 tile up to kHopperDequantM (run 13: gate_up at M = 256 180 us vs 210).
+// With the Hopper tiles (wgmma; run 15): from M = 256 on qkv and o (o at 256: 31.0 us vs w64's
+// 40.0; at 128 the tiles win: qkv 38.4 vs 46.6), from kHopperDequantM on all (gate_up at 256:
+// w128 152 us vs 210; at 512: 305 vs 269).
 bool dequant_beats_tiles(int M, int K, int N, bool hopper) {
-  return M >= (hopper ? kHopperDequantM : kDequantAlwaysM) ||
-         (M >= kDequantMinM && static_cast<long long>(K) * N <= (32ll << 20));
+  const bool small_weight = static_cast<long long>(K) * N <= (32ll << 20);
+  if (hopper) return M >= kHopperDequantM || (M >= 2 * kDequantMinM && small_weight);
+  return M >= kDequantAlwaysM || (M >= kDequantMinM && small_weight);
 }
 
 // M <= 16: the stream kernel. Beyond, the s32 and m64 tiles: st16 with ceil(M / 16) m-blocks
@@ -229,15 +231,16 @@ bool dequant_beats_tiles(int M, int K, int N, bool hopper) {
 constexpr int kStreamMaxM = 16;
 static_assert(kStreamMaxM >= 16, "the stream kernel serves decode (M <= 16) in any case");
 
-// With the Hopper tiles (run 13, H100): s32 stays best up to M = 32 and on the smallest weights
-// (K * N <= 16 M, o) up to 64; w64 from 33 (it computes 64 rows whatever M is); beyond 64, w128,
-// except up to 128 where N gives it fewer than 24 column blocks: two m-blocks of w64 there (o,
-// down at M = 128: 29 / 68 us against w128's 42 / 91; down at 256: w128 94 us, w64 123).
+// With the Hopper tiles (run 15, H100): w64 from M = 17 (it computes 64 rows whatever M is: at
+// M = 32 gate_up 51.6 us vs s32's 62.5, down 31.3 vs 33.5), except on the smallest weights
+// (K * N <= 16 M, o: s32 15.2 / 21.1 us at 32 / 64 vs 16.6 / 22.5); beyond 64, w128, except up
+// to 128 where N gives it fewer than 24 column blocks: two m-blocks of w64 there (down at 128:
+// 54.6 us vs w128's 77; at 256 w128 82 vs w64 123).
 AwqTile tile_for(int M, int K, int N, const FamilyCaps& family) {
   if (M <= 8) return AwqTile::kSt8;
   if (M <= kStreamMaxM) return AwqTile::kSt16;
   if (hopper_tiles(family)) {
-    if (M <= 32 || (M <= 64 && static_cast<long long>(K) * N <= (16ll << 20))) return AwqTile::kS32;
+    if (M <= 64 && static_cast<long long>(K) * N <= (16ll << 20)) return AwqTile::kS32;
     if (M <= 64 || (M <= 128 && N < 6144)) return AwqTile::kW64;
     return AwqTile::kW128;
   }
@@ -597,6 +600,14 @@ void run_dequant_cublas(const __half* x, const AwqWeight& w, const __half* bias,
 }  // namespace
 
 // ---- public API ----
+int awq_gemm_fp16_crossover_m() {
+  // Run 15 (H100), sum over the four Llama-3-8B linears: at M = 64 the Hopper plans take
+  // 136.7 us against cuBLASLt fp16's 160.9; at 128, 195 against 171. Without them (run 7) fp16
+  // matched the AWQ tiles from 64.
+  return hopper_tiles(device_caps().tensor_core) ? 128 : 64;
+}
+
+
 const char* awq_gemm_path_name(AwqGemmPath path) {
   switch (path) {
     case AwqGemmPath::kAuto:

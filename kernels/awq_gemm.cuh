@@ -174,6 +174,11 @@ AwqGemmPlan awq_gemm_plan(int M, const AwqWeight& w, AwqWorkspace ws,
 AwqGemmPlan awq_gemm(const __half* x, const AwqWeight& w, const __half* bias, __half* y, int M,
                      AwqWorkspace ws, cudaStream_t stream, const AwqGemmOptions& options = {});
 
+// The M from which cuBLASLt on an fp16 copy of the weights beats every AWQ plan on the current
+// device (Llama-3-8B shapes, docs/PERF.md): 128 with the Hopper tiles, else 64. For callers that
+// keep such copies (the engine's fp16_weight_cache).
+int awq_gemm_fp16_crossover_m();
+
 // Dequantizes columns [n_begin, n_begin + n_count) of W into out[K, ld_out] (row-major fp16,
 // n_begin and n_count multiples of 64 within n_pad; columns >= N come out 0). The exact fp16 values
 // the GEMM kernels multiply by.
