@@ -34,6 +34,7 @@ constexpr int kHopperDequantM = 512;
 // calls, measured it 1-21 % faster at every M <= 64 on all four Llama-3-8B shapes (most at M <= 16,
 // with the stream kernel's split counts of 430c70d) and up to 13 % slower from M = 256.
 constexpr int kPdlMaxM = 64;
+constexpr int kMaxClusterSplits = 8;  // the portable thread-block cluster size
 constexpr int kDequantMinChunkCols = 1024;
 // Stream kernel split-K (stream_splits): about this many blocks per SM over the 64-column
 // stripes, measured best on the H100 (docs/PERF.md, run 7's sweep).
@@ -326,11 +327,12 @@ struct TensorCorePlan {
   int phase_batches = 0;    // stream kernel: batches of activations staged at once
   int x_stride = 0;         // stream kernel: shared-memory row stride of the activations, halves
   bool pdl = false;
+  bool cluster = false;  // stream kernel: split-K through a cluster of the stripe's splits
 };
 
 TensorCorePlan plan_stream(int M, const AwqWeight& w, const Shape& sh, const TileEntry& e,
                            const DeviceCaps& caps, const AwqGemmOptions& o,
-                           std::size_t partial_bytes) {
+                           std::size_t partial_bytes, bool cluster_ok) {
   TensorCorePlan plan;
   plan.tile = &e;
   plan.n_blocks = (sh.n_stripes + e.stripes - 1) / e.stripes;
@@ -340,13 +342,17 @@ TensorCorePlan plan_stream(int M, const AwqWeight& w, const Shape& sh, const Til
   plan.batches = (sh.k_pad + 127) / 128;
   int splits = o.splits > 0 ? o.splits : stream_splits(sh.n_stripes, caps);
   splits = std::min(splits, plan.batches);
-  // What the workspace allows: a counter per (stripe, m-block), the partial sums of each split.
-  const std::size_t split_bytes =
-      static_cast<std::size_t>(plan.rows_per_launch) * w.N * sizeof(float);
-  if (splits > 1 && (partial_bytes == 0 || plan.n_blocks * plan.m_blocks > kMaxCounters))
-    splits = 1;
-  if (splits > 1)
-    splits = static_cast<int>(std::min<std::size_t>(splits, partial_bytes / split_bytes));
+  // sm_90: up to 8 splits (the portable cluster size) add through a cluster, no workspace.
+  plan.cluster = o.cluster_reduce && cluster_ok && splits > 1 && splits <= kMaxClusterSplits;
+  if (!plan.cluster) {
+    // What the workspace allows: a counter per (stripe, m-block), the partial sums of each split.
+    const std::size_t split_bytes =
+        static_cast<std::size_t>(plan.rows_per_launch) * w.N * sizeof(float);
+    if (splits > 1 && (partial_bytes == 0 || plan.n_blocks * plan.m_blocks > kMaxCounters))
+      splits = 1;
+    if (splits > 1)
+      splits = static_cast<int>(std::min<std::size_t>(splits, partial_bytes / split_bytes));
+  }
   plan.splits = std::max(splits, 1);
   plan.phase_batches = e.phase_batches(rows, (plan.batches + plan.splits - 1) / plan.splits);
   plan.x_stride = plan.phase_batches * 128 + 8;
@@ -364,7 +370,9 @@ TensorCorePlan plan_tensor_core(int M, const AwqWeight& w, const Shape& sh, bool
                  family.hopper_why_not);
   if (tile_table(turing)[static_cast<int>(tile)].stream) {
     const int si = static_cast<int>(tile);
-    TensorCorePlan plan = plan_stream(M, w, sh, tile_table(turing)[si], caps, o, partial_bytes);
+    // Clusters need the same sm_90 code as PDL (family.pdl).
+    TensorCorePlan plan =
+        plan_stream(M, w, sh, tile_table(turing)[si], caps, o, partial_bytes, family.pdl[si]);
     plan.pdl = o.pdl && family.pdl[si] && M <= kPdlMaxM;
     return plan;
   }
@@ -490,7 +498,9 @@ AwqGemmPlan describe(int M, const AwqWeight& w, const Resolved& r) {
     plan.splits = r.tc.splits;
     plan.grid_blocks = r.tc.n_blocks * r.tc.m_blocks * r.tc.splits;
     plan.pdl = r.tc.pdl;
-    plan.workspace_used = r.tc.splits > 1 ? kCounterBytes + static_cast<std::size_t>(r.tc.splits) *
+    plan.cluster = r.tc.cluster;
+    plan.workspace_used = r.tc.splits > 1 && !r.tc.cluster
+                              ? kCounterBytes + static_cast<std::size_t>(r.tc.splits) *
                                                                 std::min(M, r.tc.rows_per_launch) *
                                                                 w.N * sizeof(float)
                                           : 0;
@@ -567,7 +577,8 @@ void run_tensor_core(const __half* x, const AwqWeight& w, const __half* bias, __
   p.batches = plan.batches;
   p.phase_batches = plan.phase_batches;
   p.x_stride = plan.x_stride;
-  if (plan.splits > 1) {
+  p.cluster_reduce = plan.cluster ? 1 : 0;
+  if (plan.splits > 1 && !plan.cluster) {
     p.counters = static_cast<int*>(ws.ptr);
     p.partials = reinterpret_cast<float*>(static_cast<char*>(ws.ptr) + kCounterBytes);
   }

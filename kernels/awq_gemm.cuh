@@ -141,6 +141,9 @@ struct AwqGemmOptions {
   // the H100 (docs/PERF.md): 8-21 % faster at M <= 16 back to back; run 7, with other split
   // counts, had measured it up to 1.7x slower on down at M = 1-2.
   bool pdl = false;
+  // sm_90+: the stream kernel's split-K partial sums meet in distributed shared memory (the
+  // splits of a stripe are one thread-block cluster) instead of the workspace.
+  bool cluster_reduce = true;
 };
 
 // What awq_gemm chose (for logs, tests and the benchmark).
@@ -151,6 +154,7 @@ struct AwqGemmPlan {
   int grid_blocks = 0;  // thread blocks launched (tensor-core/Turing paths)
   int chunk_cols = 0;   // columns dequantized per cuBLASLt call (dequant path)
   bool pdl = false;     // launched with Programmatic Dependent Launch
+  bool cluster = false;  // stream kernel: split-K through a thread-block cluster
   std::size_t workspace_used = 0;
 };
 

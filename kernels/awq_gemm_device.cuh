@@ -93,6 +93,32 @@ __device__ __forceinline__ void allow_dependents_launch() {
 #endif
 }
 
+// ---- thread-block clusters (sm_90+; the launcher uses them only there) ----
+// Every thread of every block of the cluster arrives; memory written before is visible to the
+// cluster's blocks after (release / acquire).
+__device__ __forceinline__ void cluster_sync() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;" :::
+                   "memory");
+#else
+  __trap();
+#endif
+}
+// The float at shared-memory address `addr` (of this block's layout) in block `rank` of the
+// cluster.
+__device__ __forceinline__ float ld_cluster_f32(std::uint32_t addr, int rank) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  std::uint32_t remote;
+  float v;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(addr), "r"(rank));
+  asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(v) : "r"(remote) : "memory");
+  return v;
+#else
+  __trap();
+  return 0.0f;
+#endif
+}
+
 // ---- tensor cores ----
 // D += A * B, A 16x16 row-major (4 regs, ldmatrix.x4 order), B 16x8 "col" (2 regs), fp32 C/D.
 __device__ __forceinline__ void mma_m16n8k16(float (&d)[4], const std::uint32_t (&a)[4],

@@ -257,6 +257,41 @@ __device__ __forceinline__ void stream_block(const Params& p) {
     }
     return;
   }
+#ifndef AWQD_KERNEL_EMULATION
+  if (p.cluster_reduce) {
+    // The stripe's splits are one cluster (rank = split): each block leaves its sums at the start
+    // of its shared memory, rank 0 adds them in rank order (deterministic) and writes y; the
+    // second barrier keeps every block's shared memory alive until rank 0 has read it.
+    constexpr int kPerThread = (kOutputs + C::kThreads - 1) / C::kThreads;
+    float sums[kPerThread];
+#pragma unroll
+    for (int i = 0; i < kPerThread; ++i) {
+      const int o = threadIdx.x + i * C::kThreads;
+      sums[i] = o < kOutputs ? block_sum(o) : 0.0f;
+    }
+    __syncthreads();  // every warp's sums are read: the space takes the block's
+#pragma unroll
+    for (int i = 0; i < kPerThread; ++i) {
+      const int o = threadIdx.x + i * C::kThreads;
+      if (o < kOutputs) red[o] = sums[i];
+    }
+    cluster_sync();
+    if (split == 0) {
+#pragma unroll
+      for (int i = 0; i < kPerThread; ++i) {
+        const int o = threadIdx.x + i * C::kThreads;
+        if (o >= kOutputs) continue;
+        const int m = row_of(o), n = column_of(o);
+        if (m >= p.M || n >= p.N) continue;
+        float sum = sums[i];
+        for (int z = 1; z < p.splits; ++z) sum += ld_cluster_f32(smem_addr(red + o), z);
+        store_y(m, n, sum);
+      }
+    }
+    cluster_sync();
+    return;
+  }
+#endif
 
   auto partial = [&](int z, int m, int n) {
     return p.partials + (static_cast<std::size_t>(z) * p.M + m) * p.N + n;

@@ -32,6 +32,8 @@ struct Params {
   int batches;        // 128-row batches of k_pad (the last one may hold only 64 rows)
   int phase_batches;  // batches whose activations are staged at once, a multiple of 4 (warps)
   int x_stride;       // row stride of the staged activations in shared memory, in halves
+  int cluster_reduce;  // sm_90: the splits of a stripe are one thread-block cluster (grid z) and
+                       // add their sums through distributed shared memory, not the workspace
 };
 
 template <int WarpsM, int WarpsN, int WarpsK, int MTiles, bool Turing, int MinBlocks, int Stages>

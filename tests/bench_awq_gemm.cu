@@ -148,8 +148,8 @@ struct Row {
   std::string shape;
   int M = 0;
   AwqGemmPlan plan;
-  double awq_us = 0, cublas_us = 0, pdl_us = NAN, tiled_us = NAN, turing_us = NAN,
-         dequant_us = NAN;
+  double awq_us = 0, cublas_us = 0, pdl_us = NAN, nocluster_us = NAN, tiled_us = NAN,
+         turing_us = NAN, dequant_us = NAN;
   double weight_gbs = 0, hbm_pct = 0, tflops = 0, speedup = 0;
 };
 
@@ -389,9 +389,9 @@ int main(int argc, char** argv) {
       std::printf(
           "\n## %s: K=%d N=%d, AWQ weight %.1f MB (fp16 %.1f MB); dequantize alone %.1f us\n",
           s.name.c_str(), s.K, s.N, bench.weight_bytes() / 1e6, 2.0 * s.K * s.N / 1e6, deq_us);
-      std::printf("%6s %-30s %9s %8s %6s %8s %9s %8s | %9s %9s %9s %9s\n", "M", "auto plan",
+      std::printf("%6s %-30s %9s %8s %6s %8s %9s %8s | %9s %9s %9s %9s %9s\n", "M", "auto plan",
                   "awq_us", "GB/s", "%HBM", "TFLOP/s", "cublas_us", "speedup", "pdl_us",
-                  "tiled_us", "turing_us", "deq_us");
+                  "pdl_nocl", "tiled_us", "turing_us", "deq_us");
       for (int M : ms) {
         Row r;
         r.shape = s.name;
@@ -401,6 +401,9 @@ int main(int argc, char** argv) {
         AwqGemmOptions o;
         o.pdl = true;  // auto with Programmatic Dependent Launch (off by default)
         r.pdl_us = bench.awq(M, o);
+        o.cluster_reduce = false;  // the same, split-K through the workspace (sm_90 clusters off)
+        r.nocluster_us = bench.awq(M, o);
+        o.cluster_reduce = true;
         o.pdl = false;
         if (has_tc) {  // the tiled kernel alone (what auto ran before the stream kernel)
           o.path = AwqGemmPath::kTensorCore;
@@ -422,11 +425,12 @@ int main(int argc, char** argv) {
         if (r.plan.path == AwqGemmPath::kDequantCublas)
           std::snprintf(plan, sizeof(plan), "dequant/chunk%d", r.plan.chunk_cols);
         else
-          std::snprintf(plan, sizeof(plan), "%s/%s/s%d%s", awq_gemm_path_name(r.plan.path),
-                        awq_tile_name(r.plan.tile), r.plan.splits, r.plan.pdl ? "/pdl" : "");
-        std::printf("%6d %-30s %9.2f %8.0f %6.1f %8.1f %9.2f %8.2f | %9.2f %9.2f %9.2f %9.2f\n", M,
-                    plan, r.awq_us, r.weight_gbs, r.hbm_pct, r.tflops, r.cublas_us, r.speedup,
-                    r.pdl_us, r.tiled_us, r.turing_us, r.dequant_us);
+          std::snprintf(plan, sizeof(plan), "%s/%s/s%d%s%s", awq_gemm_path_name(r.plan.path),
+                        awq_tile_name(r.plan.tile), r.plan.splits, r.plan.pdl ? "/pdl" : "",
+                        r.plan.cluster ? "/cluster" : "");
+        std::printf("%6d %-30s %9.2f %8.0f %6.1f %8.1f %9.2f %8.2f | %9.2f %9.2f %9.2f %9.2f %9.2f\n",
+                    M, plan, r.awq_us, r.weight_gbs, r.hbm_pct, r.tflops, r.cublas_us, r.speedup,
+                    r.pdl_us, r.nocluster_us, r.tiled_us, r.turing_us, r.dequant_us);
         std::fflush(stdout);
         rows.push_back(r);
 
@@ -483,13 +487,13 @@ int main(int argc, char** argv) {
     if (!csv_path.empty()) {
       std::ofstream f(csv_path);
       f << "shape,M,path,tile,splits,pdl,awq_us,weight_gbs,hbm_pct,tflops,cublas_us,speedup,"
-           "pdl_us,tiled_us,turing_us,dequant_us,hbm_gbs\n";
+           "pdl_us,pdl_nocluster_us,tiled_us,turing_us,dequant_us,hbm_gbs\n";
       for (const Row& r : rows)
         f << r.shape << ',' << r.M << ',' << awq_gemm_path_name(r.plan.path) << ','
           << awq_tile_name(r.plan.tile) << ',' << r.plan.splits << ',' << r.plan.pdl << ','
           << r.awq_us << ',' << r.weight_gbs << ',' << r.hbm_pct << ',' << r.tflops << ','
-          << r.cublas_us << ',' << r.speedup << ',' << r.pdl_us << ',' << r.tiled_us << ','
-          << r.turing_us << ',' << r.dequant_us << ',' << hbm << '\n';
+          << r.cublas_us << ',' << r.speedup << ',' << r.pdl_us << ',' << r.nocluster_us << ','
+          << r.tiled_us << ',' << r.turing_us << ',' << r.dequant_us << ',' << hbm << '\n';
     }
     if (!sweep_rows.empty()) {
       if (!sweep_path.empty()) {
