@@ -34,7 +34,10 @@ constexpr int kHopperDequantM = 512;
 // calls, measured it 1-21 % faster at every M <= 64 on all four Llama-3-8B shapes (most at M <= 16,
 // with the stream kernel's split counts of 430c70d) and up to 13 % slower from M = 256.
 constexpr int kPdlMaxM = 64;
-constexpr int kMaxClusterSplits = 8;  // the portable thread-block cluster size
+// Stream kernel splits that go through a cluster: run 17 (H100, PDL on): 4 splits (qkv at M = 1)
+// 10.7 us with a cluster vs 11.4 without; 8 splits (o) 13.2 vs 9.3 (clusters of 8 blocks are
+// harder to place, the grid runs in more waves).
+constexpr int kMaxClusterSplits = 4;
 constexpr int kDequantMinChunkCols = 1024;
 // Stream kernel split-K (stream_splits): about this many blocks per SM over the 64-column
 // stripes, measured best on the H100 (docs/PERF.md, run 7's sweep).

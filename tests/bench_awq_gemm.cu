@@ -384,7 +384,7 @@ int main(int argc, char** argv) {
         return 2;
       }
       const LinearShape& s = it->second;
-      ShapeBench bench(s, G, max_M, stream);
+      ShapeBench bench(s, G, std::max(max_M, 1024), stream);  // room for the forced dequant path
       const double deq_us = bench.dequantize_only();
       std::printf(
           "\n## %s: K=%d N=%d, AWQ weight %.1f MB (fp16 %.1f MB); dequantize alone %.1f us\n",
