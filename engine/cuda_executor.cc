@@ -219,7 +219,9 @@ class CudaExecutor final : public Executor {
   void mark_event(int category);
   std::array<double, kGpuCategories> replay(const Pending& p);
 
-  void linear(const DeviceLinear& l, const __half* x, __half* y, int M);
+  // silu_mul_ld > 0 (quantized l, stream-kernel M only): the input is SiLU(x[:, :K]) * x[:, K:2K]
+  // of x [M, silu_mul_ld] (cuda::AwqGemmOptions::silu_mul_ld).
+  void linear(const DeviceLinear& l, const __half* x, __half* y, int M, int silu_mul_ld = 0);
   // y[M, N] = x[M, K] W by cuBLASLt, W fp16 in `layout` with leading dimension ldw: kNK (N, K),
   // the nn.Linear layout, or kKN (K, N); ldy defaults to N.
   void dense_gemm(const __half* x, const __half* w, cuda::WeightLayout layout, int ldw, const __half* bias, void* y,
@@ -545,7 +547,7 @@ void CudaExecutor::dense_gemm(const __half* x, const __half* w, cuda::WeightLayo
   cuda::cublaslt_gemm(a, stream_);
 }
 
-void CudaExecutor::linear(const DeviceLinear& l, const __half* x, __half* y, int M) {
+void CudaExecutor::linear(const DeviceLinear& l, const __half* x, __half* y, int M, int silu_mul_ld) {
   // From cuda::awq_gemm_fp16_crossover_m() rows on (64, or 128 with the Hopper AWQ kernel), a
   // quantized linear with an fp16 copy runs cuBLASLt on the copy (docs/PERF.md, runs 7 and 15).
   if (l.quantized && l.cache.bytes() > 0 && M >= weight_cache_min_m_) {
@@ -556,6 +558,7 @@ void CudaExecutor::linear(const DeviceLinear& l, const __half* x, __half* y, int
     // sm_90: the GEMM starts streaming its weights while the norm, attention or SiLU kernel
     // before it runs (those trigger their dependents at their start: ptx::launch_dependents).
     opt.pdl = true;
+    opt.silu_mul_ld = silu_mul_ld;
     cuda::awq_gemm(x, l.awq.view(), l.bias.as<__half>(), y, M, {gemm_ws_.as<void>(), gemm_ws_.bytes()}, stream_, opt);
   } else {
     dense_gemm(x, l.dense.as<__half>(), cuda::WeightLayout::kNK, l.K, l.bias.as<__half>(), y, false, M, l.N, l.K);
@@ -642,10 +645,17 @@ void CudaExecutor::forward(int T, int B, bool decode_only, int max_context) {
     reduce_add_rmsnorm(proj, x, h, L.post_attn_norm.as<__half>(), T);
     mark(GpuCategory::kGemm);
     linear(L.gate_up, h, gate_up_.as<__half>(), T);
-    mark(GpuCategory::kOther);
-    cuda::silu_mul(act_.as<__half>(), I, gate_up_.as<__half>(), gate_up_.as<__half>() + I, 2 * I, T, I, stream_);
-    mark(GpuCategory::kGemm);
-    linear(L.down, act_.as<__half>(), proj, T);
+    if (L.down.quantized && T <= cuda::awq_gemm_stream_max_m() && !engine_config_.deterministic) {
+      // Decode-sized steps: the down projection's stream kernel computes SiLU(gate) * up itself
+      // while staging its input (same arithmetic as silu_mul): one kernel and one pass fewer.
+      mark(GpuCategory::kGemm);
+      linear(L.down, gate_up_.as<__half>(), proj, T, 2 * I);
+    } else {
+      mark(GpuCategory::kOther);
+      cuda::silu_mul(act_.as<__half>(), I, gate_up_.as<__half>(), gate_up_.as<__half>() + I, 2 * I, T, I, stream_);
+      mark(GpuCategory::kGemm);
+      linear(L.down, act_.as<__half>(), proj, T);
+    }
     const bool last = li + 1 == c.num_layers;
     reduce_add_rmsnorm(proj, x, h, last ? final_norm_.as<__half>() : layers_[li + 1].input_norm.as<__half>(), T);
   }

@@ -3,6 +3,7 @@
 #include "kernels/activation.cuh"
 #include "kernels/common.cuh"
 #include "kernels/ptx.cuh"
+#include "kernels/silu.cuh"
 
 namespace awqd::cuda {
 
@@ -17,12 +18,9 @@ __global__ void silu_mul_kernel(__half* __restrict__ out, int out_stride,
   const int chunk = blockIdx.x * kThreads + threadIdx.x;
   if (chunk >= chunks) return;
   const std::size_t row = blockIdx.y;
-  float g[8], u[8];
-  ptx::unpack8(*reinterpret_cast<const uint4*>(gate + row * in_stride + chunk * 8), g);
-  ptx::unpack8(*reinterpret_cast<const uint4*>(up + row * in_stride + chunk * 8), u);
-#pragma unroll
-  for (int i = 0; i < 8; ++i) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
-  *reinterpret_cast<uint4*>(out + row * out_stride + chunk * 8) = ptx::pack8(g);
+  *reinterpret_cast<uint4*>(out + row * out_stride + chunk * 8) =
+      silu_mul8(*reinterpret_cast<const uint4*>(gate + row * in_stride + chunk * 8),
+                *reinterpret_cast<const uint4*>(up + row * in_stride + chunk * 8));
 }
 
 }  // namespace

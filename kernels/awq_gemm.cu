@@ -485,6 +485,14 @@ Resolved resolve(int M, const AwqWeight& w, const AwqWorkspace& ws, const AwqGem
     const std::size_t partial_bytes = ws.bytes > kCounterBytes ? ws.bytes - kCounterBytes : 0;
     r.tc = plan_tensor_core(M, w, sh, r.path == AwqGemmPath::kTuring, caps, o, partial_bytes);
   }
+  if (o.silu_mul_ld != 0) {
+    if (o.silu_mul_ld < 2 * w.K || o.silu_mul_ld % 8 != 0)
+      bad_argument("silu_mul_ld=" + std::to_string(o.silu_mul_ld) +
+                   " must be a multiple of 8 and at least 2K=" + std::to_string(2 * w.K));
+    if (M > 0 && (r.path == AwqGemmPath::kDequantCublas || !r.tc.tile->stream))
+      bad_argument("silu_mul_ld needs the stream kernel (M <= " + std::to_string(kStreamMaxM) +
+                   ", not batch_invariant, no tiled tile forced); M=" + std::to_string(M));
+  }
   return r;
 }
 
@@ -563,7 +571,8 @@ int log2_of(int v) {
 }
 
 void run_tensor_core(const __half* x, const AwqWeight& w, const __half* bias, __half* y, int M,
-                     const AwqWorkspace& ws, const TensorCorePlan& plan, cudaStream_t stream) {
+                     const AwqWorkspace& ws, const TensorCorePlan& plan, int silu_mul_ld,
+                     cudaStream_t stream) {
   const Shape sh = shape_of(w);
   D::Params p{};
   p.tiles = w.tiles;
@@ -581,13 +590,15 @@ void run_tensor_core(const __half* x, const AwqWeight& w, const __half* bias, __
   p.phase_batches = plan.phase_batches;
   p.x_stride = plan.x_stride;
   p.cluster_reduce = plan.cluster ? 1 : 0;
+  p.silu_mul = silu_mul_ld > 0 ? 1 : 0;
+  p.x_ld = silu_mul_ld > 0 ? silu_mul_ld : w.K;
   if (plan.splits > 1 && !plan.cluster) {
     p.counters = static_cast<int*>(ws.ptr);
     p.partials = reinterpret_cast<float*>(static_cast<char*>(ws.ptr) + kCounterBytes);
   }
   for (int row0 = 0; row0 < M; row0 += plan.rows_per_launch) {
     p.M = std::min(plan.rows_per_launch, M - row0);
-    p.x = x + static_cast<std::size_t>(row0) * w.K;
+    p.x = x + static_cast<std::size_t>(row0) * p.x_ld;
     p.y = y + static_cast<std::size_t>(row0) * w.N;
     const unsigned m_blocks = (p.M + plan.tile->bm - 1) / plan.tile->bm;
     const dim3 grid = plan.tile->stream ? dim3(m_blocks, plan.n_blocks, plan.splits)
@@ -614,6 +625,8 @@ void run_dequant_cublas(const __half* x, const AwqWeight& w, const __half* bias,
 }  // namespace
 
 // ---- public API ----
+int awq_gemm_stream_max_m() { return kStreamMaxM; }
+
 int awq_gemm_fp16_crossover_m() {
   // Run 15 (H100), sum over the four Llama-3-8B linears: at M = 64 the Hopper plans take
   // 136.7 us against cuBLASLt fp16's 160.9; at 128, 195 against 171. Without them (run 7) fp16
@@ -682,7 +695,7 @@ AwqGemmPlan awq_gemm(const __half* x, const AwqWeight& w, const __half* bias, __
   if (r.path == AwqGemmPath::kDequantCublas)
     run_dequant_cublas(x, w, bias, y, M, ws, r.dq, stream);
   else
-    run_tensor_core(x, w, bias, y, M, ws, r.tc, stream);
+    run_tensor_core(x, w, bias, y, M, ws, r.tc, options.silu_mul_ld, stream);
   return describe(M, w, r);
 }
 

@@ -144,6 +144,12 @@ struct AwqGemmOptions {
   // sm_90+: the stream kernel's split-K partial sums meet in distributed shared memory (the
   // splits of a stripe are one thread-block cluster) instead of the workspace.
   bool cluster_reduce = true;
+  // > 0: the GEMM's input is SiLU(x[:, 0..K)) * x[:, K..2K) of x [M, silu_mul_ld] (row-major,
+  // the fused gate_up projection's output; silu_mul_ld >= 2K, a multiple of 8), computed while the
+  // stream kernel stages it with silu_mul's arithmetic (identical bits): the MLP's activation
+  // fused into the down projection. Stream kernel only (M <= awq_gemm_stream_max_m(), not
+  // batch_invariant, no forced tiled tile): std::invalid_argument otherwise.
+  int silu_mul_ld = 0;
 };
 
 // What awq_gemm chose (for logs, tests and the benchmark).
@@ -177,6 +183,9 @@ AwqGemmPlan awq_gemm_plan(int M, const AwqWeight& w, AwqWorkspace ws,
 // errors.
 AwqGemmPlan awq_gemm(const __half* x, const AwqWeight& w, const __half* bias, __half* y, int M,
                      AwqWorkspace ws, cudaStream_t stream, const AwqGemmOptions& options = {});
+
+// The largest M the stream kernel serves (and so AwqGemmOptions::silu_mul_ld).
+int awq_gemm_stream_max_m();
 
 // The M from which cuBLASLt on an fp16 copy of the weights beats every AWQ plan on the current
 // device (Llama-3-8B shapes, docs/PERF.md): 128 with the Hopper tiles, else 64. For callers that

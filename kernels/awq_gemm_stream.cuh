@@ -37,6 +37,7 @@
 
 #include "kernels/awq_gemm_device.cuh"
 #include "kernels/awq_gemm_tiles.cuh"
+#include "kernels/silu.cuh"
 
 namespace awqd::cuda::awq_gemm_detail {
 
@@ -122,8 +123,10 @@ __device__ __forceinline__ void stream_block(const Params& p) {
     const int phase_end = phase + p.phase_batches < b_end ? phase + p.phase_batches : b_end;
     if (phase != b_begin) __syncthreads();  // every warp is done with the last phase's x
     // Stage x[m0 .. m0 + rows)[phase rows] (zeros past K) with every load in flight at once:
-    // cp.async on sm_80+, rounds of 4 register loads on the Turing path. Plain (coherent) loads:
-    // the previous kernel writes x.
+    // cp.async on sm_80+, rounds of 4 register loads on the Turing path and for the fused SiLU
+    // input (x = SiLU(gate) * up of the gate_up projection's output, computed here by silu_mul8,
+    // the activation kernel's own arithmetic). Plain (coherent) loads: the previous kernel writes
+    // x.
     {
       const int k_lo = phase * C::kBatchRows;
       const int chunks = (phase_end - phase) * (C::kBatchRows / 8);  // 16-byte chunks per row
@@ -131,9 +134,13 @@ __device__ __forceinline__ void stream_block(const Params& p) {
       auto chunk = [&](int e, const __half*& src, __half*& dst) {
         const int r = e / chunks, c = e - r * chunks, k = k_lo + c * 8;
         dst = xs + r * p.x_stride + c * 8;
-        src = k < p.K ? p.x + static_cast<std::size_t>(m0 + r) * p.K + k : nullptr;
+        src = k < p.K ? p.x + static_cast<std::size_t>(m0 + r) * p.x_ld + k : nullptr;
       };
-      if constexpr (!C::kTuring) {
+      auto load = [&](const __half* src) {
+        const uint4 v = *reinterpret_cast<const uint4*>(src);
+        return p.silu_mul ? silu_mul8(v, *reinterpret_cast<const uint4*>(src + p.K)) : v;
+      };
+      if (!C::kTuring && !p.silu_mul) {
         for (int e = threadIdx.x; e < total; e += C::kThreads) {
           const __half* src;
           __half* dst;
@@ -153,7 +160,7 @@ __device__ __forceinline__ void stream_block(const Params& p) {
             __half* dst;
             if (e < total) {
               chunk(e, src, dst);
-              if (src != nullptr) v[i] = *reinterpret_cast<const uint4*>(src);
+              if (src != nullptr) v[i] = load(src);
             }
           }
 #pragma unroll

@@ -34,6 +34,8 @@ struct Params {
   int x_stride;       // row stride of the staged activations in shared memory, in halves
   int cluster_reduce;  // sm_90: the splits of a stripe are one thread-block cluster (grid z) and
                        // add their sums through distributed shared memory, not the workspace
+  int x_ld;            // stream kernel: row stride of x in halves (K unless silu_mul)
+  int silu_mul;        // stream kernel: the input is SiLU(x[:, 0..K)) * x[:, K..2K)
 };
 
 template <int WarpsM, int WarpsN, int WarpsK, int MTiles, bool Turing, int MinBlocks, int Stages>

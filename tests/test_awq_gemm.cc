@@ -21,6 +21,7 @@
 
 #include "engine/awq.h"
 #include "engine/fp16.h"
+#include "kernels/activation.cuh"
 #include "kernels/awq_gemm.cuh"
 #include "kernels/cuda_check.cuh"
 #include "tests/awq_gemm_reference.h"
@@ -235,6 +236,49 @@ TEST(AwqGemm, EveryTileAndForcedSplitK) {
           run_and_check(*p, M, o);
         }
     }
+  }
+}
+
+// The MLP's activation fused into the down projection (silu_mul_ld): the same bits as silu_mul
+// followed by the GEMM, for every M the stream kernel serves, forced split counts (sm_90: through
+// clusters up to 4, the workspace beyond) and a row shard whose K ends mid-batch.
+TEST(AwqGemm, FusedSiluMulInputEqualsTheSeparateKernels) {
+  AWQD_REQUIRE_CUDA();
+  for (int K : {1536, 4736}) {
+    auto p = make_problem(K, 392, 128, 16, true);
+    std::mt19937 rng(K);
+    std::uniform_real_distribution<float> dist(-4.0f, 4.0f);
+    std::vector<half_bits> gate_up(static_cast<std::size_t>(16) * 2 * K);
+    for (half_bits& h : gate_up) h = awqd::float_to_half(dist(rng));
+    DeviceArray<__half> gu(gate_up.size()), act(static_cast<std::size_t>(16) * K),
+        y_ref(static_cast<std::size_t>(16) * p->N());
+    gu.upload(gate_up.data(), gate_up.size());
+    silu_mul(act.ptr, K, gu.ptr, gu.ptr + K, 2 * K, 16, K, test_stream());
+    for (int M = 1; M <= 16; ++M)
+      for (int splits : {0, 1, 3, 4, 8}) {
+        AwqGemmOptions o;
+        o.splits = splits;
+        awq_gemm(act.ptr, p->weight->view(), p->bias->ptr, y_ref.ptr, M, p->ws, test_stream(), o);
+        CUDA_CHECK(cudaMemsetAsync(p->y->ptr, 0xFF, static_cast<std::size_t>(M) * p->N() * 2,
+                                   test_stream()));
+        o.silu_mul_ld = 2 * K;
+        const AwqGemmPlan plan =
+            awq_gemm(gu.ptr, p->weight->view(), p->bias->ptr, p->y->ptr, M, p->ws, test_stream(), o);
+        CUDA_CHECK(cudaStreamSynchronize(test_stream()));
+        std::vector<half_bits> a(static_cast<std::size_t>(M) * p->N()), b(a.size());
+        CUDA_CHECK(cudaMemcpy(a.data(), y_ref.ptr, a.size() * 2, cudaMemcpyDeviceToHost));
+        CUDA_CHECK(cudaMemcpy(b.data(), p->y->ptr, b.size() * 2, cudaMemcpyDeviceToHost));
+        for (std::size_t i = 0; i < a.size(); ++i)
+          ASSERT_EQ(a[i], b[i]) << "K=" << K << " M=" << M << " splits=" << plan.splits
+                                << " cluster=" << plan.cluster << " element " << i;
+      }
+    AwqGemmOptions bad;
+    bad.silu_mul_ld = 2 * K;
+    EXPECT_THROW(awq_gemm(gu.ptr, p->weight->view(), nullptr, p->y->ptr, 17, p->ws, nullptr, bad),
+                 std::invalid_argument);  // beyond the stream kernel
+    bad.silu_mul_ld = 2 * K - 8;
+    EXPECT_THROW(awq_gemm(gu.ptr, p->weight->view(), nullptr, p->y->ptr, 4, p->ws, nullptr, bad),
+                 std::invalid_argument);  // too narrow for gate and up
   }
 }
 

@@ -10,12 +10,14 @@
 // (the emulation must come first: it defines what the kernel header expects from CUDA)
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "kernels/awq_gemm_kernel.cuh"
 #include "kernels/awq_layout.cuh"
+#include "kernels/silu.cuh"
 #include "tests/awq_gemm_reference.h"
 
 namespace {
@@ -47,6 +49,7 @@ Params make_params(const AwqReference& r, int M, int splits, bool with_bias, std
   p.groups = w.k_pad / r.G;
   p.group_shift = r.G == 32 ? 5 : r.G == 64 ? 6 : 7;
   p.splits = splits;
+  p.x_ld = r.K;
   return p;
 }
 
@@ -88,9 +91,11 @@ void emulate_and_check(const AwqReference& r, int M, int splits, bool with_bias,
 
 // Mirrors the launcher (kernels/awq_gemm.cu, plan_stream and run_tensor_core) for the stream
 // kernel.
+// gate_up (when given): the kernel's input is SiLU(gate_up[:, 0..K)) * gate_up[:, K..2K), and r
+// holds that product as x (with_silu_input).
 template <class C>
 void emulate_stream_and_check(const AwqReference& r, int M, int splits, bool with_bias,
-                              std::mt19937& rng) {
+                              std::mt19937& rng, const std::vector<half_bits>* gate_up = nullptr) {
   const auto& w = r.packed;
   const int n_stripes = w.n_pad / 64;
   const int batches = (w.k_pad + 127) / 128;
@@ -105,6 +110,11 @@ void emulate_stream_and_check(const AwqReference& r, int M, int splits, bool wit
   p.batches = batches;
   p.phase_batches = stream_phase_batches<C>(rows, (batches + splits - 1) / splits);
   p.x_stride = p.phase_batches * 128 + 8;
+  if (gate_up != nullptr) {
+    p.x = reinterpret_cast<const __half*>(gate_up->data());
+    p.x_ld = 2 * r.K;
+    p.silu_mul = 1;
+  }
   ASSERT_LE(rows * p.x_stride * 2, C::kXBytes);
 
   std::vector<emu::Dim> blocks;
@@ -122,11 +132,42 @@ void emulate_stream_and_check(const AwqReference& r, int M, int splits, bool wit
                            std::to_string(C::kRows) + " M=" + std::to_string(M) +
                            " K=" + std::to_string(r.K) + " N=" + std::to_string(r.N) +
                            " G=" + std::to_string(r.G) + " splits=" + std::to_string(splits) +
-                           " bias=" + std::to_string(with_bias);
+                           " bias=" + std::to_string(with_bias) +
+                           (gate_up != nullptr ? " silu_mul" : "");
   const std::string failure = awqd::test::check_awq_output(r, y.data(), M, with_bias, splits);
   EXPECT_TRUE(failure.empty()) << what << ": " << failure;
   EXPECT_TRUE(std::all_of(counters.begin(), counters.end(), [](int c) { return c == 0; }))
       << what << ": split-K counters not reset";
+}
+
+// A reference whose activations are SiLU(gate) * up of a random gate_up [max_M, 2K] (filled
+// here), by silu_mul8 itself, with ref and mag recomputed for them.
+AwqReference with_silu_input(AwqReference r, std::vector<half_bits>& gate_up, std::mt19937& rng) {
+  const int K = r.K, N = r.N, M = r.max_M;
+  std::uniform_real_distribution<float> dist(-4.0f, 4.0f);
+  gate_up.resize(static_cast<std::size_t>(M) * 2 * K);
+  for (half_bits& h : gate_up) h = awqd::float_to_half(dist(rng));
+  for (int m = 0; m < M; ++m)
+    for (int k = 0; k < K; k += 8) {
+      uint4 g, u, a;
+      std::memcpy(&g, &gate_up[static_cast<std::size_t>(m) * 2 * K + k], 16);
+      std::memcpy(&u, &gate_up[static_cast<std::size_t>(m) * 2 * K + K + k], 16);
+      a = awqd::cuda::silu_mul8(g, u);
+      std::memcpy(&r.x[static_cast<std::size_t>(m) * K + k], &a, 16);
+    }
+  for (int m = 0; m < M; ++m)
+    for (int n = 0; n < N; ++n) {
+      double sum = 0, sq = 0;
+      for (int k = 0; k < K; ++k) {
+        const double t = static_cast<double>(awqd::half_to_float(r.x[static_cast<std::size_t>(m) * K + k])) *
+                         r.w16[static_cast<std::size_t>(k) * N + n];
+        sum += t;
+        sq += t * t;
+      }
+      r.ref[static_cast<std::size_t>(m) * N + n] = sum;
+      r.mag[static_cast<std::size_t>(m) * N + n] = std::sqrt(sq);
+    }
+  return r;
 }
 
 template <bool Turing>
@@ -178,6 +219,20 @@ TEST(AwqGemmEmulated, StreamKernelSplitsAndPartialBatches) {
       emulate_stream_and_check<StreamM8<false>>(r, std::min(M, 8), 1, M % 2 == 0, rng);
       emulate_stream_and_check<StreamM16<false>>(r, M, M == 16 ? 1 : 9, M % 2 == 1, rng);
       emulate_stream_and_check<StreamM16<true>>(r, M, M == 1 ? 1 : 2, true, rng);
+    }
+  }
+}
+
+TEST(AwqGemmEmulated, StreamKernelWithTheSiluMulInputFused) {
+  std::mt19937 rng(11);
+  for (const int G : {32, 128}) {
+    const int K = G == 128 ? 2176 : 2112;
+    std::vector<half_bits> gate_up;
+    const AwqReference r = with_silu_input(awqd::test::make_awq_reference(K, 72, G, 16), gate_up, rng);
+    for (int M : {1, 5, 16}) {
+      emulate_stream_and_check<StreamM8<false>>(r, std::min(M, 8), 3, true, rng, &gate_up);
+      emulate_stream_and_check<StreamM16<false>>(r, M, 1, false, rng, &gate_up);
+      emulate_stream_and_check<StreamM16<true>>(r, M, 2, true, rng, &gate_up);
     }
   }
 }
