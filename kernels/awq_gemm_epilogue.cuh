@@ -1,4 +1,4 @@
-// Output helpers shared by the tiled and Hopper AWQ GEMM kernels: the fp16 store with
+// Output helpers shared by the AWQ GEMM kernels: the fp16 store with
 // bias and the split-K reduction through the workspace (design: kernels/awq_gemm.cuh).
 #pragma once
 
@@ -26,25 +26,33 @@ __device__ __forceinline__ float* split_partial(const Params& p, int z, int row,
   return p.partials + (static_cast<std::size_t>(z) * p.M + row) * p.N + col;
 }
 
-// Split-K end of a block whose threads have written their partial sums (tiled and Hopper
-// kernels, grid (n_blocks, m_blocks, splits)): the last block of the tile to arrive adds the
-// splits in split order, so the result does not depend on which block came last, and resets the
-// tile's counter for the next launch.
-template <class C>
-__device__ __forceinline__ void finish_split_tile(const Params& p, int m0, int n_block,
-                                                  int m_block, int& s_is_last) {
+// Split-K arrival (every kernel, after its threads have written their partial sums): returns true
+// in every thread of the block that arrived last among the splits of its tile (the counter of
+// block (x, y), zero between launches, which that block resets). After it, that block reads
+// the other splits' sums (__ldcg).
+__device__ __forceinline__ bool arrive_last_split(const Params& p, int& s_is_last) {
   __threadfence();  // this thread's partial sums are visible GPU-wide before the arrival below
   __syncthreads();
   if (threadIdx.x == 0) {
-    int* counter = p.counters + m_block * gridDim.x + n_block;
+    int* counter = p.counters + blockIdx.y * gridDim.x + blockIdx.x;
     const int arrived = atomicAdd(counter, 1);
     s_is_last = arrived == p.splits - 1;
     if (s_is_last) *counter = 0;  // every split has arrived: reset for the next launch
   }
   __syncthreads();
-  if (!s_is_last) return;
-  // The whole block adds the splits' partial tiles, 4 columns per 16-byte load (N % 8 == 0).
+  if (!s_is_last) return false;
   __threadfence();
+  return true;
+}
+
+// Split-K end of the tiled and Hopper kernels (grid (n_blocks, m_blocks, splits)): the last block
+// of the tile to arrive adds the splits in split order, so the result does not depend on which
+// block came last.
+template <class C>
+__device__ __forceinline__ void finish_split_tile(const Params& p, int m0, int n_block,
+                                                  int& s_is_last) {
+  if (!arrive_last_split(p, s_is_last)) return;
+  // The whole block adds the splits' partial tiles, 4 columns per 16-byte load (N % 8 == 0).
   const int col0 = n_block * C::kBN;
   for (int e = threadIdx.x; e < C::kBM * (C::kBN / 4); e += C::kThreads) {
     const int row = m0 + e / (C::kBN / 4), col = col0 + (e % (C::kBN / 4)) * 4;

@@ -297,7 +297,7 @@ __device__ __forceinline__ void gemm_block(const Params& p) {
                 make_float2(acc[mt][nt][2 * h], acc[mt][nt][2 * h + 1]);
         }
   }
-  finish_split_tile<C>(p, m0, n_block, m_block, s_is_last);
+  finish_split_tile<C>(p, m0, n_block, s_is_last);
 }
 
 #ifndef AWQD_KERNEL_EMULATION

@@ -36,6 +36,7 @@
 #include <cstdint>
 
 #include "kernels/awq_gemm_device.cuh"
+#include "kernels/awq_gemm_epilogue.cuh"
 #include "kernels/awq_gemm_tiles.cuh"
 #include "kernels/silu.cuh"
 
@@ -300,29 +301,16 @@ __device__ __forceinline__ void stream_block(const Params& p) {
   }
 #endif
 
-  auto partial = [&](int z, int m, int n) {
-    return p.partials + (static_cast<std::size_t>(z) * p.M + m) * p.N + n;
-  };
   for (int o = threadIdx.x; o < kOutputs; o += C::kThreads) {
     const int m = row_of(o), n = column_of(o);
-    if (m < p.M && n < p.N) *partial(split, m, n) = block_sum(o);
+    if (m < p.M && n < p.N) *split_partial(p, split, m, n) = block_sum(o);
   }
-  __threadfence();  // this thread's partial sums are visible GPU-wide before the arrival below
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    int* counter = p.counters + n_block * gridDim.x + m_block;
-    const int arrived = atomicAdd(counter, 1);
-    s_is_last = arrived == p.splits - 1;
-    if (s_is_last) *counter = 0;  // every split has arrived: reset for the next launch
-  }
-  __syncthreads();
-  if (!s_is_last) return;
-  __threadfence();
+  if (!arrive_last_split(p, s_is_last)) return;
   for (int o = threadIdx.x; o < kOutputs; o += C::kThreads) {
     const int m = row_of(o), n = column_of(o);
     if (m >= p.M || n >= p.N) continue;
     float sum = 0.0f;
-    for (int z = 0; z < p.splits; ++z) sum += __ldcg(partial(z, m, n));
+    for (int z = 0; z < p.splits; ++z) sum += __ldcg(split_partial(p, z, m, n));
     store_y(m, n, sum);
   }
 }

@@ -299,7 +299,7 @@ __device__ __forceinline__ void wgmma_block(const Params& p) {
     return;
   }
   for_each_output([&](int row, int col, float v) { *split_partial(p, split, row, col) = v; });
-  finish_split_tile<C>(p, m0, n_block, m_block, s_is_last);
+  finish_split_tile<C>(p, m0, n_block, s_is_last);
 }
 
 }  // namespace awqd::cuda::awq_gemm_detail
