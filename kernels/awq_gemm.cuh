@@ -34,13 +34,18 @@
 // - Turing (sm_75): both kernels with two mma.m16n8k8 per k16 step; the tiled kernel's pipeline
 //   goes through registers (ld.global -> st.shared, no cp.async). It also runs on newer GPUs when
 //   forced (AwqGemmPath::kTuring), which is how it is tested on the H100.
-// - Split-K (both kernels): each split writes fp32 partial sums to the workspace; the block that
+// - Split-K (all kernels): each split writes fp32 partial sums to the workspace; the block that
 //   finishes last (an atomic counter per tile) adds them in split order (deterministic), adds the
-//   bias, writes fp16 and resets the counter. One launch.
+//   bias, writes fp16 and resets the counter. One launch. On sm_90 the stream kernel's splits
+//   (up to 4) form a thread-block cluster instead and add their sums through distributed shared
+//   memory, rank 0 in rank order (AwqGemmOptions::cluster_reduce).
+// - Fused MLP input (AwqGemmOptions::silu_mul_ld, stream kernel): x = SiLU(gate) * up of the
+//   gate_up projection's output, computed while staging it (kernels/silu.cuh, the activation
+//   kernel's own arithmetic).
 // - Large M: dequantize W to fp16 in the workspace, chunk by chunk of columns, and run cuBLASLt
 //   (as vLLM does at >= 256 tokens): from M = 128 where K * N <= 32 M, from M = 256 always
-//   (where it measured faster than the l128 tile on the H100; dequant_beats_tiles in
-//   awq_gemm.cu). A chunk is sized to stay in L2 between the two kernels when M leaves cuBLASLt
+//   (where it measured faster than the l128 tile on the H100; with the Hopper tiles from 256 and
+//   512; dequant_beats_tiles in awq_gemm.cu). A chunk is sized to stay in L2 between the two kernels when M leaves cuBLASLt
 //   enough tiles.
 // - sm_90: the GEMM kernels are launched with Programmatic Dependent Launch (AwqGemmOptions::pdl):
 //   a kernel may start while the previous kernel on the stream finishes; the stream kernel
