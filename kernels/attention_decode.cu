@@ -15,6 +15,11 @@ namespace {
 constexpr int kCtasPerSm = 2;        // resident decode CTAs per SM (shared memory bound)
 constexpr int kWaves = 4;            // aim for this many waves of CTAs, for load balance
 constexpr int kMinSplitBlocks = 16;  // 4 blocks per warp: fewer partials to merge
+// At most this many automatic splits: the last CTA of a unit merges every split's partial, so
+// beyond it the merge costs more than the parallelism gives. H100, batch 1, 8 KV heads x 128
+// (docs/PERF.md): context 16384, 64 splits 40.3 us, 8-32 splits 35.5-35.7 us; context 4096, 16
+// splits 13.8 us, 32 16.1, 64 21.9.
+constexpr int kMaxAutoSplits = 32;
 
 // Workspace capacity, a function of the device only: splitting happens when units < target, so
 // units * splits < target + units < 2 * target partial slots and < target counters.
@@ -52,7 +57,7 @@ std::pair<int, int> choose_split(const DecodeAttentionArgs& a) {
     const int target = target_ctas();
     splits = units >= target ? 1 : (target + units - 1) / units;
     splits = std::min(
-        {splits, decode::kMaxSplits, (max_blocks + kMinSplitBlocks - 1) / kMinSplitBlocks});
+        {splits, kMaxAutoSplits, (max_blocks + kMinSplitBlocks - 1) / kMinSplitBlocks});
     splits = std::max(splits, 1);
   }
   splits = std::min(splits, max_blocks);

@@ -203,6 +203,25 @@ void bench_decode(Report& r, double hbm) {
         const double gbs = kv_bytes / us / 1e3;
         r.add("| %d | %d | %s | %d | %.1f | %.0f | %.0f%% |", batch, ctx, sm75 ? "sm75" : "sm80+",
               splits, us, gbs, 100.0 * gbs / hbm);
+        // Batch 1 at long contexts: the split count forced around the planner's choice (tuning
+        // data for choose_split), same table with "forced" in the path column.
+        if (!sm75 && batch == 1 && ctx >= 4096) {
+          for (const int forced : {8, 24, 32, 48, 64}) {
+            if (forced > 64 || forced == splits) continue;  // 64: decode::kMaxSplits
+            const double fus = time_us(std::max(sets, 8), [&](int i, cudaStream_t s) {
+              DecodeAttentionArgs b = a;
+              const int set = i % sets;
+              b.num_splits = forced;
+              b.block_tables = d_tables + static_cast<std::size_t>(set) * batch * blocks_per_seq;
+              b.q = q + static_cast<std::size_t>(set) * batch * kHeads * kHeadDim;
+              b.out = out + static_cast<std::size_t>(set) * batch * kHeads * kHeadDim;
+              decode_attention(b, s);
+            });
+            const double fgbs = kv_bytes / fus / 1e3;
+            r.add("| %d | %d | sm80+ forced | %d | %.1f | %.0f | %.0f%% |", batch, ctx, forced, fus,
+                  fgbs, 100.0 * fgbs / hbm);
+          }
+        }
         CUDA_CHECK(cudaFree(d_tables));
         CUDA_CHECK(cudaFree(d_ctx));
         CUDA_CHECK(cudaFree(q));
