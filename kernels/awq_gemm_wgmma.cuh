@@ -26,6 +26,10 @@
 // and waits for the previous one, so the dequantization of k-tile kt + 1 overlaps the tensor
 // cores' work on kt, and by the barrier of k-tile kt every wgmma reading kt - 2's stage (and the
 // register buffer it is about to refill) has finished.
+// Limits (H100, docs/PERF.md run 15): one block (8 warps) per SM by registers; ~345 instructions
+// per warp and k-tile, a third of them the int4 -> fp16 arithmetic, so the kernel is issue-bound
+// and the tensor pipe is ~34 % busy at M = 64. 16 warps (two pairs splitting the k16 steps) were
+// measured slower: the per-warp fixed work of a k-tile does not shrink.
 #pragma once
 
 #include <cuda_fp16.h>
