@@ -648,7 +648,6 @@ void CudaExecutor::forward(int T, int B, bool decode_only, int max_context) {
     if (L.down.quantized && T <= cuda::awq_gemm_stream_max_m() && !engine_config_.deterministic) {
       // Decode-sized steps: the down projection's stream kernel computes SiLU(gate) * up itself
       // while staging its input (same arithmetic as silu_mul): one kernel and one pass fewer.
-      mark(GpuCategory::kGemm);
       linear(L.down, gate_up_.as<__half>(), proj, T, 2 * I);
     } else {
       mark(GpuCategory::kOther);
