@@ -71,7 +71,10 @@ __device__ __forceinline__ Best better(Best a, Best b) {
 }
 
 struct Smem {
-  u64 hist[kMaxBins];
+  union {  // radix histograms: counts (32-bit atomics) or probability mass (64-bit)
+    u64 hist[kMaxBins];
+    unsigned hist32[kMaxBins];
+  };
   int cand_idx[kCandidates];
   float cand_val[kCandidates];  // raw (penalised) logits of the candidates
   int cand_count;
@@ -168,8 +171,10 @@ __device__ __forceinline__ void for_each_logit(const float* row, int vocab, F f)
 // Radix select: the largest 32-bit key K such that the weight of included elements with
 // key >= K reaches `target`; when the total weight is below it, the smallest included key.
 // source(f) calls f(index, value) for every element; fn(index, value, &key, &weight) returns
-// whether the element is included.
-template <typename Source, typename Fn>
+// whether the element is included. kCounts: every weight is 1 (fn's weight is ignored), and the
+// histogram takes 32-bit shared-memory atomics: the 64-bit ones of the mass weights cost more
+// more per pass over a 128k row (logits of similar magnitude hit the same few bins).
+template <bool kCounts, typename Source, typename Fn>
 __device__ std::uint32_t radix_select(Source source, Fn fn, u64 target, Smem& s) {
   std::uint32_t prefix = 0, mask = 0;
   u64 above = 0;  // weight of included keys above the current prefix
@@ -182,19 +187,24 @@ __device__ std::uint32_t radix_select(Source source, Fn fn, u64 target, Smem& s)
       std::uint32_t key;
       u64 w;
       if (fn(idx, x, key, w) && (key & mask) == prefix) {
-        atomicAdd(&s.hist[(key >> shift) & (nbins - 1)], w);
+        const int bin = static_cast<int>((key >> shift) & (nbins - 1));
+        if constexpr (kCounts)
+          atomicAdd(&s.hist32[bin], 1u);
+        else
+          atomicAdd(&s.hist[bin], w);
       }
     });
     __syncthreads();
+    auto hist = [&](int b) -> u64 { return kCounts ? s.hist32[b] : s.hist[b]; };
     const int per = nbins / kThreads;
     const int first = threadIdx.x * per;
     u64 local = 0;
-    for (int k = 0; k < per; ++k) local += s.hist[first + k];
+    for (int k = 0; k < per; ++k) local += hist(first + k);
     u64 run = above + block_suffix_exclusive(local, s.red_u64);
     int cand = -1, lowest = INT_MAX;
     u64 cand_above = 0, lowest_above = 0;
     for (int k = per - 1; k >= 0; --k) {  // from the top: run = weight above bin d
-      const u64 h = s.hist[first + k];
+      const u64 h = hist(first + k);
       if (cand < 0 && run + h >= target) cand = first + k, cand_above = run;
       if (h > 0) lowest = first + k, lowest_above = run;
       run += h;
@@ -258,7 +268,7 @@ __global__ void __launch_bounds__(kThreads, 1) sample_kernel(const KernelArgs a)
         sum, [](double x, double y) { return x + y; }, s.red_d);
     lse = m + static_cast<float>(log(sum));
 
-    const std::uint32_t kth = radix_select([&](auto f) { for_each_logit(row, vocab, f); },
+    const std::uint32_t kth = radix_select<true>([&](auto f) { for_each_logit(row, vocab, f); },
                                            [](int, float x, std::uint32_t& key, u64& w) {
                                              key = ordered_key(x), w = 1;
                                              return true;
@@ -327,7 +337,7 @@ __global__ void __launch_bounds__(kThreads, 1) sample_kernel(const KernelArgs a)
     float kth = -INFINITY;  // keep scaled >= kth
     const bool top_k = P.top_k > 0 && P.top_k < vocab;
     if (top_k) {
-      kth = from_ordered_key(radix_select([&](auto f) { for_each_logit(row, vocab, f); },
+      kth = from_ordered_key(radix_select<true>([&](auto f) { for_each_logit(row, vocab, f); },
                                           [&](int, float x, std::uint32_t& key, u64& w) {
                                             key = ordered_key(scaled(x)), w = 1;
                                             return true;
@@ -386,7 +396,7 @@ __global__ void __launch_bounds__(kThreads, 1) sample_kernel(const KernelArgs a)
     float threshold = 0.0f;  // keep q >= threshold (and q > 0)
     if (P.top_p < 1.0f) {
       const u64 target = static_cast<u64>(static_cast<double>(P.top_p) * 0x1p60);
-      threshold = __uint_as_float(radix_select(
+      threshold = __uint_as_float(radix_select<false>(
           kept,
           [&](int, float x, std::uint32_t& key, u64& w) {
             const float q = q_of(x);
