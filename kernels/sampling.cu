@@ -172,8 +172,9 @@ __device__ __forceinline__ void for_each_logit(const float* row, int vocab, F f)
 // key >= K reaches `target`; when the total weight is below it, the smallest included key.
 // source(f) calls f(index, value) for every element; fn(index, value, &key, &weight) returns
 // whether the element is included. kCounts: every weight is 1 (fn's weight is ignored), and the
-// histogram takes 32-bit shared-memory atomics: the 64-bit ones of the mass weights cost more
-// more per pass over a 128k row (logits of similar magnitude hit the same few bins).
+// histogram takes 32-bit shared-memory atomics: logits of similar magnitude hit the same few
+// bins of the first digit, where the 64-bit ones were the slow part of a pass (H100, one row of
+// 128k: top_k 50 + top_p 434 -> 84 us with 32-bit counts; docs/PERF.md run 22).
 template <bool kCounts, typename Source, typename Fn>
 __device__ std::uint32_t radix_select(Source source, Fn fn, u64 target, Smem& s) {
   std::uint32_t prefix = 0, mask = 0;
