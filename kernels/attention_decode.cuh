@@ -24,9 +24,11 @@
 //   and writes fp16; otherwise it writes an fp32 partial (O, max, sum) to the workspace and the
 //   last CTA of the unit to finish (an atomic counter that the last one resets) merges all the
 //   unit's partials in a fixed order: one launch, deterministic results.
-//   Split choice: enough CTAs for ~4 waves of the GPU (2 resident per SM), at least 16 blocks
-//   per split, at most 32 (the merge of more partials costs more than it gives; up to
-//   kMaxSplits = 64 when forced); big batches run unsplit.
+//   Split choice: with units for less than half the SMs (batch 1-8 at 8 KV heads), one CTA per
+//   SM and at least one block per warp; otherwise enough CTAs for ~4 waves of the GPU (2
+//   resident per SM), at least 16 blocks per split; at most 32 either way (the merge of more
+//   partials costs more than it gives; up to kMaxSplits = 64 when forced); big batches run
+//   unsplit.
 //   Paths: <head_dim, sm_75?> instantiations in attention_decode_hd{64,128}.cu. sm_75 uses
 //   mma.m16n8k8 and no cp.async; it is chosen below sm_80 or when forced (kernels/launch.cuh).
 //   Bytes moved: 4 * ctx * num_kv_heads * head_dim per sequence (K and V once), plus q/out.

@@ -203,11 +203,12 @@ void bench_decode(Report& r, double hbm) {
         const double gbs = kv_bytes / us / 1e3;
         r.add("| %d | %d | %s | %d | %.1f | %.0f | %.0f%% |", batch, ctx, sm75 ? "sm75" : "sm80+",
               splits, us, gbs, 100.0 * gbs / hbm);
-        // Batch 1 at long contexts: the split count forced around the planner's choice (tuning
-        // data for choose_split), same table with "forced" in the path column.
-        if (!sm75 && batch == 1 && ctx >= 4096) {
-          for (const int forced : {8, 24, 32, 48, 64}) {
-            if (forced > 64 || forced == splits) continue;  // 64: decode::kMaxSplits
+        // Batch 1: the split count forced around the planner's choice (tuning data for
+        // choose_split), same table with "forced" in the path column.
+        if (!sm75 && batch == 1) {
+          for (const int forced : {2, 4, 8, 16, 24, 32, 48, 64}) {
+            // 64: decode::kMaxSplits; at most one split per KV block
+            if (forced > 64 || forced > blocks_per_seq || forced == splits) continue;
             const double fus = time_us(std::max(sets, 8), [&](int i, cudaStream_t s) {
               DecodeAttentionArgs b = a;
               const int set = i % sets;
