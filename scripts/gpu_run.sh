@@ -41,7 +41,8 @@ step() {  # step NAME SECONDS LOG command...   (the limit shrinks to what is lef
   fi
   local start=$SECONDS
   local first
-  first=$(($(wc -l <"$log" 2>/dev/null || echo 0) + 1))
+  first=1
+  [[ -f $log ]] && first=$(($(wc -l <"$log") + 1))
   echo "######## $name: $*" >>"$log"
   timeout --kill-after=10 "$limit" "$@" >>"$log" 2>&1
   local rc=$?
