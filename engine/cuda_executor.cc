@@ -104,6 +104,7 @@ struct DeviceLinear {
   // exact values the AWQ kernels multiply by.
   DeviceBuffer cache;
   int ld_cache = 0;
+  int cache_min_m = 0;  // steps of at least this many rows use the copy (awq_gemm_fp16_crossover_m)
 };
 
 
@@ -258,7 +259,6 @@ class CudaExecutor final : public Executor {
   std::string describe_;
   std::size_t weight_bytes_ = 0;
   std::size_t weight_cache_bytes_ = 0;  // fp16 copies of the AWQ weights (0: none)
-  int weight_cache_min_m_ = 64;         // steps of this many rows use them (set at load)
 
   // Weights.
   DeviceBuffer embed_, lm_head_, final_norm_, inv_freq_;
@@ -447,7 +447,6 @@ void CudaExecutor::build_weight_cache() {
   if (mode != "auto" && mode != "on" && mode != "off")
     throw std::invalid_argument("fp16_weight_cache \"" + mode + "\": expected auto, on or off");
   if (mode == "off" || engine_config_.deterministic) return;  // deterministic: the AWQ kernels' fixed plans
-  weight_cache_min_m_ = cuda::awq_gemm_fp16_crossover_m();
   std::size_t bytes = 0;
   for (const Layer& d : layers_)
     for (const DeviceLinear* l : {&d.qkv, &d.o, &d.gate_up, &d.down})
@@ -465,6 +464,7 @@ void CudaExecutor::build_weight_cache() {
     for (DeviceLinear* l : {&d.qkv, &d.o, &d.gate_up, &d.down}) {
       if (!l->quantized) continue;
       l->ld_cache = (l->N + 63) / 64 * 64;
+      l->cache_min_m = cuda::awq_gemm_fp16_crossover_m(l->K, l->N);
       l->cache = DeviceBuffer(static_cast<std::size_t>(l->K) * l->ld_cache * 2);
       cuda::awq_dequantize_f16(l->awq.view(), 0, l->ld_cache, l->cache.as<__half>(), l->ld_cache, stream_);
     }
@@ -548,9 +548,10 @@ void CudaExecutor::dense_gemm(const __half* x, const __half* w, cuda::WeightLayo
 }
 
 void CudaExecutor::linear(const DeviceLinear& l, const __half* x, __half* y, int M, int silu_mul_ld) {
-  // From cuda::awq_gemm_fp16_crossover_m() rows on (64, or 128 with the Hopper AWQ kernel), a
-  // quantized linear with an fp16 copy runs cuBLASLt on the copy (docs/PERF.md, runs 7 and 15).
-  if (l.quantized && l.cache.bytes() > 0 && M >= weight_cache_min_m_) {
+  // From cuda::awq_gemm_fp16_crossover_m(K, N) rows on (64; with the Hopper AWQ kernel 17 to 128
+  // by the weight's size), a quantized linear with an fp16 copy runs cuBLASLt on the copy
+  // (docs/PERF.md, runs 7 and 25).
+  if (l.quantized && l.cache.bytes() > 0 && M >= l.cache_min_m) {
     dense_gemm(x, l.cache.as<__half>(), cuda::WeightLayout::kKN, l.ld_cache, l.bias.as<__half>(), y, false, M, l.N, l.K);
   } else if (l.quantized) {
     cuda::AwqGemmOptions opt;

@@ -627,11 +627,16 @@ void run_dequant_cublas(const __half* x, const AwqWeight& w, const __half* bias,
 // ---- public API ----
 int awq_gemm_stream_max_m() { return kStreamMaxM; }
 
-int awq_gemm_fp16_crossover_m() {
-  // Run 15 (H100), sum over the four Llama-3-8B linears: at M = 64 the Hopper plans take
-  // 136.7 us against cuBLASLt fp16's 160.9; at 128, 195 against 171. Without them (run 7) fp16
-  // matched the AWQ tiles from 64.
-  return hopper_tiles(device_caps().tensor_core) ? 128 : 64;
+int awq_gemm_fp16_crossover_m(int K, int N) {
+  // Without the Hopper tiles (run 7) fp16 matched the AWQ tiles from 64 on every shape.
+  if (!hopper_tiles(device_caps().tensor_core)) return 64;
+  // Run 25 (H100, auto with PDL against cuBLASLt fp16 on the same shapes, M = 17..128): the fp16
+  // GEMM's time is flat in M there (its weight read), the AWQ plans' grows, and the smaller the
+  // weight the earlier they meet: o (K * N = 16.8 M) ties at 17 (13.5 vs 13.4 us) and loses
+  // from 24; qkv (25.2 M) crosses at ~40 (20.5 vs 20.7 us); down (58.7 M) between 64 (36.6 vs
+  // 44.7) and 80 (53.6 vs 46.0); gate_up (117 M) still wins at 128 (77.6 vs 86.1).
+  const double kn = static_cast<double>(K) * N;
+  return kn <= 20e6 ? kStreamMaxM + 1 : kn <= 40e6 ? 40 : kn <= 80e6 ? 72 : 128;
 }
 
 

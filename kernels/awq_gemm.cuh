@@ -192,10 +192,11 @@ AwqGemmPlan awq_gemm(const __half* x, const AwqWeight& w, const __half* bias, __
 // The largest M the stream kernel serves (and so AwqGemmOptions::silu_mul_ld).
 int awq_gemm_stream_max_m();
 
-// The M from which cuBLASLt on an fp16 copy of the weights beats every AWQ plan on the current
-// device (Llama-3-8B shapes, docs/PERF.md): 128 with the Hopper tiles, else 64. For callers that
-// keep such copies (the engine's fp16_weight_cache).
-int awq_gemm_fp16_crossover_m();
+// The M from which cuBLASLt on an fp16 copy of a [K, N] weight beats the AWQ plans on the
+// current device, for callers that keep such copies (the engine's fp16_weight_cache). With the
+// Hopper tiles it grows with the weight (H100, docs/PERF.md run 25: Llama-3-8B's o from 17, qkv
+// from 40, down from 72, gate_up from 128); else 64 for every weight (run 7).
+int awq_gemm_fp16_crossover_m(int K, int N);
 
 // Dequantizes columns [n_begin, n_begin + n_count) of W into out[K, ld_out] (row-major fp16,
 // n_begin and n_count multiples of 64 within n_pad; columns >= N come out 0). The exact fp16 values
