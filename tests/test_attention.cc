@@ -210,6 +210,7 @@ TEST_P(DecodeAttention, MatchesReference) {
       {20, 1, 64, {40, 9}, 2},                     // ratio 20: two query-head groups
       {4, 1, 128, random_lengths(5, 1, 70, rng)},  // ragged batch
       {8, 2, 64, {300, 20}, 4, 1.0f, 100},         // max_context_len below the real context
+      {8, 1, 128, {250}},  // one unit: the small-batch split rule (4 splits on 4 "SMs")
   };
   if (!test::quick()) {
     cases.push_back({32, 8, 128, {16384}});  // batch 1, 16k
@@ -294,6 +295,35 @@ TEST_P(PrefillAttention, MatchesReference) {
 
 INSTANTIATE_TEST_SUITE_P(Paths, PrefillAttention, ::testing::Values(false, true),
                          [](const auto& info) { return info.param ? "Sm75" : "Sm80"; });
+
+// The split rule (kernels/attention_decode.cu, choose_split) on a 132-SM device: batches whose
+// (sequence, KV head) units fill under half the SMs get one CTA per SM and at least one KV block
+// per warp, at most 32 splits; larger ones about four waves of two CTAs per SM (docs/PERF.md
+// runs 19, 23, 27). Emulated build only: on a GPU the SM count is the card's.
+TEST(DecodeAttentionSplits, FollowTheSmCountRule) {
+#ifndef AWQD_TEST_EMULATED
+  GTEST_SKIP() << "checks the rule against the emulated device's SM count";
+#else
+  emu::device().multiprocessors = 132;
+  auto splits = [](int seqs, int kv_heads, int ctx) {
+    cuda::DecodeAttentionArgs a;
+    a.num_seqs = seqs;
+    a.num_heads = 4 * kv_heads;
+    a.num_kv_heads = kv_heads;
+    a.head_dim = 128;
+    a.max_context_len = ctx;
+    a.max_blocks_per_seq = (ctx + 15) / 16;
+    return cuda::decode_attention_splits(a);
+  };
+  EXPECT_EQ(splits(1, 8, 16384), 16);  // 8 units: 132 / 8
+  EXPECT_EQ(splits(1, 8, 512), 8);     // 32 KV blocks: one per warp of 4
+  EXPECT_EQ(splits(8, 8, 4096), 2);    // 64 units
+  EXPECT_EQ(splits(1, 4, 16384), 32);  // 4 units (8 KV heads at tensor parallel 2): 33, capped
+  EXPECT_EQ(splits(16, 8, 4096), 9);   // 128 units: ~4 waves of 2 CTAs per SM, 1056 / 128
+  EXPECT_EQ(splits(64, 8, 4096), 3);
+  emu::device().multiprocessors = 4;
+#endif
+}
 
 TEST(DecodeAttentionArgs, RejectsBadShapes) {
   AWQD_KERNEL_TEST_PRELUDE();
