@@ -54,20 +54,22 @@ std::pair<int, int> choose_split(const DecodeAttentionArgs& a) {
   const int max_blocks = std::max(1, (a.max_context_len + 15) / 16);
   const int units = a.num_seqs * a.num_kv_heads * groups_of(a);
   int splits = a.num_splits;
-  if (splits <= 0 && 2 * units <= current_sm_count()) {
-    // Too few units to fill half the GPU (batch 1-8 of Llama-3-8B's 8 KV heads): one CTA per SM,
-    // at least one KV block per warp. H100, batch 1 (run 23): context 512 best at 8 splits (7.8
-    // us; 2 splits 9.4), 4096 at 16 (13.4), 16384 at 16 (33.1 us = 83 % of copy bandwidth; the
-    // 4-wave rule below chose 32: 34.8); batches 2-8 (run 27): the best split or within 4 % of
-    // it at 512-16384 tokens, 3-9 % faster than the 4-wave rule from 4096.
-    splits = std::min({current_sm_count() / units, kMaxAutoSplits,
-                       std::max(1, max_blocks / decode::kWarps)});
-  } else if (splits <= 0) {
-    const int target = target_ctas();
-    splits = units >= target ? 1 : (target + units - 1) / units;
-    splits = std::min(
-        {splits, kMaxAutoSplits, (max_blocks + kMinSplitBlocks - 1) / kMinSplitBlocks});
-    splits = std::max(splits, 1);
+  if (splits <= 0) {
+    const int sms = current_sm_count();
+    if (2 * units <= sms) {
+      // Too few units to fill half the GPU (batch 1-8 of Llama-3-8B's 8 KV heads): one CTA per
+      // SM, at least one KV block per warp. H100, batch 1 (run 23): context 512 best at 8 splits
+      // (7.8 us; 2 splits 9.4), 4096 at 16 (13.4), 16384 at 16 (33.1 us = 83 % of copy
+      // bandwidth; the 4-wave rule below chose 32: 34.8); batches 2-8 (run 27): the best split
+      // or within 4 % of it at 512-16384 tokens, 3-9 % faster than the 4-wave rule from 4096.
+      splits = std::min({sms / units, kMaxAutoSplits, std::max(1, max_blocks / decode::kWarps)});
+    } else {
+      const int target = target_ctas();
+      splits = units >= target ? 1 : (target + units - 1) / units;
+      splits = std::min(
+          {splits, kMaxAutoSplits, (max_blocks + kMinSplitBlocks - 1) / kMinSplitBlocks});
+      splits = std::max(splits, 1);
+    }
   }
   splits = std::min(splits, max_blocks);
   const int split_blocks = (max_blocks + splits - 1) / splits;

@@ -253,8 +253,9 @@ TEST(CudaWeightCache, Fp16CopiesGiveTheAwqKernelsTokensUpToNearTies) {
   // An AWQ model, 64 prompts of 80 tokens: steps of at least cuda::awq_gemm_fp16_crossover_m(K,
   // N) tokens (prefill; the 64-sequence decode steps too, for the linears whose crossover is at
   // most 64) run their linears through cuBLASLt on the fp16 copies ("on") or through the AWQ
-  // kernels ("off"); the weights are the same fp16 values, only the summation order differs. Greedy tokens must agree
-  // up to the first step whose top-2 logprob margin (of the "off" run) is below 0.01.
+  // kernels ("off"); the weights are the same fp16 values, only the summation order differs.
+  // Greedy tokens must agree up to the first step whose top-2 logprob margin (of the "off" run)
+  // is below 0.01.
   AWQD_REQUIRE_CUDA();
   test::TempDir dir;
   test::TinyModelSpec spec;
