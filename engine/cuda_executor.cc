@@ -600,6 +600,7 @@ void CudaExecutor::forward(int T, int B, bool decode_only, int max_context) {
     rope.num_heads = c.num_heads;
     rope.num_kv_heads = c.num_kv_heads;
     rope.head_dim = hd;
+    rope.pdl = true;  // positions, slots and frequencies are staged from the host before the step
     mark(GpuCategory::kOther);
     cuda::qkv_rope_cache(rope, stream_);
     mark(GpuCategory::kAttention);
@@ -621,6 +622,9 @@ void CudaExecutor::forward(int T, int B, bool decode_only, int max_context) {
       a.max_context_len = max_context;
       a.workspace = decode_ws_.as<void>();
       a.workspace_bytes = decode_ws_.bytes();
+      // The KV blocks before each sequence's last stream while qkv_rope_cache (which writes only
+      // q and this step's token) runs: block tables and lengths were staged before the step.
+      a.pdl = true;
       cuda::decode_attention(a, stream_);
     } else {
       cuda::PrefillAttentionArgs a;

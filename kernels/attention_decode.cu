@@ -148,11 +148,11 @@ void decode_attention(const DecodeAttentionArgs& a, cudaStream_t stream) {
   const dim3 grid(splits, a.num_kv_heads * groups, a.num_seqs);
   const bool sm75 = use_sm75_path();
   if (a.head_dim == 128) {
-    sm75 ? decode::launch_decode<128, true>(p, grid, stream)
-         : decode::launch_decode<128, false>(p, grid, stream);
+    sm75 ? decode::launch_decode<128, true>(p, grid, a.pdl, stream)
+         : decode::launch_decode<128, false>(p, grid, a.pdl, stream);
   } else {
-    sm75 ? decode::launch_decode<64, true>(p, grid, stream)
-         : decode::launch_decode<64, false>(p, grid, stream);
+    sm75 ? decode::launch_decode<64, true>(p, grid, a.pdl, stream)
+         : decode::launch_decode<64, false>(p, grid, a.pdl, stream);
   }
 }
 

@@ -29,6 +29,10 @@
 //   resident per SM), at least 16 blocks per split; at most 32 either way (the merge of more
 //   partials costs more than it gives; up to kMaxSplits = 64 when forced); big batches run
 //   unsplit.
+//   Programmatic Dependent Launch (args.pdl, sm_90+): each warp requests its first two KV blocks
+//   before griddepcontrol.wait, so they stream while the kernel before it finishes (in the
+//   engine, the RoPE / cache-write kernel and the tail of the qkv projection); q, the sequence's
+//   last block (this step's token), the workspace and the output come after the wait.
 //   Paths: <head_dim, sm_75?> instantiations in attention_decode_hd{64,128}.cu. sm_75 uses
 //   mma.m16n8k8 and no cp.async; it is chosen below sm_80 or when forced (kernels/launch.cuh).
 //   Bytes moved: 4 * ctx * num_kv_heads * head_dim per sequence (K and V once), plus q/out.
@@ -59,6 +63,12 @@ struct DecodeAttentionArgs {
   void* workspace = nullptr;  // decode_attention_workspace_bytes(head_dim), zeroed once
   std::size_t workspace_bytes = 0;
   int num_splits = 0;  // 0: automatic; > 0 forces a split count (tests, benchmarks)
+  // Programmatic Dependent Launch (sm_90+, kernels/launch.cuh): the kernel reads context_lens,
+  // block_tables and every sequence's KV blocks but its last one before the kernel ahead of it
+  // on the stream has finished. Only when that kernel (and any it overlaps) writes none of
+  // those: in the engine it is qkv_rope_cache, which writes q and this step's token, in the last
+  // block, while the block tables and lengths were staged from the host before the step.
+  bool pdl = false;
 };
 
 // Workspace the current device needs for any batch (partial results and counters). Allocate it

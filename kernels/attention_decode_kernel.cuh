@@ -97,9 +97,10 @@ __global__ void __launch_bounds__(kThreads, 2) decode_attention_kernel(const Par
   const int my_count =
       blk_begin + warp < blk_end ? (blk_end - blk_begin - warp + kWarps - 1) / kWarps : 0;
 
-  // Q as A fragments: rows = the unit's query heads (zero past nrows), k = head_dim.
+  // Q as A fragments: rows = the unit's query heads (zero past nrows), k = head_dim; loaded
+  // after grid_dependency_wait (the kernel before this one writes q).
   std::uint32_t qa[kHeadDim / 16][4];
-  {
+  auto load_q = [&] {
     const __half* qrow = p.q + static_cast<std::size_t>(seq) * p.q_stride +
                          static_cast<std::size_t>(head0) * kHeadDim;
 #pragma unroll
@@ -111,7 +112,7 @@ __global__ void __launch_bounds__(kThreads, 2) decode_attention_kernel(const Par
             row < nrows ? *reinterpret_cast<const std::uint32_t*>(qrow + row * kHeadDim + col) : 0u;
       }
     }
-  }
+  };
 
   __half* wsmem = smem + warp * C::kWarpSmemElems;  // this warp's stages: [stage][K, V][tile]
   float o[kHeadDim / 8][4];
@@ -208,13 +209,37 @@ __global__ void __launch_bounds__(kThreads, 2) decode_attention_kernel(const Par
         ptx::cp_async_16(ks_tile + C::kTileElems + swz<kHeadDim>(row, chunk), p.v_cache + src, ok);
       }
     };
+    // The first kStages - 1 blocks go out before grid_dependency_wait (with PDL, while the
+    // kernel before this one - the one writing this step's K/V - still runs), except the
+    // sequence's last block, which holds this step's token: that one is issued after the wait,
+    // in a group of its own (empty for the other warps). Group accounting: the prologue is
+    // groups 0..S-2, the late group S-1, iteration i's refill group S+i. Block i sits in group i
+    // (i <= S-2) or i+1 (refilled), so iteration i waits until at most S-1 (i <= S-2) or S-2
+    // groups are pending; the warp's final iteration waits for all, which covers the late block
+    // (necessarily the warp's last).
+    const int last_block = nblocks - 1;
+    int late = -1;
 #pragma unroll
     for (int st = 0; st < C::kStages - 1; ++st) {
-      if (st < my_count) issue(st);
+      if (st < my_count) {
+        if (blk_begin + warp + kWarps * st == last_block)
+          late = st;
+        else
+          issue(st);
+      }
       ptx::cp_async_commit();
     }
+    ptx::grid_dependency_wait();
+    load_q();
+    if (late >= 0) issue(late);
+    ptx::cp_async_commit();
     for (int i = 0; i < my_count; ++i) {
-      ptx::cp_async_wait<C::kStages - 2>();
+      if (i == my_count - 1)
+        ptx::cp_async_wait<0>();
+      else if (i <= C::kStages - 2)
+        ptx::cp_async_wait<C::kStages - 1>();
+      else
+        ptx::cp_async_wait<C::kStages - 2>();
       __syncwarp();
       if (i + C::kStages - 1 < my_count) issue(i + C::kStages - 1);
       ptx::cp_async_commit();
@@ -223,6 +248,8 @@ __global__ void __launch_bounds__(kThreads, 2) decode_attention_kernel(const Par
     ptx::cp_async_wait<0>();
 #endif
   } else {
+    ptx::grid_dependency_wait();
+    load_q();
     uint4 kr[C::kCopies], vr[C::kCopies];
     auto load = [&](int i_block) {
       const int valid = rows_valid(i_block);
@@ -380,15 +407,15 @@ __global__ void __launch_bounds__(kThreads, 2) decode_attention_kernel(const Par
 }
 
 template <int kHeadDim, bool kSm75>
-void launch_decode(const Params& p, dim3 grid, cudaStream_t stream) {
-  launch(decode_attention_kernel<kHeadDim, kSm75>, grid, dim3(kThreads),
-         Config<kHeadDim, kSm75>::kSmemBytes, stream, p);
+void launch_decode(const Params& p, dim3 grid, bool pdl, cudaStream_t stream) {
+  launch_pdl(pdl, decode_attention_kernel<kHeadDim, kSm75>, grid, dim3(kThreads),
+             Config<kHeadDim, kSm75>::kSmemBytes, stream, p);
 }
 
 // Instantiated once each, in attention_decode_hd{64,128}.cu (parallel compilation).
-extern template void launch_decode<64, false>(const Params&, dim3, cudaStream_t);
-extern template void launch_decode<64, true>(const Params&, dim3, cudaStream_t);
-extern template void launch_decode<128, false>(const Params&, dim3, cudaStream_t);
-extern template void launch_decode<128, true>(const Params&, dim3, cudaStream_t);
+extern template void launch_decode<64, false>(const Params&, dim3, bool, cudaStream_t);
+extern template void launch_decode<64, true>(const Params&, dim3, bool, cudaStream_t);
+extern template void launch_decode<128, false>(const Params&, dim3, bool, cudaStream_t);
+extern template void launch_decode<128, true>(const Params&, dim3, bool, cudaStream_t);
 
 }  // namespace awqd::cuda::decode

@@ -63,6 +63,37 @@ void launch(void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t smem, 
   CUDA_CHECK_LAUNCH();
 #endif
 }
+
+// launch(), with Programmatic Dependent Launch where `pdl` is set, the device is sm_90+ and the
+// stream is not the legacy default one (which also synchronizes with other streams): the kernel
+// may start while the previous kernel on the stream runs (once that one has executed
+// ptx::launch_dependents() in every block), and must execute ptx::grid_dependency_wait() before
+// it reads anything that kernel may write or writes anything it may read. Kernels whose every
+// block waits first are safe after any predecessor; one that reads earlier (decode attention's
+// KV prefetch) says in its arguments what it assumes. Below sm_90 and in the emulator: launch().
+template <typename... Params, typename... Args>
+void launch_pdl(bool pdl, void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t smem,
+                cudaStream_t stream, Args&&... args) {
+#ifndef AWQD_EMULATE
+  if (pdl && stream != nullptr && stream != cudaStreamLegacy && current_sm_version() >= 90) {
+    static_assert(sizeof...(Params) == sizeof...(Args), "wrong number of kernel arguments");
+    if (smem > 0) detail::allow_dynamic_smem(reinterpret_cast<const void*>(kernel), smem);
+    cudaLaunchConfig_t config{};
+    config.gridDim = grid;
+    config.blockDim = block;
+    config.dynamicSmemBytes = smem;
+    config.stream = stream;
+    cudaLaunchAttribute attribute{};
+    attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attribute.val.programmaticStreamSerializationAllowed = 1;
+    config.attrs = &attribute;
+    config.numAttrs = 1;
+    CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, static_cast<Params>(args)...));
+    return;
+  }
+#endif
+  launch(kernel, grid, block, smem, stream, std::forward<Args>(args)...);
+}
 #endif
 
 }  // namespace awqd::cuda

@@ -16,6 +16,7 @@ __global__ void rmsnorm_kernel(__half* out, __half* __restrict__ residual, const
                                const __half* __restrict__ weight, int hidden, float eps) {
   __shared__ float scratch[32];
   ptx::launch_dependents();  // the GEMM after the norm may start streaming its weights
+  ptx::grid_dependency_wait();  // launched with PDL: x and the residual come from the kernel before
   const int chunks = hidden / 8;
   const std::size_t row = blockIdx.x;
   const uint4* xr = reinterpret_cast<const uint4*>(x + row * hidden);
@@ -73,8 +74,8 @@ void launch_rmsnorm(const char* name, __half* out, __half* residual, const __hal
   int threads = (chunks + kMaxChunks - 1) / kMaxChunks;
   threads = std::max(threads, std::min(chunks, 256));
   threads = (threads + kWarpSize - 1) / kWarpSize * kWarpSize;
-  launch(rmsnorm_kernel<kAdd>, dim3(rows), dim3(threads), 0, stream, out, residual, x, weight,
-         hidden, eps);
+  launch_pdl(true, rmsnorm_kernel<kAdd>, dim3(rows), dim3(threads), 0, stream, out, residual, x,
+             weight, hidden, eps);
 }
 
 }  // namespace

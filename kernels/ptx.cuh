@@ -114,13 +114,22 @@ __device__ __forceinline__ void cp_async_wait() {
 #endif
 }
 // Programmatic Dependent Launch (sm_90+): lets the next kernel of the stream, when it was
-// launched with the programmatic-serialization attribute (the AWQ GEMMs), start while this one
-// runs. That kernel still waits (griddepcontrol.wait) for this one's completion and memory before
-// it reads anything this one writes; only its weight loads and launch overlap. A no-op without a
-// dependent and below sm_90.
+// launched with the programmatic-serialization attribute (the AWQ GEMMs, and whatever
+// launch_pdl() starts), start while this one runs. That kernel still waits (griddepcontrol.wait)
+// for this one's completion and memory before it reads anything this one writes; only its launch
+// and its reads of inputs this one does not write overlap. A no-op without a dependent and below
+// sm_90.
 __device__ __forceinline__ void launch_dependents() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+// The other side (sm_90+; a no-op below, and when this kernel was not launched with PDL): blocks
+// until the previous kernel on the stream has completed and its memory is visible. A kernel
+// launched by launch_pdl() touches nothing that kernel writes (or reads) before this.
+__device__ __forceinline__ void grid_dependency_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
 }
 
@@ -190,6 +199,7 @@ inline void cp_async_commit() {}
 template <int kPending>
 inline void cp_async_wait() {}
 inline void launch_dependents() {}
+inline void grid_dependency_wait() {}
 
 #endif  // AWQD_EMULATE
 

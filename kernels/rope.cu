@@ -17,6 +17,10 @@ __global__ void qkv_rope_cache_kernel(const QkvRopeCacheArgs a) {
   __shared__ float cos_s[kHalf];
   __shared__ float sin_s[kHalf];
 
+  ptx::launch_dependents();  // decode attention may start prefetching the cached KV blocks
+  // With a.pdl, positions, slot mapping and frequencies are inputs no kernel before this one
+  // writes, so the angles are computed while the qkv projection finishes; qkv, q_out and the
+  // cache are touched only after the wait.
   const int t = blockIdx.x;
   const float pos = static_cast<float>(a.positions[t]);
   for (int i = threadIdx.x; i < kHalf; i += blockDim.x) {
@@ -25,9 +29,10 @@ __global__ void qkv_rope_cache_kernel(const QkvRopeCacheArgs a) {
     cos_s[i] = c;
     sin_s[i] = s;
   }
+  const int slot = a.slot_mapping[t];
+  ptx::grid_dependency_wait();
   __syncthreads();
 
-  const int slot = a.slot_mapping[t];
   const int block = slot / kKvCacheBlockSize, row = slot % kKvCacheBlockSize;
   const int total_heads = a.num_heads + 2 * a.num_kv_heads;
   const int heads_per_pass = blockDim.x / kThreadsPerHead;
@@ -125,9 +130,9 @@ void qkv_rope_cache(const QkvRopeCacheArgs& a, cudaStream_t stream) {
   const int total = (a.num_heads + 2 * a.num_kv_heads) * threads_per_head;
   const int threads = std::min(512, (total + kWarpSize - 1) / kWarpSize * kWarpSize);
   if (a.head_dim == 128) {
-    launch(qkv_rope_cache_kernel<128>, dim3(a.num_tokens), dim3(threads), 0, stream, a);
+    launch_pdl(a.pdl, qkv_rope_cache_kernel<128>, dim3(a.num_tokens), dim3(threads), 0, stream, a);
   } else {
-    launch(qkv_rope_cache_kernel<64>, dim3(a.num_tokens), dim3(threads), 0, stream, a);
+    launch_pdl(a.pdl, qkv_rope_cache_kernel<64>, dim3(a.num_tokens), dim3(threads), 0, stream, a);
   }
 }
 

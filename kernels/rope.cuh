@@ -45,6 +45,10 @@ struct QkvRopeCacheArgs {
   int num_heads = 0;
   int num_kv_heads = 0;
   int head_dim = 0;
+  // Programmatic Dependent Launch (sm_90+, kernels/launch.cuh): the kernel computes its angles
+  // while the kernel before it on the stream finishes. Only when that kernel writes none of
+  // positions, slot_mapping and inv_freq (the engine stages them from the host before a step).
+  bool pdl = false;
 };
 
 void qkv_rope_cache(const QkvRopeCacheArgs& args, cudaStream_t stream);

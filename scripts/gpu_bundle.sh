@@ -6,6 +6,8 @@
 #                        lacks: everything ldd lists except glibc, libstdc++/libgcc and CUDA's)
 #   .gpu/fixtures/       the fixtures the GPU tests read (llama-13m, tokenizers' golden file)
 # Usage: scripts/gpu_bundle.sh [cuda archs, default 90a]
+# With AWQD_BUNDLE_BINS="awqd test_attention ..." only those binaries (and their libraries) go,
+# into .gpu/slim.tar.xz: small enough to carry beside the fixtures and an older binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 archs=${1:-90a}
@@ -14,16 +16,22 @@ cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DAWQD_CUDA_ARCHS="$
 cmake --build build-gpu --parallel "$(nproc)"
 
 rm -rf .gpu/stage && mkdir -p .gpu/stage/bin .gpu/stage/lib
-for f in build-gpu/bin/*; do
-  [[ -x $f && -f $f ]] && cp "$f" .gpu/stage/bin/
-done
+tarball=.gpu/bundle.tar.xz
+if [[ -n ${AWQD_BUNDLE_BINS:-} ]]; then
+  tarball=.gpu/slim.tar.xz
+  for b in $AWQD_BUNDLE_BINS; do cp "build-gpu/bin/$b" .gpu/stage/bin/; done
+else
+  for f in build-gpu/bin/*; do
+    [[ -x $f && -f $f ]] && cp "$f" .gpu/stage/bin/
+  done
+fi
 skip='linux-vdso|ld-linux|libc\.so|libm\.so|libstdc\+\+|libgcc_s|libpthread|libdl\.so|librt\.so|libcuda\.so|libcudart|libcublas|libnccl'
 for f in .gpu/stage/bin/*; do
   ldd "$f" | awk '/=>/ {print $3}' | grep -vE "$skip" || true
 done | sort -u | while read -r lib; do
   cp -L "$lib" .gpu/stage/lib/
 done
-tar -C .gpu/stage -cJf .gpu/bundle.tar.xz bin lib
+tar -C .gpu/stage -cJf "$tarball" bin lib
 rm -rf .gpu/stage
 
 fx=${AWQD_FIXTURES:-../shared/fixtures}
@@ -33,4 +41,4 @@ cp -r "$fx/llama-13m" .gpu/fixtures/
 mkdir -p .gpu/fixtures/text
 cp "$fx/text/austen-heldout.txt" .gpu/fixtures/text/
 chmod -R u+w .gpu/fixtures
-du -sh .gpu/bundle.tar.xz .gpu/fixtures
+du -sh "$tarball" .gpu/fixtures

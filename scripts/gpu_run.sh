@@ -8,6 +8,11 @@
 #   run(command="scripts/gpu_run.sh prof", carry=[".gpu"])   the step pipeline and --profile (issue
 #       8): test_engine_pipeline (its tensor-parallel cases need 2 GPUs), then awqd bench --profile
 #       on llama3-8b with async_output on and off
+#   run(command="scripts/gpu_run.sh ab .gpu/old/awqd", carry=[".gpu/slim.tar.xz", ".gpu/old"])
+#       a change against an earlier awqd binary on the same card: the kernel tests of the
+#       attention path, bench_attention --decode-only, then decode-1 and 64-sequence decode on
+#       awqd synth --like llama3-8b, the two binaries alternated twice (AWQD_BUNDLE picks the
+#       tarball, default .gpu/bundle.tar.xz)
 #   run(command="scripts/gpu_run.sh tp", carry=[".gpu"], kind="nvidia-h100-x2" or "nvidia-h100-x4")
 #       tensor parallelism and replicas (issue 9): multi-GPU tests, then benchmarks; what runs
 #       depends on the GPU count (see the tp case below). Steps share a deadline
@@ -20,7 +25,7 @@ cd "$(dirname "$0")/.."
 mode=${1:-tests}
 OUT=${OUT:-$PWD/out/gpu}
 mkdir -p "$OUT" /tmp/awqd
-tar -C /tmp/awqd -xJf .gpu/bundle.tar.xz
+tar -C /tmp/awqd -xJf "${AWQD_BUNDLE:-.gpu/bundle.tar.xz}"
 bin=/tmp/awqd/bin
 export LD_LIBRARY_PATH=/tmp/awqd/lib:/usr/local/cuda/lib64:/usr/local/cuda/lib:${LD_LIBRARY_PATH:-}
 export AWQD_FIXTURES=$PWD/.gpu/fixtures
@@ -112,6 +117,31 @@ shared-prefix --workload shared-prefix"}
       step torch-int4 300 "$log" env MODE=int4 BATCHES=1,64 CTX=640 python3 .gpu/bench/torch_baseline.py
     fi
     grep -E "^(workload|model|time|requests|decode|TTFT|batch|preemptions)|tokens/s|error" "$log" | head -60
+    ;;
+  ab)
+    deadline=${AWQD_DEADLINE_S:-560}
+    old=${2:?usage: gpu_run.sh ab OLD_AWQD_BINARY}
+    log=$OUT/ab.log
+    for t in test_ops test_attention test_cuda_engine test_engine_pipeline; do
+      [[ -x $bin/$t ]] && step "$t" 200 "$log" "$bin/$t" --gtest_brief=1
+    done
+    step bench_attention 150 "$OUT/bench_attention.log" "$bin/bench_attention" --decode-only "$OUT/bench_attention.md"
+    step synth 150 "$log" "$bin/awqd" synth --like llama3-8b --out /tmp/model
+    for round in 1 2; do
+      for which in old new; do
+        b=$bin/awqd
+        [[ $which == old ]] && b=$old
+        step "decode-1 $which $round" 60 "$log" "$b" bench --model /tmp/model --quiet --workload decode-1 \
+          --out "$OUT/decode1-$which-$round.json"
+        step "decode-64 $which $round" 90 "$log" "$b" bench --model /tmp/model --quiet --workload custom \
+          --num-prompts 64 --input-len 512 --output-len 128 --out "$OUT/decode64-$which-$round.json"
+      done
+    done
+    grep -E "Failure|FAILED|rror" "$log" | head -20
+    cat "$OUT/bench_attention.md" 2>/dev/null | head -40
+    for f in "$OUT"/decode*.json; do
+      python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(sys.argv[1].split("/")[-1], {k: j[k] for k in j if "itl" in k.lower() or "tokens_per_s" in k.lower()})' "$f" 2>/dev/null
+    done
     ;;
   prof)
     deadline=${AWQD_DEADLINE_S:-560}

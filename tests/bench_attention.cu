@@ -15,6 +15,7 @@
 #include <cstdarg>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <functional>
 #include <numeric>
 #include <random>
@@ -144,7 +145,7 @@ double copy_bandwidth_gbs() {
 
 // ---- decode attention -------------------------------------------------------------------------
 
-void bench_decode(Report& r, double hbm) {
+void bench_decode(Report& r, double hbm, bool sweep) {
   constexpr int kHeads = 32, kKvHeads = 8, kHeadDim = 128;
   const std::size_t slice = 16ull * kHeadDim;        // elements of one (block, head) slice
   const std::size_t block_elems = slice * kKvHeads;  // one block, all heads
@@ -155,8 +156,12 @@ void bench_decode(Report& r, double hbm) {
   void* ws = device_alloc<unsigned char>(ws_bytes);
   CUDA_CHECK(cudaMemset(ws, 0, ws_bytes));
   std::mt19937_64 rng(9);
-  r.add("| decode: batch | context | path | splits | us | KV GB/s | %% of copy BW |");
-  r.add("|---|---|---|---|---|---|---|");
+  // "pdl": the same calls launched with Programmatic Dependent Launch (args.pdl), so each one
+  // requests its first KV blocks while the call before it finishes, as in the engine (where the
+  // kernel before it is the RoPE / cache write); the plain columns are isolated launches.
+  r.add("| decode: batch | context | path | splits | us | KV GB/s | %% of copy BW | us, pdl | %% of "
+        "copy BW, pdl |");
+  r.add("|---|---|---|---|---|---|---|---|---|");
   for (const bool sm75 : {false, true}) {
     set_force_sm75_path(sm75);
     for (const int ctx : {512, 4096, 16384}) {
@@ -193,20 +198,25 @@ void bench_decode(Report& r, double hbm) {
         a.workspace = ws;
         a.workspace_bytes = ws_bytes;
         const int splits = decode_attention_splits(a);
-        const double us = time_us(std::max(sets, 8), [&](int i, cudaStream_t s) {
-          DecodeAttentionArgs b = a;
-          const int set = i % sets;
-          b.block_tables = d_tables + static_cast<std::size_t>(set) * batch * blocks_per_seq;
-          b.q = q + static_cast<std::size_t>(set) * batch * kHeads * kHeadDim;
-          b.out = out + static_cast<std::size_t>(set) * batch * kHeads * kHeadDim;
-          decode_attention(b, s);
-        });
-        const double gbs = kv_bytes / us / 1e3;
-        r.add("| %d | %d | %s | %d | %.1f | %.0f | %.0f%% |", batch, ctx, sm75 ? "sm75" : "sm80+",
-              splits, us, gbs, 100.0 * gbs / hbm);
+        auto timed = [&](bool pdl) {
+          return time_us(std::max(sets, 8), [&](int i, cudaStream_t s) {
+            DecodeAttentionArgs b = a;
+            const int set = i % sets;
+            b.block_tables = d_tables + static_cast<std::size_t>(set) * batch * blocks_per_seq;
+            b.q = q + static_cast<std::size_t>(set) * batch * kHeads * kHeadDim;
+            b.out = out + static_cast<std::size_t>(set) * batch * kHeads * kHeadDim;
+            b.pdl = pdl;
+            decode_attention(b, s);
+          });
+        };
+        const double us = timed(false), pdl_us = timed(true);
+        const double gbs = kv_bytes / us / 1e3, pdl_gbs = kv_bytes / pdl_us / 1e3;
+        r.add("| %d | %d | %s | %d | %.1f | %.0f | %.0f%% | %.1f | %.0f%% |", batch, ctx,
+              sm75 ? "sm75" : "sm80+", splits, us, gbs, 100.0 * gbs / hbm, pdl_us,
+              100.0 * pdl_gbs / hbm);
         // Batches of 1-8: the split count forced around the planner's choice (tuning data for
         // choose_split), same table with "forced" in the path column.
-        if (!sm75 && batch <= 8) {
+        if (sweep && !sm75 && batch <= 8) {
           for (const int forced : {2, 4, 8, 16, 24, 32, 48, 64}) {
             // 64: decode::kMaxSplits; at most one split per KV block
             if (forced > 64 || forced > blocks_per_seq || forced == splits) continue;
@@ -227,8 +237,8 @@ void bench_decode(Report& r, double hbm) {
             }
             const double fus = time_us(std::max(sets, 8), run);
             const double fgbs = kv_bytes / fus / 1e3;
-            r.add("| %d | %d | sm80+ forced | %d | %.1f | %.0f | %.0f%% |", batch, ctx, forced, fus,
-                  fgbs, 100.0 * fgbs / hbm);
+            r.add("| %d | %d | sm80+ forced | %d | %.1f | %.0f | %.0f%% | | |", batch, ctx, forced,
+                  fus, fgbs, 100.0 * fgbs / hbm);
           }
         }
         CUDA_CHECK(cudaFree(d_tables));
@@ -436,6 +446,16 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "bench_attention: no CUDA device\n");
     return 1;
   }
+  // Usage: bench_attention [--decode-only] [OUT.md]; --decode-only: the decode table alone, without
+  // the forced-split sweep
+  const char* out_path = nullptr;
+  bool decode_only = false;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--decode-only") == 0)
+      decode_only = true;
+    else
+      out_path = argv[i];
+  }
   try {
     const auto info = awqd::cuda::device_info(0);
     Report r;
@@ -443,18 +463,20 @@ int main(int argc, char** argv) {
     r.add("device: %s, %d SMs, sm_%d%d; device-to-device copy %.0f GB/s (read + write)",
           info.name.c_str(), info.multiprocessors, info.sm_major, info.sm_minor, hbm);
     r.add("%s", "");
-    bench_decode(r, hbm);
-    r.add("%s", "");
-    bench_prefill(r);
-    r.add("%s", "");
-    bench_ops(r, hbm);
-    r.add("%s", "");
-    bench_sampler(r);
+    bench_decode(r, hbm, !decode_only);
+    if (!decode_only) {
+      r.add("%s", "");
+      bench_prefill(r);
+      r.add("%s", "");
+      bench_ops(r, hbm);
+      r.add("%s", "");
+      bench_sampler(r);
+    }
     CUDA_CHECK(cudaDeviceSynchronize());
-    if (argc > 1) {
-      FILE* f = std::fopen(argv[1], "w");
+    if (out_path != nullptr) {
+      FILE* f = std::fopen(out_path, "w");
       if (f == nullptr) {
-        std::fprintf(stderr, "bench_attention: cannot write %s\n", argv[1]);
+        std::fprintf(stderr, "bench_attention: cannot write %s\n", out_path);
         return 1;
       }
       for (const auto& l : r.lines) std::fprintf(f, "%s\n", l.c_str());

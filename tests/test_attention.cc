@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <numeric>
 #include <random>
@@ -25,6 +26,7 @@
 #include "kernels/attention_prefill.cuh"
 #include "kernels/kv_cache.cuh"
 #include "kernels/launch.cuh"
+#include "kernels/rope.cuh"
 #include "tests/kernel_test_util.h"
 
 #ifdef AWQD_TEST_EMULATED
@@ -295,6 +297,130 @@ TEST_P(PrefillAttention, MatchesReference) {
 
 INSTANTIATE_TEST_SUITE_P(Paths, PrefillAttention, ::testing::Values(false, true),
                          [](const auto& info) { return info.param ? "Sm75" : "Sm80"; });
+
+// Programmatic Dependent Launch as the engine uses it: qkv_rope_cache writes this step's token
+// (q, and K/V into each sequence's last block) and decode attention, launched right after it with
+// pdl, prefetches the other blocks before its grid_dependency_wait. The cache slots of this
+// step's tokens start as NaN, and ahead of both runs a long, GPU-filling decode attention (batch
+// 1 x 16k, triggering its dependents at its start), so that on an sm_90 GPU the attention under
+// test is resident and prefetching while the rope kernel has not run yet: reading the last block
+// before the wait gives NaN. The result must match the CPU reference on the memory as the rope
+// kernel left it, and be bit-identical to the same launch without PDL. (Without sm_90 or in the
+// emulator the launches are ordinary ones: the test then checks the same results.)
+TEST(DecodeAttentionPdl, ThisStepsTokenIsReadAfterTheWait) {
+  AWQD_KERNEL_TEST_PRELUDE();
+  std::mt19937_64 rng(21);
+  constexpr int kHeads = 32, kKvHeads = 8, kHeadDim = 128;
+#ifdef AWQD_TEST_EMULATED
+  const std::vector<int> ctx = {1, 17, 100, 33};
+  const int long_ctx = 64;
+#else
+  const std::vector<int> ctx = {1, 2, 15, 16, 17, 31, 32, 33, 100, 257, 1000, 4096, 4097};
+  const int long_ctx = 16384;
+#endif
+  const int seqs = static_cast<int>(ctx.size());
+  Scenario s = make_scenario(kHeads, kKvHeads, kHeadDim, ctx, std::vector<int>(seqs, 1), rng, 1.0f);
+  // This step's token: its slot, its position; the cache holds NaN there until the rope kernel.
+  std::vector<int> slots(seqs), positions(seqs);
+  for (int b = 0; b < seqs; ++b) {
+    positions[b] = ctx[b] - 1;
+    slots[b] = s.block_tables[static_cast<std::size_t>(b) * s.max_blocks + positions[b] / 16] * 16 +
+               positions[b] % 16;
+    for (int h = 0; h < kKvHeads; ++h) {
+      const std::size_t at = cuda::kv_cache_offset(slots[b] / 16, h, slots[b] % 16, kKvHeads, kHeadDim);
+      std::fill_n(s.k_cache.begin() + static_cast<std::ptrdiff_t>(at), kHeadDim, kHalfNaN);
+      std::fill_n(s.v_cache.begin() + static_cast<std::ptrdiff_t>(at), kHeadDim, kHalfNaN);
+    }
+  }
+  const int qkv_n = (kHeads + 2 * kKvHeads) * kHeadDim;
+  std::vector<half_bits> qkv(static_cast<std::size_t>(seqs) * qkv_n);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (auto& h : qkv) h = float_to_half(normal(rng));
+  std::vector<float> inv_freq(kHeadDim / 2);
+  for (int i = 0; i < kHeadDim / 2; ++i) inv_freq[i] = std::pow(500000.0f, -2.0f * i / kHeadDim);
+
+  // The long attention ahead: its own cache, q and workspace.
+  Scenario big = make_scenario(kHeads, kKvHeads, kHeadDim, {long_ctx}, {1}, rng, 1.0f);
+  KernelBuffer<half_bits> big_q(big.q), big_k(big.k_cache), big_v(big.v_cache), big_out(big.q.size());
+  KernelBuffer<int> big_ctx(big.ctx), big_tables(big.block_tables);
+  KernelBuffer<unsigned char> big_ws(cuda::decode_attention_workspace_bytes(kHeadDim));
+  big_ws.fill_bytes(0);
+  cuda::DecodeAttentionArgs ahead;
+  ahead.out = as_half<__half>(big_out);
+  ahead.out_stride = ahead.q_stride = kHeads * kHeadDim;
+  ahead.q = as_half<const __half>(big_q);
+  ahead.k_cache = as_half<const __half>(big_k);
+  ahead.v_cache = as_half<const __half>(big_v);
+  ahead.context_lens = big_ctx.get();
+  ahead.block_tables = big_tables.get();
+  ahead.max_blocks_per_seq = big.max_blocks;
+  ahead.num_seqs = 1;
+  ahead.num_heads = kHeads;
+  ahead.num_kv_heads = kKvHeads;
+  ahead.head_dim = kHeadDim;
+  ahead.max_context_len = long_ctx;
+  ahead.workspace = big_ws.get();
+  ahead.workspace_bytes = big_ws.size();
+
+  cudaStream_t stream = nullptr;
+#ifndef AWQD_TEST_EMULATED
+  CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+#endif
+  std::vector<std::vector<half_bits>> outs;
+  for (const bool pdl : {true, false}) {
+    KernelBuffer<half_bits> dqkv(qkv), dq(static_cast<std::size_t>(seqs) * kHeads * kHeadDim);
+    KernelBuffer<half_bits> dk(s.k_cache), dv(s.v_cache), dout(dq.size());
+    KernelBuffer<int> dctx(s.ctx), dtables(s.block_tables), dpos(positions), dslots(slots);
+    KernelBuffer<float> dfreq(inv_freq);
+    KernelBuffer<unsigned char> ws(cuda::decode_attention_workspace_bytes(kHeadDim));
+    ws.fill_bytes(0);
+    cuda::QkvRopeCacheArgs rope;
+    rope.qkv = as_half<const __half>(dqkv);
+    rope.q_out = as_half<__half>(dq);
+    rope.q_out_stride = kHeads * kHeadDim;
+    rope.k_cache = as_half<__half>(dk);
+    rope.v_cache = as_half<__half>(dv);
+    rope.positions = dpos.get();
+    rope.slot_mapping = dslots.get();
+    rope.inv_freq = dfreq.get();
+    rope.num_tokens = seqs;
+    rope.num_heads = kHeads;
+    rope.num_kv_heads = kKvHeads;
+    rope.head_dim = kHeadDim;
+    rope.pdl = pdl;
+    cuda::DecodeAttentionArgs a = ahead;
+    a.out = as_half<__half>(dout);
+    a.q = as_half<const __half>(dq);
+    a.k_cache = as_half<const __half>(dk);
+    a.v_cache = as_half<const __half>(dv);
+    a.context_lens = dctx.get();
+    a.block_tables = dtables.get();
+    a.max_blocks_per_seq = s.max_blocks;
+    a.num_seqs = seqs;
+    a.max_context_len = s.max_ctx();
+    a.workspace = ws.get();
+    a.workspace_bytes = ws.size();
+    a.pdl = pdl;
+    cuda::decode_attention(ahead, stream);
+    cuda::qkv_rope_cache(rope, stream);
+    cuda::decode_attention(a, stream);
+#ifndef AWQD_TEST_EMULATED
+    CUDA_CHECK(cudaStreamSynchronize(stream));
+#endif
+    // The reference reads the memory the rope kernel left: q_out and the filled cache.
+    Scenario done = s;
+    done.q = dq.download();
+    done.k_cache = dk.download();
+    done.v_cache = dv.download();
+    outs.push_back(dout.download());
+    EXPECT_TRUE(all_close(std::string("decode after rope, pdl=") + (pdl ? "on " : "off ") + s.describe(),
+                          test::to_float(outs.back()), reference(done), kAtol, kRtol));
+  }
+  EXPECT_TRUE(outs[0] == outs[1]) << "PDL changed the bits of the result";
+#ifndef AWQD_TEST_EMULATED
+  CUDA_CHECK(cudaStreamDestroy(stream));
+#endif
+}
 
 // The split rule (kernels/attention_decode.cu, choose_split) on a 132-SM device: batches whose
 // (sequence, KV head) units fill under half the SMs get one CTA per SM and at least one KV block
