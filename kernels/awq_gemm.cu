@@ -85,12 +85,14 @@ const TileTable& tile_table(bool turing) {
       entry<D::TileS16<false>>(AwqTile::kS16),  entry<D::TileS32<false>>(AwqTile::kS32),
       entry<D::TileM64<false>>(AwqTile::kM64),  entry<D::TileL128<false>>(AwqTile::kL128),
       entry<D::StreamM8<false>>(AwqTile::kSt8), entry<D::StreamM16<false>>(AwqTile::kSt16),
-      entry<D::TileW64>(AwqTile::kW64),         entry<D::TileW128>(AwqTile::kW128)};
+      entry<D::TileW64>(AwqTile::kW64),         entry<D::TileW128>(AwqTile::kW128),
+      entry<D::StreamM8Wide<false>>(AwqTile::kSt8w)};
   static const TileTable turing_tiles = {
       entry<D::TileS16<true>>(AwqTile::kS16),  entry<D::TileS32<true>>(AwqTile::kS32),
       entry<D::TileM64<true>>(AwqTile::kM64),  entry<D::TileL128<true>>(AwqTile::kL128),
       entry<D::StreamM8<true>>(AwqTile::kSt8), entry<D::StreamM16<true>>(AwqTile::kSt16),
-      entry<D::TileW64>(AwqTile::kW64),        entry<D::TileW128>(AwqTile::kW128)};
+      entry<D::TileW64>(AwqTile::kW64),        entry<D::TileW128>(AwqTile::kW128),
+      entry<D::StreamM8Wide<true>>(AwqTile::kSt8w)};
   return turing ? turing_tiles : tensor_core;
 }
 
@@ -322,6 +324,30 @@ int stream_splits(int n_stripes, const DeviceCaps& caps) {
   return 1 << std::clamp(p, 0, 3);
 }
 
+// st8w (16 warps on one stripe per block, one block per SM) instead of st8, for M <= 8: where the
+// stripes alone leave SMs idle, st8 splits K over up to 8 blocks per stripe that meet in the
+// workspace or a cluster; st8w splits it over its 16 warps and across at most
+// kMaxClusterSplits blocks, as many as the SMs allow. Run 30 (H100, M = 1 and 8, sweep without
+// PDL): o (64 stripes, 2 splits, 1 batch per warp) 9.3 / 10.0 us against st8's best 10.8 / 11.9,
+// qkv (96 stripes, 1 split, 2 batches) 12.0 / 13.3 against 12.6 / 14.0; down (64 stripes, 3.5
+// batches per warp) 20.7 / 26.0 against 20.1 / 23.0: so only up to 2 batches per warp.
+constexpr int kWideMaxBatchesPerWarp = 2;
+
+int wide_stream_splits(int n_stripes, int blocks_per_sm, const DeviceCaps& caps) {
+  return std::clamp(blocks_per_sm * caps.sms / std::max(n_stripes, 1), 1, kMaxClusterSplits);
+}
+
+bool wide_stream_pays(const Shape& sh, bool turing, const DeviceCaps& caps) {
+  const FamilyCaps& family = turing ? caps.turing : caps.tensor_core;
+  const TileEntry& e = tile_table(turing)[static_cast<int>(AwqTile::kSt8w)];
+  const int per_sm = family.blocks_per_sm[static_cast<int>(AwqTile::kSt8w)];
+  if (per_sm == 0 || sh.n_stripes > per_sm * caps.sms) return false;
+  const int splits = wide_stream_splits(sh.n_stripes, per_sm, caps);
+  const int batches = (sh.k_pad + 127) / 128;
+  const int warps = e.threads / 32;
+  return batches <= kWideMaxBatchesPerWarp * warps * splits;
+}
+
 struct TensorCorePlan {
   const TileEntry* tile = nullptr;
   int n_blocks = 0, m_blocks = 0, splits = 1;
@@ -334,7 +360,7 @@ struct TensorCorePlan {
 };
 
 TensorCorePlan plan_stream(int M, const AwqWeight& w, const Shape& sh, const TileEntry& e,
-                           const DeviceCaps& caps, const AwqGemmOptions& o,
+                           int blocks_per_sm, const DeviceCaps& caps, const AwqGemmOptions& o,
                            std::size_t partial_bytes, bool cluster_ok) {
   TensorCorePlan plan;
   plan.tile = &e;
@@ -343,7 +369,9 @@ TensorCorePlan plan_stream(int M, const AwqWeight& w, const Shape& sh, const Til
   plan.m_blocks = (plan.rows_per_launch + e.bm - 1) / e.bm;
   const int rows = std::min(plan.rows_per_launch, e.bm);
   plan.batches = (sh.k_pad + 127) / 128;
-  int splits = o.splits > 0 ? o.splits : stream_splits(sh.n_stripes, caps);
+  int splits = o.splits > 0                  ? o.splits
+               : e.tile == AwqTile::kSt8w ? wide_stream_splits(sh.n_stripes, blocks_per_sm, caps)
+                                          : stream_splits(sh.n_stripes, caps);
   splits = std::min(splits, plan.batches);
   // sm_90: up to 8 splits (the portable cluster size) add through a cluster, no workspace.
   plan.cluster = o.cluster_reduce && cluster_ok && splits > 1 && splits <= kMaxClusterSplits;
@@ -367,6 +395,8 @@ TensorCorePlan plan_tensor_core(int M, const AwqWeight& w, const Shape& sh, bool
                                 std::size_t partial_bytes) {
   const FamilyCaps& family = turing ? caps.turing : caps.tensor_core;
   AwqTile tile = o.tile == AwqTile::kAuto ? tile_for(M, w.K, w.N, family) : o.tile;
+  if (o.tile == AwqTile::kAuto && tile == AwqTile::kSt8 && wide_stream_pays(sh, turing, caps))
+    tile = AwqTile::kSt8w;
   if (o.batch_invariant) tile = AwqTile::kS16;
   if (family.blocks_per_sm[static_cast<int>(tile)] == 0)
     bad_argument(std::string("tile ") + awq_tile_name(tile) + " is unavailable: " +
@@ -374,8 +404,8 @@ TensorCorePlan plan_tensor_core(int M, const AwqWeight& w, const Shape& sh, bool
   if (tile_table(turing)[static_cast<int>(tile)].stream) {
     const int si = static_cast<int>(tile);
     // Clusters need the same sm_90 code as PDL (family.pdl).
-    TensorCorePlan plan =
-        plan_stream(M, w, sh, tile_table(turing)[si], caps, o, partial_bytes, family.pdl[si]);
+    TensorCorePlan plan = plan_stream(M, w, sh, tile_table(turing)[si], family.blocks_per_sm[si],
+                                      caps, o, partial_bytes, family.pdl[si]);
     plan.pdl = o.pdl && family.pdl[si] && M <= kPdlMaxM;
     return plan;
   }
@@ -674,6 +704,8 @@ const char* awq_tile_name(AwqTile tile) {
       return "w64";
     case AwqTile::kW128:
       return "w128";
+    case AwqTile::kSt8w:
+      return "st8w";
     case AwqTile::kCount:
       break;
   }

@@ -13,8 +13,10 @@
 //   flight per warp and no barrier in the main loop; the dequantized weights are the mma A
 //   operand (16 columns x 16 k) and the activation rows the n8 side, so M <= 8 costs 4 mma per
 //   k16 step and stripe. The 4 warps of a stripe split its K in-block (their sums meet in shared
-//   memory); the activations are staged in shared memory by phases. Split-K across blocks only
-//   where the stripes alone cannot keep enough loads in flight (choose_stream_splits models it).
+//   memory); the activations are staged in shared memory by phases. Split-K across blocks where
+//   the stripes alone cannot fill the GPU (about 3.4 blocks per SM: stream_splits). Where a weight
+//   has fewer stripes than the GPU has SMs and short K (o, qkv at M <= 8), tile st8w puts 16
+//   warps on one stripe instead, one block per SM, and splits across at most a cluster of 4.
 // - 16 < M < 128 (and 128..255 on large weights): the tiled tensor-core kernel
 //   (awq_gemm_kernel.cuh). A block owns a BM x BN output tile and a range of K (split-K); its warps
 //   split the tile along M and N and the k-tile along K (their partial sums meet in shared
@@ -127,9 +129,21 @@ enum class AwqGemmPath {
 const char* awq_gemm_path_name(AwqGemmPath path);
 
 // s16..l128: the tiled kernel (awq_gemm_kernel.cuh); st8, st16: the stream kernel for M <= 8, 16
-// (awq_gemm_stream.cuh); w64, w128: the Hopper kernel (awq_gemm_wgmma.cuh; sm_90a code on an
-// sm_90 GPU, tensor-core path only).
-enum class AwqTile { kAuto = -1, kS16 = 0, kS32, kM64, kL128, kSt8, kSt16, kW64, kW128, kCount };
+// (awq_gemm_stream.cuh), st8w the same with 16 warps per stripe (awq_gemm_tiles.cuh); w64, w128:
+// the Hopper kernel (awq_gemm_wgmma.cuh; sm_90a code on an sm_90 GPU, tensor-core path only).
+enum class AwqTile {
+  kAuto = -1,
+  kS16 = 0,
+  kS32,
+  kM64,
+  kL128,
+  kSt8,
+  kSt16,
+  kW64,
+  kW128,
+  kSt8w,
+  kCount
+};
 const char* awq_tile_name(AwqTile tile);
 
 struct AwqGemmOptions {

@@ -89,9 +89,9 @@ using TileL128 = TileConfig<2, 4, 1, 4, Turing, 1, 4>;
 // The stream kernel (awq_gemm_stream.cuh) for M <= 8 * MGroups rows per m-block: every warp
 // streams whole 128-row batches of one stripe (8 tiles, 4 KB) with 16-byte loads straight into
 // registers, multiplies them with mma (weights as the A operand, activation rows as the n8 side);
-// the 4 warps of a stripe add their sums in shared memory. A block holds Stripes stripes, which
-// share its staged activations.
-template <int MGroups, int Stripes, bool Turing>
+// the WarpsK warps of a stripe add their sums in shared memory. A block holds Stripes stripes,
+// which share its staged activations.
+template <int MGroups, int Stripes, bool Turing, int WarpsK = 4>
 struct StreamConfig {
   static constexpr bool kStream = true;
   static constexpr bool kWgmma = false;
@@ -99,10 +99,10 @@ struct StreamConfig {
   static constexpr int kMGroups = MGroups;   // n8 groups of activation rows
   static constexpr int kRows = 8 * MGroups;  // activation rows per m-block
   static constexpr int kStripes = Stripes;
-  static constexpr int kWarpsK = 4;  // warps per stripe, taking its batches round-robin
+  static constexpr int kWarpsK = WarpsK;  // warps per stripe, taking its batches round-robin
   static constexpr int kWarps = kWarpsK * Stripes;
   static constexpr int kThreads = 32 * kWarps;
-  static constexpr int kMinBlocks = 4 / Stripes;  // 16 warps per SM: at most 128 registers
+  static constexpr int kMinBlocks = kWarps >= 16 ? 1 : 16 / kWarps;  // 16 warps per SM: <= 128 registers
   static constexpr int kBM = kRows;               // for the launcher's tables
   static constexpr int kWarpsN = Stripes;
   static constexpr int kSteps = 8;  // k16 steps per batch: 128 rows, 8 x 512 bytes per warp
@@ -124,6 +124,13 @@ template <bool Turing>
 using StreamM8 = StreamConfig<1, 1, Turing>;
 template <bool Turing>
 using StreamM16 = StreamConfig<2, 2, Turing>;
+// st8w: st8 with 16 warps on its stripe (8 on the Turing path, whose activation buffer holds 8
+// batches at 8 rows), one block per SM: for weights with fewer stripes than the GPU has SMs (o,
+// qkv), a stripe's K splits over the warps of one block instead of over blocks, so the split-K
+// sums meet in shared memory, and across at most a cluster of a few blocks (run 30: o at M = 1
+// 9.3 us with 2 splits against st8's best 10.8; down, 3.5 batches per warp, stays with st8).
+template <bool Turing>
+using StreamM8Wide = StreamConfig<1, 1, Turing, Turing ? 8 : 16>;
 
 // The Hopper kernel (awq_gemm_wgmma.cuh, sm_90a only): two warpgroups share an output tile of
 // 4 stripes (256 columns) x BM activation rows. Warp w of a warpgroup streams stripe w; warpgroup

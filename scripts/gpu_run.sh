@@ -9,10 +9,11 @@
 #       8): test_engine_pipeline (its tensor-parallel cases need 2 GPUs), then awqd bench --profile
 #       on llama3-8b with async_output on and off
 #   run(command="scripts/gpu_run.sh ab .gpu/old/awqd", carry=[".gpu/slim.tar.xz", ".gpu/old"])
-#       a change against an earlier awqd binary on the same card: the kernel tests of the
-#       attention path, bench_attention --decode-only, then decode-1 and 64-sequence decode on
-#       awqd synth --like llama3-8b, the two binaries alternated twice (AWQD_BUNDLE picks the
-#       tarball, default .gpu/bundle.tar.xz)
+#       a change against an earlier awqd binary on the same card: GPU tests ($AWQD_AB_TESTS, by
+#       default those of the attention path and the engine), the decode rows of the kernel
+#       benchmarks the bundle carries (bench_attention, bench_awq_gemm), then decode-1 and
+#       64-sequence decode on awqd synth --like llama3-8b, the two binaries alternated twice
+#       (AWQD_BUNDLE picks the tarball, default .gpu/bundle.tar.xz)
 #   run(command="scripts/gpu_run.sh tp", carry=[".gpu"], kind="nvidia-h100-x2" or "nvidia-h100-x4")
 #       tensor parallelism and replicas (issue 9): multi-GPU tests, then benchmarks; what runs
 #       depends on the GPU count (see the tp case below). Steps share a deadline
@@ -122,10 +123,15 @@ shared-prefix --workload shared-prefix"}
     deadline=${AWQD_DEADLINE_S:-560}
     old=${2:?usage: gpu_run.sh ab OLD_AWQD_BINARY}
     log=$OUT/ab.log
-    for t in test_ops test_attention test_cuda_engine test_engine_pipeline; do
+    for t in ${AWQD_AB_TESTS:-test_ops test_attention test_cuda_engine test_engine_pipeline}; do
       [[ -x $bin/$t ]] && step "$t" 200 "$log" "$bin/$t" --gtest_brief=1
     done
-    step bench_attention 150 "$OUT/bench_attention.log" "$bin/bench_attention" --decode-only "$OUT/bench_attention.md"
+    # The kernel benchmarks the bundle carries: the decode rows of each.
+    [[ -x $bin/bench_attention ]] &&
+      step bench_attention 150 "$OUT/bench_attention.log" "$bin/bench_attention" --decode-only "$OUT/bench_attention.md"
+    [[ -x $bin/bench_awq_gemm ]] &&
+      step bench_gemm 150 "$OUT/bench_gemm.log" "$bin/bench_awq_gemm" --m 1,2,4,8,16 --csv "$OUT/gemm.csv" \
+        --sweep-csv "$OUT/gemm_sweep.csv"
     step synth 150 "$log" "$bin/awqd" synth --like llama3-8b --out /tmp/model
     for round in 1 2; do
       for which in old new; do
@@ -139,6 +145,7 @@ shared-prefix --workload shared-prefix"}
     done
     grep -E "Failure|FAILED|rror" "$log" | head -20
     cat "$OUT/bench_attention.md" 2>/dev/null | head -40
+    sed -n '/^## sweep: best/,$p' "$OUT/bench_gemm.log" 2>/dev/null | head -40
     for f in "$OUT"/decode*.json; do
       python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(sys.argv[1].split("/")[-1], {k: j[k] for k in j if "itl" in k.lower() or "tokens_per_s" in k.lower()})' "$f" 2>/dev/null
     done

@@ -440,6 +440,7 @@ int main(int argc, char** argv) {
           std::vector<int> split_counts;
           if (M <= 16) {
             tiles = {M <= 8 ? AwqTile::kSt8 : AwqTile::kSt16, AwqTile::kW64};
+            if (M <= 8) tiles.push_back(AwqTile::kSt8w);
             split_counts = {1, 2, 4, 8, 16};
           } else if (M <= 64) {
             tiles = {AwqTile::kS32, AwqTile::kM64, AwqTile::kW64};

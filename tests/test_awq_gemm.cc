@@ -226,7 +226,7 @@ TEST(AwqGemm, EveryTileAndForcedSplitK) {
   for (AwqGemmPath path : paths_to_test()) {
     if (path == AwqGemmPath::kDequantCublas || path == AwqGemmPath::kAuto) continue;
     for (AwqTile tile : {AwqTile::kS16, AwqTile::kS32, AwqTile::kM64, AwqTile::kL128, AwqTile::kSt8,
-                         AwqTile::kSt16, AwqTile::kW64, AwqTile::kW128}) {
+                         AwqTile::kSt16, AwqTile::kW64, AwqTile::kW128, AwqTile::kSt8w}) {
       if (!tile_available(path, tile)) continue;
       for (int splits : {1, 2, 3, 7, 32})
         for (int M : {1, 8, 9, 17, 64, 130}) {

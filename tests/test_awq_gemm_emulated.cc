@@ -178,6 +178,7 @@ void all_tiles(const AwqReference& r, int M, int splits, bool bias, std::mt19937
   emulate_and_check<TileL128<Turing>>(r, M, splits, bias, rng);
   emulate_stream_and_check<StreamM8<Turing>>(r, M, splits, bias, rng);
   emulate_stream_and_check<StreamM16<Turing>>(r, M, splits, bias, rng);
+  emulate_stream_and_check<StreamM8Wide<Turing>>(r, M, splits, bias, rng);
 }
 
 TEST(AwqGemmEmulated, EveryTileBothPathsMatchTheReference) {
@@ -217,6 +218,8 @@ TEST(AwqGemmEmulated, StreamKernelSplitsAndPartialBatches) {
     const AwqReference r = awqd::test::make_awq_reference(K, 72, G, 16);
     for (int M = 1; M <= 16; M += (M < 4 ? 1 : 5)) {
       emulate_stream_and_check<StreamM8<false>>(r, std::min(M, 8), 1, M % 2 == 0, rng);
+      emulate_stream_and_check<StreamM8Wide<false>>(r, std::min(M, 8), 2, M % 2 == 1, rng);
+      emulate_stream_and_check<StreamM8Wide<true>>(r, std::min(M, 8), 3, M % 2 == 0, rng);
       emulate_stream_and_check<StreamM16<false>>(r, M, M == 16 ? 1 : 9, M % 2 == 1, rng);
       emulate_stream_and_check<StreamM16<true>>(r, M, M == 1 ? 1 : 2, true, rng);
     }
@@ -231,6 +234,7 @@ TEST(AwqGemmEmulated, StreamKernelWithTheSiluMulInputFused) {
     const AwqReference r = with_silu_input(awqd::test::make_awq_reference(K, 72, G, 16), gate_up, rng);
     for (int M : {1, 5, 16}) {
       emulate_stream_and_check<StreamM8<false>>(r, std::min(M, 8), 3, true, rng, &gate_up);
+      emulate_stream_and_check<StreamM8Wide<false>>(r, std::min(M, 8), 2, false, rng, &gate_up);
       emulate_stream_and_check<StreamM16<false>>(r, M, 1, false, rng, &gate_up);
       emulate_stream_and_check<StreamM16<true>>(r, M, 2, true, rng, &gate_up);
     }
