@@ -232,19 +232,28 @@ bool dequant_beats_tiles(int M, int K, int N, bool hopper) {
   return M >= kDequantAlwaysM || (M >= kDequantMinM && small_weight);
 }
 
-// M <= 16: the stream kernel. Beyond, the s32 and m64 tiles: st16 with ceil(M / 16) m-blocks
-// measured 1.3-2.2x slower than them at M = 32-64 on the H100 (run 7, docs/PERF.md).
+// M <= 16: the stream kernel (up to 8 rows; 9-16 on the smaller weights with the Hopper tiles:
+// the s16 tile, below). Beyond, the s32 and m64 tiles: st16 with ceil(M / 16) m-blocks measured
+// 1.3-2.2x slower than them at M = 32-64 on the H100 (run 7, docs/PERF.md).
 constexpr int kStreamMaxM = 16;
 static_assert(kStreamMaxM >= 16, "the stream kernel serves decode (M <= 16) in any case");
+
+// M = 9-16 with the Hopper tiles (runs 30-31, H100): the s16 tile beats st16 on weights up to
+// kS16MaxWeight (at M = 16 without PDL qkv 14.5 vs 16.8 us, o 12.3 vs 16.3, down 26.5 vs 29.5;
+// gate_up, 117 M, 50.4 vs 39.8). A fused SiLU input (down's, silu_mul_ld) keeps the stream kernel.
+constexpr long long kS16MaxWeight = 64ll << 20;
 
 // With the Hopper tiles (run 15, H100): w64 from M = 17 (it computes 64 rows whatever M is: at
 // M = 32 gate_up 51.6 us vs s32's 62.5, down 31.3 vs 33.5), except on the smallest weights
 // (K * N <= 16 M, o: s32 15.2 / 21.1 us at 32 / 64 vs 16.6 / 22.5); beyond 64, w128, except up
 // to 128 where N gives it fewer than 24 column blocks: two m-blocks of w64 there (down at 128:
 // 54.6 us vs w128's 77; at 256 w128 82 vs w64 123).
-AwqTile tile_for(int M, int K, int N, const FamilyCaps& family) {
+AwqTile tile_for(int M, int K, int N, const FamilyCaps& family, bool stream_only) {
   if (M <= 8) return AwqTile::kSt8;
-  if (M <= kStreamMaxM) return AwqTile::kSt16;
+  if (M <= kStreamMaxM)
+    return hopper_tiles(family) && !stream_only && static_cast<long long>(K) * N <= kS16MaxWeight
+               ? AwqTile::kS16
+               : AwqTile::kSt16;
   if (hopper_tiles(family)) {
     if (M <= 64 && static_cast<long long>(K) * N <= (16ll << 20)) return AwqTile::kS32;
     if (M <= 64 || (M <= 128 && N < 6144)) return AwqTile::kW64;
@@ -394,7 +403,8 @@ TensorCorePlan plan_tensor_core(int M, const AwqWeight& w, const Shape& sh, bool
                                 const DeviceCaps& caps, const AwqGemmOptions& o,
                                 std::size_t partial_bytes) {
   const FamilyCaps& family = turing ? caps.turing : caps.tensor_core;
-  AwqTile tile = o.tile == AwqTile::kAuto ? tile_for(M, w.K, w.N, family) : o.tile;
+  AwqTile tile =
+      o.tile == AwqTile::kAuto ? tile_for(M, w.K, w.N, family, o.silu_mul_ld > 0) : o.tile;
   if (o.tile == AwqTile::kAuto && tile == AwqTile::kSt8 && wide_stream_pays(sh, turing, caps))
     tile = AwqTile::kSt8w;
   if (o.batch_invariant) tile = AwqTile::kS16;

@@ -7,7 +7,8 @@
 //   kernels/awq_layout.cuh, once, on the host. A lane's 16-byte load then holds the int4 values of
 //   its mma fragments; 4 shifts, 4 lop3 and 8 fp16 ops turn 8 of them into fp16. Every path reads
 //   this one layout.
-// - M <= 16 (decode): the stream kernel (awq_gemm_stream.cuh), tiles st8 (M <= 8) and st16. The
+// - M <= 16 (decode): the stream kernel (awq_gemm_stream.cuh), tiles st8 (M <= 8) and st16 (9-16;
+//   with the Hopper tiles only on weights above 64 M or a fused SiLU input, s16 below). The
 //   GEMM is a pass over the weights, so each warp streams whole 128-row batches of one 64-column
 //   stripe (8 x 512 contiguous bytes) with 16-byte loads straight into registers, a batch in
 //   flight per warp and no barrier in the main loop; the dequantized weights are the mma A

@@ -223,7 +223,7 @@ shared-prefix --workload shared-prefix"}
     for tp in 1 2 4; do
       ((tp <= ngpu)) && bench "decode-1 tp$tp" 90 --model $models/llama3-8b --workload decode-1 --tensor-parallel $tp
     done
-    if ((ngpu == 2)); then
+    if ((ngpu == 2)) && [[ ${AWQD_TP_BULK:-1} == 1 ]]; then  # AWQD_TP_BULK=0: decode only
       bench "bulk-512-256 1gpu" 200 --model $models/llama3-8b --workload bulk-512-256
       bench "bulk-512-256 2replicas" 150 --model $models/llama3-8b --workload bulk-512-256 --replicas 2
     fi
