@@ -143,6 +143,40 @@ class PathScope {
 
 // ---- decode ----------------------------------------------------------------------------------
 
+// The fields decode and prefill attention share, over a scenario's device copies (q and out:
+// [tokens, heads x head_dim]).
+template <class Args>
+Args attention_args(const Scenario& s, KernelBuffer<half_bits>& q, KernelBuffer<half_bits>& k,
+                    KernelBuffer<half_bits>& v, KernelBuffer<half_bits>& out,
+                    KernelBuffer<int>& tables) {
+  Args a;
+  a.out = as_half<__half>(out);
+  a.out_stride = s.heads * s.head_dim;
+  a.q = as_half<const __half>(q);
+  a.q_stride = s.heads * s.head_dim;
+  a.k_cache = as_half<const __half>(k);
+  a.v_cache = as_half<const __half>(v);
+  a.block_tables = tables.get();
+  a.max_blocks_per_seq = s.max_blocks;
+  a.num_seqs = s.seqs();
+  a.num_heads = s.heads;
+  a.num_kv_heads = s.kv_heads;
+  a.head_dim = s.head_dim;
+  return a;
+}
+
+cuda::DecodeAttentionArgs decode_args(const Scenario& s, KernelBuffer<half_bits>& q,
+                                      KernelBuffer<half_bits>& k, KernelBuffer<half_bits>& v,
+                                      KernelBuffer<half_bits>& out, KernelBuffer<int>& ctx,
+                                      KernelBuffer<int>& tables, KernelBuffer<unsigned char>& ws) {
+  auto a = attention_args<cuda::DecodeAttentionArgs>(s, q, k, v, out, tables);
+  a.context_lens = ctx.get();
+  a.max_context_len = s.max_ctx();
+  a.workspace = ws.get();
+  a.workspace_bytes = ws.size();
+  return a;
+}
+
 struct DecodeCase {
   int heads, kv_heads, head_dim;
   std::vector<int> ctx;
@@ -159,23 +193,8 @@ void run_decode(const DecodeCase& c, bool sm75, std::mt19937_64& rng) {
   KernelBuffer<int> dctx(s.ctx), dtables(s.block_tables);
   KernelBuffer<unsigned char> workspace(cuda::decode_attention_workspace_bytes(c.head_dim));
   workspace.fill_bytes(0);
-  cuda::DecodeAttentionArgs a;
-  a.out = as_half<__half>(dout);
-  a.out_stride = s.heads * s.head_dim;
-  a.q = as_half<const __half>(dq);
-  a.q_stride = s.heads * s.head_dim;
-  a.k_cache = as_half<const __half>(dk);
-  a.v_cache = as_half<const __half>(dv);
-  a.context_lens = dctx.get();
-  a.block_tables = dtables.get();
-  a.max_blocks_per_seq = s.max_blocks;
-  a.num_seqs = s.seqs();
-  a.num_heads = s.heads;
-  a.num_kv_heads = s.kv_heads;
-  a.head_dim = s.head_dim;
-  a.max_context_len = c.max_context_hint > 0 ? c.max_context_hint : s.max_ctx();
-  a.workspace = workspace.get();
-  a.workspace_bytes = workspace.size();
+  cuda::DecodeAttentionArgs a = decode_args(s, dq, dk, dv, dout, dctx, dtables, workspace);
+  if (c.max_context_hint > 0) a.max_context_len = c.max_context_hint;
   a.num_splits = c.splits;
   const std::string what = std::string("decode ") + path_name(sm75) + " " + s.describe() +
                            " splits=" + std::to_string(cuda::decode_attention_splits(a));
@@ -246,22 +265,10 @@ void run_prefill(const PrefillCase& c, bool sm75, std::mt19937_64& rng) {
   PathScope path(sm75);
   KernelBuffer<half_bits> dq(s.q), dk(s.k_cache), dv(s.v_cache), dout(s.q.size());
   KernelBuffer<int> dcu(s.cu_seqlens), dpos(s.positions), dtables(s.block_tables);
-  cuda::PrefillAttentionArgs a;
-  a.out = as_half<__half>(dout);
-  a.out_stride = s.heads * s.head_dim;
-  a.q = as_half<const __half>(dq);
-  a.q_stride = s.heads * s.head_dim;
-  a.k_cache = as_half<const __half>(dk);
-  a.v_cache = as_half<const __half>(dv);
+  auto a = attention_args<cuda::PrefillAttentionArgs>(s, dq, dk, dv, dout, dtables);
   a.cu_seqlens_q = dcu.get();
   a.positions = dpos.get();
-  a.block_tables = dtables.get();
-  a.max_blocks_per_seq = s.max_blocks;
-  a.num_seqs = s.seqs();
   a.num_tokens = s.tokens();
-  a.num_heads = s.heads;
-  a.num_kv_heads = s.kv_heads;
-  a.head_dim = s.head_dim;
   cuda::prefill_attention(a, nullptr);
   const std::string what = std::string("prefill ") + path_name(sm75) + " " + s.describe();
   EXPECT_TRUE(all_close(what, test::to_float(dout.download()), reference(s), kAtol, kRtol));
@@ -346,22 +353,8 @@ TEST(DecodeAttentionPdl, ThisStepsTokenIsReadAfterTheWait) {
   KernelBuffer<int> big_ctx(big.ctx), big_tables(big.block_tables);
   KernelBuffer<unsigned char> big_ws(cuda::decode_attention_workspace_bytes(kHeadDim));
   big_ws.fill_bytes(0);
-  cuda::DecodeAttentionArgs ahead;
-  ahead.out = as_half<__half>(big_out);
-  ahead.out_stride = ahead.q_stride = kHeads * kHeadDim;
-  ahead.q = as_half<const __half>(big_q);
-  ahead.k_cache = as_half<const __half>(big_k);
-  ahead.v_cache = as_half<const __half>(big_v);
-  ahead.context_lens = big_ctx.get();
-  ahead.block_tables = big_tables.get();
-  ahead.max_blocks_per_seq = big.max_blocks;
-  ahead.num_seqs = 1;
-  ahead.num_heads = kHeads;
-  ahead.num_kv_heads = kKvHeads;
-  ahead.head_dim = kHeadDim;
-  ahead.max_context_len = long_ctx;
-  ahead.workspace = big_ws.get();
-  ahead.workspace_bytes = big_ws.size();
+  const cuda::DecodeAttentionArgs ahead =
+      decode_args(big, big_q, big_k, big_v, big_out, big_ctx, big_tables, big_ws);
 
   cudaStream_t stream = nullptr;
 #ifndef AWQD_TEST_EMULATED
@@ -392,18 +385,7 @@ TEST(DecodeAttentionPdl, ThisStepsTokenIsReadAfterTheWait) {
     rope.num_kv_heads = kKvHeads;
     rope.head_dim = kHeadDim;
     rope.pdl = pdl;
-    cuda::DecodeAttentionArgs a = ahead;
-    a.out = as_half<__half>(dout);
-    a.q = as_half<const __half>(dq);
-    a.k_cache = as_half<const __half>(dk);
-    a.v_cache = as_half<const __half>(dv);
-    a.context_lens = dctx.get();
-    a.block_tables = dtables.get();
-    a.max_blocks_per_seq = s.max_blocks;
-    a.num_seqs = seqs;
-    a.max_context_len = s.max_ctx();
-    a.workspace = ws.get();
-    a.workspace_bytes = ws.size();
+    cuda::DecodeAttentionArgs a = decode_args(s, dq, dk, dv, dout, dctx, dtables, ws);
     a.pdl = pdl;
     cuda::decode_attention(ahead, stream);
     cuda::qkv_rope_cache(rope, stream);
