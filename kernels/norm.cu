@@ -16,8 +16,17 @@ __global__ void rmsnorm_kernel(__half* out, __half* __restrict__ residual, const
                                const __half* __restrict__ weight, int hidden, float eps) {
   __shared__ float scratch[32];
   ptx::launch_dependents();  // the GEMM after the norm may start streaming its weights
-  ptx::grid_dependency_wait();  // launched with PDL: x and the residual come from the kernel before
   const int chunks = hidden / 8;
+  // The norm weight (a model parameter, which no kernel writes) is read while the kernel before
+  // finishes, so its load is not a second round trip after the reduction.
+  const uint4* w = reinterpret_cast<const uint4*>(weight);
+  uint4 wv[kMaxChunks];
+#pragma unroll
+  for (int c = 0; c < kMaxChunks; ++c) {
+    const int idx = threadIdx.x + c * blockDim.x;
+    wv[c] = idx < chunks ? w[idx] : make_uint4(0, 0, 0, 0);
+  }
+  ptx::grid_dependency_wait();  // launched with PDL: x and the residual come from the kernel before
   const std::size_t row = blockIdx.x;
   const uint4* xr = reinterpret_cast<const uint4*>(x + row * hidden);
   float v[kMaxChunks][8];
@@ -43,13 +52,12 @@ __global__ void rmsnorm_kernel(__half* out, __half* __restrict__ residual, const
   }
   const float inv_rms = rsqrtf(block_sum(sum_sq, scratch) / static_cast<float>(hidden) + eps);
   uint4* orow = reinterpret_cast<uint4*>(out + row * hidden);
-  const uint4* w = reinterpret_cast<const uint4*>(weight);
 #pragma unroll
   for (int c = 0; c < kMaxChunks; ++c) {
     const int idx = threadIdx.x + c * blockDim.x;
     if (idx < chunks) {
       float wf[8];
-      ptx::unpack8(w[idx], wf);
+      ptx::unpack8(wv[c], wf);
 #pragma unroll
       for (int i = 0; i < 8; ++i) v[c][i] = v[c][i] * inv_rms * wf[i];
       orow[idx] = ptx::pack8(v[c]);

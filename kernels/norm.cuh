@@ -10,6 +10,9 @@
 // row in registers, so a row is read once and written once: bytes moved per row are
 // 2*hidden*(2 + 2*add) plus the weight (L2-resident). Block size: hidden/8/kMaxChunks threads,
 // rounded up to a warp, at least one warp. Same code on every arch (no tensor cores).
+// Launched with Programmatic Dependent Launch on sm_90 (kernels/launch.cuh): x and the residual
+// are read after griddepcontrol.wait, the weight before it, so `weight` must not be written by the
+// kernel just before on the stream (it is a model parameter in the engine).
 // Launch constraints: hidden % 8 == 0, hidden <= 8 * 1024 * kMaxChunks, 16-byte aligned rows.
 #pragma once
 
