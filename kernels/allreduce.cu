@@ -138,6 +138,12 @@ __global__ void __launch_bounds__(kP2pThreads)
       const std::size_t i = static_cast<std::size_t>(row) * chunks + c;
       mine[i] = partial[i];
     }
+  uint4 wv[kMaxRowChunks];  // the norm weight, loaded while the barrier waits for the peers
+#pragma unroll
+  for (int k = 0; k < kMaxRowChunks; ++k) {
+    const int c = threadIdx.x + k * kP2pThreads;
+    wv[k] = b < rows && c < chunks ? weight[c] : make_uint4(0, 0, 0, 0);
+  }
   block_barrier<W>(peers, rank, self, call);
   for (int row = b; row < rows; row += kP2pBlocks) {
     float v[kMaxRowChunks][8];
@@ -166,7 +172,7 @@ __global__ void __launch_bounds__(kP2pThreads)
       const int c = threadIdx.x + k * kP2pThreads;
       if (c < chunks) {
         float wf[8];
-        ptx::unpack8(weight[c], wf);
+        ptx::unpack8(wv[k], wf);
 #pragma unroll
         for (int e = 0; e < 8; ++e) v[k][e] = v[k][e] * inv_rms * wf[e];
         out[static_cast<std::size_t>(row) * chunks + c] = ptx::pack8(v[k]);

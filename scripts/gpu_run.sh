@@ -123,24 +123,35 @@ shared-prefix --workload shared-prefix"}
     deadline=${AWQD_DEADLINE_S:-560}
     old=${2:?usage: gpu_run.sh ab OLD_AWQD_BINARY}
     log=$OUT/ab.log
+    export NCCL_NVLS_ENABLE=0  # for tests and runs on several GPUs
+    nccl=$(find /usr/local/cuda /usr/lib/x86_64-linux-gnu /usr -name 'libnccl.so.2*' 2>/dev/null | head -1)
+    [[ -n $nccl ]] && export AWQD_NCCL_LIBRARY=$nccl
     for t in ${AWQD_AB_TESTS:-test_ops test_attention test_cuda_engine test_engine_pipeline}; do
       [[ -x $bin/$t ]] && step "$t" 200 "$log" "$bin/$t" --gtest_brief=1
     done
     # The kernel benchmarks the bundle carries: the decode rows of each.
     [[ -x $bin/bench_attention ]] &&
       step bench_attention 150 "$OUT/bench_attention.log" "$bin/bench_attention" --decode-only "$OUT/bench_attention.md"
+    [[ -x $bin/bench_allreduce ]] && (($(nvidia-smi -L | wc -l) >= 2)) &&
+      step bench_allreduce 90 "$OUT/bench_allreduce.md" "$bin/bench_allreduce"
     [[ -x $bin/bench_awq_gemm ]] &&
       step bench_gemm 150 "$OUT/bench_gemm.log" "$bin/bench_awq_gemm" --m 1,2,4,8,16 --csv "$OUT/gemm.csv" \
         --sweep-csv "$OUT/gemm_sweep.csv"
     step synth 150 "$log" "$bin/awqd" synth --like llama3-8b --out /tmp/model
+    # AWQD_AB_BENCH_ARGS: extra awqd bench arguments (e.g. --tensor-parallel 2: NCCL is found as
+    # in the tp mode); AWQD_AB_DECODE64=0 skips the 64-sequence runs.
+    extra=${AWQD_AB_BENCH_ARGS:-}
     for round in 1 2; do
       for which in old new; do
         b=$bin/awqd
         [[ $which == old ]] && b=$old
+        # shellcheck disable=SC2086
         step "decode-1 $which $round" 60 "$log" "$b" bench --model /tmp/model --quiet --workload decode-1 \
-          --out "$OUT/decode1-$which-$round.json"
+          $extra --out "$OUT/decode1-$which-$round.json"
+        [[ ${AWQD_AB_DECODE64:-1} == 1 ]] || continue
+        # shellcheck disable=SC2086
         step "decode-64 $which $round" 90 "$log" "$b" bench --model /tmp/model --quiet --workload custom \
-          --num-prompts 64 --input-len 512 --output-len 128 --out "$OUT/decode64-$which-$round.json"
+          --num-prompts 64 --input-len 512 --output-len 128 $extra --out "$OUT/decode64-$which-$round.json"
       done
     done
     grep -E "Failure|FAILED|rror" "$log" | head -20
