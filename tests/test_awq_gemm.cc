@@ -239,6 +239,60 @@ TEST(AwqGemm, EveryTileAndForcedSplitK) {
   }
 }
 
+// The planner's decode-size choices for Llama-3-8B's linears (and two tensor-parallel shards) on
+// the card docs/PERF.md measured them on: an sm_90 GPU with 132 SMs and the Hopper tiles (runs 7,
+// 30 and 31). Other GPUs have other split counts: skipped there.
+TEST(AwqGemm, DecodePlansOnTheMeasuredCard) {
+  AWQD_REQUIRE_CUDA();
+  int device = 0, sms = 0, major = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  if (major != 9 || sms != 132 || !tile_available(AwqGemmPath::kTensorCore, AwqTile::kW64))
+    GTEST_SKIP() << "the plans were measured on an sm_90 GPU with 132 SMs and the Hopper tiles";
+  struct Want {
+    int M, K, N, silu_mul_ld;
+    AwqTile tile;
+    int splits;
+    bool cluster;
+  };
+  const Want wants[] = {
+      {1, 4096, 4096, 0, AwqTile::kSt8w, 2, true},    // o: 64 stripes, 2 splits in a cluster
+      {8, 4096, 4096, 0, AwqTile::kSt8w, 2, true},
+      {1, 4096, 6144, 0, AwqTile::kSt8w, 1, false},   // qkv: 96 stripes, one block each
+      {1, 4096, 28672, 0, AwqTile::kSt8, 1, false},   // gate_up: 448 stripes fill the GPU
+      {1, 14336, 4096, 0, AwqTile::kSt8, 8, false},   // down: 3.5 batches per warp stay with st8
+      {1, 2048, 4096, 0, AwqTile::kSt8w, 2, true},    // o at tensor parallel 2 (K halved)
+      {1, 7168, 4096, 0, AwqTile::kSt8w, 2, true},    // down at tensor parallel 2
+      {16, 4096, 6144, 0, AwqTile::kS16, 0, false},   // M = 9-16: s16 on weights up to 64 M
+      {12, 4096, 4096, 0, AwqTile::kS16, 0, false},
+      {16, 14336, 4096, 0, AwqTile::kS16, 0, false},
+      {16, 14336, 4096, 2 * 14336, AwqTile::kSt16, 0, false},  // a fused SiLU input: stream
+      {16, 4096, 28672, 0, AwqTile::kSt16, 0, false},          // gate_up: 117 M elements
+  };
+  for (const Want& want : wants) {
+    AwqWeight w = probe_weight();
+    w.K = want.K;
+    w.N = want.N;
+    AwqGemmOptions o;
+    o.pdl = true;
+    o.silu_mul_ld = want.silu_mul_ld;
+    // A workspace as the engine sizes it (never dereferenced by the planner).
+    const AwqWorkspace ws{reinterpret_cast<void*>(std::uintptr_t{256}),
+                          awq_gemm_workspace_bytes(16, want.K, want.N, 128)};
+    const AwqGemmPlan plan = awq_gemm_plan(want.M, w, ws, o);
+    const std::string what = "M=" + std::to_string(want.M) + " K=" + std::to_string(want.K) +
+                             " N=" + std::to_string(want.N) +
+                             (want.silu_mul_ld > 0 ? " silu_mul" : "");
+    EXPECT_EQ(plan.tile, want.tile) << what << ": " << awq_tile_name(plan.tile);
+    if (want.splits > 0) {
+      EXPECT_EQ(plan.splits, want.splits) << what;
+    }
+    EXPECT_EQ(plan.cluster, want.cluster) << what;
+    EXPECT_TRUE(plan.pdl) << what;
+  }
+}
+
 // The MLP's activation fused into the down projection (silu_mul_ld): the same bits as silu_mul
 // followed by the GEMM, for every M the stream kernel serves, forced split counts (sm_90: through
 // clusters up to 4, the workspace beyond) and a row shard whose K ends mid-batch.
