@@ -346,11 +346,12 @@ int wide_stream_splits(int n_stripes, int blocks_per_sm, const DeviceCaps& caps)
   return std::clamp(blocks_per_sm * caps.sms / std::max(n_stripes, 1), 1, kMaxClusterSplits);
 }
 
+// Measured on the H100 only: other GPUs (Ampere, the Turing path) keep st8 until measured there.
 bool wide_stream_pays(const Shape& sh, bool turing, const DeviceCaps& caps) {
   const FamilyCaps& family = turing ? caps.turing : caps.tensor_core;
   const TileEntry& e = tile_table(turing)[static_cast<int>(AwqTile::kSt8w)];
   const int per_sm = family.blocks_per_sm[static_cast<int>(AwqTile::kSt8w)];
-  if (per_sm == 0 || sh.n_stripes > per_sm * caps.sms) return false;
+  if (!hopper_tiles(family) || per_sm == 0 || sh.n_stripes > per_sm * caps.sms) return false;
   const int splits = wide_stream_splits(sh.n_stripes, per_sm, caps);
   const int batches = (sh.k_pad + 127) / 128;
   const int warps = e.threads / 32;

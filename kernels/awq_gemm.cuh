@@ -17,7 +17,8 @@
 //   memory); the activations are staged in shared memory by phases. Split-K across blocks where
 //   the stripes alone cannot fill the GPU (about 3.4 blocks per SM: stream_splits). Where a weight
 //   has fewer stripes than the GPU has SMs and short K (o, qkv at M <= 8), tile st8w puts 16
-//   warps on one stripe instead, one block per SM, and splits across at most a cluster of 4.
+//   warps on one stripe instead, one block per SM, and splits across at most a cluster of 4
+//   (chosen with the Hopper tiles, where it was measured; forced, it runs on every path).
 // - 16 < M < 128 (and 128..255 on large weights): the tiled tensor-core kernel
 //   (awq_gemm_kernel.cuh). A block owns a BM x BN output tile and a range of K (split-K); its warps
 //   split the tile along M and N and the k-tile along K (their partial sums meet in shared
