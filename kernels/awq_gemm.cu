@@ -238,32 +238,6 @@ bool dequant_beats_tiles(int M, int K, int N, bool hopper) {
 constexpr int kStreamMaxM = 16;
 static_assert(kStreamMaxM >= 16, "the stream kernel serves decode (M <= 16) in any case");
 
-// M = 9-16 with the Hopper tiles (runs 30-31, H100): the s16 tile beats st16 on weights up to
-// kS16MaxWeight (at M = 16 without PDL qkv 14.5 vs 16.8 us, o 12.3 vs 16.3, down 26.5 vs 29.5;
-// gate_up, 117 M, 50.4 vs 39.8). A fused SiLU input (down's, silu_mul_ld) keeps the stream kernel.
-constexpr long long kS16MaxWeight = 64ll << 20;
-
-// With the Hopper tiles (run 15, H100): w64 from M = 17 (it computes 64 rows whatever M is: at
-// M = 32 gate_up 51.6 us vs s32's 62.5, down 31.3 vs 33.5), except on the smallest weights
-// (K * N <= 16 M, o: s32 15.2 / 21.1 us at 32 / 64 vs 16.6 / 22.5); beyond 64, w128, except up
-// to 128 where N gives it fewer than 24 column blocks: two m-blocks of w64 there (down at 128:
-// 54.6 us vs w128's 77; at 256 w128 82 vs w64 123).
-AwqTile tile_for(int M, int K, int N, const FamilyCaps& family, bool stream_only) {
-  if (M <= 8) return AwqTile::kSt8;
-  if (M <= kStreamMaxM)
-    return hopper_tiles(family) && !stream_only && static_cast<long long>(K) * N <= kS16MaxWeight
-               ? AwqTile::kS16
-               : AwqTile::kSt16;
-  if (hopper_tiles(family)) {
-    if (M <= 64 && static_cast<long long>(K) * N <= (16ll << 20)) return AwqTile::kS32;
-    if (M <= 64 || (M <= 128 && N < 6144)) return AwqTile::kW64;
-    return AwqTile::kW128;
-  }
-  if (M <= 32) return AwqTile::kS32;  // (with kStreamMaxM below 64)
-  if (M <= 64) return AwqTile::kM64;
-  return AwqTile::kL128;
-}
-
 // Split-K factor for `tiles` output tiles of `k_tiles` k-tiles each. Cost, in k-tiles of one
 // block: waves of blocks x k-tiles per block, inflated when the blocks fill only part of the
 // GPU's block slots (the weights then stream with fewer bytes in flight); each split adds the
@@ -358,6 +332,36 @@ bool wide_stream_pays(const Shape& sh, bool turing, const DeviceCaps& caps) {
   return batches <= kWideMaxBatchesPerWarp * warps * splits;
 }
 
+// M = 9-16 with the Hopper tiles (runs 30-31, H100): the s16 tile beats st16 on weights up to
+// kS16MaxWeight (at M = 16 without PDL qkv 14.5 vs 16.8 us, o 12.3 vs 16.3, down 26.5 vs 29.5;
+// gate_up, 117 M, 50.4 vs 39.8). A fused SiLU input (down's, silu_mul_ld) keeps the stream kernel.
+constexpr long long kS16MaxWeight = 64ll << 20;
+
+// The tile auto runs: M <= 8 st8, or st8w where it pays (above); 9-16 st16 or s16 (above).
+// With the Hopper tiles (run 15, H100): w64 from M = 17 (it computes 64 rows whatever M is: at
+// M = 32 gate_up 51.6 us vs s32's 62.5, down 31.3 vs 33.5), except on the smallest weights
+// (K * N <= 16 M, o: s32 15.2 / 21.1 us at 32 / 64 vs 16.6 / 22.5); beyond 64, w128, except up
+// to 128 where N gives it fewer than 24 column blocks: two m-blocks of w64 there (down at 128:
+// 54.6 us vs w128's 77; at 256 w128 82 vs w64 123).
+AwqTile tile_for(int M, const AwqWeight& w, const Shape& sh, bool turing, const DeviceCaps& caps,
+                 bool stream_only) {
+  const FamilyCaps& family = turing ? caps.turing : caps.tensor_core;
+  const int K = w.K, N = w.N;
+  if (M <= 8) return wide_stream_pays(sh, turing, caps) ? AwqTile::kSt8w : AwqTile::kSt8;
+  if (M <= kStreamMaxM)
+    return hopper_tiles(family) && !stream_only && static_cast<long long>(K) * N <= kS16MaxWeight
+               ? AwqTile::kS16
+               : AwqTile::kSt16;
+  if (hopper_tiles(family)) {
+    if (M <= 64 && static_cast<long long>(K) * N <= (16ll << 20)) return AwqTile::kS32;
+    if (M <= 64 || (M <= 128 && N < 6144)) return AwqTile::kW64;
+    return AwqTile::kW128;
+  }
+  if (M <= 32) return AwqTile::kS32;  // (with kStreamMaxM below 64)
+  if (M <= 64) return AwqTile::kM64;
+  return AwqTile::kL128;
+}
+
 struct TensorCorePlan {
   const TileEntry* tile = nullptr;
   int n_blocks = 0, m_blocks = 0, splits = 1;
@@ -405,9 +409,7 @@ TensorCorePlan plan_tensor_core(int M, const AwqWeight& w, const Shape& sh, bool
                                 std::size_t partial_bytes) {
   const FamilyCaps& family = turing ? caps.turing : caps.tensor_core;
   AwqTile tile =
-      o.tile == AwqTile::kAuto ? tile_for(M, w.K, w.N, family, o.silu_mul_ld > 0) : o.tile;
-  if (o.tile == AwqTile::kAuto && tile == AwqTile::kSt8 && wide_stream_pays(sh, turing, caps))
-    tile = AwqTile::kSt8w;
+      o.tile == AwqTile::kAuto ? tile_for(M, w, sh, turing, caps, o.silu_mul_ld > 0) : o.tile;
   if (o.batch_invariant) tile = AwqTile::kS16;
   if (family.blocks_per_sm[static_cast<int>(tile)] == 0)
     bad_argument(std::string("tile ") + awq_tile_name(tile) + " is unavailable: " +
