@@ -63,6 +63,24 @@ step() {  # step NAME SECONDS LOG command...   (the limit shrinks to what is lef
   return 0
 }
 
+# awqd opens libnccl.so.2 at run time (kernels/nccl.h): find this machine's, export it as
+# AWQD_NCCL_LIBRARY (and keep NVLink multicast off, ever: awqd also defaults it to 0).
+use_nccl() {
+  export NCCL_NVLS_ENABLE=0
+  nccl=""
+  local d
+  for d in /usr/local/cuda/lib64 /usr/local/cuda/lib /usr/lib/x86_64-linux-gnu; do
+    [[ -e $d/libnccl.so.2 ]] && { nccl=$d/libnccl.so.2; break; }
+  done
+  if [[ -z $nccl ]]; then
+    d=$(python3 -c 'import nvidia.nccl as m; print(list(m.__path__)[0])' 2>/dev/null) &&
+      [[ -e $d/lib/libnccl.so.2 ]] && nccl=$d/lib/libnccl.so.2
+  fi
+  [[ -z $nccl ]] && nccl=$(find /usr /opt -name 'libnccl.so.2*' 2>/dev/null | head -1)
+  [[ -n $nccl ]] && export AWQD_NCCL_LIBRARY=$nccl
+  return 0
+}
+
 {
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv
   git log -1 --format='commit %H %cd' 2>/dev/null
@@ -123,9 +141,7 @@ shared-prefix --workload shared-prefix"}
     deadline=${AWQD_DEADLINE_S:-560}
     old=${2:?usage: gpu_run.sh ab OLD_AWQD_BINARY}
     log=$OUT/ab.log
-    export NCCL_NVLS_ENABLE=0  # for tests and runs on several GPUs
-    nccl=$(find /usr/local/cuda /usr/lib/x86_64-linux-gnu /usr -name 'libnccl.so.2*' 2>/dev/null | head -1)
-    [[ -n $nccl ]] && export AWQD_NCCL_LIBRARY=$nccl
+    use_nccl  # for tests and runs on several GPUs
     for t in ${AWQD_AB_TESTS:-test_ops test_attention test_cuda_engine test_engine_pipeline}; do
       [[ -x $bin/$t ]] && step "$t" 200 "$log" "$bin/$t" --gtest_brief=1
     done
@@ -163,9 +179,7 @@ shared-prefix --workload shared-prefix"}
     ;;
   prof)
     deadline=${AWQD_DEADLINE_S:-560}
-    export NCCL_NVLS_ENABLE=0
-    nccl=$(find /usr/local/cuda /usr/lib/x86_64-linux-gnu -name 'libnccl.so.2*' 2>/dev/null | head -1)
-    [[ -n $nccl ]] && export AWQD_NCCL_LIBRARY=$nccl
+    use_nccl
     log=$OUT/prof.log
     step test_engine_pipeline 240 "$log" "$bin/test_engine_pipeline" --gtest_brief=1
     step test_cuda_engine 150 "$log" "$bin/test_cuda_engine" --gtest_brief=1
@@ -191,19 +205,8 @@ shared-prefix --workload shared-prefix"}
     # 3+ GPUs: TP = 3 on llama3-8b (logits and greedy against TP = 1) and qwen2.5-14b (generate,
     # TP = 3 and 1).
     deadline=${AWQD_DEADLINE_S:-560}
-    export NCCL_NVLS_ENABLE=0  # no NVLink multicast, ever (awqd also defaults it to 0)
+    use_nccl
     ngpu=$(nvidia-smi -L | wc -l)
-    # awqd opens libnccl.so.2 at run time (kernels/nccl.h); find this machine's.
-    nccl=""
-    for d in /usr/local/cuda/lib64 /usr/local/cuda/lib /usr/lib/x86_64-linux-gnu; do
-      [[ -e $d/libnccl.so.2 ]] && { nccl=$d/libnccl.so.2; break; }
-    done
-    if [[ -z $nccl ]]; then
-      d=$(python3 -c 'import nvidia.nccl as m; print(list(m.__path__)[0])' 2>/dev/null) &&
-        [[ -e $d/lib/libnccl.so.2 ]] && nccl=$d/lib/libnccl.so.2
-    fi
-    [[ -z $nccl ]] && nccl=$(find /usr /opt -name 'libnccl.so.2*' 2>/dev/null | head -1)
-    [[ -n $nccl ]] && export AWQD_NCCL_LIBRARY=$nccl
     { echo "GPUs: $ngpu; libnccl: ${nccl:-NOT FOUND}; NCCL_NVLS_ENABLE=$NCCL_NVLS_ENABLE"; nvidia-smi topo -m; } \
       >>"$OUT/info.txt" 2>&1
     log=$OUT/tp_tests.log
