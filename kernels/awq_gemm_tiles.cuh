@@ -91,7 +91,7 @@ using TileL128 = TileConfig<2, 4, 1, 4, Turing, 1, 4>;
 // registers, multiplies them with mma (weights as the A operand, activation rows as the n8 side);
 // the WarpsK warps of a stripe add their sums in shared memory. A block holds Stripes stripes,
 // which share its staged activations.
-template <int MGroups, int Stripes, bool Turing, int WarpsK = 4>
+template <int MGroups, int Stripes, bool Turing, int WarpsK = 4, int XBytes = 34816>
 struct StreamConfig {
   static constexpr bool kStream = true;
   static constexpr bool kWgmma = false;
@@ -108,20 +108,27 @@ struct StreamConfig {
   static constexpr int kSteps = 8;  // k16 steps per batch: 128 rows, 8 x 512 bytes per warp
   static constexpr int kBatchRows = 16 * kSteps;
   static constexpr int kAcc = 4 * MGroups * 4;  // fp32 accumulators per lane
-  // Activations [rows][x_stride] fp16 for the block's K range, and later the warps' sums: 34 KB
-  // (1024 rows at M = 16, K = 16384 at M = 1; 4 to 6 blocks per SM on the H100). Half on the
-  // Turing path, for Turing's 64 KB of shared memory per SM.
-  static constexpr int kXBytes = Turing ? 17408 : 34816;
+  // Activations [rows][x_stride] fp16 for the block's K range, and later the warps' sums (34 KB:
+  // 1024 rows at M = 16, K = 16384 at M = 1; st8 has 18 KB, so that 4 blocks with their rings fit
+  // an SM). Half on the Turing path, for Turing's 64 KB of shared memory per SM.
+  static constexpr int kXBytes = Turing ? 17408 : XBytes;
   static constexpr int kRedBytes = kWarps * kAcc * 32 * 4;
-  static constexpr int kSmemBytes = kXBytes > kRedBytes ? kXBytes : kRedBytes;
+  static constexpr int kAreaBytes = kXBytes > kRedBytes ? kXBytes : kRedBytes;
+  // sm_80+: each warp's ring of batch slots in shared memory, after that area (awq_gemm_stream.cuh):
+  // 2 slots, one computed while the next arrives. The Turing path loads into registers.
+  static constexpr int kRing = Turing ? 0 : 2;
+  static constexpr int kSlotBytes = kSteps * 512 + 4 * 160;  // weights + 4 groups' scales, zeros
+  static constexpr int kRingBytes = kWarps * kRing * kSlotBytes;
+  static constexpr int kSmemBytes = kAreaBytes + kRingBytes;
   static_assert(kMGroups == 1 || kMGroups == 2, "the stream kernel serves M <= 16 per m-block");
+  static_assert(kAreaBytes % 16 == 0 && kSlotBytes % 16 == 0, "16-byte cp.async slots");
   static_assert((kXBytes / (2 * kRows) - 8) / kBatchRows >= kWarpsK,
                 "a phase must give every warp a batch");
 };
 // st8: one stripe per block (at M <= 8 the activations a block stages are at most half the
 // weights it streams); st16: two, so each staged activation serves 128 columns.
 template <bool Turing>
-using StreamM8 = StreamConfig<1, 1, Turing>;
+using StreamM8 = StreamConfig<1, 1, Turing, 4, 18432>;
 template <bool Turing>
 using StreamM16 = StreamConfig<2, 2, Turing>;
 // st8w: st8 with 16 warps on its stripe (8 on the Turing path, whose activation buffer holds 8

@@ -166,6 +166,7 @@ inline Dim thread_index() { return {block().current->tid, 0, 0}; }
 #define gridDim (emu::block().grid)
 
 inline void __syncthreads() { emu::sync_block(); }
+inline void __syncwarp(unsigned = 0xffffffffu) { emu::sync_warp(); }
 inline void __threadfence() {}
 inline int atomicAdd(int* p, int v) {  // fibers never interleave inside a call
   const int old = *p;
