@@ -25,6 +25,11 @@ __device__ __forceinline__ std::uint32_t hmul2(std::uint32_t a, std::uint32_t b)
   asm("mul.rn.f16x2 %0, %1, %2;" : "=r"(d) : "r"(a), "r"(b));
   return d;
 }
+__device__ __forceinline__ std::uint32_t hfma2(std::uint32_t a, std::uint32_t b, std::uint32_t c) {
+  std::uint32_t d;
+  asm("fma.rn.f16x2 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+  return d;
+}
 #endif  // AWQD_KERNEL_EMULATION
 
 // 1024 + (the 4-bit values at bits 0..3 and 16..19 of w), as two fp16 numbers: 0x6400 is 1024.0,
@@ -33,13 +38,33 @@ __device__ __forceinline__ std::uint32_t int4_pair_plus_1024(std::uint32_t w) {
   return (w & 0x000F000Fu) | 0x64006400u;
 }
 
+// (w & Mask) | bits in one LOP3: ptxas does not fuse an AND and an OR of two immediates, and a
+// LOP3 takes one immediate, so `bits` comes in a register.
+template <std::uint32_t Mask>
+__device__ __forceinline__ std::uint32_t and_or(std::uint32_t w, std::uint32_t bits) {
+#if defined(__CUDA_ARCH__)
+  std::uint32_t d;
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(d) : "r"(w), "n"(Mask), "r"(bits));
+  return d;
+#else
+  return (w & Mask) | bits;
+#endif
+}
+
+// From z2 = (1024 + z, 1024 + z): (-(64 + z), -(64 + z)) as fp16x2. 64 + z is exact (ulp 1/16):
+// 0x5400 is 64.0 and z sits at mantissa bits 4..7.
+__device__ __forceinline__ std::uint32_t minus_64_minus_z(std::uint32_t z2) {
+  return ((z2 & 0x000F000Fu) << 4) | 0xD400D400u;
+}
+
 // Per-group constants of one lane: for its 8 columns n = 8i + g of a stripe,
-//   s2[i] = (s, s) and z2[i] = (1024 + z, 1024 + z) as fp16x2.
+//   s2[i] = (s, s), z2[i] = (1024 + z, 1024 + z) and nz[i] = (-(64 + z), -(64 + z)) as fp16x2.
 // `scales` holds the 8 fp16 scales of those columns (i = 0..7), `zeros` the 8 zero points
 // (nibble i), as laid out by awq_repack.
 struct GroupConsts {
   std::uint32_t s2[8];
   std::uint32_t z2[8];
+  std::uint32_t nz[8];
 };
 __device__ __forceinline__ void load_group_consts(uint4 scales, std::uint32_t zeros,
                                                   GroupConsts& c) {
@@ -51,18 +76,32 @@ __device__ __forceinline__ void load_group_consts(uint4 scales, std::uint32_t ze
     const std::uint32_t z = int4_pair_plus_1024(zeros >> (4 * a));  // (z_a, z_{a+4})
     c.z2[a] = __byte_perm(z, 0, 0x1010);
     c.z2[a + 4] = __byte_perm(z, 0, 0x3232);
+    c.nz[a] = minus_64_minus_z(c.z2[a]);
+    c.nz[a + 4] = minus_64_minus_z(c.z2[a + 4]);
   }
 }
 
 // Word j of a lane's tile fragment -> the B registers of n8-tiles 2j and 2j+1:
-//   b[h][0]: k = 2t, 2t+1;  b[h][1]: k = 2t+8, 2t+9;  column 16j + 8h + g.
-// W = ((1024 + q) - (1024 + z)) * s: the subtraction is exact, the product rounds once.
+//   b[h][0]: k = 2t, 2t+1;  b[h][1]: k = 2t+8, 2t+9;  column 16j + 8h + g;
+// from the nibble pairs at bits (0, 16), (4, 20), (8, 24), (12, 28) of w. W = (q - z) * s, with
+// q - z exact and one rounding in the product. The pairs at bits 0 and 8 (of w and w >> 8) become
+// 1024 + q, minus (1024 + z); the pairs at bits 4 and 12, masked in place, become 1024 + 16 q,
+// and (1024 + 16 q) / 16 - (64 + z) = q - z in one fma (the division by 16 is exact, as is the
+// integer result), which saves a shift per pair. Per word: 1 shift, 4 LOP3, 2 HADD2, 2 HFMA2,
+// 4 HMUL2 (was 3 shifts, 8 LOP3, 4 HADD2, 4 HMUL2: ptxas did not fuse the mask and the OR).
+// NzInRegisters = false derives nz from z2 here (2 more instructions per word) for a kernel
+// short of registers (the Turing stream tiles), so GroupConsts::nz is never kept.
+template <bool NzInRegisters = true>
 __device__ __forceinline__ void dequant_word(std::uint32_t w, const GroupConsts& c, int j,
                                              std::uint32_t (&b)[2][2]) {
-  b[0][0] = hmul2(hsub2(int4_pair_plus_1024(w), c.z2[2 * j]), c.s2[2 * j]);
-  b[0][1] = hmul2(hsub2(int4_pair_plus_1024(w >> 4), c.z2[2 * j]), c.s2[2 * j]);
-  b[1][0] = hmul2(hsub2(int4_pair_plus_1024(w >> 8), c.z2[2 * j + 1]), c.s2[2 * j + 1]);
-  b[1][1] = hmul2(hsub2(int4_pair_plus_1024(w >> 12), c.z2[2 * j + 1]), c.s2[2 * j + 1]);
+  const std::uint32_t magic = 0x64006400u, sixteenth = 0x2C002C00u;  // 1024, 1/16
+  const std::uint32_t hi = w >> 8;
+  const std::uint32_t nz_lo = NzInRegisters ? c.nz[2 * j] : minus_64_minus_z(c.z2[2 * j]);
+  const std::uint32_t nz_hi = NzInRegisters ? c.nz[2 * j + 1] : minus_64_minus_z(c.z2[2 * j + 1]);
+  b[0][0] = hmul2(hsub2(and_or<0x000F000Fu>(w, magic), c.z2[2 * j]), c.s2[2 * j]);
+  b[0][1] = hmul2(hfma2(and_or<0x00F000F0u>(w, magic), sixteenth, nz_lo), c.s2[2 * j]);
+  b[1][0] = hmul2(hsub2(and_or<0x000F000Fu>(hi, magic), c.z2[2 * j + 1]), c.s2[2 * j + 1]);
+  b[1][1] = hmul2(hfma2(and_or<0x00F000F0u>(hi, magic), sixteenth, nz_hi), c.s2[2 * j + 1]);
 }
 
 #ifndef AWQD_KERNEL_EMULATION

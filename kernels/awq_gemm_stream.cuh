@@ -272,7 +272,7 @@ __device__ __forceinline__ void stream_block(const Params& p) {
 #pragma unroll
           for (int j = 0; j < 4; ++j) {
             std::uint32_t bq[2][2];
-            dequant_word(words[j], consts, j, bq);
+            dequant_word<!C::kTuring>(words[j], consts, j, bq);
             const std::uint32_t a[4] = {bq[0][0], bq[1][0], bq[0][1], bq[1][1]};
 #pragma unroll
             for (int i = 0; i < kMG; ++i) {

@@ -131,7 +131,10 @@ __device__ __forceinline__ void load_half_group_consts(uint2 scales, std::uint32
     c.s2[2 * a + 1] = __byte_perm(sw[a], 0, 0x3232);
   }
 #pragma unroll
-  for (int a = 0; a < 4; ++a) c.z2[a] = __byte_perm(int4_pair_plus_1024(zeros >> (4 * a)), 0, 0x1010);
+  for (int a = 0; a < 4; ++a) {
+    c.z2[a] = __byte_perm(int4_pair_plus_1024(zeros >> (4 * a)), 0, 0x1010);
+    c.nz[a] = awq_device::minus_64_minus_z(c.z2[a]);
+  }
 }
 
 template <class C>

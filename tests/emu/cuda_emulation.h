@@ -18,6 +18,7 @@
 #include <cuda_runtime.h>
 #include <ucontext.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -204,6 +205,13 @@ inline std::uint32_t float_to_half_bits(float f) {
 inline std::uint32_t hsub2(std::uint32_t a, std::uint32_t b) {
   return float_to_half_bits(half_bits_to_float(a) - half_bits_to_float(b)) |
          float_to_half_bits(half_bits_to_float(a >> 16) - half_bits_to_float(b >> 16)) << 16;
+}
+inline std::uint32_t hfma2(std::uint32_t a, std::uint32_t b, std::uint32_t c) {
+  return float_to_half_bits(std::fma(half_bits_to_float(a), half_bits_to_float(b),
+                                     half_bits_to_float(c))) |
+         float_to_half_bits(std::fma(half_bits_to_float(a >> 16), half_bits_to_float(b >> 16),
+                                     half_bits_to_float(c >> 16)))
+             << 16;
 }
 inline std::uint32_t hmul2(std::uint32_t a, std::uint32_t b) {
   return float_to_half_bits(half_bits_to_float(a) * half_bits_to_float(b)) |
