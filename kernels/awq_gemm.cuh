@@ -5,13 +5,14 @@
 // Design (issue 5; measurements and limits in docs/PERF.md):
 // - Load time: awq_repack turns the checkpoint tensors (SPEC section 2) into the tile layout of
 //   kernels/awq_layout.cuh, once, on the host. A lane's 16-byte load then holds the int4 values of
-//   its mma fragments; 4 shifts, 4 lop3 and 8 fp16 ops turn 8 of them into fp16. Every path reads
-//   this one layout.
+//   its mma fragments; 1 shift, 4 lop3 and 8 fp16 ops turn 8 of them into fp16
+//   (awq_device::dequant_word). Every path reads this one layout.
 // - M <= 16 (decode): the stream kernel (awq_gemm_stream.cuh), tiles st8 (M <= 8) and st16 (9-16;
 //   with the Hopper tiles only on weights above 64 M or a fused SiLU input, s16 below). The
 //   GEMM is a pass over the weights, so each warp streams whole 128-row batches of one 64-column
-//   stripe (8 x 512 contiguous bytes) with 16-byte loads straight into registers, a batch in
-//   flight per warp and no barrier in the main loop; the dequantized weights are the mma A
+//   stripe (8 x 512 contiguous bytes) through a 2-slot cp.async ring per warp in shared memory
+//   (sm_80+; the next batch arrives while the warp computes one) or, on the Turing path, 16-byte
+//   loads into registers; no barrier in the main loop; the dequantized weights are the mma A
 //   operand (16 columns x 16 k) and the activation rows the n8 side, so M <= 8 costs 4 mma per
 //   k16 step and stripe. The 4 warps of a stripe split its K in-block (their sums meet in shared
 //   memory); the activations are staged in shared memory by phases. Split-K across blocks where
