@@ -220,22 +220,9 @@ class CudaExecutor final : public Executor {
   void mark_event(int category);
   std::array<double, kGpuCategories> replay(const Pending& p);
 
-  // A norm fused into the AWQ GEMM that consumes it (cuda::AwqGemmOptions::norm_weight): the
-  // input is RMSNorm(x + delta) * weight, x the residual stream; residual_out (if not null)
-  // receives x + delta.
-  struct FusedNorm {
-    const __half* delta = nullptr;
-    const __half* weight = nullptr;
-    __half* residual_out = nullptr;
-  };
   // silu_mul_ld > 0 (quantized l, stream-kernel M only): the input is SiLU(x[:, :K]) * x[:, K:2K]
-  // of x [M, silu_mul_ld] (cuda::AwqGemmOptions::silu_mul_ld). norm (only where
-  // norm_fusable(l, M)): the input is that norm of x.
-  void linear(const DeviceLinear& l, const __half* x, __half* y, int M, int silu_mul_ld = 0,
-              const FusedNorm* norm = nullptr);
-  // Whether linear(l, ., ., M) runs the AWQ stream kernel, which can take a FusedNorm: decode-sized
-  // steps on one GPU, outside deterministic mode, where no fp16 copy takes over.
-  bool norm_fusable(const DeviceLinear& l, int M) const;
+  // of x [M, silu_mul_ld] (cuda::AwqGemmOptions::silu_mul_ld).
+  void linear(const DeviceLinear& l, const __half* x, __half* y, int M, int silu_mul_ld = 0);
   // y[M, N] = x[M, K] W by cuBLASLt, W fp16 in `layout` with leading dimension ldw: kNK (N, K),
   // the nn.Linear layout, or kKN (K, N); ldy defaults to N.
   void dense_gemm(const __half* x, const __half* w, cuda::WeightLayout layout, int ldw, const __half* bias, void* y,
@@ -283,7 +270,7 @@ class CudaExecutor final : public Executor {
   int vocab_stride_ = 0;  // logits row stride: the vocabulary (rank 0) or this rank's slice, rounded up to 4 floats
 
   // Activations, fp16 [max_tokens, ...].
-  DeviceBuffer x_, x_alt_, h_, qkv_, attn_, gate_up_, act_, proj_;  // x_alt_: see forward()
+  DeviceBuffer x_, h_, qkv_, attn_, gate_up_, act_, proj_;
   // [logits_rows, hidden] fp16; logits [logits_rows, vocab_stride] fp32 (rank 0: the whole
   // vocabulary, other ranks: their slice); rank 0 receives the other slices in gathered_: rank r's
   // [rows, slice_stride(r)] after those of ranks 1 .. r - 1 (gather_logits).
@@ -418,7 +405,6 @@ CudaExecutor::CudaExecutor(const ModelWeights& w, const EngineConfig& ec, const 
   // Activations and workspaces.
   const std::size_t T = static_cast<std::size_t>(max_tokens_);
   x_ = DeviceBuffer(T * D * 2);
-  x_alt_ = DeviceBuffer(T * D * 2);
   h_ = DeviceBuffer(T * D * 2);
   proj_ = DeviceBuffer(T * D * 2);
   qkv_ = DeviceBuffer(T * qkv_n * 2);
@@ -561,13 +547,7 @@ void CudaExecutor::dense_gemm(const __half* x, const __half* w, cuda::WeightLayo
   cuda::cublaslt_gemm(a, stream_);
 }
 
-bool CudaExecutor::norm_fusable(const DeviceLinear& l, int M) const {
-  return l.quantized && comm_ == nullptr && !engine_config_.deterministic &&
-         M <= cuda::awq_gemm_stream_max_m() && !(l.cache.bytes() > 0 && M >= l.cache_min_m);
-}
-
-void CudaExecutor::linear(const DeviceLinear& l, const __half* x, __half* y, int M, int silu_mul_ld,
-                          const FusedNorm* norm) {
+void CudaExecutor::linear(const DeviceLinear& l, const __half* x, __half* y, int M, int silu_mul_ld) {
   // From cuda::awq_gemm_fp16_crossover_m(K, N) rows on (64; with the Hopper AWQ kernel 17 to 128
   // by the weight's size), a quantized linear with an fp16 copy runs cuBLASLt on the copy
   // (docs/PERF.md, runs 7 and 25).
@@ -580,12 +560,6 @@ void CudaExecutor::linear(const DeviceLinear& l, const __half* x, __half* y, int
     // before it runs (those trigger their dependents at their start: ptx::launch_dependents).
     opt.pdl = true;
     opt.silu_mul_ld = silu_mul_ld;
-    if (norm != nullptr) {
-      opt.norm_weight = norm->weight;
-      opt.norm_delta = norm->delta;
-      opt.norm_residual_out = norm->residual_out;
-      opt.norm_eps = config_.rms_norm_eps;
-    }
     cuda::awq_gemm(x, l.awq.view(), l.bias.as<__half>(), y, M, {gemm_ws_.as<void>(), gemm_ws_.bytes()}, stream_, opt);
   } else {
     dense_gemm(x, l.dense.as<__half>(), cuda::WeightLayout::kNK, l.K, l.bias.as<__half>(), y, false, M, l.N, l.K);
@@ -603,36 +577,11 @@ void CudaExecutor::forward(int T, int B, bool decode_only, int max_context) {
   __half* attn = attn_.as<__half>();
   mark(GpuCategory::kOther);
   cuda::embedding_gather(x, embed_.as<__half>(), d_tokens_, T, D, 0, c.vocab_size, stream_);
-  // Decode-sized steps on one GPU (norm_fusable): each RMSNorm before qkv and gate_up runs inside
-  // that AWQ GEMM, which adds the sublayer output (`pending`) to the residual stream x and writes
-  // the sum to the other residual buffer, read by later blocks of no kernel (the GEMM's own blocks
-  // all read x): x and x_next swap after each such norm. Otherwise h holds each normed input.
-  __half* x_next = x_alt_.as<__half>();
-  FusedNorm pending;  // the norm the next qkv / gate_up applies, when fused
-  auto normed_linear = [&](const DeviceLinear& l, __half* y) {
-    if (pending.weight == nullptr) return linear(l, h, y, T);
-    pending.residual_out = pending.delta != nullptr ? x_next : nullptr;
-    linear(l, x, y, T, 0, &pending);
-    if (pending.delta != nullptr) std::swap(x, x_next);
-    pending = {};
-  };
-  // The norm of h = RMSNorm(x + delta) * weight (delta may be null): deferred into the next
-  // linear where it can be fused, else now.
-  auto norm_before = [&](const DeviceLinear& next, __half* delta, const __half* weight) {
-    if (norm_fusable(next, T)) {
-      pending.delta = delta;
-      pending.weight = weight;
-    } else if (delta == nullptr) {
-      cuda::rmsnorm(h, x, weight, T, D, c.rms_norm_eps, stream_);
-    } else {
-      reduce_add_rmsnorm(delta, x, h, weight, T);
-    }
-  };
-  norm_before(layers_[0].qkv, nullptr, layers_[0].input_norm.as<__half>());
+  cuda::rmsnorm(h, x, layers_[0].input_norm.as<__half>(), T, D, c.rms_norm_eps, stream_);
   for (int li = 0; li < c.num_layers; ++li) {
-    Layer& L = layers_[li];  // h (or the pending norm) holds this layer's normed input
+    Layer& L = layers_[li];  // h holds this layer's normed input (the previous layer's last step)
     mark(GpuCategory::kGemm);
-    normed_linear(L.qkv, qkv);
+    linear(L.qkv, h, qkv, T);
     __half* k_cache = kv_.as<__half>() + (2 * static_cast<std::size_t>(li)) * kv_layer_elems_;
     __half* v_cache = k_cache + kv_layer_elems_;
     cuda::QkvRopeCacheArgs rope;
@@ -698,9 +647,9 @@ void CudaExecutor::forward(int T, int B, bool decode_only, int max_context) {
     }
     mark(GpuCategory::kGemm);
     linear(L.o, attn, proj, T);
-    norm_before(L.gate_up, proj, L.post_attn_norm.as<__half>());
+    reduce_add_rmsnorm(proj, x, h, L.post_attn_norm.as<__half>(), T);
     mark(GpuCategory::kGemm);
-    normed_linear(L.gate_up, gate_up_.as<__half>());
+    linear(L.gate_up, h, gate_up_.as<__half>(), T);
     if (L.down.quantized && T <= cuda::awq_gemm_stream_max_m() && !engine_config_.deterministic) {
       // Decode-sized steps: the down projection's stream kernel computes SiLU(gate) * up itself
       // while staging its input (same arithmetic as silu_mul): one kernel and one pass fewer.
@@ -711,10 +660,8 @@ void CudaExecutor::forward(int T, int B, bool decode_only, int max_context) {
       mark(GpuCategory::kGemm);
       linear(L.down, act_.as<__half>(), proj, T);
     }
-    if (li + 1 == c.num_layers)
-      reduce_add_rmsnorm(proj, x, h, final_norm_.as<__half>(), T);  // for the lm_head (cuBLASLt)
-    else
-      norm_before(layers_[li + 1].qkv, proj, layers_[li + 1].input_norm.as<__half>());
+    const bool last = li + 1 == c.num_layers;
+    reduce_add_rmsnorm(proj, x, h, last ? final_norm_.as<__half>() : layers_[li + 1].input_norm.as<__half>(), T);
   }
 }
 

@@ -409,9 +409,7 @@ TensorCorePlan plan_tensor_core(int M, const AwqWeight& w, const Shape& sh, bool
                                 std::size_t partial_bytes) {
   const FamilyCaps& family = turing ? caps.turing : caps.tensor_core;
   AwqTile tile =
-      o.tile == AwqTile::kAuto
-          ? tile_for(M, w, sh, turing, caps, o.silu_mul_ld > 0 || o.norm_weight != nullptr)
-          : o.tile;
+      o.tile == AwqTile::kAuto ? tile_for(M, w, sh, turing, caps, o.silu_mul_ld > 0) : o.tile;
   if (o.batch_invariant) tile = AwqTile::kS16;
   if (family.blocks_per_sm[static_cast<int>(tile)] == 0)
     bad_argument(std::string("tile ") + awq_tile_name(tile) + " is unavailable: " +
@@ -538,16 +536,6 @@ Resolved resolve(int M, const AwqWeight& w, const AwqWorkspace& ws, const AwqGem
       bad_argument("silu_mul_ld needs the stream kernel (M <= " + std::to_string(kStreamMaxM) +
                    ", not batch_invariant, no tiled tile forced); M=" + std::to_string(M));
   }
-  if (o.norm_weight != nullptr) {
-    if (o.silu_mul_ld != 0) bad_argument("norm_weight and silu_mul_ld exclude each other");
-    if (w.K % 8 != 0) bad_argument("norm_weight needs K % 8 == 0; K=" + std::to_string(w.K));
-    if (!(o.norm_eps > 0.0f)) bad_argument("norm_eps must be > 0");
-    if (M > 0 && (r.path == AwqGemmPath::kDequantCublas || !r.tc.tile->stream))
-      bad_argument("norm_weight needs the stream kernel (M <= " + std::to_string(kStreamMaxM) +
-                   ", not batch_invariant, no tiled tile forced); M=" + std::to_string(M));
-  } else if (o.norm_delta != nullptr || o.norm_residual_out != nullptr) {
-    bad_argument("norm_delta / norm_residual_out without norm_weight");
-  }
   return r;
 }
 
@@ -626,9 +614,8 @@ int log2_of(int v) {
 }
 
 void run_tensor_core(const __half* x, const AwqWeight& w, const __half* bias, __half* y, int M,
-                     const AwqWorkspace& ws, const TensorCorePlan& plan,
-                     const AwqGemmOptions& o, cudaStream_t stream) {
-  const int silu_mul_ld = o.silu_mul_ld;
+                     const AwqWorkspace& ws, const TensorCorePlan& plan, int silu_mul_ld,
+                     cudaStream_t stream) {
   const Shape sh = shape_of(w);
   D::Params p{};
   p.tiles = w.tiles;
@@ -648,8 +635,6 @@ void run_tensor_core(const __half* x, const AwqWeight& w, const __half* bias, __
   p.cluster_reduce = plan.cluster ? 1 : 0;
   p.silu_mul = silu_mul_ld > 0 ? 1 : 0;
   p.x_ld = silu_mul_ld > 0 ? silu_mul_ld : w.K;
-  p.norm_weight = o.norm_weight;
-  p.norm_eps = o.norm_eps;
   if (plan.splits > 1 && !plan.cluster) {
     p.counters = static_cast<int*>(ws.ptr);
     p.partials = reinterpret_cast<float*>(static_cast<char*>(ws.ptr) + kCounterBytes);
@@ -658,31 +643,12 @@ void run_tensor_core(const __half* x, const AwqWeight& w, const __half* bias, __
     p.M = std::min(plan.rows_per_launch, M - row0);
     p.x = x + static_cast<std::size_t>(row0) * p.x_ld;
     p.y = y + static_cast<std::size_t>(row0) * w.N;
-    const std::size_t norm_off = static_cast<std::size_t>(row0) * w.K;
-    p.norm_delta = o.norm_delta != nullptr ? o.norm_delta + norm_off : nullptr;
-    p.norm_residual_out = o.norm_residual_out != nullptr ? o.norm_residual_out + norm_off : nullptr;
     const unsigned m_blocks = (p.M + plan.tile->bm - 1) / plan.tile->bm;
     const dim3 grid = plan.tile->stream ? dim3(m_blocks, plan.n_blocks, plan.splits)
                                         : dim3(plan.n_blocks, m_blocks, plan.splits);
     plan.tile->launch(p, grid, stream, plan.pdl);
     CUDA_CHECK_LAUNCH();
   }
-}
-
-// The fused norm's arrays: 16-byte aligned, and the residual written where nothing is read.
-void check_norm_pointers(const __half* x, const AwqWeight& w, int M, const AwqGemmOptions& o) {
-  auto aligned = [](const void* ptr) { return reinterpret_cast<std::uintptr_t>(ptr) % 16 == 0; };
-  if (!aligned(o.norm_weight) || !aligned(o.norm_delta) || !aligned(o.norm_residual_out))
-    bad_argument("norm_weight, norm_delta and norm_residual_out must be 16-byte aligned");
-  if (o.norm_residual_out == nullptr) return;
-  const std::size_t bytes = static_cast<std::size_t>(M) * w.K * sizeof(__half);
-  auto overlaps = [&](const void* a) {
-    const auto pa = reinterpret_cast<std::uintptr_t>(a);
-    const auto po = reinterpret_cast<std::uintptr_t>(o.norm_residual_out);
-    return a != nullptr && pa < po + bytes && po < pa + bytes;
-  };
-  if (overlaps(x) || overlaps(o.norm_delta))
-    bad_argument("norm_residual_out overlaps x or norm_delta (other blocks still read them)");
 }
 
 void run_dequant_cublas(const __half* x, const AwqWeight& w, const __half* bias, __half* y, int M,
@@ -776,11 +742,10 @@ AwqGemmPlan awq_gemm(const __half* x, const AwqWeight& w, const __half* bias, __
   if (reinterpret_cast<std::uintptr_t>(y) % 4 != 0) bad_argument("y must be 4-byte aligned");
   if (bias != nullptr && reinterpret_cast<std::uintptr_t>(bias) % 4 != 0)
     bad_argument("bias must be 4-byte aligned");
-  if (options.norm_weight != nullptr) check_norm_pointers(x, w, M, options);
   if (r.path == AwqGemmPath::kDequantCublas)
     run_dequant_cublas(x, w, bias, y, M, ws, r.dq, stream);
   else
-    run_tensor_core(x, w, bias, y, M, ws, r.tc, options, stream);
+    run_tensor_core(x, w, bias, y, M, ws, r.tc, options.silu_mul_ld, stream);
   return describe(M, w, r);
 }
 

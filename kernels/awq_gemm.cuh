@@ -172,17 +172,6 @@ struct AwqGemmOptions {
   // fused into the down projection. Stream kernel only (M <= awq_gemm_stream_max_m(), not
   // batch_invariant, no forced tiled tile): std::invalid_argument otherwise.
   int silu_mul_ld = 0;
-  // Non-null norm_weight ([K] fp16): the GEMM's input is RMSNorm(x + norm_delta) * norm_weight,
-  // row by row over K, with add_rmsnorm's arithmetic (kernels/rmsnorm_row.cuh): x [M, K] is the
-  // residual stream, norm_delta [M, K] the sublayer output to add (nullptr: a plain RMSNorm of x).
-  // The stream kernel computes it while staging its input, so the norm costs no kernel of its own;
-  // if norm_residual_out is not null, x + norm_delta is written there once ([M, K], overlapping
-  // neither x nor norm_delta). Stream kernel only (M <= awq_gemm_stream_max_m(), not
-  // batch_invariant, no forced tiled tile), not with silu_mul_ld: std::invalid_argument otherwise.
-  const __half* norm_weight = nullptr;
-  const __half* norm_delta = nullptr;
-  __half* norm_residual_out = nullptr;
-  float norm_eps = 1e-5f;
 };
 
 // What awq_gemm chose (for logs, tests and the benchmark).
@@ -217,7 +206,7 @@ AwqGemmPlan awq_gemm_plan(int M, const AwqWeight& w, AwqWorkspace ws,
 AwqGemmPlan awq_gemm(const __half* x, const AwqWeight& w, const __half* bias, __half* y, int M,
                      AwqWorkspace ws, cudaStream_t stream, const AwqGemmOptions& options = {});
 
-// The largest M the stream kernel serves (and so AwqGemmOptions::silu_mul_ld and norm_weight).
+// The largest M the stream kernel serves (and so AwqGemmOptions::silu_mul_ld).
 int awq_gemm_stream_max_m();
 
 // The M from which cuBLASLt on an fp16 copy of a [K, N] weight beats the AWQ plans on the

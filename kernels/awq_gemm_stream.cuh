@@ -42,7 +42,6 @@
 #include "kernels/awq_gemm_device.cuh"
 #include "kernels/awq_gemm_epilogue.cuh"
 #include "kernels/awq_gemm_tiles.cuh"
-#include "kernels/rmsnorm_row.cuh"
 #include "kernels/silu.cuh"
 
 namespace awqd::cuda::awq_gemm_detail {
@@ -62,11 +61,9 @@ __device__ __forceinline__ void stream_block(const Params& p) {
 #ifndef AWQD_KERNEL_EMULATION
   extern __shared__ __align__(128) std::uint8_t smem[];
   __shared__ int s_is_last;
-  __shared__ float s_inv_rms[C::kRows];
 #else
   std::uint8_t* smem = emu::shared_memory();
   static int s_is_last;
-  static float s_inv_rms[C::kRows];
 #endif
   constexpr int kMG = C::kMGroups;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -165,28 +162,6 @@ __device__ __forceinline__ void stream_block(const Params& p) {
 #pragma unroll
       for (int r = 0; r < 4; ++r) acc[j][i][r] = 0.0f;
 
-  // Fused norm input: each row's 1 / RMS over all of K (every block computes it, from L2), warp w
-  // taking rows w, w + kWarps, ...; the residual stream's new value is written once.
-  if (p.norm_weight != nullptr) {
-    const int chunks = p.K / 8;
-    const bool writer = p.norm_residual_out != nullptr && n_block == 0 && split == 0;
-    for (int r = warp; r < rows; r += C::kWarps) {
-      const std::size_t row_off = static_cast<std::size_t>(m0 + r) * p.K;
-      float ss = 0.0f;
-      for (int c = lane; c < chunks; c += 32) {
-        uint4 v = *reinterpret_cast<const uint4*>(p.x + row_off + 8 * c);
-        if (p.norm_delta != nullptr)
-          v = add8(v, *reinterpret_cast<const uint4*>(p.norm_delta + row_off + 8 * c));
-        if (writer) *reinterpret_cast<uint4*>(p.norm_residual_out + row_off + 8 * c) = v;
-        ss += sum_sq8(v);
-      }
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-      if (lane == 0) s_inv_rms[r] = rsqrtf(ss / static_cast<float>(p.K) + p.norm_eps);
-    }
-    __syncthreads();
-  }
-
   // The block's batches in phases of p.phase_batches (a multiple of kWarpsK, so a warp keeps its
   // place in the round-robin): the block stages the phase's activations, then each warp computes
   // its batches of the phase, requesting its next batch (of this phase or the next) before it
@@ -198,9 +173,8 @@ __device__ __forceinline__ void stream_block(const Params& p) {
     // Stage x[m0 .. m0 + rows)[phase rows] (zeros past K) with every load in flight at once:
     // cp.async on sm_80+, rounds of 4 register loads on the Turing path and for the fused SiLU
     // input (x = SiLU(gate) * up of the gate_up projection's output, computed here by silu_mul8,
-    // the activation kernel's own arithmetic) and the fused norm input (x = RMSNorm(residual +
-    // delta) * weight, add8 / norm8 as the norm kernels). Plain (coherent) loads: the previous
-    // kernel writes x.
+    // the activation kernel's own arithmetic). Plain (coherent) loads: the previous kernel writes
+    // x.
     {
       const int k_lo = phase * C::kBatchRows;
       const int chunks = (phase_end - phase) * (C::kBatchRows / 8);  // 16-byte chunks per row
@@ -210,17 +184,11 @@ __device__ __forceinline__ void stream_block(const Params& p) {
         dst = xs + r * p.x_stride + c * 8;
         src = k < p.K ? p.x + static_cast<std::size_t>(m0 + r) * p.x_ld + k : nullptr;
       };
-      auto load = [&](const __half* src, int r, int k) {
-        uint4 v = *reinterpret_cast<const uint4*>(src);
-        if (p.silu_mul) return silu_mul8(v, *reinterpret_cast<const uint4*>(src + p.K));
-        if (p.norm_weight != nullptr) {
-          if (p.norm_delta != nullptr)
-            v = add8(v, *reinterpret_cast<const uint4*>(p.norm_delta + (src - p.x)));
-          v = norm8(v, s_inv_rms[r], *reinterpret_cast<const uint4*>(p.norm_weight + k));
-        }
-        return v;
+      auto load = [&](const __half* src) {
+        const uint4 v = *reinterpret_cast<const uint4*>(src);
+        return p.silu_mul ? silu_mul8(v, *reinterpret_cast<const uint4*>(src + p.K)) : v;
       };
-      if (!C::kTuring && !p.silu_mul && p.norm_weight == nullptr) {
+      if (!C::kTuring && !p.silu_mul) {
         for (int e = threadIdx.x; e < total; e += C::kThreads) {
           const __half* src;
           __half* dst;
@@ -240,10 +208,7 @@ __device__ __forceinline__ void stream_block(const Params& p) {
             __half* dst;
             if (e < total) {
               chunk(e, src, dst);
-              if (src != nullptr) {
-                const int r = e / chunks;
-                v[i] = load(src, r, k_lo + (e - r * chunks) * 8);
-              }
+              if (src != nullptr) v[i] = load(src);
             }
           }
 #pragma unroll

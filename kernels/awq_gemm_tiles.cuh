@@ -36,13 +36,6 @@ struct Params {
                        // add their sums through distributed shared memory, not the workspace
   int x_ld;            // stream kernel: row stride of x in halves (K unless silu_mul)
   int silu_mul;        // stream kernel: the input is SiLU(x[:, 0..K)) * x[:, K..2K)
-  // Stream kernel: the input is RMSNorm(x + norm_delta) * norm_weight (x is the residual stream,
-  // [M, K]; norm_delta [M, K] or nullptr for a plain RMSNorm of x), computed while staging; the
-  // blocks of n-block 0 and split 0 write x + norm_delta to norm_residual_out (if not null).
-  const __half* norm_delta;
-  const __half* norm_weight;  // [K]; nullptr: no norm
-  __half* norm_residual_out;
-  float norm_eps;
 };
 
 template <int WarpsM, int WarpsN, int WarpsK, int MTiles, bool Turing, int MinBlocks, int Stages>

@@ -4,7 +4,6 @@
 #include "kernels/common.cuh"
 #include "kernels/norm.cuh"
 #include "kernels/ptx.cuh"
-#include "kernels/rmsnorm_row.cuh"
 
 namespace awqd::cuda {
 
@@ -30,22 +29,25 @@ __global__ void rmsnorm_kernel(__half* out, __half* __restrict__ residual, const
   ptx::grid_dependency_wait();  // launched with PDL: x and the residual come from the kernel before
   const std::size_t row = blockIdx.x;
   const uint4* xr = reinterpret_cast<const uint4*>(x + row * hidden);
-  uint4 v[kMaxChunks];
+  float v[kMaxChunks][8];
   float sum_sq = 0.0f;
 #pragma unroll
   for (int c = 0; c < kMaxChunks; ++c) {
     const int idx = threadIdx.x + c * blockDim.x;
     if (idx < chunks) {
-      v[c] = xr[idx];
+      ptx::unpack8(xr[idx], v[c]);
       if constexpr (kAdd) {
         uint4* rr = reinterpret_cast<uint4*>(residual + row * hidden);
-        v[c] = add8(v[c], rr[idx]);  // normalise what the residual stream holds
-        rr[idx] = v[c];
-      }
-      float f[8];
-      rms_unpack8(v[c], f);
+        float r[8];
+        ptx::unpack8(rr[idx], r);
 #pragma unroll
-      for (int i = 0; i < 8; ++i) sum_sq += f[i] * f[i];  // one running sum, as before
+        for (int i = 0; i < 8; ++i) v[c][i] += r[i];
+        const uint4 stored = ptx::pack8(v[c]);
+        rr[idx] = stored;
+        ptx::unpack8(stored, v[c]);  // normalise what the residual stream holds
+      }
+#pragma unroll
+      for (int i = 0; i < 8; ++i) sum_sq += v[c][i] * v[c][i];
     }
   }
   const float inv_rms = rsqrtf(block_sum(sum_sq, scratch) / static_cast<float>(hidden) + eps);
@@ -53,7 +55,13 @@ __global__ void rmsnorm_kernel(__half* out, __half* __restrict__ residual, const
 #pragma unroll
   for (int c = 0; c < kMaxChunks; ++c) {
     const int idx = threadIdx.x + c * blockDim.x;
-    if (idx < chunks) orow[idx] = norm8(v[c], inv_rms, wv[c]);
+    if (idx < chunks) {
+      float wf[8];
+      ptx::unpack8(wv[c], wf);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) v[c][i] = v[c][i] * inv_rms * wf[i];
+      orow[idx] = ptx::pack8(v[c]);
+    }
   }
 }
 

@@ -17,7 +17,6 @@
 
 #include "kernels/awq_gemm_kernel.cuh"
 #include "kernels/awq_layout.cuh"
-#include "kernels/rmsnorm_row.cuh"
 #include "kernels/silu.cuh"
 #include "tests/awq_gemm_reference.h"
 
@@ -94,17 +93,9 @@ void emulate_and_check(const AwqReference& r, int M, int splits, bool with_bias,
 // kernel.
 // gate_up (when given): the kernel's input is SiLU(gate_up[:, 0..K)) * gate_up[:, K..2K), and r
 // holds that product as x (with_silu_input).
-// The fused norm input of the stream kernel (AwqGemmOptions::norm_weight): the kernel's input is
-// RMSNorm(residual + delta) * weight, and r holds that as x (with_norm_input).
-struct NormInput {
-  std::vector<half_bits> residual, delta, weight, expect_out;  // expect_out: residual + delta
-  bool with_delta = true;
-};
-
 template <class C>
 void emulate_stream_and_check(const AwqReference& r, int M, int splits, bool with_bias,
-                              std::mt19937& rng, const std::vector<half_bits>* gate_up = nullptr,
-                              const NormInput* norm = nullptr) {
+                              std::mt19937& rng, const std::vector<half_bits>* gate_up = nullptr) {
   const auto& w = r.packed;
   const int n_stripes = w.n_pad / 64;
   const int batches = (w.k_pad + 127) / 128;
@@ -124,15 +115,6 @@ void emulate_stream_and_check(const AwqReference& r, int M, int splits, bool wit
     p.x_ld = 2 * r.K;
     p.silu_mul = 1;
   }
-  std::vector<half_bits> residual_out;
-  if (norm != nullptr) {
-    residual_out.assign(static_cast<std::size_t>(M) * r.K, 0x7E00);  // NaN poison
-    p.x = reinterpret_cast<const __half*>(norm->residual.data());
-    p.norm_delta = norm->with_delta ? reinterpret_cast<const __half*>(norm->delta.data()) : nullptr;
-    p.norm_weight = reinterpret_cast<const __half*>(norm->weight.data());
-    p.norm_residual_out = norm->with_delta ? reinterpret_cast<__half*>(residual_out.data()) : nullptr;
-    p.norm_eps = 1e-5f;
-  }
   ASSERT_LE(rows * p.x_stride * 2, C::kXBytes);
 
   std::vector<emu::Dim> blocks;
@@ -151,14 +133,9 @@ void emulate_stream_and_check(const AwqReference& r, int M, int splits, bool wit
                            " K=" + std::to_string(r.K) + " N=" + std::to_string(r.N) +
                            " G=" + std::to_string(r.G) + " splits=" + std::to_string(splits) +
                            " bias=" + std::to_string(with_bias) +
-                           (gate_up != nullptr ? " silu_mul" : "") +
-                           (norm != nullptr ? (norm->with_delta ? " add_rmsnorm" : " rmsnorm") : "");
+                           (gate_up != nullptr ? " silu_mul" : "");
   const std::string failure = awqd::test::check_awq_output(r, y.data(), M, with_bias, splits);
   EXPECT_TRUE(failure.empty()) << what << ": " << failure;
-  if (norm != nullptr && norm->with_delta) {
-    EXPECT_TRUE(std::equal(residual_out.begin(), residual_out.end(), norm->expect_out.begin()))
-        << what << ": residual + delta not written everywhere";
-  }
   EXPECT_TRUE(std::all_of(counters.begin(), counters.end(), [](int c) { return c == 0; }))
       << what << ": split-K counters not reset";
 }
@@ -189,62 +166,6 @@ AwqReference with_silu_input(AwqReference r, std::vector<half_bits>& gate_up, st
       }
       r.ref[static_cast<std::size_t>(m) * N + n] = sum;
       r.mag[static_cast<std::size_t>(m) * N + n] = std::sqrt(sq);
-    }
-  return r;
-}
-
-// A reference whose activations are RMSNorm(residual + delta) * weight of random residual and
-// delta [max_M, K] and weight [K] (filled here), computed as the kernel does: add8 / norm8, and
-// 1 / RMS from the sum of squares in the kernel's order (lane l of the row's warp sums chunks l,
-// l + 32, ... with sum_sq8, then the butterfly over 16, 8, 4, 2, 1 lanes).
-AwqReference with_norm_input(AwqReference r, NormInput& n, std::mt19937& rng) {
-  const int K = r.K, N = r.N, M = r.max_M, chunks = K / 8;
-  std::uniform_real_distribution<float> dist(-2.0f, 2.0f);
-  auto fill = [&](std::vector<half_bits>& v, std::size_t count) {
-    v.resize(count);
-    for (half_bits& h : v) h = awqd::float_to_half(dist(rng));
-  };
-  fill(n.residual, static_cast<std::size_t>(M) * K);
-  fill(n.delta, static_cast<std::size_t>(M) * K);
-  fill(n.weight, K);
-  n.expect_out.resize(static_cast<std::size_t>(M) * K);
-  auto chunk = [](const std::vector<half_bits>& v, std::size_t at) {
-    uint4 c;
-    std::memcpy(&c, &v[at], 16);
-    return c;
-  };
-  for (int m = 0; m < M; ++m) {
-    const std::size_t row = static_cast<std::size_t>(m) * K;
-    std::vector<uint4> sum(chunks);
-    float lane_ss[32] = {};
-    for (int c = 0; c < chunks; ++c) {
-      sum[c] = n.with_delta ? awqd::cuda::add8(chunk(n.residual, row + 8 * c), chunk(n.delta, row + 8 * c))
-                            : chunk(n.residual, row + 8 * c);
-      std::memcpy(&n.expect_out[row + 8 * c], &sum[c], 16);
-      lane_ss[c % 32] += awqd::cuda::sum_sq8(sum[c]);
-    }
-    for (int o = 16; o > 0; o >>= 1) {
-      float next[32];
-      for (int l = 0; l < 32; ++l) next[l] = lane_ss[l] + lane_ss[l ^ o];
-      std::memcpy(lane_ss, next, sizeof(next));
-    }
-    const float inv_rms = 1.0f / std::sqrt(lane_ss[0] / static_cast<float>(K) + 1e-5f);
-    for (int c = 0; c < chunks; ++c) {
-      const uint4 x = awqd::cuda::norm8(sum[c], inv_rms, chunk(n.weight, 8 * c));
-      std::memcpy(&r.x[row + 8 * c], &x, 16);
-    }
-  }
-  for (int m = 0; m < M; ++m)
-    for (int nn = 0; nn < N; ++nn) {
-      double s = 0, sq = 0;
-      for (int k = 0; k < K; ++k) {
-        const double t = static_cast<double>(awqd::half_to_float(r.x[static_cast<std::size_t>(m) * K + k])) *
-                         r.w16[static_cast<std::size_t>(k) * N + nn];
-        s += t;
-        sq += t * t;
-      }
-      r.ref[static_cast<std::size_t>(m) * N + nn] = s;
-      r.mag[static_cast<std::size_t>(m) * N + nn] = std::sqrt(sq);
     }
   return r;
 }
@@ -316,24 +237,6 @@ TEST(AwqGemmEmulated, StreamKernelWithTheSiluMulInputFused) {
       emulate_stream_and_check<StreamM8Wide<false>>(r, std::min(M, 8), 2, false, rng, &gate_up);
       emulate_stream_and_check<StreamM16<false>>(r, M, 1, false, rng, &gate_up);
       emulate_stream_and_check<StreamM16<true>>(r, M, 2, true, rng, &gate_up);
-    }
-  }
-}
-
-TEST(AwqGemmEmulated, StreamKernelWithTheNormInputFused) {
-  std::mt19937 rng(12);
-  for (const bool with_delta : {true, false}) {
-    for (const int G : {64, 128}) {
-      const int K = G == 128 ? 2176 : 1088;
-      NormInput n;
-      n.with_delta = with_delta;
-      const AwqReference r = with_norm_input(awqd::test::make_awq_reference(K, 136, G, 16), n, rng);
-      for (int M : {1, 3, 8, 16}) {
-        emulate_stream_and_check<StreamM8<false>>(r, std::min(M, 8), 3, true, rng, nullptr, &n);
-        emulate_stream_and_check<StreamM8Wide<false>>(r, std::min(M, 8), 2, false, rng, nullptr, &n);
-        emulate_stream_and_check<StreamM16<false>>(r, M, 1, false, rng, nullptr, &n);
-        emulate_stream_and_check<StreamM16<true>>(r, M, 2, true, rng, nullptr, &n);
-      }
     }
   }
 }

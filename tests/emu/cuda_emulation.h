@@ -168,18 +168,6 @@ inline Dim thread_index() { return {block().current->tid, 0, 0}; }
 
 inline void __syncthreads() { emu::sync_block(); }
 inline void __syncwarp(unsigned = 0xffffffffu) { emu::sync_warp(); }
-// The value of lane (this lane ^ lane_mask) of the warp, every lane taking part.
-inline float __shfl_xor_sync(unsigned, float v, int lane_mask) {
-  emu::Block& b = emu::block();
-  const unsigned w = emu::warp(), l = emu::lane();
-  std::memcpy(&b.b[w][l][0], &v, 4);
-  emu::sync_warp();
-  float other;
-  std::memcpy(&other, &b.b[w][l ^ static_cast<unsigned>(lane_mask)][0], 4);
-  emu::sync_warp();
-  return other;
-}
-inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 inline void __threadfence() {}
 inline int atomicAdd(int* p, int v) {  // fibers never interleave inside a call
   const int old = *p;
