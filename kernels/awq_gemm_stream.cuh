@@ -38,6 +38,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/awq_gemm_device.cuh"
 #include "kernels/awq_gemm_epilogue.cuh"
@@ -239,51 +240,60 @@ __device__ __forceinline__ void stream_block(const Params& p) {
         __syncwarp();
       }
       const __half* xb_base = xs + (b - phase) * C::kBatchRows + 2 * t;
-      GroupConsts consts{};
+      // The batch's 8 k16 steps. kFull128 (a whole batch with G = 128, the common case on sm_80+):
+      // no bounds check per step and one group, whose constants are read at step 0.
+      auto compute = [&](auto full128) {
+        constexpr bool kFull128 = decltype(full128)::value;
+        GroupConsts consts{};
 #pragma unroll
-      for (int u = 0; u < C::kSteps; ++u) {
-        if (kt0 + u < k16) {
-          if (((u * 16) & ((1 << gs) - 1)) == 0) {  // first k16 step of a group
-            const int q = (u * 16) >> gs;
-            if constexpr (kUseRing) {
-              const uint4* sq = wslot + C::kSteps * 32 + q * 10;
-              load_group_consts(sq[g], reinterpret_cast<const std::uint32_t*>(sq + 8)[g], consts);
-            } else {
-              load_group_consts(pick4(raw_s, q), pick4(raw_z, q), consts);
+        for (int u = 0; u < C::kSteps; ++u) {
+          if (kFull128 || kt0 + u < k16) {
+            if (kFull128 ? u == 0 : ((u * 16) & ((1 << gs) - 1)) == 0) {  // a group's first step
+              const int q = kFull128 ? 0 : (u * 16) >> gs;
+              if constexpr (kUseRing) {
+                const uint4* sq = wslot + C::kSteps * 32 + q * 10;
+                load_group_consts(sq[g], reinterpret_cast<const std::uint32_t*>(sq + 8)[g], consts);
+              } else {
+                load_group_consts(pick4(raw_s, q), pick4(raw_z, q), consts);
+              }
             }
-          }
-          std::uint32_t xb[kMG][2];
-#pragma unroll
-          for (int i = 0; i < kMG; ++i) {
-            const int row = 8 * i + g;
-            xb[i][0] = xb[i][1] = 0;
-            if (row < rows) {
-              const __half* xr = xb_base + row * p.x_stride + u * 16;
-              xb[i][0] = *reinterpret_cast<const std::uint32_t*>(xr);
-              xb[i][1] = *reinterpret_cast<const std::uint32_t*>(xr + 8);
-            }
-          }
-          uint4 wu;
-          if constexpr (kUseRing)
-            wu = wslot[u * 32 + lane];
-          else
-            wu = w[u];
-          const std::uint32_t words[4] = {wu.x, wu.y, wu.z, wu.w};
-#pragma unroll
-          for (int j = 0; j < 4; ++j) {
-            std::uint32_t bq[2][2];
-            dequant_word<!C::kTuring>(words[j], consts, j, bq);
-            const std::uint32_t a[4] = {bq[0][0], bq[1][0], bq[0][1], bq[1][1]};
+            std::uint32_t xb[kMG][2];
 #pragma unroll
             for (int i = 0; i < kMG; ++i) {
-              if constexpr (C::kTuring)
-                mma_m16n8k16_as_2x_k8(acc[j][i], a, xb[i][0], xb[i][1]);
-              else
-                mma_m16n8k16(acc[j][i], a, xb[i][0], xb[i][1]);
+              const int row = 8 * i + g;
+              xb[i][0] = xb[i][1] = 0;
+              if (row < rows) {
+                const __half* xr = xb_base + row * p.x_stride + u * 16;
+                xb[i][0] = *reinterpret_cast<const std::uint32_t*>(xr);
+                xb[i][1] = *reinterpret_cast<const std::uint32_t*>(xr + 8);
+              }
+            }
+            uint4 wu;
+            if constexpr (kUseRing)
+              wu = wslot[u * 32 + lane];
+            else
+              wu = w[u];
+            const std::uint32_t words[4] = {wu.x, wu.y, wu.z, wu.w};
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+              std::uint32_t bq[2][2];
+              dequant_word<!C::kTuring>(words[j], consts, j, bq);
+              const std::uint32_t a[4] = {bq[0][0], bq[1][0], bq[0][1], bq[1][1]};
+#pragma unroll
+              for (int i = 0; i < kMG; ++i) {
+                if constexpr (C::kTuring)
+                  mma_m16n8k16_as_2x_k8(acc[j][i], a, xb[i][0], xb[i][1]);
+                else
+                  mma_m16n8k16(acc[j][i], a, xb[i][0], xb[i][1]);
+              }
             }
           }
         }
-      }
+      };
+      if (kUseRing && gs == 7 && kt0 + C::kSteps <= k16)
+        compute(std::true_type{});
+      else
+        compute(std::false_type{});
       if constexpr (kUseRing)
         slot = slot + 1 == C::kRing ? 0 : slot + 1;
       else if (b + C::kWarpsK < b_end)
