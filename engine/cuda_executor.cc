@@ -578,6 +578,7 @@ void CudaExecutor::forward(int T, int B, bool decode_only, int max_context) {
   mark(GpuCategory::kOther);
   cuda::embedding_gather(x, embed_.as<__half>(), d_tokens_, T, D, 0, c.vocab_size, stream_);
   cuda::rmsnorm(h, x, layers_[0].input_norm.as<__half>(), T, D, c.rms_norm_eps, stream_);
+  const int stream_max_m = cuda::awq_gemm_stream_max_m();  // 0 where the stream kernel cannot run
   for (int li = 0; li < c.num_layers; ++li) {
     Layer& L = layers_[li];  // h holds this layer's normed input (the previous layer's last step)
     mark(GpuCategory::kGemm);
@@ -650,7 +651,7 @@ void CudaExecutor::forward(int T, int B, bool decode_only, int max_context) {
     reduce_add_rmsnorm(proj, x, h, L.post_attn_norm.as<__half>(), T);
     mark(GpuCategory::kGemm);
     linear(L.gate_up, h, gate_up_.as<__half>(), T);
-    if (L.down.quantized && T <= cuda::awq_gemm_stream_max_m() && !engine_config_.deterministic) {
+    if (L.down.quantized && T <= stream_max_m && !engine_config_.deterministic) {
       // Decode-sized steps: the down projection's stream kernel computes SiLU(gate) * up itself
       // while staging its input (same arithmetic as silu_mul): one kernel and one pass fewer.
       linear(L.down, gate_up_.as<__half>(), proj, T, 2 * I);

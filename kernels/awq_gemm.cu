@@ -155,6 +155,10 @@ FamilyCaps probe_family(bool turing, int sm) {
             cudaSuccess ||
         blocks < 1) {
       cudaGetLastError();
+      // The stream tiles, sized for the H100's shared memory with their cp.async rings (st8w
+      // needs 182 KB, st16 108 KB), are optional: where one does not fit (the A100's 164 KB, the
+      // 99 KB of sm_86/89) tile_for takes the s16 tile instead.
+      if (e.stream) continue;  // blocks_per_sm stays 0
       caps.why_not = "tile " + std::string(awq_tile_name(e.tile)) + " does not fit this GPU (" +
                      std::to_string(e.smem) + " bytes of shared memory)";
       return caps;
@@ -347,9 +351,15 @@ AwqTile tile_for(int M, const AwqWeight& w, const Shape& sh, bool turing, const 
                  bool stream_only) {
   const FamilyCaps& family = turing ? caps.turing : caps.tensor_core;
   const int K = w.K, N = w.N;
-  if (M <= 8) return wide_stream_pays(sh, turing, caps) ? AwqTile::kSt8w : AwqTile::kSt8;
+  // A stream tile that does not fit this GPU (device_caps) falls back to the s16 tile.
+  auto fits = [&](AwqTile t) { return family.blocks_per_sm[static_cast<int>(t)] > 0; };
+  if (M <= 8) {
+    if (wide_stream_pays(sh, turing, caps)) return AwqTile::kSt8w;
+    return fits(AwqTile::kSt8) ? AwqTile::kSt8 : AwqTile::kS16;
+  }
   if (M <= kStreamMaxM)
-    return hopper_tiles(family) && !stream_only && static_cast<long long>(K) * N <= kS16MaxWeight
+    return (hopper_tiles(family) && !stream_only && static_cast<long long>(K) * N <= kS16MaxWeight) ||
+                   !fits(AwqTile::kSt16)
                ? AwqTile::kS16
                : AwqTile::kSt16;
   if (hopper_tiles(family)) {
@@ -668,7 +678,16 @@ void run_dequant_cublas(const __half* x, const AwqWeight& w, const __half* bias,
 }  // namespace
 
 // ---- public API ----
-int awq_gemm_stream_max_m() { return kStreamMaxM; }
+int awq_gemm_stream_max_m() {
+  // 0 where auto would not run the stream kernel at M <= 16 (its tiles do not fit this GPU), so
+  // callers do not ask for the inputs only it can fuse.
+  const DeviceCaps& caps = device_caps();
+  const FamilyCaps& family = caps.tensor_core.available ? caps.tensor_core : caps.turing;
+  if (!family.available) return kStreamMaxM;  // awq_gemm will say why it cannot run at all
+  for (AwqTile t : {AwqTile::kSt8, AwqTile::kSt16})
+    if (family.blocks_per_sm[static_cast<int>(t)] == 0) return 0;
+  return kStreamMaxM;
+}
 
 int awq_gemm_fp16_crossover_m(int K, int N) {
   // Without the Hopper tiles (run 7) fp16 matched the AWQ tiles from 64 on every shape.

@@ -206,7 +206,8 @@ AwqGemmPlan awq_gemm_plan(int M, const AwqWeight& w, AwqWorkspace ws,
 AwqGemmPlan awq_gemm(const __half* x, const AwqWeight& w, const __half* bias, __half* y, int M,
                      AwqWorkspace ws, cudaStream_t stream, const AwqGemmOptions& options = {});
 
-// The largest M the stream kernel serves (and so AwqGemmOptions::silu_mul_ld).
+// The largest M the stream kernel serves on the current device (and so
+// AwqGemmOptions::silu_mul_ld): 16, or 0 where its tiles do not fit the GPU's shared memory.
 int awq_gemm_stream_max_m();
 
 // The M from which cuBLASLt on an fp16 copy of a [K, N] weight beats the AWQ plans on the

@@ -87,10 +87,12 @@ template <bool Turing>
 using TileL128 = TileConfig<2, 4, 1, 4, Turing, 1, 4>;
 
 // The stream kernel (awq_gemm_stream.cuh) for M <= 8 * MGroups rows per m-block: every warp
-// streams whole 128-row batches of one stripe (8 tiles, 4 KB) with 16-byte loads straight into
-// registers, multiplies them with mma (weights as the A operand, activation rows as the n8 side);
-// the WarpsK warps of a stripe add their sums in shared memory. A block holds Stripes stripes,
-// which share its staged activations.
+// streams whole 128-row batches of one stripe (8 tiles, 4 KB) through its own 2-slot cp.async
+// ring in shared memory (sm_80+; 16-byte loads into registers on the Turing path), multiplies
+// them with mma (weights as the A operand, activation rows as the n8 side); the WarpsK warps of a
+// stripe add their sums in shared memory. A block holds Stripes stripes, which share its staged
+// activations. Sized for the H100's 228 KB per SM (st8: 55 KB, 4 blocks; st16: 108 KB, 2; st8w:
+// 182 KB, 1); on the A100 (164 KB) st8 fits 2 blocks and st8w none (the planner then keeps st8).
 template <int MGroups, int Stripes, bool Turing, int WarpsK = 4, int XBytes = 34816>
 struct StreamConfig {
   static constexpr bool kStream = true;
