@@ -94,17 +94,27 @@ __device__ __forceinline__ void stream_block(const Params& p) {
   uint4 w[C::kSteps];  // (unused with the ring)
   uint4 raw_s[4];
   std::uint32_t raw_z[4];
+  // Where batch b's weights start (this lane's first 16 bytes), and the (stripe, group) index of
+  // its group q, or -1 past the batch's groups or K.
+  auto batch_src = [&](int b) {
+    return p.tiles + (static_cast<std::size_t>(stripe) * k16 + b * C::kSteps) * 32 + lane;
+  };
+  auto stripe_group = [&](int b, int q) -> long long {
+    const int group = ((b * C::kSteps * 16) >> gs) + q;
+    return q < groups_in_batch && group < p.groups
+               ? static_cast<long long>(stripe) * p.groups + group
+               : -1;
+  };
   auto load_batch = [&](int b) {
     const int kt0 = b * C::kSteps;
-    const uint4* src = p.tiles + (static_cast<std::size_t>(stripe) * k16 + kt0) * 32 + lane;
+    const uint4* src = batch_src(b);
 #pragma unroll
     for (int u = 0; u < C::kSteps; ++u)
       w[u] = kt0 + u < k16 ? ldg_stream(src + u * 32) : make_uint4(0, 0, 0, 0);
-    const int group0 = (kt0 * 16) >> gs;
 #pragma unroll
     for (int q = 0; q < 4; ++q) {
-      if (q < groups_in_batch && group0 + q < p.groups) {
-        const std::size_t sg = static_cast<std::size_t>(stripe) * p.groups + group0 + q;
+      const long long sg = stripe_group(b, q);
+      if (sg >= 0) {
         raw_s[q] = __ldg(reinterpret_cast<const uint4*>(p.scales + sg * 64) + g);
         raw_z[q] = __ldg(p.zeros + sg * 8 + g);
       } else {
@@ -123,21 +133,19 @@ __device__ __forceinline__ void stream_block(const Params& p) {
     uint4* dst = ring + slot * (C::kSlotBytes / 16);
     if (b < b_end) {
       const int kt0 = b * C::kSteps;
-      const uint4* src = p.tiles + (static_cast<std::size_t>(stripe) * k16 + kt0) * 32 + lane;
+      const uint4* src = batch_src(b);
 #pragma unroll
       for (int u = 0; u < C::kSteps; ++u) {
         const bool ok = kt0 + u < k16;
         cp_async_16(smem_addr(dst + u * 32 + lane), ok ? src + u * 32 : p.tiles, ok);
       }
-      const int group0 = (kt0 * 16) >> gs;
       for (int c = lane; c < 40; c += 32) {
         const int q = c / 10, r = c - q * 10;
-        const bool ok = q < groups_in_batch && group0 + q < p.groups;
-        const std::size_t sg = static_cast<std::size_t>(stripe) * p.groups + group0 + q;
-        const void* src_c = !ok    ? static_cast<const void*>(p.tiles)
+        const long long sg = stripe_group(b, q);
+        const void* src_c = sg < 0  ? static_cast<const void*>(p.tiles)
                             : r < 8 ? static_cast<const void*>(p.scales + sg * 64 + r * 8)
                                     : static_cast<const void*>(p.zeros + sg * 8 + (r - 8) * 4);
-        cp_async_16(smem_addr(dst + C::kSteps * 32 + c), src_c, ok);
+        cp_async_16(smem_addr(dst + C::kSteps * 32 + c), src_c, sg >= 0);
       }
     }
     cp_async_commit();  // empty past the warp's last batch: every lane commits the same groups
