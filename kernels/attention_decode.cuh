@@ -23,7 +23,9 @@
 //   The 4 warps' (max, sum, O) are merged in shared memory. With one split the CTA normalises
 //   and writes fp16; otherwise it writes an fp32 partial (O, max, sum) to the workspace and the
 //   last CTA of the unit to finish (an atomic counter that the last one resets) merges all the
-//   unit's partials in a fixed order: one launch, deterministic results.
+//   unit's partials in a fixed order: one launch, deterministic results. Each of its threads
+//   merges one (row, 4 columns) item as a running (max, sum, O), requesting up to 16 splits'
+//   partials at once, so the merge costs one L2 round trip per 16 splits.
 //   Split choice: with units for less than half the SMs (batch 1-8 at 8 KV heads), one CTA per
 //   SM and at least one block per warp; otherwise enough CTAs for ~4 waves of the GPU (2
 //   resident per SM), at least 16 blocks per split; at most 32 either way (the merge of more

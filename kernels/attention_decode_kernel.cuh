@@ -16,6 +16,7 @@ inline constexpr int kWarps = 4;
 inline constexpr int kThreads = kWarps * kWarpSize;
 inline constexpr int kRows = 16;  // query heads per work unit (the mma M dimension)
 inline constexpr int kMaxSplits = 64;
+inline constexpr int kMergeBatch = 16;  // splits whose partials the merge requests together
 
 // Everything the kernel reads, resolved by the launcher.
 struct Params {
@@ -49,8 +50,8 @@ struct Config {
   static constexpr int kStageBytes = kWarps * kWarpSmemElems * 2;
   static constexpr int kMergeBytes = kWarps * kRows * kHeadDim * 4;
   static constexpr int kSmemBytes = kStageBytes > kMergeBytes ? kStageBytes : kMergeBytes;
-  // The split merge reuses the space: 2 x [kRows][kMaxSplits] floats + one float4 per thread.
-  static_assert((2 * kRows * kMaxSplits + 4 * kThreads) * 4 <= kSmemBytes);
+  // The split merge reuses the space: one (max, sum, float4) state per thread, 32 bytes.
+  static_assert(8 * kThreads * 4 <= kSmemBytes);
 };
 
 // Offset (in fp16 elements) of 16-byte chunk `chunk` of row `row` in a swizzled tile: chunk c
@@ -335,72 +336,81 @@ __global__ void __launch_bounds__(kThreads, 2) decode_attention_kernel(const Par
   __syncthreads();
   if (!last_s) return;
   __threadfence();
-  // Per (row, split) weight exp2(m - M) / L, in shared memory. The (max, sum) pairs are read by
-  // all threads at once (one L2 round trip), then each row's weights come from shared memory.
-  float* m_w = o_s;                                                         // [kRows][kMaxSplits]
-  float* w_s = o_s + kRows * kMaxSplits;                                    // [kRows][kMaxSplits]
-  float4* acc_s = reinterpret_cast<float4*>(o_s + 2 * kRows * kMaxSplits);  // [kThreads]
-  const std::size_t slot0 = static_cast<std::size_t>(unit) * gridDim.x;
-  for (int idx = threadIdx.x; idx < nrows * nsplits; idx += kThreads) {
-    const int row = idx / nsplits, sp = idx % nsplits;
-    m_w[row * kMaxSplits + sp] = __ldcg(p.part_m + (slot0 + sp) * kRows + row);
-    w_s[row * kMaxSplits + sp] = __ldcg(p.part_l + (slot0 + sp) * kRows + row);
-  }
-  __syncthreads();
-  if (static_cast<int>(threadIdx.x) < nrows) {
-    const int row = threadIdx.x;
-    float mmax = -INFINITY;
-    for (int sp = 0; sp < nsplits; ++sp) mmax = fmaxf(mmax, m_w[row * kMaxSplits + sp]);
-    float sum = 0.0f;
-    for (int sp = 0; sp < nsplits; ++sp) {
-      const float f = exp2f(m_w[row * kMaxSplits + sp] - mmax);
-      m_w[row * kMaxSplits + sp] = f;
-      sum += w_s[row * kMaxSplits + sp] * f;
-    }
-    const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
-    for (int sp = 0; sp < nsplits; ++sp)
-      w_s[row * kMaxSplits + sp] = m_w[row * kMaxSplits + sp] * inv;
-  }
-  __syncthreads();
-  // Items = (row, 4 columns). With fewer items than threads, `groups` threads share an item,
-  // each summing every groups-th split (more loads in flight), and shared memory adds them up.
+  // Item = (row, 4 columns). A thread merges its item over splits first, first + step, ... as
+  // a running (max, sum, acc) in registers, kMergeBatch splits' partials (O, max and sum: the
+  // max and sum are the same few addresses across a warp) requested together, so one L2 round
+  // trip serves up to kMergeBatch splits. With fewer items than threads, `step` threads share an
+  // item and shared memory combines their states in a fixed order: the result depends only on
+  // nsplits, never on which CTA finished last.
   constexpr int kCols4 = kHeadDim / 4;
   const int items = nrows * kCols4;
-  const int groups = items >= kThreads ? 1 : kThreads / items;
-  auto partial_sum = [&](int item, int first, int step) {
-    const int row = item / kCols4, c4 = item % kCols4;
-    float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-#pragma unroll 8
-    for (int sp = first; sp < nsplits; sp += step) {
-      const float f = w_s[row * kMaxSplits + sp];
-      const float4 v = __ldcg(
-          reinterpret_cast<const float4*>(p.part_o + ((slot0 + sp) * kRows + row) * kHeadDim) + c4);
-      acc.x += v.x * f, acc.y += v.y * f, acc.z += v.z * f, acc.w += v.w * f;
-    }
-    return acc;
+  const int step = items >= kThreads ? 1 : kThreads / items;
+  const std::size_t slot0 = static_cast<std::size_t>(unit) * gridDim.x;
+  struct State {
+    float m, l;
+    float4 acc;
   };
-  auto store4 = [&](int item, float4 v) {
+  auto merge_splits = [&](int item, int first) {
     const int row = item / kCols4, c4 = item % kCols4;
+    State st{-INFINITY, 0.0f, make_float4(0.0f, 0.0f, 0.0f, 0.0f)};
+    for (int base = first; base < nsplits; base += kMergeBatch * step) {
+      float m[kMergeBatch], l[kMergeBatch];
+      float4 v[kMergeBatch];
+#pragma unroll
+      for (int j = 0; j < kMergeBatch; ++j) {
+        const int sp = base + j * step;
+        const bool ok = sp < nsplits;
+        const std::size_t s = (slot0 + (ok ? sp : first)) * kRows + row;
+        m[j] = ok ? __ldcg(p.part_m + s) : -INFINITY;
+        l[j] = ok ? __ldcg(p.part_l + s) : 0.0f;
+        v[j] = ok ? __ldcg(reinterpret_cast<const float4*>(p.part_o + s * kHeadDim) + c4)
+                  : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      }
+      float mx = st.m;
+#pragma unroll
+      for (int j = 0; j < kMergeBatch; ++j) mx = fmaxf(mx, m[j]);
+      // Every split holds at least one valid key, so mx is finite from the first batch on.
+      const float r = exp2f(st.m - mx);
+      st.m = mx;
+      st.l *= r, st.acc.x *= r, st.acc.y *= r, st.acc.z *= r, st.acc.w *= r;
+#pragma unroll
+      for (int j = 0; j < kMergeBatch; ++j) {
+        const float f = exp2f(m[j] - mx);
+        st.l += l[j] * f;
+        st.acc.x += v[j].x * f, st.acc.y += v[j].y * f, st.acc.z += v[j].z * f,
+            st.acc.w += v[j].w * f;
+      }
+    }
+    return st;
+  };
+  auto store = [&](int item, const State& st) {
+    const int row = item / kCols4, c4 = item % kCols4;
+    const float inv = st.l > 0.0f ? 1.0f / st.l : 0.0f;
     __half* dst =
         p.out + static_cast<std::size_t>(seq) * p.out_stride + (head0 + row) * kHeadDim + c4 * 4;
-    *reinterpret_cast<uint2*>(dst) =
-        make_uint2(ptx::pack_half2(v.x, v.y), ptx::pack_half2(v.z, v.w));
+    *reinterpret_cast<uint2*>(dst) = make_uint2(ptx::pack_half2(st.acc.x * inv, st.acc.y * inv),
+                                                ptx::pack_half2(st.acc.z * inv, st.acc.w * inv));
   };
-  if (groups == 1) {
+  if (step == 1) {
     for (int item = threadIdx.x; item < items; item += kThreads)
-      store4(item, partial_sum(item, 0, 1));
+      store(item, merge_splits(item, 0));
   } else {
+    State* st_s = reinterpret_cast<State*>(smem);  // [kThreads]
     const int item = threadIdx.x % items, sg = threadIdx.x / items;
-    acc_s[threadIdx.x] =
-        sg < groups ? partial_sum(item, sg, groups) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    if (sg < step) st_s[threadIdx.x] = merge_splits(item, sg);
     __syncthreads();
     if (static_cast<int>(threadIdx.x) < items) {
-      float4 v = acc_s[threadIdx.x];
-      for (int gi = 1; gi < groups; ++gi) {
-        const float4 w = acc_s[gi * items + threadIdx.x];
-        v.x += w.x, v.y += w.y, v.z += w.z, v.w += w.w;
+      State st = st_s[threadIdx.x];
+      for (int gi = 1; gi < step; ++gi) {
+        const State o2 = st_s[gi * items + threadIdx.x];
+        const float mx = fmaxf(st.m, o2.m);
+        const float a = exp2f(st.m - mx), b = exp2f(o2.m - mx);
+        st.m = mx;
+        st.l = st.l * a + o2.l * b;
+        st.acc = make_float4(st.acc.x * a + o2.acc.x * b, st.acc.y * a + o2.acc.y * b,
+                             st.acc.z * a + o2.acc.z * b, st.acc.w * a + o2.acc.w * b);
       }
-      store4(threadIdx.x, v);
+      store(threadIdx.x, st);
     }
   }
   if (threadIdx.x == 0) p.counters[unit] = 0;  // ready for the next launch

@@ -147,7 +147,8 @@ shared-prefix --workload shared-prefix"}
     done
     # The kernel benchmarks the bundle carries: the decode rows of each.
     [[ -x $bin/bench_attention ]] &&
-      step bench_attention 150 "$OUT/bench_attention.log" "$bin/bench_attention" --decode-only "$OUT/bench_attention.md"
+      step bench_attention 200 "$OUT/bench_attention.log" "$bin/bench_attention" \
+        "${AWQD_AB_ATTN_ARGS:---decode-only}" "$OUT/bench_attention.md"
     [[ -x $bin/bench_allreduce ]] && (($(nvidia-smi -L | wc -l) >= 2)) &&
       step bench_allreduce 90 "$OUT/bench_allreduce.md" "$bin/bench_allreduce"
     [[ -x $bin/bench_awq_gemm ]] &&
@@ -171,7 +172,7 @@ shared-prefix --workload shared-prefix"}
       done
     done
     grep -E "Failure|FAILED|rror" "$log" | head -20
-    cat "$OUT/bench_attention.md" 2>/dev/null | head -40
+    grep -E "^\| 1 \| |^\| (2|4|8|16|64) \| [0-9]+ \| sm80\+ \|" "$OUT/bench_attention.md" 2>/dev/null | head -60
     sed -n '/^## sweep: best/,$p' "$OUT/bench_gemm.log" 2>/dev/null | head -40
     for f in "$OUT"/decode*.json; do
       python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(sys.argv[1].split("/")[-1], {k: j[k] for k in j if "itl" in k.lower() or "tokens_per_s" in k.lower()})' "$f" 2>/dev/null

@@ -220,10 +220,12 @@ void bench_decode(Report& r, double hbm, bool sweep) {
           for (const int forced : {2, 4, 8, 16, 24, 32, 48, 64}) {
             // 64: decode::kMaxSplits; at most one split per KV block
             if (forced > 64 || forced > blocks_per_seq || forced == splits) continue;
+            bool pdl = false;
             auto run = [&](int i, cudaStream_t s) {
               DecodeAttentionArgs b = a;
               const int set = i % sets;
               b.num_splits = forced;
+              b.pdl = pdl;
               b.block_tables = d_tables + static_cast<std::size_t>(set) * batch * blocks_per_seq;
               b.q = q + static_cast<std::size_t>(set) * batch * kHeads * kHeadDim;
               b.out = out + static_cast<std::size_t>(set) * batch * kHeads * kHeadDim;
@@ -236,9 +238,11 @@ void bench_decode(Report& r, double hbm, bool sweep) {
               continue;
             }
             const double fus = time_us(std::max(sets, 8), run);
-            const double fgbs = kv_bytes / fus / 1e3;
-            r.add("| %d | %d | sm80+ forced | %d | %.1f | %.0f | %.0f%% | | |", batch, ctx, forced,
-                  fus, fgbs, 100.0 * fgbs / hbm);
+            pdl = true;
+            const double fpdl = time_us(std::max(sets, 8), run);
+            const double fgbs = kv_bytes / fus / 1e3, fpdl_gbs = kv_bytes / fpdl / 1e3;
+            r.add("| %d | %d | sm80+ forced | %d | %.1f | %.0f | %.0f%% | %.1f | %.0f%% |", batch,
+                  ctx, forced, fus, fgbs, 100.0 * fgbs / hbm, fpdl, 100.0 * fpdl_gbs / hbm);
           }
         }
         CUDA_CHECK(cudaFree(d_tables));
@@ -446,15 +450,21 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "bench_attention: no CUDA device\n");
     return 1;
   }
-  // Usage: bench_attention [--decode-only] [OUT.md]; --decode-only: the decode table alone, without
-  // the forced-split sweep
+  // Usage: bench_attention [--decode-only | --decode-sweep] [OUT.md]; --decode-only: the decode
+  // table alone, without the forced-split sweep; --decode-sweep: the decode table and the sweep.
   const char* out_path = nullptr;
-  bool decode_only = false;
+  bool decode_only = false, sweep = true;
   for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--decode-only") == 0)
+    if (std::strcmp(argv[i], "--decode-only") == 0) {
+      decode_only = true, sweep = false;
+    } else if (std::strcmp(argv[i], "--decode-sweep") == 0) {
       decode_only = true;
-    else
+    } else if (argv[i][0] == '-') {
+      std::fprintf(stderr, "usage: bench_attention [--decode-only | --decode-sweep] [OUT.md]\n");
+      return 2;
+    } else {
       out_path = argv[i];
+    }
   }
   try {
     const auto info = awqd::cuda::device_info(0);
@@ -463,7 +473,7 @@ int main(int argc, char** argv) {
     r.add("device: %s, %d SMs, sm_%d%d; device-to-device copy %.0f GB/s (read + write)",
           info.name.c_str(), info.multiprocessors, info.sm_major, info.sm_minor, hbm);
     r.add("%s", "");
-    bench_decode(r, hbm, !decode_only);
+    bench_decode(r, hbm, sweep);
     if (!decode_only) {
       r.add("%s", "");
       bench_prefill(r);

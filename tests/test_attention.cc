@@ -232,6 +232,13 @@ TEST_P(DecodeAttention, MatchesReference) {
       {4, 1, 128, random_lengths(5, 1, 70, rng)},  // ragged batch
       {8, 2, 64, {300, 20}, 4, 1.0f, 100},         // max_context_len below the real context
       {8, 1, 128, {250}},  // one unit: the small-batch split rule (4 splits on 4 "SMs")
+      // More splits than the merge requests at once (kMergeBatch = 16): several rescaled
+      // batches per thread, with one thread per item (ratio 16 and 4 at 128) and with 8
+      // threads sharing an item (ratio 1 at 64). One unit each: the emulated 4-SM device's
+      // workspace holds 64 partials.
+      {16, 1, 128, {1000}, 40},
+      {4, 1, 128, {1500}, 33, 2.0f},
+      {1, 1, 64, {600}, 20},
   };
   if (!test::quick()) {
     cases.push_back({32, 8, 128, {16384}});  // batch 1, 16k
