@@ -251,6 +251,12 @@ TEST_P(DecodeAttention, MatchesReference) {
     cases.push_back({16, 8, 64, random_lengths(32, 1, 5000, rng)});               // head_dim 64
     cases.push_back({14, 2, 64, {16384, 1, 17}});
     cases.push_back({32, 8, 128, {4096, 4095, 4097}, 64});  // max splits
+    // Small batches: one CTA per SM, up to 16 splits of up to 16 blocks (head_dim 128 and 64),
+    // 4 splits with ragged contexts, a short last block.
+    cases.push_back({32, 8, 128, {4096}});
+    cases.push_back({16, 8, 64, {2048}});
+    cases.push_back({32, 8, 128, random_lengths(4, 1, 1024, rng)});
+    cases.push_back({28, 4, 128, {4000, 2}, 0, 2.0f});
   }
   for (const auto& c : cases) run_decode(c, sm75, rng);
 }
@@ -322,17 +328,8 @@ INSTANTIATE_TEST_SUITE_P(Paths, PrefillAttention, ::testing::Values(false, true)
 // kernel left it, and be bit-identical to the same launch without PDL. (Without sm_90 or in the
 // emulator the launches are ordinary ones: the test then checks the same results.) Checked by
 // mutation on an H100: with the last block requested before the wait, this test fails.
-TEST(DecodeAttentionPdl, ThisStepsTokenIsReadAfterTheWait) {
-  AWQD_KERNEL_TEST_PRELUDE();
-  std::mt19937_64 rng(21);
+void check_pdl_after_rope(const std::vector<int>& ctx, int long_ctx, std::mt19937_64& rng) {
   constexpr int kHeads = 32, kKvHeads = 8, kHeadDim = 128;
-#ifdef AWQD_TEST_EMULATED
-  const std::vector<int> ctx = {1, 17, 100, 33};
-  const int long_ctx = 64;
-#else
-  const std::vector<int> ctx = {1, 2, 15, 16, 17, 31, 32, 33, 100, 257, 1000, 4096, 4097};
-  const int long_ctx = 16384;
-#endif
   const int seqs = static_cast<int>(ctx.size());
   Scenario s = make_scenario(kHeads, kKvHeads, kHeadDim, ctx, std::vector<int>(seqs, 1), rng, 1.0f);
   // This step's token: its slot, its position; the cache holds NaN there until the rope kernel.
@@ -413,6 +410,19 @@ TEST(DecodeAttentionPdl, ThisStepsTokenIsReadAfterTheWait) {
   EXPECT_TRUE(outs[0] == outs[1]) << "PDL changed the bits of the result";
 #ifndef AWQD_TEST_EMULATED
   CUDA_CHECK(cudaStreamDestroy(stream));
+#endif
+}
+
+TEST(DecodeAttentionPdl, ThisStepsTokenIsReadAfterTheWait) {
+  AWQD_KERNEL_TEST_PRELUDE();
+  std::mt19937_64 rng(21);
+#ifdef AWQD_TEST_EMULATED
+  check_pdl_after_rope({1, 17, 100, 33}, 64, rng);
+#else
+  check_pdl_after_rope({1, 2, 15, 16, 17, 31, 32, 33, 100, 257, 1000, 4096, 4097}, 16384, rng);
+  // Small batches, split finely: each split's copies before the wait skip the last block.
+  check_pdl_after_rope({4096}, 16384, rng);
+  check_pdl_after_rope({100, 1000, 257, 17}, 16384, rng);
 #endif
 }
 
