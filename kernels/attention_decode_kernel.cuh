@@ -100,15 +100,7 @@ __device__ __forceinline__ void block_attention(const __half* ks_tile, const __h
     }
   }
   float alpha[2];
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-    mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-    const float m_new = fmaxf(m_run[r], mx[r]);  // finite: every block has a valid key
-    alpha[r] = exp2f(m_run[r] - m_new);
-    m_run[r] = m_new;
-    l_run[r] *= alpha[r];
-  }
+  online_softmax_step(mx, m_run, l_run, alpha);  // m_run finite after: every block has a key
 #pragma unroll
   for (int j = 0; j < 2; ++j) {
 #pragma unroll

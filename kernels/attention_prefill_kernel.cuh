@@ -187,15 +187,7 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_attention_kernel(const Pa
       }
     }
     float alpha[2];
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-      const float m_new = fmaxf(m_run[r], mx[r]);  // finite: key 0 is in every row's tile 0
-      alpha[r] = m_new == -INFINITY ? 1.0f : exp2f(m_run[r] - m_new);
-      m_run[r] = m_new;
-      l_run[r] *= alpha[r];
-    }
+    online_softmax_step(mx, m_run, l_run, alpha);  // m_run finite: key 0 is in every row's tile 0
 #pragma unroll
     for (int nt = 0; nt < 8; ++nt) {
 #pragma unroll

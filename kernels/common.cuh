@@ -31,6 +31,24 @@ __device__ __forceinline__ T warp_sum(T v) {
   return v;
 }
 
+// One step of an online softmax over mma accumulator tiles (attention kernels): a lane holds rows
+// g and g + 8 of the tile, and the 4 lanes of a quad share a row. mx: this tile's row maxima of
+// the lane's scores, made the quad's here; m_run / l_run: the running max and (per lane) sum,
+// rescaled to the new max; alpha: the factor the row's earlier sums were rescaled by (1 while
+// the row's max is still -inf, i.e. no key seen yet).
+__device__ __forceinline__ void online_softmax_step(float (&mx)[2], float (&m_run)[2],
+                                                    float (&l_run)[2], float (&alpha)[2]) {
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+    mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+    const float m_new = fmaxf(m_run[r], mx[r]);
+    alpha[r] = m_new == -INFINITY ? 1.0f : exp2f(m_run[r] - m_new);
+    m_run[r] = m_new;
+    l_run[r] *= alpha[r];
+  }
+}
+
 template <typename T>
 __device__ __forceinline__ T warp_max(T v) {
 #pragma unroll
