@@ -328,9 +328,9 @@ __global__ void __launch_bounds__(kThreads, 2) decode_attention_kernel(const Par
   const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
   const UnitWork u = unit_work(p);
   if (u.split >= u.nsplits) return;
-  const int seq = u.seq, head0 = u.head0, nrows = u.nrows, nblocks = u.nblocks;
-  const int nsplits = u.nsplits, split = u.split, blk_begin = u.blk_begin;
-  // This warp's blocks: blk_begin + warp + kWarps * i for i < my_count.
+  const int seq = u.seq, head0 = u.head0, nrows = u.nrows;
+  const int nsplits = u.nsplits, split = u.split;
+  // This warp's blocks: u.blk_begin + warp + kWarps * i for i < my_count.
   const int my_count = u.warp_blocks(warp);
 
   // Q as A fragments, loaded after grid_dependency_wait (the kernel before this one writes q).
@@ -381,12 +381,12 @@ __global__ void __launch_bounds__(kThreads, 2) decode_attention_kernel(const Par
     // (i <= S-2) or i+1 (refilled), so iteration i waits until at most S-1 (i <= S-2) or S-2
     // groups are pending; the warp's final iteration waits for all, which covers the late block
     // (necessarily the warp's last).
-    const int last_block = nblocks - 1;
+    const int last_block = u.nblocks - 1;
     int late = -1;
 #pragma unroll
     for (int st = 0; st < C::kStages - 1; ++st) {
       if (st < my_count) {
-        if (blk_begin + warp + kWarps * st == last_block)
+        if (u.blk_begin + warp + kWarps * st == last_block)
           late = st;
         else
           issue(st);
