@@ -153,15 +153,10 @@ __global__ void __launch_bounds__(kP2pThreads)
       const int c = threadIdx.x + k * kP2pThreads;
       if (c < chunks) {
         const std::size_t i = static_cast<std::size_t>(row) * chunks + c;
-        float acc[8], r[8];
+        float acc[8];
         sum_ranks<W>(peers, base + i, acc);
         ptx::unpack8(ptx::pack8(acc), v[k]);  // the all-reduce's fp16 result
-        ptx::unpack8(residual[i], r);
-#pragma unroll
-        for (int e = 0; e < 8; ++e) v[k][e] += r[e];
-        const uint4 stored = ptx::pack8(v[k]);
-        residual[i] = stored;
-        ptx::unpack8(stored, v[k]);  // normalise what the residual stream holds
+        ptx::add_to_residual8(v[k], residual[i]);
 #pragma unroll
         for (int e = 0; e < 8; ++e) sum_sq += v[k][e] * v[k][e];
       }

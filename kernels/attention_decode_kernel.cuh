@@ -40,6 +40,13 @@ struct Params {
   int* counters;     // [units]
 };
 
+// Running merge of split partials: max m of the scaled scores, sum l of exp2(score - m) and
+// acc = sum of exp2(score - m) * v.
+struct MergeState {
+  float m, l;
+  float4 acc;
+};
+
 template <int kHeadDim, bool kSm75>
 struct Config {
   static constexpr int kChunks = kHeadDim / 8;                     // 16-byte chunks per row
@@ -51,7 +58,7 @@ struct Config {
   static constexpr int kMergeBytes = kWarps * kRows * kHeadDim * 4;
   static constexpr int kSmemBytes = kStageBytes > kMergeBytes ? kStageBytes : kMergeBytes;
   // The split merge reuses the space: one MergeState per thread.
-  static_assert(8 * kThreads * 4 <= kSmemBytes);
+  static_assert(sizeof(MergeState) * kThreads <= kSmemBytes);
 };
 
 // Offset (in fp16 elements) of 16-byte chunk `chunk` of row `row` in a swizzled tile: chunk c
@@ -229,14 +236,6 @@ __device__ __forceinline__ void merge_warps(float* o_s, float (&m_s)[kWarps][kRo
     emit(row, d, acc, sum, mmax);
   }
 }
-
-// Running merge of split partials: max m of the scaled scores, sum l of exp2(score - m) and
-// acc = sum of exp2(score - m) * v.
-struct MergeState {
-  float m, l;
-  float4 acc;
-};
-static_assert(sizeof(MergeState) == 32, "Config reserves 32 bytes per thread");
 
 // The unit's output from its splits' partials: item = (row, 4 columns), nrows x head_dim / 4 of
 // them over the CTA's threads. A thread merges its item over splits first, first + step, ... in

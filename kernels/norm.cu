@@ -36,16 +36,8 @@ __global__ void rmsnorm_kernel(__half* out, __half* __restrict__ residual, const
     const int idx = threadIdx.x + c * blockDim.x;
     if (idx < chunks) {
       ptx::unpack8(xr[idx], v[c]);
-      if constexpr (kAdd) {
-        uint4* rr = reinterpret_cast<uint4*>(residual + row * hidden);
-        float r[8];
-        ptx::unpack8(rr[idx], r);
-#pragma unroll
-        for (int i = 0; i < 8; ++i) v[c][i] += r[i];
-        const uint4 stored = ptx::pack8(v[c]);
-        rr[idx] = stored;
-        ptx::unpack8(stored, v[c]);  // normalise what the residual stream holds
-      }
+      if constexpr (kAdd)
+        ptx::add_to_residual8(v[c], reinterpret_cast<uint4*>(residual + row * hidden)[idx]);
 #pragma unroll
       for (int i = 0; i < 8; ++i) sum_sq += v[c][i] * v[c][i];
     }

@@ -45,6 +45,18 @@ __device__ __forceinline__ uint4 pack8(const float (&f)[8]) {
   return make_uint4(pack_half2(f[0], f[1]), pack_half2(f[2], f[3]), pack_half2(f[4], f[5]),
                     pack_half2(f[6], f[7]));
 }
+// The residual add of the fused norms (norm.cu, allreduce.cu): v += the 8 fp16 of `residual`,
+// `residual` = fp16(v), and v becomes the values stored (the norm is of what the residual stream
+// holds, as vLLM's fused_add_rms_norm does).
+__device__ __forceinline__ void add_to_residual8(float (&v)[8], uint4& residual) {
+  float r[8];
+  unpack8(residual, r);
+#pragma unroll
+  for (int i = 0; i < 8; ++i) v[i] += r[i];
+  const uint4 stored = pack8(v);
+  residual = stored;
+  unpack8(stored, v);
+}
 
 #ifndef AWQD_EMULATE
 
