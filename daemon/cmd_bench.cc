@@ -357,6 +357,7 @@ int run_bench(const BenchOptions& o) {
     j["profile"] = {{"every", o.engine.profile_every},
                     {"warmup", o.engine.profile_warmup},
                     {"async_output", o.engine.async_output},
+                    {"fused_decode_mlp", o.engine.fused_decode_mlp},
                     {"decode", profile_json(p.decode)},
                     {"mixed", profile_json(p.mixed)}};
   }

@@ -24,6 +24,7 @@
 #include "kernels/attention_decode.cuh"
 #include "kernels/attention_prefill.cuh"
 #include "kernels/awq_gemm.cuh"
+#include "kernels/decode_mlp.cuh"
 #include "kernels/cublaslt_gemm.cuh"
 #include "kernels/cuda_check.cuh"
 #include "kernels/device.cuh"
@@ -279,6 +280,10 @@ class CudaExecutor final : public Executor {
 
   // Workspaces.
   DeviceBuffer gemm_ws_, cublas_ws_, decode_ws_;
+  // EngineConfig::fused_decode_mlp: the decode MLP kernel's workspace when every layer can take
+  // it (empty otherwise), and why not.
+  DeviceBuffer decode_mlp_ws_;
+  std::string decode_mlp_off_;
 
   // Paged KV pool: layer l's K at kv_ + (2l) * layer_elems, V at (2l + 1) * layer_elems.
   DeviceBuffer kv_;
@@ -417,6 +422,29 @@ CudaExecutor::CudaExecutor(const ModelWeights& w, const EngineConfig& ec, const 
   cublas_ws_ = DeviceBuffer(kCublasWorkspace);
   decode_ws_ = DeviceBuffer(cuda::decode_attention_workspace_bytes(c.head_dim));
   CUDA_CHECK(cudaMemsetAsync(decode_ws_.as<void>(), 0, decode_ws_.bytes(), stream_));
+  // The fused MLP half for steps of 1-8 tokens (kernels/decode_mlp.cuh): one GPU (its all-reduce
+  // would sit between the phases), not deterministic mode, every layer's o/gate_up/down AWQ with
+  // G = 128.
+  if (!ec.fused_decode_mlp)
+    decode_mlp_off_ = "off (fused_decode_mlp = false)";
+  else if (ec.deterministic)
+    decode_mlp_off_ = "off (deterministic)";
+  else if (comm_ != nullptr)
+    decode_mlp_off_ = "off (tensor parallel)";
+  for (const Layer& L : layers_) {
+    if (!decode_mlp_off_.empty()) break;
+    if (!L.o.quantized || !L.gate_up.quantized || !L.down.quantized)
+      decode_mlp_off_ = "off (unquantized MLP weights)";
+    else if (const std::string why = cuda::decode_mlp_unsupported(L.o.awq.view(), L.gate_up.awq.view(), L.down.awq.view(), 1);
+             !why.empty())
+      decode_mlp_off_ = "off (" + why + ")";
+  }
+  if (decode_mlp_off_.empty()) {
+    const Layer& L = layers_.front();
+    const std::size_t bytes = cuda::decode_mlp_workspace_bytes(L.o.awq.view(), L.gate_up.awq.view(), L.down.awq.view());
+    decode_mlp_ws_ = DeviceBuffer(bytes);
+    cuda::decode_mlp_workspace_init(decode_mlp_ws_.as<void>(), bytes, stream_);
+  }
 
   // Step metadata: tokens, positions, slots (3 T), cu_seqlens, context lens (2 B + 1), block
   // tables (B x max blocks), logits rows (up to max_tokens).
@@ -492,7 +520,8 @@ void CudaExecutor::allocate_kv(int num_blocks) {
   describe_ = "cuda " + device_.name + " (sm_" + std::to_string(device_.sm_major) + std::to_string(device_.sm_minor) +
               "), " + std::to_string(num_blocks_) + " KV blocks of " + std::to_string(kKvBlockSize) + " tokens (" +
               gib(static_cast<double>(kv_.bytes())) + "), weights " + gib(static_cast<double>(weight_bytes_)) +
-              (weight_cache_bytes_ ? " + fp16 cache " + gib(static_cast<double>(weight_cache_bytes_)) : std::string());
+              (weight_cache_bytes_ ? " + fp16 cache " + gib(static_cast<double>(weight_cache_bytes_)) : std::string()) +
+              ", fused decode MLP " + (decode_mlp_off_.empty() ? std::string("on") : decode_mlp_off_);
 }
 
 CudaExecutor::~CudaExecutor() {
@@ -646,7 +675,32 @@ void CudaExecutor::forward(int T, int B, bool decode_only, int max_context) {
       a.head_dim = hd;
       cuda::prefill_attention(a, stream_);
     }
+    const bool last = li + 1 == c.num_layers;
+    const __half* next_norm = last ? final_norm_.as<__half>() : layers_[li + 1].input_norm.as<__half>();
     mark(GpuCategory::kGemm);
+    if (decode_mlp_ws_.bytes() > 0 && T <= cuda::kDecodeMlpMaxRows) {
+      // o_proj, add_rmsnorm, gate_up, SiLU, down_proj and the next add_rmsnorm in one kernel.
+      cuda::DecodeMlpArgs a;
+      a.o = L.o.awq.view();
+      a.gate_up = L.gate_up.awq.view();
+      a.down = L.down.awq.view();
+      a.o_bias = L.o.bias.as<__half>();
+      a.gate_up_bias = L.gate_up.bias.as<__half>();
+      a.down_bias = L.down.bias.as<__half>();
+      a.attn = attn;
+      a.attn_ld = qn;
+      a.residual = x;
+      a.out = h;
+      a.post_norm = L.post_attn_norm.as<__half>();
+      a.next_norm = next_norm;
+      a.eps = c.rms_norm_eps;
+      a.M = T;
+      a.pdl = true;  // attention triggers its dependents; the kernel reads attn after its wait
+      a.workspace = decode_mlp_ws_.as<void>();
+      a.workspace_bytes = decode_mlp_ws_.bytes();
+      cuda::decode_mlp(a, stream_);
+      continue;
+    }
     linear(L.o, attn, proj, T);
     reduce_add_rmsnorm(proj, x, h, L.post_attn_norm.as<__half>(), T);
     mark(GpuCategory::kGemm);
@@ -661,8 +715,7 @@ void CudaExecutor::forward(int T, int B, bool decode_only, int max_context) {
       mark(GpuCategory::kGemm);
       linear(L.down, act_.as<__half>(), proj, T);
     }
-    const bool last = li + 1 == c.num_layers;
-    reduce_add_rmsnorm(proj, x, h, last ? final_norm_.as<__half>() : layers_[li + 1].input_norm.as<__half>(), T);
+    reduce_add_rmsnorm(proj, x, h, next_norm, T);
   }
 }
 

@@ -40,6 +40,10 @@ struct EngineConfig {
   // Submit step n + 1 before building step n's outputs (detokenization, stop strings), so that
   // host work runs while the GPU computes (docs/ARCHITECTURE.md, "A step").
   bool async_output = true;
+  // CUDA, steps of 1-8 tokens on one GPU: o_proj, the norms, gate_up, SiLU and down_proj of a
+  // layer as one persistent kernel (kernels/decode_mlp.cuh) where the weights allow it. Off in
+  // deterministic mode (its split-K differs from the batch-invariant plans).
+  bool fused_decode_mlp = true;
   bool profile = false;                // time sampled steps: Engine::profile(), `awqd bench --profile`
   int profile_every = 16;              // with profile: every n-th step after the warm-up
   int profile_warmup = 32;             // steps never sampled at the start (graph captures, first plans)

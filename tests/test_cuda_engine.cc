@@ -249,15 +249,56 @@ TEST_F(CudaEngine, TopOneAgreementWithCpuOnHeldOutText) {
   EXPECT_GE(rate, 0.99);
 }
 
-TEST(CudaWeightCache, Fp16CopiesGiveTheAwqKernelsTokensUpToNearTies) {
-  // An AWQ model, 64 prompts of 80 tokens: steps of at least cuda::awq_gemm_fp16_crossover_m(K,
-  // N) tokens (prefill; the 64-sequence decode steps too, for the linears whose crossover is at
-  // most 64) run their linears through cuBLASLt on the fp16 copies ("on") or through the AWQ
-  // kernels ("off"); the weights are the same fp16 values, only the summation order differs.
-  // Greedy tokens must agree up to the first step whose top-2 logprob margin (of the "off" run)
-  // is below 0.01.
-  AWQD_REQUIRE_CUDA();
-  test::TempDir dir;
+// Greedy tokens and their top-2 margins of `prompts` prompts of 80 tokens (12 generated each)
+// on an engine configured by `configure`.
+struct GreedyRun {
+  std::map<std::string, std::vector<std::int32_t>> tokens;
+  std::map<std::string, std::vector<float>> margins;
+  std::string describe;
+};
+template <class Configure>
+GreedyRun run_greedy(const std::filesystem::path& dir, int prompts, Configure configure) {
+  EngineConfig c = cuda_config(dir);
+  configure(c);
+  Engine e(c);
+  GreedyRun out;
+  out.describe = e.describe();
+  for (int j = 0; j < prompts; ++j) {
+    std::vector<std::int32_t> ids;
+    for (int t = 0; t < 80; ++t) ids.push_back(3 + (j * 131 + t * 17) % 1000);
+    auto r = greedy("w" + std::to_string(j), ids, 12);
+    r.params.ignore_eos = true;
+    r.params.logprobs = 2;
+    e.add_request(r);
+  }
+  while (e.has_unfinished())
+    for (const auto& o : e.step()) {
+      out.tokens[o.id].insert(out.tokens[o.id].end(), o.new_token_ids.begin(), o.new_token_ids.end());
+      for (const auto& s : o.new_logprobs)
+        out.margins[o.id].push_back(s.top.size() == 2 ? s.top[0].logprob - s.top[1].logprob : 1.0f);
+    }
+  return out;
+}
+
+// Greedy tokens of `got` equal `want`'s up to the first step whose top-2 logprob margin (in
+// `want`) is below 0.01; returns how many sequences are identical throughout.
+int expect_same_up_to_near_ties(const GreedyRun& got, const GreedyRun& want) {
+  int identical = 0;
+  for (const auto& [id, w] : want.tokens) {
+    const auto& g = got.tokens.at(id);
+    EXPECT_EQ(g.size(), w.size()) << id;
+    if (g.size() != w.size()) continue;
+    std::size_t trusted = 0;
+    while (trusted < w.size() && want.margins.at(id)[trusted] >= 0.01f) ++trusted;
+    EXPECT_EQ(std::vector<std::int32_t>(g.begin(), g.begin() + trusted),
+              std::vector<std::int32_t>(w.begin(), w.begin() + trusted))
+        << id << ": the first " << trusted << " steps have a top-2 margin >= 0.01";
+    identical += g == w;
+  }
+  return identical;
+}
+
+test::TinyModelSpec awq_spec() {
   test::TinyModelSpec spec;
   spec.hidden = 512;
   spec.intermediate = 1536;
@@ -269,50 +310,48 @@ TEST(CudaWeightCache, Fp16CopiesGiveTheAwqKernelsTokensUpToNearTies) {
   spec.awq = true;
   spec.group_size = 128;
   spec.seed = 7;
-  test::write_tiny_model(dir.path(), spec);
+  return spec;
+}
+
+TEST(CudaWeightCache, Fp16CopiesGiveTheAwqKernelsTokensUpToNearTies) {
+  // An AWQ model, 64 prompts of 80 tokens: steps of at least cuda::awq_gemm_fp16_crossover_m(K,
+  // N) tokens (prefill; the 64-sequence decode steps too, for the linears whose crossover is at
+  // most 64) run their linears through cuBLASLt on the fp16 copies ("on") or through the AWQ
+  // kernels ("off"); the weights are the same fp16 values, only the summation order differs.
+  // Greedy tokens must agree up to the first step whose top-2 logprob margin (of the "off" run)
+  // is below 0.01.
+  AWQD_REQUIRE_CUDA();
+  test::TempDir dir;
+  test::write_tiny_model(dir.path(), awq_spec());
   write_synth_tokenizer(dir.path(), "tiny");
-  struct Run {
-    std::map<std::string, std::vector<std::int32_t>> tokens;
-    std::map<std::string, std::vector<float>> margins;
-    std::string describe;
-  };
-  const auto run = [&](const std::string& mode) {
-    EngineConfig c = cuda_config(dir.path());
-    c.fp16_weight_cache = mode;
-    Engine e(c);
-    Run out;
-    out.describe = e.describe();
-    for (int j = 0; j < 64; ++j) {
-      std::vector<std::int32_t> ids;
-      for (int t = 0; t < 80; ++t) ids.push_back(3 + (j * 131 + t * 17) % 1000);
-      auto r = greedy("w" + std::to_string(j), ids, 12);
-      r.params.ignore_eos = true;
-      r.params.logprobs = 2;
-      e.add_request(r);
-    }
-    while (e.has_unfinished())
-      for (const auto& o : e.step()) {
-        out.tokens[o.id].insert(out.tokens[o.id].end(), o.new_token_ids.begin(), o.new_token_ids.end());
-        for (const auto& s : o.new_logprobs)
-          out.margins[o.id].push_back(s.top.size() == 2 ? s.top[0].logprob - s.top[1].logprob : 1.0f);
-      }
-    return out;
-  };
-  const Run on = run("on"), off = run("off");
+  const GreedyRun on = run_greedy(dir.path(), 64, [](EngineConfig& c) { c.fp16_weight_cache = "on"; });
+  const GreedyRun off = run_greedy(dir.path(), 64, [](EngineConfig& c) { c.fp16_weight_cache = "off"; });
   EXPECT_NE(on.describe.find("fp16 cache"), std::string::npos) << on.describe;
   EXPECT_EQ(off.describe.find("fp16 cache"), std::string::npos) << off.describe;
-  int identical = 0;
-  for (const auto& [id, want] : off.tokens) {
-    const auto& got = on.tokens.at(id);
-    ASSERT_EQ(got.size(), want.size()) << id;
-    std::size_t trusted = 0;
-    while (trusted < want.size() && off.margins.at(id)[trusted] >= 0.01f) ++trusted;
-    EXPECT_EQ(std::vector<std::int32_t>(got.begin(), got.begin() + trusted),
-              std::vector<std::int32_t>(want.begin(), want.begin() + trusted))
-        << id << ": the first " << trusted << " steps have a top-2 margin >= 0.01";
-    identical += got == want;
-  }
+  const int identical = expect_same_up_to_near_ties(on, off);
   std::printf("fp16 weight cache on vs off: %d of 64 sequences identical over 12 tokens\n", identical);
+}
+
+TEST(CudaFusedDecodeMlp, GivesTheSeparateKernelsTokensUpToNearTies) {
+  // An AWQ model (q_size 1024 != hidden 512, G = 128), 6 prompts: the decode steps (6 rows) run
+  // each layer's MLP half as one kernel (kernels/decode_mlp.cuh) or as the separate GEMM and norm
+  // kernels; prefill steps take the separate kernels either way. Same weights and roundings,
+  // other fp32 summation orders: greedy tokens agree up to near-ties. Also one prompt alone
+  // (1-row steps), and deterministic mode, which must turn the kernel off.
+  AWQD_REQUIRE_CUDA();
+  test::TempDir dir;
+  test::write_tiny_model(dir.path(), awq_spec());
+  write_synth_tokenizer(dir.path(), "tiny");
+  for (int prompts : {6, 1}) {
+    const GreedyRun fused = run_greedy(dir.path(), prompts, [](EngineConfig&) {});
+    const GreedyRun separate = run_greedy(dir.path(), prompts, [](EngineConfig& c) { c.fused_decode_mlp = false; });
+    EXPECT_NE(fused.describe.find("fused decode MLP on"), std::string::npos) << fused.describe;
+    EXPECT_NE(separate.describe.find("fused decode MLP off"), std::string::npos) << separate.describe;
+    const int identical = expect_same_up_to_near_ties(fused, separate);
+    std::printf("fused decode MLP vs separate kernels, %d prompts: %d identical over 12 tokens\n", prompts, identical);
+  }
+  const GreedyRun det = run_greedy(dir.path(), 1, [](EngineConfig& c) { c.deterministic = true; });
+  EXPECT_NE(det.describe.find("fused decode MLP off (deterministic)"), std::string::npos) << det.describe;
 }
 
 TEST(CudaEngineArchs, EveryArchitectureMatchesTheCpuReference) {

@@ -25,6 +25,7 @@
 #include <cstring>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <random>
 #include <vector>
 
@@ -71,10 +72,13 @@ struct Block {
   std::uint32_t a[kMaxWarps][32][4], b[kMaxWarps][32][2], row_addr[kMaxWarps][32];
 };
 
-inline Block& block() {
-  static Block b;
-  return b;
+// The block whose fiber runs now: the one of run_block, or one of run_grid's.
+inline Block*& current_block() {
+  static Block single;
+  static Block* current = &single;
+  return current;
 }
+inline Block& block() { return *current_block(); }
 inline std::uint8_t* shared_memory() { return block().smem.data(); }
 inline unsigned lane() { return block().current->tid % 32; }
 inline unsigned warp() { return block().current->tid / 32; }
@@ -113,9 +117,35 @@ inline void fiber_entry() {
   swapcontext(&b.current->context, &b.scheduler);
 }
 
+inline void prepare_block(Block& b, int threads, Dim index, Dim grid,
+                          const std::function<void()>& body);
+inline void run_fibers(std::vector<Block*>& blocks);
+
 // Runs body() as block `index` of `grid` with `threads` threads; returns when all have finished.
 inline void run_block(int threads, Dim index, Dim grid, const std::function<void()>& body) {
-  Block& b = block();
+  static Block b;
+  prepare_block(b, threads, index, grid, body);
+  std::vector<Block*> blocks{&b};
+  run_fibers(blocks);
+}
+
+// Runs every block of a one-dimensional grid at once, their fibers interleaved (a fiber that
+// spins on global memory must call yield()), so a kernel may wait for other blocks: a grid
+// barrier, as a persistent kernel whose blocks are all resident on the GPU does.
+inline void run_grid(int threads, unsigned blocks, const std::function<void()>& body) {
+  std::vector<std::unique_ptr<Block>> owned;
+  std::vector<Block*> all;
+  for (unsigned i = 0; i < blocks; ++i) {
+    owned.push_back(std::make_unique<Block>());
+    owned.back()->rng.seed(12345 + i);
+    prepare_block(*owned.back(), threads, {i, 0, 0}, {blocks, 1, 1}, body);
+    all.push_back(owned.back().get());
+  }
+  run_fibers(all);
+}
+
+inline void prepare_block(Block& b, int threads, Dim index, Dim grid,
+                          const std::function<void()>& body) {
   b.index = index;
   b.grid = grid;
   b.body = body;
@@ -137,20 +167,27 @@ inline void run_block(int threads, Dim index, Dim grid, const std::function<void
     f.context.uc_link = nullptr;
     makecontext(&f.context, fiber_entry, 0);
   }
-  // Each round resumes every unfinished thread up to its next barrier or warp collective, but a
-  // random half of the warps sit a round out, so warps drift apart as far as the barriers allow
-  // and a missing __syncthreads shows up as one warp overwriting what another still reads.
-  const int warps = (threads + 31) / 32;
+}
+
+// Each round resumes every unfinished thread up to its next barrier or warp collective, but a
+// random half of the warps sit a round out, so warps drift apart as far as the barriers allow
+// and a missing __syncthreads shows up as one warp overwriting what another still reads.
+inline void run_fibers(std::vector<Block*>& blocks) {
   for (bool running = true; running;) {
     running = false;
-    const std::uint32_t bits = b.rng();
-    const bool skip_some = warps > 1 && (bits >> 31) != 0;
-    for (int t = 0; t < threads; ++t) {
-      if (b.fibers[t].done) continue;
-      running = true;
-      if (skip_some && ((bits >> (t / 32 % 31)) & 1) != 0) continue;
-      b.current = &b.fibers[t];
-      swapcontext(&b.scheduler, &b.current->context);
+    for (Block* bp : blocks) {
+      Block& b = *bp;
+      current_block() = bp;
+      const int warps = (b.threads + 31) / 32;
+      const std::uint32_t bits = b.rng();
+      const bool skip_some = warps > 1 && (bits >> 31) != 0;
+      for (int t = 0; t < b.threads; ++t) {
+        if (b.fibers[t].done) continue;
+        running = true;
+        if (skip_some && ((bits >> (t / 32 % 31)) & 1) != 0) continue;
+        b.current = &b.fibers[t];
+        swapcontext(&b.scheduler, &b.current->context);
+      }
     }
   }
 }
@@ -165,6 +202,8 @@ inline Dim thread_index() { return {block().current->tid, 0, 0}; }
 #define threadIdx (emu::thread_index())
 #define blockIdx (emu::block().index)
 #define gridDim (emu::block().grid)
+#undef blockDim
+#define blockDim (emu::Dim{static_cast<unsigned>(emu::block().threads), 1, 1})
 
 inline void __syncthreads() { emu::sync_block(); }
 inline void __syncwarp(unsigned = 0xffffffffu) { emu::sync_warp(); }
@@ -174,6 +213,12 @@ inline int atomicAdd(int* p, int v) {  // fibers never interleave inside a call
   *p += v;
   return old;
 }
+inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) {
+  const unsigned long long old = *p;
+  *p += v;
+  return old;
+}
+inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 template <class T>
 inline T __ldg(const T* p) {
   return *p;
@@ -302,3 +347,28 @@ inline void cp_async_wait() {
 }
 
 }  // namespace awqd::cuda::awq_device
+
+// What the decode MLP kernel (kernels/decode_mlp_kernel.cuh) takes from the hardware: a spinning
+// wait yields to the other fibers (of every block of run_grid), shuffles go through the warp's
+// exchange registers.
+namespace awqd::cuda::decode_mlp_detail {
+inline unsigned long long ld_acquire_u64(const unsigned long long* p) { return *p; }
+inline void spin_pause() { emu::yield(); }
+inline std::uint32_t warp_exchange(std::uint32_t v, unsigned src_lane) {
+  emu::Block& blk = emu::block();
+  const unsigned w = emu::warp(), lane = emu::lane();
+  blk.row_addr[w][lane] = v;
+  emu::sync_warp();
+  const std::uint32_t r = blk.row_addr[w][src_lane];
+  emu::sync_warp();
+  return r;
+}
+inline float warp_xor(float v, int mask) {
+  std::uint32_t bits;
+  std::memcpy(&bits, &v, 4);
+  bits = warp_exchange(bits, emu::lane() ^ static_cast<unsigned>(mask));
+  std::memcpy(&v, &bits, 4);
+  return v;
+}
+inline int warp_bcast(int v) { return static_cast<int>(warp_exchange(static_cast<std::uint32_t>(v), 0)); }
+}  // namespace awqd::cuda::decode_mlp_detail

@@ -1,0 +1,434 @@
+// The decode MLP kernel's device code (design: kernels/decode_mlp.cuh). Included by
+// decode_mlp.cu and by the CPU emulation test (tests/emu/cuda_emulation.h, which defines
+// AWQD_KERNEL_EMULATION and runs every block of the grid at once, so the grid barrier works).
+#pragma once
+
+#include <cuda_fp16.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/awq_gemm_device.cuh"
+#include "kernels/silu.cuh"
+
+namespace awqd::cuda::decode_mlp_detail {
+
+inline constexpr int kMaxRows = 8;         // rows (tokens) per call: one n8 tile of the mma
+inline constexpr int kBatchRows = 128;     // k rows per unit: one AWQ group (G = 128 only)
+inline constexpr int kSteps = 8;           // k16 steps per unit
+inline constexpr int kXStride = 136;       // fp16 per staged activation row (+8: no bank conflicts)
+inline constexpr int kRingSlots = 2;       // units per warp in shared memory
+// One ring slot: the unit's weights (8 steps x 32 lanes x 16 bytes), its group's 64 scales and
+// 8 zero words (10 chunks of 16 bytes), kMaxRows activation rows, the norm weight's 128 values.
+inline constexpr int kWeightBytes = kSteps * 32 * 16;
+inline constexpr int kConstOffset = kWeightBytes;
+inline constexpr int kXOffset = kConstOffset + 10 * 16;
+inline constexpr int kNormOffset = kXOffset + kMaxRows * kXStride * 2;
+inline constexpr int kSlotBytes = kNormOffset + kBatchRows * 2;
+inline constexpr int kPartialFloats = 16 * 32;  // one warp's 64 columns x 8 rows of fp32 sums
+inline constexpr int kPhases = 3;               // o_proj, gate_up_proj, down_proj
+
+// A quantized linear in the repacked tile layout (kernels/awq_layout.cuh), K and N multiples of
+// 128 and 64, G = 128.
+struct Linear {
+  const uint4* tiles = nullptr;
+  const __half* scales = nullptr;
+  const std::uint32_t* zeros = nullptr;
+  const __half* bias = nullptr;  // [N] or null
+  int stripes = 0;               // N / 64
+  int batches = 0;               // K / 128 (= groups)
+};
+
+struct Params {
+  Linear w[kPhases];          // o [q_size -> H], gate_up [H -> 2I], down [I -> H]
+  const __half* attn;         // [M, attn_ld]: o_proj's input
+  int attn_ld;
+  __half* residual;           // [M, H], in place: + o_proj, then + down_proj
+  __half* out;                // [M, H]: rmsnorm(residual) * next_norm
+  __half* act;                // [M, I]: SiLU(gate) * up, down_proj's input
+  const __half* post_norm;    // [H] post_attention_layernorm
+  const __half* next_norm;    // [H] the next layer's input_layernorm (or the final norm)
+  float eps;
+  float* partials;            // [max stripes + warps][kPartialFloats]
+  float* sumsq;               // [2][H / 64][kMaxRows]: per stripe, sum of the residual's squares
+  int* counters;              // per phase, per stripe (gate_up: per gate/up pair); zero between
+  unsigned long long* barrier;  // grid barrier arrivals, never reset (see grid_barrier)
+  int M, H, I;
+  int counter_offset[kPhases];
+};
+
+// ---- the few operations the emulation supplies itself ----
+#ifndef AWQD_KERNEL_EMULATION
+__device__ __forceinline__ unsigned long long ld_acquire_u64(const unsigned long long* p) {
+  unsigned long long v;
+  asm volatile("ld.acquire.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
+  return v;
+}
+__device__ __forceinline__ void spin_pause() { __nanosleep(64); }
+__device__ __forceinline__ float warp_xor(float v, int mask) {
+  return __shfl_xor_sync(0xffffffffu, v, mask);
+}
+__device__ __forceinline__ int warp_bcast(int v) { return __shfl_sync(0xffffffffu, v, 0); }
+#endif
+
+// Half h (0: low) of a word of two fp16, as a float.
+__device__ __forceinline__ float half_at(std::uint32_t w, int h) {
+  __half_raw r;
+  r.x = static_cast<unsigned short>(w >> (16 * h));
+  return __half2float(__half(r));
+}
+
+// Every block of the grid (all resident: one per SM, launched no wider) arrives; memory written
+// before by any block is visible after. The counter counts arrivals forever (64 bits: no wrap):
+// the blocks arriving at one barrier get old values g * n .. g * n + n - 1 for the same g, and
+// wait for (g + 1) * n, so no reset between barriers or launches is needed.
+__device__ __forceinline__ void grid_barrier(unsigned long long* counter) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    __threadfence();
+    const unsigned long long n = gridDim.x;
+    const unsigned long long old = atomicAdd(counter, 1ull);
+    const unsigned long long target = (old / n + 1) * n;
+    while (ld_acquire_u64(counter) < target) spin_pause();
+    __threadfence();
+  }
+  __syncthreads();
+}
+
+// Units (stripe, 128-row batch) of a phase, stripe-major, dealt out in equal contiguous ranges to
+// the W warps of the grid: warp w takes [w * U / W, (w + 1) * U / W).
+struct Deal {
+  long long units, warps;
+  __device__ __forceinline__ long long lo(long long w) const { return w * units / warps; }
+  // The warp whose range holds unit u.
+  __device__ __forceinline__ long long warp_of(long long u) const {
+    return ((u + 1) * warps + units - 1) / units - 1;
+  }
+};
+
+__device__ __forceinline__ Deal deal(const Params& p, int phase, int warps) {
+  return {static_cast<long long>(p.w[phase].stripes) * p.w[phase].batches, warps};
+}
+
+// Calls f(w, first unit) for every warp w holding units of `stripe`, in warp order. A warp's
+// sums for a stripe live in partials[stripe + w]: unique within a phase, because when warp w
+// holds units of stripe s, warp w - 1 cannot hold units of s + 1.
+template <class F>
+__device__ __forceinline__ void for_each_contributor(const Deal& d, int stripe, int batches, F f) {
+  const long long s0 = static_cast<long long>(stripe) * batches, s1 = s0 + batches;
+  for (long long w = d.warp_of(s0); w <= d.warp_of(s1 - 1); ++w) {
+    const long long a = d.lo(w) > s0 ? d.lo(w) : s0;
+    const long long b = d.lo(w + 1) < s1 ? d.lo(w + 1) : s1;
+    if (a < b) f(static_cast<int>(w));
+  }
+}
+
+// What a warp works on: phase `phase` (kPhases when done), unit `u` of it.
+struct Cursor {
+  int phase;
+  long long u;
+};
+
+template <int kRows = kMaxRows>
+__device__ __forceinline__ void decode_mlp_block(const Params& p) {
+  using namespace awq_device;
+#ifndef AWQD_KERNEL_EMULATION
+  extern __shared__ __align__(128) std::uint8_t smem[];
+#else
+  std::uint8_t* smem = emu::shared_memory();
+#endif
+  const int warps_per_block = blockDim.x >> 5;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int g = lane >> 2, t = lane & 3;
+  const int W = gridDim.x * warps_per_block;
+  const int gw = blockIdx.x * warps_per_block + warp;  // this warp in the grid
+  const int M = p.M;
+  float* block_inv = reinterpret_cast<float*>(smem + warps_per_block * kRingSlots * kSlotBytes);
+
+  allow_dependents_launch();
+
+  auto first_from = [&](int phase) -> Cursor {
+    for (; phase < kPhases; ++phase) {
+      const Deal d = deal(p, phase, W);
+      if (d.lo(gw) < d.lo(gw + 1)) return {phase, d.lo(gw)};
+    }
+    return {kPhases, 0};
+  };
+  auto next_of = [&](Cursor c) -> Cursor {
+    if (c.u + 1 < deal(p, c.phase, W).lo(gw + 1)) return {c.phase, c.u + 1};
+    return first_from(c.phase + 1);
+  };
+  std::uint8_t* const ring = smem + warp * kRingSlots * kSlotBytes;
+  auto slot_ptr = [&](int s) { return ring + s * kSlotBytes; };
+
+  // The unit's weights, scales and zeros (and for gate_up the post-attention norm's 128 values):
+  // model parameters, so they may be requested before the barrier that opens their phase.
+  auto issue_weights = [&](Cursor c, int s) {
+    if (c.phase >= kPhases) return;
+    const Linear& L = p.w[c.phase];
+    const int stripe = static_cast<int>(c.u / L.batches), batch = static_cast<int>(c.u % L.batches);
+    std::uint8_t* dst = slot_ptr(s);
+    const uint4* src = L.tiles + (static_cast<std::size_t>(stripe) * L.batches * kSteps + batch * kSteps) * 32 + lane;
+#pragma unroll
+    for (int u = 0; u < kSteps; ++u)
+      cp_async_16(smem_addr(dst + (u * 32 + lane) * 16), src + u * 32, true);
+    const std::size_t sg = static_cast<std::size_t>(stripe) * L.batches + batch;
+    if (lane < 8)
+      cp_async_16(smem_addr(dst + kConstOffset + lane * 16), L.scales + sg * 64 + lane * 8, true);
+    else if (lane < 10)
+      cp_async_16(smem_addr(dst + kConstOffset + lane * 16), L.zeros + sg * 8 + (lane - 8) * 4, true);
+    else if (lane >= 16 && c.phase == 1)
+      cp_async_16(smem_addr(dst + kNormOffset + (lane - 16) * 16),
+                  p.post_norm + batch * kBatchRows + (lane - 16) * 8, true);
+  };
+  // The unit's activation rows: written by the kernel before (attention) or by this kernel's
+  // previous phase, so only after the barrier that opens the phase (cp.async.cg reads L2).
+  auto issue_x = [&](Cursor c, int s) {
+    if (c.phase >= kPhases) return;
+    const int batch = static_cast<int>(c.u % p.w[c.phase].batches);
+    const __half* base = c.phase == 0 ? p.attn : c.phase == 1 ? p.residual : p.act;
+    const int ld = c.phase == 0 ? p.attn_ld : c.phase == 1 ? p.H : p.I;
+    std::uint8_t* dst = slot_ptr(s) + kXOffset;
+    for (int e = lane; e < M * 16; e += 32) {
+      const int row = e >> 4, chunk = e & 15;
+      cp_async_16(smem_addr(dst + row * kXStride * 2 + chunk * 16),
+                  base + static_cast<std::size_t>(row) * ld + batch * kBatchRows + chunk * 8, true);
+    }
+  };
+
+  // 1 / RMS of each row's residual from the per-stripe sums of squares (set `which`), added in
+  // stripe order by a fixed butterfly: every lane of every warp gets the same bits.
+  auto inv_rms = [&](int which, float (&inv)[kRows]) {
+    const int stripes = p.H / 64;
+    const float* sq = p.sumsq + static_cast<std::size_t>(which) * stripes * kMaxRows;
+#pragma unroll
+    for (int m = 0; m < kRows; ++m) {
+      float s = 0.0f;
+      if (m < M)
+        for (int i = lane; i < stripes; i += 32) s += __ldcg(sq + i * kMaxRows + m);
+#pragma unroll
+      for (int x = 16; x >= 1; x >>= 1) s += warp_xor(s, x);
+      inv[m] = rsqrtf(s / static_cast<float>(p.H) + p.eps);
+    }
+  };
+
+  float acc[4][4];
+  auto zero_acc = [&] {
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) acc[j][r] = 0.0f;
+  };
+  zero_acc();
+
+  // acc[j][r] holds column 16 j + g + 8 (r / 2) of the stripe, row 2 t + r % 2 (the mma's D).
+  auto sum_stripe = [&](const Deal& d, int stripe, int batches, float (&sum)[16]) {
+#pragma unroll
+    for (int e = 0; e < 16; ++e) sum[e] = 0.0f;
+    for_each_contributor(d, stripe, batches, [&](int w) {
+      const float* src = p.partials + static_cast<std::size_t>(stripe + w) * kPartialFloats + lane;
+#pragma unroll
+      for (int e = 0; e < 16; ++e) sum[e] += __ldcg(src + e * 32);
+    });
+  };
+  auto count_contributors = [&](const Deal& d, int stripe, int batches) {
+    int n = 0;
+    for_each_contributor(d, stripe, batches, [&](int) { ++n; });
+    return n;
+  };
+
+  // The warp's sums for `stripe` of `phase` go to the workspace; the last warp to arrive at the
+  // stripe (gate_up: at the pair of gate and up stripes) adds every warp's sums in warp order
+  // (so the result does not depend on who came last) and finishes those 64 columns.
+  auto flush = [&](int phase, int stripe) {
+    const Linear& L = p.w[phase];
+    const Deal d = deal(p, phase, W);
+    {
+      float* dst = p.partials + static_cast<std::size_t>(stripe + gw) * kPartialFloats + lane;
+#pragma unroll
+      for (int e = 0; e < 16; ++e) dst[e * 32] = acc[e >> 2][e & 3];
+    }
+    zero_acc();
+    const int pairs = p.I / 64;
+    const int key = phase == 1 ? stripe % pairs : stripe;
+    int needed = count_contributors(d, key, L.batches);
+    if (phase == 1) needed += count_contributors(d, key + pairs, L.batches);
+    __threadfence();
+    __syncwarp();
+    int last = 0;
+    if (lane == 0) {
+      int* counter = p.counters + p.counter_offset[phase] + key;
+      last = atomicAdd(counter, 1) == needed - 1;
+      if (last) *counter = 0;  // every warp of the stripe has arrived: reset for the next use
+    }
+    last = warp_bcast(last);
+    if (!last) return;
+    __threadfence();
+    float sum[16];
+    sum_stripe(d, key, L.batches, sum);
+    if (phase == 1) {
+      // act = SiLU(gate) * up: gate is column key * 64 + c of the output, up column I + that.
+      float up[16];
+      sum_stripe(d, key + pairs, L.batches, up);
+#pragma unroll
+      for (int e = 0; e < 16; ++e) {
+        const int row = 2 * t + (e & 1), col = key * 64 + 16 * (e >> 2) + g + 8 * ((e & 3) >> 1);
+        if (row >= M) continue;
+        float gv = sum[e], uv = up[e];
+        if (L.bias != nullptr) {
+          gv += __half2float(L.bias[col]);
+          uv += __half2float(L.bias[p.I + col]);
+        }
+        // The GEMM's fp16 outputs, then silu_mul's arithmetic.
+        p.act[static_cast<std::size_t>(row) * p.I + col] =
+            silu_mul1(__float2half_rn(gv), __float2half_rn(uv));
+      }
+      return;
+    }
+    // o_proj, down_proj: residual = fp16(residual + fp16(y)) (add_rmsnorm's order), and the
+    // stripe's sum of squares of what is stored, per row.
+    float sq[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int e = 0; e < 16; ++e) {
+      const int row = 2 * t + (e & 1), col = stripe * 64 + 16 * (e >> 2) + g + 8 * ((e & 3) >> 1);
+      if (row >= M) continue;
+      float v = sum[e];
+      if (L.bias != nullptr) v += __half2float(L.bias[col]);
+      __half* r = p.residual + static_cast<std::size_t>(row) * p.H + col;
+      const float stored = __half2float(__float2half_rn(
+          __half2float(__float2half_rn(v)) + __half2float(__ldcg(r))));
+      *r = __float2half_rn(stored);
+      sq[e & 1] += stored * stored;
+    }
+#pragma unroll
+    for (int x = 4; x <= 16; x <<= 1) {
+      sq[0] += warp_xor(sq[0], x);
+      sq[1] += warp_xor(sq[1], x);
+    }
+    if (g == 0) {
+      float* dst = p.sumsq + static_cast<std::size_t>(phase == 0 ? 0 : 1) * (p.H / 64) * kMaxRows +
+                   stripe * kMaxRows;
+      if (2 * t < M) dst[2 * t] = sq[0];
+      if (2 * t + 1 < M) dst[2 * t + 1] = sq[1];
+    }
+  };
+
+  // One unit: 8 k16 steps of 64 columns against the staged rows (B = the rows, as in the stream
+  // kernel: mma.m16n8k16 with the weights as A).
+  auto compute = [&](const std::uint8_t* slot) {
+    const uint4* wslot = reinterpret_cast<const uint4*>(slot);
+    const uint4* consts_src = reinterpret_cast<const uint4*>(slot + kConstOffset);
+    GroupConsts consts{};
+    load_group_consts(consts_src[g], reinterpret_cast<const std::uint32_t*>(consts_src + 8)[g], consts);
+    const __half* xs = reinterpret_cast<const __half*>(slot + kXOffset) + g * kXStride + 2 * t;
+    const bool row_ok = g < M;
+#pragma unroll
+    for (int u = 0; u < kSteps; ++u) {
+      std::uint32_t xb0 = 0, xb1 = 0;
+      if (row_ok) {
+        xb0 = *reinterpret_cast<const std::uint32_t*>(xs + u * 16);
+        xb1 = *reinterpret_cast<const std::uint32_t*>(xs + u * 16 + 8);
+      }
+      const uint4 wu = wslot[u * 32 + lane];
+      const std::uint32_t words[4] = {wu.x, wu.y, wu.z, wu.w};
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        std::uint32_t bq[2][2];
+        dequant_word<true>(words[j], consts, j, bq);
+        const std::uint32_t a[4] = {bq[0][0], bq[1][0], bq[0][1], bq[1][1]};
+        mma_m16n8k16(acc[j], a, xb0, xb1);
+      }
+    }
+  };
+
+  // gate_up's input: rmsnorm(residual) * post_norm over the slot's 128 columns, in place, with
+  // rmsnorm's arithmetic (x * inv_rms * w in fp32, one rounding).
+  auto normalize_slot = [&](std::uint8_t* slot, const float (&inv)[kRows]) {
+    __half* xs = reinterpret_cast<__half*>(slot + kXOffset);
+    const __half* wn = reinterpret_cast<const __half*>(slot + kNormOffset);
+    float wf[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) wf[i] = __half2float(wn[4 * lane + i]);
+#pragma unroll
+    for (int m = 0; m < kRows; ++m) {
+      if (m >= M) continue;
+      __half* x = xs + m * kXStride + 4 * lane;
+#pragma unroll
+      for (int i = 0; i < 4; ++i) x[i] = __float2half_rn(__half2float(x[i]) * inv[m] * wf[i]);
+    }
+  };
+
+  // Each warp walks its units of the three phases in order, the next unit's weights in flight
+  // (into the other ring slot) while it computes the current one; the grid barrier between
+  // phases makes the previous phase's outputs visible.
+  Cursor cur = first_from(0);
+  int slot = 0;
+  issue_weights(cur, slot);
+  cp_async_commit();
+  grid_dependency_wait();  // attn and the residual come from the kernels before
+  if (cur.phase == 0) issue_x(cur, slot);
+  cp_async_commit();
+  float inv[kRows];
+#pragma unroll
+  for (int m = 0; m < kRows; ++m) inv[m] = 0.0f;
+  for (int phase = 0; phase < kPhases; ++phase) {
+    if (phase > 0) {
+      grid_barrier(p.barrier);
+      if (cur.phase == phase) issue_x(cur, slot);
+      cp_async_commit();
+      if (phase == 1 && cur.phase == 1) inv_rms(0, inv);
+    }
+    const int batches = p.w[phase].batches;
+    while (cur.phase == phase) {
+      const Cursor nx = next_of(cur);
+      __syncwarp();  // every lane is done with the other slot (its unit was computed last)
+      issue_weights(nx, slot ^ 1);
+      if (nx.phase == phase) issue_x(nx, slot ^ 1);
+      cp_async_commit();
+      cp_async_wait<1>();  // everything but the group just committed: this unit's copies
+      __syncwarp();        // ... of every lane
+      if (phase == 1) {
+        normalize_slot(slot_ptr(slot), inv);
+        __syncwarp();
+      }
+      compute(slot_ptr(slot));
+      const int stripe = static_cast<int>(cur.u / batches);
+      if (nx.phase != phase || nx.u / batches != stripe) flush(phase, stripe);
+      cur = nx;
+      slot ^= 1;
+    }
+  }
+  grid_barrier(p.barrier);
+
+  // out = rmsnorm(residual) * next_norm, spread over the whole grid, 8 values per thread.
+  if (warp == 0) {
+    float inv2[kRows];
+    inv_rms(1, inv2);
+    if (lane == 0)
+#pragma unroll
+      for (int m = 0; m < kRows; ++m) block_inv[m] = inv2[m];
+  }
+  __syncthreads();
+  const int chunks = p.H / 8;
+  for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < M * chunks; e += gridDim.x * blockDim.x) {
+    const int row = e / chunks, c = e - row * chunks;
+    const uint4 rv = __ldcg(reinterpret_cast<const uint4*>(p.residual + static_cast<std::size_t>(row) * p.H) + c);
+    const uint4 wv = *(reinterpret_cast<const uint4*>(p.next_norm) + c);
+    const std::uint32_t rw[4] = {rv.x, rv.y, rv.z, rv.w}, ww[4] = {wv.x, wv.y, wv.z, wv.w};
+    std::uint32_t ow[4];
+    const float inv_row = block_inv[row];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      ow[i] = 0;
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const __half_raw o = __float2half_rn(half_at(rw[i], h) * inv_row * half_at(ww[i], h));
+        ow[i] |= static_cast<std::uint32_t>(o.x) << (16 * h);
+      }
+    }
+    const uint4 ov = make_uint4(ow[0], ow[1], ow[2], ow[3]);
+    *(reinterpret_cast<uint4*>(p.out + static_cast<std::size_t>(row) * p.H) + c) = ov;
+  }
+}
+
+}  // namespace awqd::cuda::decode_mlp_detail
