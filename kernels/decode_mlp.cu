@@ -20,8 +20,9 @@ constexpr int kMinWarps = 4;
 constexpr std::size_t kBlockExtraBytes = 64;  // the block's 1 / RMS per row, after the rings
 constexpr std::size_t kAlign = 256;
 
+template <int kRows>
 __global__ void __launch_bounds__(kMaxWarps * 32, 1) decode_mlp_kernel(const D::Params p) {
-  D::decode_mlp_block(p);
+  D::decode_mlp_block<kRows>(p);
 }
 
 std::size_t align_up(std::size_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
@@ -69,6 +70,9 @@ std::string decode_mlp_unsupported(const AwqWeight& o, const AwqWeight& gate_up,
     if (w->K % 128 != 0 || w->N % 64 != 0)
       return "shape " + std::to_string(w->K) + "x" + std::to_string(w->N) + " (needs K % 128, N % 64)";
   }
+  for (const AwqWeight* w : ws)
+    if (static_cast<long long>(w->N / 64) * (w->K / 128) * kMaxWarps * current_sm_count() >= (1ll << 31))
+      return "weight " + std::to_string(w->K) + "x" + std::to_string(w->N) + " too large for the 32-bit unit deal";
   const int H = o.N;
   if (gate_up.K != H || down.N != H || gate_up.N != 2 * down.K)
     return "shapes do not chain (o N " + std::to_string(o.N) + ", gate_up " + std::to_string(gate_up.K) + "x" +
@@ -132,7 +136,11 @@ void decode_mlp(const DecodeMlpArgs& a, cudaStream_t stream) {
   p.counter_offset[1] = a.o.N / 64;
   p.counter_offset[2] = a.o.N / 64 + I / 64;
   const std::size_t smem = static_cast<std::size_t>(warps) * D::kRingSlots * D::kSlotBytes + kBlockExtraBytes;
-  launch_pdl(a.pdl, decode_mlp_kernel, dim3(blocks), dim3(warps * 32), smem, stream, p);
+  auto* kernel = D::rows_variant(a.M) == 1   ? decode_mlp_kernel<1>
+                 : D::rows_variant(a.M) == 2 ? decode_mlp_kernel<2>
+                 : D::rows_variant(a.M) == 4 ? decode_mlp_kernel<4>
+                                             : decode_mlp_kernel<8>;
+  launch_pdl(a.pdl, kernel, dim3(blocks), dim3(warps * 32), smem, stream, p);
 }
 
 }  // namespace awqd::cuda

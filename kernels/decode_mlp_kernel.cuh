@@ -96,40 +96,41 @@ __device__ __forceinline__ void grid_barrier(unsigned long long* counter) {
 }
 
 // Units (stripe, 128-row batch) of a phase, stripe-major, dealt out in equal contiguous ranges to
-// the W warps of the grid: warp w takes [w * U / W, (w + 1) * U / W).
+// the first min(W, U) warps of the grid: warp w takes [w * U / warps, (w + 1) * U / warps), never
+// empty, so the warps holding a stripe's units are a contiguous range. 32-bit arithmetic (the
+// launcher checks U * W < 2^31): a 64-bit division is a ~70-instruction call.
 struct Deal {
-  long long units, warps;
-  __device__ __forceinline__ long long lo(long long w) const { return w * units / warps; }
+  unsigned units, warps;
+  __device__ __forceinline__ unsigned lo(unsigned w) const { return w * units / warps; }
   // The warp whose range holds unit u.
-  __device__ __forceinline__ long long warp_of(long long u) const {
+  __device__ __forceinline__ unsigned warp_of(unsigned u) const {
     return ((u + 1) * warps + units - 1) / units - 1;
   }
+  // First and last warp holding units of stripe s (of `batches` units each).
+  __device__ __forceinline__ unsigned first(int s, int batches) const { return warp_of(s * batches); }
+  __device__ __forceinline__ unsigned last(int s, int batches) const { return warp_of((s + 1) * batches - 1); }
 };
 
-__device__ __forceinline__ Deal deal(const Params& p, int phase, int warps) {
-  return {static_cast<long long>(p.w[phase].stripes) * p.w[phase].batches, warps};
+__device__ __forceinline__ Deal deal(const Params& p, int phase, int grid_warps) {
+  const unsigned units = static_cast<unsigned>(p.w[phase].stripes * p.w[phase].batches);
+  return {units, units < static_cast<unsigned>(grid_warps) ? units : static_cast<unsigned>(grid_warps)};
 }
 
-// Calls f(w, first unit) for every warp w holding units of `stripe`, in warp order. A warp's
-// sums for a stripe live in partials[stripe + w]: unique within a phase, because when warp w
-// holds units of stripe s, warp w - 1 cannot hold units of s + 1.
-template <class F>
-__device__ __forceinline__ void for_each_contributor(const Deal& d, int stripe, int batches, F f) {
-  const long long s0 = static_cast<long long>(stripe) * batches, s1 = s0 + batches;
-  for (long long w = d.warp_of(s0); w <= d.warp_of(s1 - 1); ++w) {
-    const long long a = d.lo(w) > s0 ? d.lo(w) : s0;
-    const long long b = d.lo(w + 1) < s1 ? d.lo(w + 1) : s1;
-    if (a < b) f(static_cast<int>(w));
-  }
-}
+// A warp's sums for a stripe live in partials[stripe + w] ([row][64 columns], rows < M): unique
+// within a phase, because when warp w holds units of stripe s, warp w - 1 cannot hold units of
+// s + 1.
 
 // What a warp works on: phase `phase` (kPhases when done), unit `u` of it.
 struct Cursor {
   int phase;
-  long long u;
+  int u;
 };
 
-template <int kRows = kMaxRows>
+// The kernel is compiled for 1, 2, 4 and 8 rows (the reduction's loads and the norm's loops are
+// sized by it); a call takes the smallest that holds M.
+constexpr int rows_variant(int M) { return M <= 1 ? 1 : M <= 2 ? 2 : M <= 4 ? 4 : 8; }
+
+template <int kRows>
 __device__ __forceinline__ void decode_mlp_block(const Params& p) {
   using namespace awq_device;
 #ifndef AWQD_KERNEL_EMULATION
@@ -150,12 +151,12 @@ __device__ __forceinline__ void decode_mlp_block(const Params& p) {
   auto first_from = [&](int phase) -> Cursor {
     for (; phase < kPhases; ++phase) {
       const Deal d = deal(p, phase, W);
-      if (d.lo(gw) < d.lo(gw + 1)) return {phase, d.lo(gw)};
+      if (static_cast<unsigned>(gw) < d.warps) return {phase, static_cast<int>(d.lo(gw))};
     }
     return {kPhases, 0};
   };
   auto next_of = [&](Cursor c) -> Cursor {
-    if (c.u + 1 < deal(p, c.phase, W).lo(gw + 1)) return {c.phase, c.u + 1};
+    if (static_cast<unsigned>(c.u + 1) < deal(p, c.phase, W).lo(gw + 1)) return {c.phase, c.u + 1};
     return first_from(c.phase + 1);
   };
   std::uint8_t* const ring = smem + warp * kRingSlots * kSlotBytes;
@@ -221,20 +222,43 @@ __device__ __forceinline__ void decode_mlp_block(const Params& p) {
   };
   zero_acc();
 
-  // acc[j][r] holds column 16 j + g + 8 (r / 2) of the stripe, row 2 t + r % 2 (the mma's D).
-  auto sum_stripe = [&](const Deal& d, int stripe, int batches, float (&sum)[16]) {
+  // The last warp of a stripe adds the warps' sums in warp order. Lane l owns the kV = 2 kRows
+  // consecutive outputs l * kV .. of the stripe's [kRows][64] (row (l * kV) / 64), read as float2 or
+  // float4 from kUnroll warps at a time, so enough loads are in flight to hide L2's latency.
+  constexpr int kV = 2 * kRows;
+  constexpr int kVec = kV >= 4 ? 4 : 2;
+  constexpr int kUnroll = kV >= 8 ? 32 / kV : 16;
+  const int out_row = lane * kV / 64, out_col = lane * kV % 64;
+  auto sum_stripe = [&](const Deal& d, int stripe, int batches, float (&sum)[kV]) {
 #pragma unroll
-    for (int e = 0; e < 16; ++e) sum[e] = 0.0f;
-    for_each_contributor(d, stripe, batches, [&](int w) {
-      const float* src = p.partials + static_cast<std::size_t>(stripe + w) * kPartialFloats + lane;
+    for (int i = 0; i < kV; ++i) sum[i] = 0.0f;
+    const int w0 = static_cast<int>(d.first(stripe, batches)), w1 = static_cast<int>(d.last(stripe, batches));
+    for (int w = w0; w <= w1; w += kUnroll) {
+      float v[kUnroll][kV];
 #pragma unroll
-      for (int e = 0; e < 16; ++e) sum[e] += __ldcg(src + e * 32);
-    });
-  };
-  auto count_contributors = [&](const Deal& d, int stripe, int batches) {
-    int n = 0;
-    for_each_contributor(d, stripe, batches, [&](int) { ++n; });
-    return n;
+      for (int u = 0; u < kUnroll; ++u) {
+        const float* src = p.partials + static_cast<std::size_t>(stripe + w + u) * kPartialFloats + out_row * 64 + out_col;
+#pragma unroll
+        for (int i = 0; i < kV; i += kVec) {
+          if (w + u <= w1) {
+            if constexpr (kVec == 4) {
+              const float4 x = __ldcg(reinterpret_cast<const float4*>(src + i));
+              v[u][i] = x.x, v[u][i + 1] = x.y, v[u][i + 2] = x.z, v[u][i + 3] = x.w;
+            } else {
+              const float2 x = __ldcg(reinterpret_cast<const float2*>(src + i));
+              v[u][i] = x.x, v[u][i + 1] = x.y;
+            }
+          } else {
+#pragma unroll
+            for (int k = 0; k < kVec; ++k) v[u][i + k] = 0.0f;
+          }
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u)
+#pragma unroll
+        for (int i = 0; i < kV; ++i) sum[i] += v[u][i];
+    }
   };
 
   // The warp's sums for `stripe` of `phase` go to the workspace; the last warp to arrive at the
@@ -244,15 +268,19 @@ __device__ __forceinline__ void decode_mlp_block(const Params& p) {
     const Linear& L = p.w[phase];
     const Deal d = deal(p, phase, W);
     {
-      float* dst = p.partials + static_cast<std::size_t>(stripe + gw) * kPartialFloats + lane;
+      // acc[j][r]: column 16 j + g + 8 (r / 2), row 2 t + r % 2 (the mma's D).
+      float* dst = p.partials + static_cast<std::size_t>(stripe + gw) * kPartialFloats;
 #pragma unroll
-      for (int e = 0; e < 16; ++e) dst[e * 32] = acc[e >> 2][e & 3];
+      for (int e = 0; e < 16; ++e) {
+        const int row = 2 * t + (e & 1), col = 16 * (e >> 2) + g + 8 * ((e & 3) >> 1);
+        if (row < M) dst[row * 64 + col] = acc[e >> 2][e & 3];
+      }
     }
     zero_acc();
     const int pairs = p.I / 64;
     const int key = phase == 1 ? stripe % pairs : stripe;
-    int needed = count_contributors(d, key, L.batches);
-    if (phase == 1) needed += count_contributors(d, key + pairs, L.batches);
+    int needed = static_cast<int>(d.last(key, L.batches) - d.first(key, L.batches)) + 1;
+    if (phase == 1) needed += static_cast<int>(d.last(key + pairs, L.batches) - d.first(key + pairs, L.batches)) + 1;
     __threadfence();
     __syncwarp();
     int last = 0;
@@ -264,53 +292,46 @@ __device__ __forceinline__ void decode_mlp_block(const Params& p) {
     last = warp_bcast(last);
     if (!last) return;
     __threadfence();
-    float sum[16];
+    float sum[kV];
     sum_stripe(d, key, L.batches, sum);
     if (phase == 1) {
       // act = SiLU(gate) * up: gate is column key * 64 + c of the output, up column I + that.
-      float up[16];
+      float up[kV];
       sum_stripe(d, key + pairs, L.batches, up);
+      if (out_row < M) {
 #pragma unroll
-      for (int e = 0; e < 16; ++e) {
-        const int row = 2 * t + (e & 1), col = key * 64 + 16 * (e >> 2) + g + 8 * ((e & 3) >> 1);
-        if (row >= M) continue;
-        float gv = sum[e], uv = up[e];
-        if (L.bias != nullptr) {
-          gv += __half2float(L.bias[col]);
-          uv += __half2float(L.bias[p.I + col]);
+        for (int i = 0; i < kV; ++i) {
+          const int col = key * 64 + out_col + i;
+          float gv = sum[i], uv = up[i];
+          if (L.bias != nullptr) {
+            gv += __half2float(L.bias[col]);
+            uv += __half2float(L.bias[p.I + col]);
+          }
+          // The GEMM's fp16 outputs, then silu_mul's arithmetic.
+          p.act[static_cast<std::size_t>(out_row) * p.I + col] = silu_mul1(__float2half_rn(gv), __float2half_rn(uv));
         }
-        // The GEMM's fp16 outputs, then silu_mul's arithmetic.
-        p.act[static_cast<std::size_t>(row) * p.I + col] =
-            silu_mul1(__float2half_rn(gv), __float2half_rn(uv));
       }
       return;
     }
     // o_proj, down_proj: residual = fp16(residual + fp16(y)) (add_rmsnorm's order), and the
-    // stripe's sum of squares of what is stored, per row.
-    float sq[2] = {0.0f, 0.0f};
+    // stripe's sum of squares of what is stored, per row (the 64 / kV lanes of a row).
+    float sq = 0.0f;
+    if (out_row < M) {
 #pragma unroll
-    for (int e = 0; e < 16; ++e) {
-      const int row = 2 * t + (e & 1), col = stripe * 64 + 16 * (e >> 2) + g + 8 * ((e & 3) >> 1);
-      if (row >= M) continue;
-      float v = sum[e];
-      if (L.bias != nullptr) v += __half2float(L.bias[col]);
-      __half* r = p.residual + static_cast<std::size_t>(row) * p.H + col;
-      const float stored = __half2float(__float2half_rn(
-          __half2float(__float2half_rn(v)) + __half2float(__ldcg(r))));
-      *r = __float2half_rn(stored);
-      sq[e & 1] += stored * stored;
+      for (int i = 0; i < kV; ++i) {
+        const int col = stripe * 64 + out_col + i;
+        float v = sum[i];
+        if (L.bias != nullptr) v += __half2float(L.bias[col]);
+        __half* r = p.residual + static_cast<std::size_t>(out_row) * p.H + col;
+        const float stored = __half2float(__float2half_rn(__half2float(__float2half_rn(v)) + __half2float(__ldcg(r))));
+        *r = __float2half_rn(stored);
+        sq += stored * stored;
+      }
     }
 #pragma unroll
-    for (int x = 4; x <= 16; x <<= 1) {
-      sq[0] += warp_xor(sq[0], x);
-      sq[1] += warp_xor(sq[1], x);
-    }
-    if (g == 0) {
-      float* dst = p.sumsq + static_cast<std::size_t>(phase == 0 ? 0 : 1) * (p.H / 64) * kMaxRows +
-                   stripe * kMaxRows;
-      if (2 * t < M) dst[2 * t] = sq[0];
-      if (2 * t + 1 < M) dst[2 * t + 1] = sq[1];
-    }
+    for (int x = 1; x < 64 / kV; x <<= 1) sq += warp_xor(sq, x);
+    if (out_col == 0 && out_row < M)
+      p.sumsq[static_cast<std::size_t>(phase == 0 ? 0 : 1) * (p.H / 64) * kMaxRows + stripe * kMaxRows + out_row] = sq;
   };
 
   // One unit: 8 k16 steps of 64 columns against the staged rows (B = the rows, as in the stream

@@ -156,7 +156,8 @@ shared-prefix --workload shared-prefix"}
         --sweep-csv "$OUT/gemm_sweep.csv"
     step synth 150 "$log" "$bin/awqd" synth --like llama3-8b --out /tmp/model
     # AWQD_AB_BENCH_ARGS: extra awqd bench arguments (e.g. --tensor-parallel 2: NCCL is found as
-    # in the tp mode); AWQD_AB_DECODE64=0 skips the 64-sequence runs.
+    # in the tp mode); AWQD_AB_DECODE64=0 skips the 64-sequence runs, AWQD_AB_SEQS sets their
+    # sequence count (default 64).
     extra=${AWQD_AB_BENCH_ARGS:-}
     for round in 1 2; do
       for which in old new; do
@@ -167,8 +168,8 @@ shared-prefix --workload shared-prefix"}
           $extra --out "$OUT/decode1-$which-$round.json"
         [[ ${AWQD_AB_DECODE64:-1} == 1 ]] || continue
         # shellcheck disable=SC2086
-        step "decode-64 $which $round" 90 "$log" "$b" bench --model /tmp/model --quiet --workload custom \
-          --num-prompts 64 --input-len 512 --output-len 128 $extra --out "$OUT/decode64-$which-$round.json"
+        step "decode-${AWQD_AB_SEQS:-64} $which $round" 90 "$log" "$b" bench --model /tmp/model --quiet --workload custom \
+          --num-prompts "${AWQD_AB_SEQS:-64}" --input-len 512 --output-len 128 $extra --out "$OUT/decode64-$which-$round.json"
       done
     done
     grep -E "Failure|FAILED|rror" "$log" | head -20

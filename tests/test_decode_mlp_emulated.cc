@@ -71,7 +71,14 @@ std::string run_and_check(const MlpReference& r, int blocks, int warps, int call
     p.counter_offset[0] = 0;
     p.counter_offset[1] = r.H / 64;
     p.counter_offset[2] = r.H / 64 + r.I / 64;
-    emu::run_grid(warps * 32, static_cast<unsigned>(blocks), [&] { D::decode_mlp_block(p); });
+    emu::run_grid(warps * 32, static_cast<unsigned>(blocks), [&] {
+      switch (D::rows_variant(r.M)) {
+        case 1: D::decode_mlp_block<1>(p); break;
+        case 2: D::decode_mlp_block<2>(p); break;
+        case 4: D::decode_mlp_block<4>(p); break;
+        default: D::decode_mlp_block<8>(p); break;
+      }
+    });
     const std::string f = awqd::test::check_mlp_output(r, residual.data(), out.data());
     if (!f.empty()) failure += "call " + std::to_string(call) + ": " + f;
   }
