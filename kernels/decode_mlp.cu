@@ -89,6 +89,13 @@ void decode_mlp_workspace_init(void* workspace, std::size_t bytes, cudaStream_t 
   if (workspace != nullptr && bytes > 0) CUDA_CHECK(cudaMemsetAsync(workspace, 0, bytes, stream));
 }
 
+int decode_mlp_trace_points() { return D::kTracePoints; }
+
+int decode_mlp_blocks(int requested) {
+  const int sms = current_sm_count();
+  return requested > 0 ? std::min(requested, sms) : sms;
+}
+
 void decode_mlp(const DecodeMlpArgs& a, cudaStream_t stream) {
   const std::string why = decode_mlp_unsupported(a.o, a.gate_up, a.down, a.M);
   if (!why.empty()) throw std::invalid_argument("decode_mlp: " + why);
@@ -98,8 +105,7 @@ void decode_mlp(const DecodeMlpArgs& a, cudaStream_t stream) {
     throw std::invalid_argument("decode_mlp: null pointer argument");
   if (a.attn_ld < a.o.K || a.attn_ld % 8 != 0)
     throw std::invalid_argument("decode_mlp: attn_ld " + std::to_string(a.attn_ld));
-  const int sms = current_sm_count();
-  const int blocks = a.blocks > 0 ? std::min(a.blocks, sms) : sms;
+  const int blocks = decode_mlp_blocks(a.blocks);
   const int warps = warps_per_block();
   const WorkspaceLayout l = layout_for(a.o, a.gate_up, a.down, blocks * warps);
   if (a.workspace_bytes < l.total)
@@ -129,6 +135,7 @@ void decode_mlp(const DecodeMlpArgs& a, cudaStream_t stream) {
   p.sumsq = reinterpret_cast<float*>(base + l.sumsq);
   p.counters = reinterpret_cast<int*>(base + l.counters);
   p.barrier = reinterpret_cast<unsigned long long*>(base);
+  p.trace = a.trace;
   p.M = a.M;
   p.H = H;
   p.I = I;

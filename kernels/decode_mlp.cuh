@@ -61,6 +61,8 @@ struct DecodeMlpArgs {
   void* workspace = nullptr;  // decode_mlp_workspace_bytes, zeroed once by decode_mlp_workspace_init
   std::size_t workspace_bytes = 0;
   int blocks = 0;             // 0: one per SM (tests use fewer)
+  // Benchmarks: per block decode_mlp_trace_points() %globaltimer stamps (ns), or null.
+  unsigned long long* trace = nullptr;
 };
 
 // Empty when decode_mlp can run these weights at M rows on the current device, else why not.
@@ -71,5 +73,10 @@ std::size_t decode_mlp_workspace_bytes(const AwqWeight& o, const AwqWeight& gate
 // Zeroes the counters and the barrier (once, before the first call on this workspace).
 void decode_mlp_workspace_init(void* workspace, std::size_t bytes, cudaStream_t stream);
 void decode_mlp(const DecodeMlpArgs& args, cudaStream_t stream);
+// Stamps per block of DecodeMlpArgs::trace: start, after the PDL wait, then for o_proj, gate_up
+// and down_proj the block's arrival at the barrier ending the phase and its release.
+int decode_mlp_trace_points();
+// Threads blocks a call launches (one per SM unless DecodeMlpArgs::blocks says fewer).
+int decode_mlp_blocks(int requested);
 
 }  // namespace awqd::cuda

@@ -27,6 +27,7 @@ inline constexpr int kNormOffset = kXOffset + kMaxRows * kXStride * 2;
 inline constexpr int kSlotBytes = kNormOffset + kBatchRows * 2;
 inline constexpr int kPartialFloats = 16 * 32;  // one warp's 64 columns x 8 rows of fp32 sums
 inline constexpr int kPhases = 3;               // o_proj, gate_up_proj, down_proj
+inline constexpr int kTracePoints = 2 + 2 * kPhases;
 
 // A quantized linear in the repacked tile layout (kernels/awq_layout.cuh), K and N multiples of
 // 128 and 64, G = 128.
@@ -53,6 +54,9 @@ struct Params {
   float* sumsq;               // [2][H / 64][kMaxRows]: per stripe, sum of the residual's squares
   int* counters;              // per phase, per stripe (gate_up: per gate/up pair); zero between
   unsigned long long* barrier;  // grid barrier arrivals, never reset (see grid_barrier)
+  // Benchmarks only (null otherwise): per block, kTracePoints %globaltimer stamps (ns): start,
+  // after the PDL wait, then per phase the block's arrival at the barrier and its release.
+  unsigned long long* trace;
   int M, H, I;
   int counter_offset[kPhases];
 };
@@ -65,6 +69,11 @@ __device__ __forceinline__ unsigned long long ld_acquire_u64(const unsigned long
   return v;
 }
 __device__ __forceinline__ void spin_pause() { __nanosleep(64); }
+__device__ __forceinline__ unsigned long long global_ns() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %globaltimer;" : "=l"(t));
+  return t;
+}
 __device__ __forceinline__ float warp_xor(float v, int mask) {
   return __shfl_xor_sync(0xffffffffu, v, mask);
 }
@@ -82,15 +91,18 @@ __device__ __forceinline__ float half_at(std::uint32_t w, int h) {
 // before by any block is visible after. The counter counts arrivals forever (64 bits: no wrap):
 // the blocks arriving at one barrier get old values g * n .. g * n + n - 1 for the same g, and
 // wait for (g + 1) * n, so no reset between barriers or launches is needed.
-__device__ __forceinline__ void grid_barrier(unsigned long long* counter) {
+// trace (benchmarks): where this block's arrival and release stamps go, or null.
+__device__ __forceinline__ void grid_barrier(unsigned long long* counter, unsigned long long* trace) {
   __syncthreads();
   if (threadIdx.x == 0) {
+    if (trace != nullptr) trace[0] = global_ns();
     __threadfence();
     const unsigned long long n = gridDim.x;
     const unsigned long long old = atomicAdd(counter, 1ull);
     const unsigned long long target = (old / n + 1) * n;
     while (ld_acquire_u64(counter) < target) spin_pause();
     __threadfence();
+    if (trace != nullptr) trace[1] = global_ns();
   }
   __syncthreads();
 }
@@ -147,6 +159,8 @@ __device__ __forceinline__ void decode_mlp_block(const Params& p) {
   float* block_inv = reinterpret_cast<float*>(smem + warps_per_block * kRingSlots * kSlotBytes);
 
   allow_dependents_launch();
+  unsigned long long* const trace = p.trace != nullptr ? p.trace + blockIdx.x * kTracePoints : nullptr;
+  if (trace != nullptr && threadIdx.x == 0) trace[0] = global_ns();
 
   auto first_from = [&](int phase) -> Cursor {
     for (; phase < kPhases; ++phase) {
@@ -387,6 +401,7 @@ __device__ __forceinline__ void decode_mlp_block(const Params& p) {
   issue_weights(cur, slot);
   cp_async_commit();
   grid_dependency_wait();  // attn and the residual come from the kernels before
+  if (trace != nullptr && threadIdx.x == 0) trace[1] = global_ns();
   if (cur.phase == 0) issue_x(cur, slot);
   cp_async_commit();
   float inv[kRows];
@@ -394,7 +409,7 @@ __device__ __forceinline__ void decode_mlp_block(const Params& p) {
   for (int m = 0; m < kRows; ++m) inv[m] = 0.0f;
   for (int phase = 0; phase < kPhases; ++phase) {
     if (phase > 0) {
-      grid_barrier(p.barrier);
+      grid_barrier(p.barrier, trace != nullptr ? trace + 2 * phase : nullptr);
       if (cur.phase == phase) issue_x(cur, slot);
       cp_async_commit();
       if (phase == 1 && cur.phase == 1) inv_rms(0, inv);
@@ -419,7 +434,7 @@ __device__ __forceinline__ void decode_mlp_block(const Params& p) {
       slot ^= 1;
     }
   }
-  grid_barrier(p.barrier);
+  grid_barrier(p.barrier, trace != nullptr ? trace + 2 * kPhases : nullptr);
 
   // out = rmsnorm(residual) * next_norm, spread over the whole grid, 8 values per thread.
   if (warp == 0) {

@@ -354,6 +354,7 @@ inline void cp_async_wait() {
 namespace awqd::cuda::decode_mlp_detail {
 inline unsigned long long ld_acquire_u64(const unsigned long long* p) { return *p; }
 inline void spin_pause() { emu::yield(); }
+inline unsigned long long global_ns() { return 0; }
 inline std::uint32_t warp_exchange(std::uint32_t v, unsigned src_lane) {
   emu::Block& blk = emu::block();
   const unsigned w = emu::warp(), lane = emu::lane();
