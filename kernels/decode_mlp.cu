@@ -20,10 +20,12 @@ constexpr int kMinWarps = 4;
 constexpr std::size_t kBlockExtraBytes = 64;  // the block's 1 / RMS per row, after the rings
 constexpr std::size_t kAlign = 256;
 
-template <int kRows>
+template <int kRows, int kSlots>
 __global__ void __launch_bounds__(kMaxWarps * 32, 1) decode_mlp_kernel(const D::Params p) {
-  D::decode_mlp_block<kRows>(p);
+  D::decode_mlp_block<kRows, kSlots>(p);
 }
+
+constexpr int kDefaultSlots = 3;
 
 std::size_t align_up(std::size_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
 
@@ -48,13 +50,12 @@ WorkspaceLayout layout_for(const AwqWeight& o, const AwqWeight& gate_up, const A
   return l;
 }
 
-int warps_per_block() {
-  const std::size_t per_warp = D::kRingSlots * D::kSlotBytes;
+// Warps per block for a variant: as many as their rings fit in shared memory, at most 16.
+int warps_per_block(int rows, int slots) {
+  const std::size_t per_warp = static_cast<std::size_t>(slots) * D::slot_bytes(rows);
   const std::size_t fit = (current_smem_optin() - kBlockExtraBytes) / per_warp;
   return static_cast<int>(std::min<std::size_t>(kMaxWarps, fit));
 }
-
-int grid_warps(int blocks) { return blocks * warps_per_block(); }
 
 }  // namespace
 
@@ -62,7 +63,7 @@ std::string decode_mlp_unsupported(const AwqWeight& o, const AwqWeight& gate_up,
                                    const AwqWeight& down, int M) {
   if (current_sm_version() < 80 || use_sm75_path()) return "needs sm_80+ (cp.async)";
   if (M < 1 || M > D::kMaxRows) return "rows " + std::to_string(M) + " not in 1..8";
-  if (warps_per_block() < kMinWarps) return "not enough shared memory per block";
+  if (warps_per_block(D::rows_variant(M), 2) < kMinWarps) return "not enough shared memory per block";
   const AwqWeight* ws[3] = {&o, &gate_up, &down};
   for (const AwqWeight* w : ws) {
     if (w->tiles == nullptr) return "a weight is not AWQ";
@@ -82,7 +83,7 @@ std::string decode_mlp_unsupported(const AwqWeight& o, const AwqWeight& gate_up,
 
 std::size_t decode_mlp_workspace_bytes(const AwqWeight& o, const AwqWeight& gate_up,
                                        const AwqWeight& down) {
-  return layout_for(o, gate_up, down, grid_warps(current_sm_count())).total;
+  return layout_for(o, gate_up, down, kMaxWarps * current_sm_count()).total;
 }
 
 void decode_mlp_workspace_init(void* workspace, std::size_t bytes, cudaStream_t stream) {
@@ -106,8 +107,12 @@ void decode_mlp(const DecodeMlpArgs& a, cudaStream_t stream) {
   if (a.attn_ld < a.o.K || a.attn_ld % 8 != 0)
     throw std::invalid_argument("decode_mlp: attn_ld " + std::to_string(a.attn_ld));
   const int blocks = decode_mlp_blocks(a.blocks);
-  const int warps = warps_per_block();
-  const WorkspaceLayout l = layout_for(a.o, a.gate_up, a.down, blocks * warps);
+  const int rows = D::rows_variant(a.M);
+  int slots = a.ring_slots > 0 ? a.ring_slots : kDefaultSlots;
+  if (slots != 2 && slots != 3) throw std::invalid_argument("decode_mlp: ring_slots " + std::to_string(slots));
+  if (warps_per_block(rows, slots) < kMinWarps) slots = 2;  // a GPU with little shared memory
+  const int warps = warps_per_block(rows, slots);
+  const WorkspaceLayout l = layout_for(a.o, a.gate_up, a.down, blocks * kMaxWarps);
   if (a.workspace_bytes < l.total)
     throw std::invalid_argument("decode_mlp: workspace of " + std::to_string(a.workspace_bytes) +
                                 " bytes, needs " + std::to_string(l.total));
@@ -142,11 +147,12 @@ void decode_mlp(const DecodeMlpArgs& a, cudaStream_t stream) {
   p.counter_offset[0] = 0;
   p.counter_offset[1] = a.o.N / 64;
   p.counter_offset[2] = a.o.N / 64 + I / 64;
-  const std::size_t smem = static_cast<std::size_t>(warps) * D::kRingSlots * D::kSlotBytes + kBlockExtraBytes;
-  auto* kernel = D::rows_variant(a.M) == 1   ? decode_mlp_kernel<1>
-                 : D::rows_variant(a.M) == 2 ? decode_mlp_kernel<2>
-                 : D::rows_variant(a.M) == 4 ? decode_mlp_kernel<4>
-                                             : decode_mlp_kernel<8>;
+  const std::size_t smem = static_cast<std::size_t>(warps) * slots * D::slot_bytes(rows) + kBlockExtraBytes;
+  using Kernel = void (*)(const D::Params);
+  const Kernel kernels[2][4] = {
+      {decode_mlp_kernel<1, 2>, decode_mlp_kernel<2, 2>, decode_mlp_kernel<4, 2>, decode_mlp_kernel<8, 2>},
+      {decode_mlp_kernel<1, 3>, decode_mlp_kernel<2, 3>, decode_mlp_kernel<4, 3>, decode_mlp_kernel<8, 3>}};
+  const Kernel kernel = kernels[slots - 2][rows == 1 ? 0 : rows == 2 ? 1 : rows == 4 ? 2 : 3];
   launch_pdl(a.pdl, kernel, dim3(blocks), dim3(warps * 32), smem, stream, p);
 }
 

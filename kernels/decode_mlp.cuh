@@ -61,6 +61,7 @@ struct DecodeMlpArgs {
   void* workspace = nullptr;  // decode_mlp_workspace_bytes, zeroed once by decode_mlp_workspace_init
   std::size_t workspace_bytes = 0;
   int blocks = 0;             // 0: one per SM (tests use fewer)
+  int ring_slots = 0;         // units in flight per warp + 1: 2 or 3 (0: the default, 3)
   // Benchmarks: per block decode_mlp_trace_points() %globaltimer stamps (ns), or null.
   unsigned long long* trace = nullptr;
 };

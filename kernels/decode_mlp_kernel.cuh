@@ -17,14 +17,13 @@ inline constexpr int kMaxRows = 8;         // rows (tokens) per call: one n8 til
 inline constexpr int kBatchRows = 128;     // k rows per unit: one AWQ group (G = 128 only)
 inline constexpr int kSteps = 8;           // k16 steps per unit
 inline constexpr int kXStride = 136;       // fp16 per staged activation row (+8: no bank conflicts)
-inline constexpr int kRingSlots = 2;       // units per warp in shared memory
 // One ring slot: the unit's weights (8 steps x 32 lanes x 16 bytes), its group's 64 scales and
-// 8 zero words (10 chunks of 16 bytes), kMaxRows activation rows, the norm weight's 128 values.
+// 8 zero words (10 chunks of 16 bytes), the norm weight's 128 values, then kRows activation rows.
 inline constexpr int kWeightBytes = kSteps * 32 * 16;
 inline constexpr int kConstOffset = kWeightBytes;
-inline constexpr int kXOffset = kConstOffset + 10 * 16;
-inline constexpr int kNormOffset = kXOffset + kMaxRows * kXStride * 2;
-inline constexpr int kSlotBytes = kNormOffset + kBatchRows * 2;
+inline constexpr int kNormOffset = kConstOffset + 10 * 16;
+inline constexpr int kXOffset = kNormOffset + kBatchRows * 2;
+constexpr int slot_bytes(int rows) { return kXOffset + rows * kXStride * 2; }
 inline constexpr int kPartialFloats = 16 * 32;  // one warp's 64 columns x 8 rows of fp32 sums
 inline constexpr int kPhases = 3;               // o_proj, gate_up_proj, down_proj
 inline constexpr int kTracePoints = 2 + 2 * kPhases;
@@ -142,8 +141,11 @@ struct Cursor {
 // sized by it); a call takes the smallest that holds M.
 constexpr int rows_variant(int M) { return M <= 1 ? 1 : M <= 2 ? 2 : M <= 4 ? 4 : 8; }
 
-template <int kRows>
+// kSlots: ring slots (units) per warp; a warp computes one while the next kSlots - 1 stream in,
+// across the grid barriers too.
+template <int kRows, int kSlots>
 __device__ __forceinline__ void decode_mlp_block(const Params& p) {
+  constexpr int kSlotBytes = slot_bytes(kRows);
   using namespace awq_device;
 #ifndef AWQD_KERNEL_EMULATION
   extern __shared__ __align__(128) std::uint8_t smem[];
@@ -156,7 +158,7 @@ __device__ __forceinline__ void decode_mlp_block(const Params& p) {
   const int W = gridDim.x * warps_per_block;
   const int gw = blockIdx.x * warps_per_block + warp;  // this warp in the grid
   const int M = p.M;
-  float* block_inv = reinterpret_cast<float*>(smem + warps_per_block * kRingSlots * kSlotBytes);
+  float* block_inv = reinterpret_cast<float*>(smem + warps_per_block * kSlots * kSlotBytes);
 
   allow_dependents_launch();
   unsigned long long* const trace = p.trace != nullptr ? p.trace + blockIdx.x * kTracePoints : nullptr;
@@ -173,7 +175,7 @@ __device__ __forceinline__ void decode_mlp_block(const Params& p) {
     if (static_cast<unsigned>(c.u + 1) < deal(p, c.phase, W).lo(gw + 1)) return {c.phase, c.u + 1};
     return first_from(c.phase + 1);
   };
-  std::uint8_t* const ring = smem + warp * kRingSlots * kSlotBytes;
+  std::uint8_t* const ring = smem + warp * kSlots * kSlotBytes;
   auto slot_ptr = [&](int s) { return ring + s * kSlotBytes; };
 
   // The unit's weights, scales and zeros (and for gate_up the post-attention norm's 128 values):
@@ -393,45 +395,69 @@ __device__ __forceinline__ void decode_mlp_block(const Params& p) {
     }
   };
 
-  // Each warp walks its units of the three phases in order, the next unit's weights in flight
-  // (into the other ring slot) while it computes the current one; the grid barrier between
-  // phases makes the previous phase's outputs visible.
+  // Each warp walks its units of the three phases in order. Units cur and ahead[0 .. kSlots - 3]
+  // are in flight (slots slot, slot + 1, ...); before computing cur the warp requests the next
+  // one, so kSlots - 1 units stream in while it computes. Weights are requested whenever a slot
+  // frees, also across a grid barrier; a unit's activations only once its phase is open: with its
+  // weights if so, else at the phase's start for the units already in flight.
+  constexpr int kAhead = kSlots - 2 > 0 ? kSlots - 2 : 1;  // (array size; kSlots - 2 used)
   Cursor cur = first_from(0);
+  Cursor ahead[kAhead];
   int slot = 0;
-  issue_weights(cur, slot);
+  issue_weights(cur, 0);
   cp_async_commit();
+  {
+    Cursor c = cur;
+#pragma unroll
+    for (int i = 0; i < kSlots - 2; ++i) {
+      c = c.phase < kPhases ? next_of(c) : c;
+      ahead[i] = c;
+      issue_weights(c, 1 + i);
+      cp_async_commit();
+    }
+  }
+  auto ring_slot = [&](int i) { return slot + i >= kSlots ? slot + i - kSlots : slot + i; };
   grid_dependency_wait();  // attn and the residual come from the kernels before
   if (trace != nullptr && threadIdx.x == 0) trace[1] = global_ns();
-  if (cur.phase == 0) issue_x(cur, slot);
-  cp_async_commit();
   float inv[kRows];
 #pragma unroll
   for (int m = 0; m < kRows; ++m) inv[m] = 0.0f;
   for (int phase = 0; phase < kPhases; ++phase) {
-    if (phase > 0) {
-      grid_barrier(p.barrier, trace != nullptr ? trace + 2 * phase : nullptr);
-      if (cur.phase == phase) issue_x(cur, slot);
-      cp_async_commit();
-      if (phase == 1 && cur.phase == 1) inv_rms(0, inv);
-    }
+    if (phase > 0) grid_barrier(p.barrier, trace != nullptr ? trace + 2 * phase : nullptr);
+    // The phase is open: activations of the units in flight that belong to it.
+    if (cur.phase == phase) issue_x(cur, slot);
+#pragma unroll
+    for (int i = 0; i < kSlots - 2; ++i)
+      if (ahead[i].phase == phase) issue_x(ahead[i], ring_slot(1 + i));
+    cp_async_commit();
+    cp_async_wait<0>();
+    __syncwarp();
+    if (phase == 1 && cur.phase == 1) inv_rms(0, inv);
     const int batches = p.w[phase].batches;
     while (cur.phase == phase) {
-      const Cursor nx = next_of(cur);
-      __syncwarp();  // every lane is done with the other slot (its unit was computed last)
-      issue_weights(nx, slot ^ 1);
-      if (nx.phase == phase) issue_x(nx, slot ^ 1);
+      const Cursor last_issued = kSlots > 2 ? ahead[kSlots > 2 ? kSlots - 3 : 0] : cur;
+      const Cursor nx_issue = last_issued.phase < kPhases ? next_of(last_issued) : last_issued;
+      __syncwarp();  // every lane is done with the slot about to be refilled (computed last)
+      if (nx_issue.phase < kPhases) {
+        issue_weights(nx_issue, ring_slot(kSlots - 1));
+        if (nx_issue.phase == phase) issue_x(nx_issue, ring_slot(kSlots - 1));
+      }
       cp_async_commit();
-      cp_async_wait<1>();  // everything but the group just committed: this unit's copies
-      __syncwarp();        // ... of every lane
+      cp_async_wait<kSlots - 1>();  // all but the kSlots - 1 newest groups: this unit's copies
+      __syncwarp();                 // ... of every lane
       if (phase == 1) {
         normalize_slot(slot_ptr(slot), inv);
         __syncwarp();
       }
       compute(slot_ptr(slot));
-      const int stripe = static_cast<int>(cur.u / batches);
+      const Cursor nx = kSlots > 2 ? ahead[0] : nx_issue;
+      const int stripe = cur.u / batches;
       if (nx.phase != phase || nx.u / batches != stripe) flush(phase, stripe);
+#pragma unroll
+      for (int i = 0; i + 1 < kSlots - 2; ++i) ahead[i] = ahead[i + 1];
+      if (kSlots > 2) ahead[kSlots > 2 ? kSlots - 3 : 0] = nx_issue;
       cur = nx;
-      slot ^= 1;
+      slot = ring_slot(1);
     }
   }
   grid_barrier(p.barrier, trace != nullptr ? trace + 2 * kPhases : nullptr);

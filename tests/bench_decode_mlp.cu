@@ -12,7 +12,8 @@
 // %globaltimer stamps, printed as the time from the first block's start to each point (median
 // and last block).
 //
-// Usage: bench_decode_mlp [--shape llama3-8b|qwen2.5-7b] [--m 1,2,4,8] [--layers 32] [--trace]
+// Usage: bench_decode_mlp [--shape llama3-8b|qwen2.5-7b] [--m 1,2,4,8] [--slots 3] [--layers 32]
+//                         [--trace]   (--slots 2,3: the kernel with rings of 2 and of 3 units)
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -78,12 +79,14 @@ int main(int argc, char** argv) {
   std::vector<int> ms = {1, 2, 4, 8};
   int layers = 32;
   bool trace = false;
+  std::vector<int> slot_list = {0};
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--shape" && i + 1 < argc) shape = argv[++i];
     else if (a == "--m" && i + 1 < argc) ms = parse_list(argv[++i]);
     else if (a == "--layers" && i + 1 < argc) layers = std::atoi(argv[++i]);
     else if (a == "--trace") trace = true;
+    else if (a == "--slots" && i + 1 < argc) slot_list = parse_list(argv[++i]);
     else {
       std::fprintf(stderr, "usage: bench_decode_mlp [--shape llama3-8b|qwen2.5-7b] [--m 1,2,4,8] [--layers N] [--trace]\n");
       return 2;
@@ -133,7 +136,7 @@ int main(int argc, char** argv) {
   CUDA_CHECK(cudaDeviceSynchronize());
   const float eps = 1e-5f;
 
-  auto fused = [&](int l, int M, unsigned long long* tr) {
+  auto fused = [&](int l, int M, unsigned long long* tr, int slots) {
     DecodeMlpArgs a;
     a.o = L[l].o.w;
     a.gate_up = L[l].gate_up.w;
@@ -150,6 +153,7 @@ int main(int argc, char** argv) {
     a.workspace = mlp_ws;
     a.workspace_bytes = mlp_ws_bytes;
     a.trace = tr;
+    a.ring_slots = slots;
     decode_mlp(a, stream);
   };
   auto separate = [&](int l, int M) {
@@ -168,20 +172,24 @@ int main(int argc, char** argv) {
   std::printf("# bench_decode_mlp: %s (Ko %d, H %d, I %d), %d layers of %.1f MB of AWQ weights, %s (%d SMs), "
               "copy bandwidth %.0f GB/s\n",
               shape.c_str(), Ko, H, I, layers, layer_bytes / 1e6, prop.name, prop.multiProcessorCount, copy_gbs);
-  std::printf("| M | fused us | separate us | speed-up | fused GB/s | %% of copy | separate GB/s |\n|---|---|---|---|---|---|---|\n");
+  std::printf("| M | ring | fused us | separate us | speed-up | fused GB/s | %% of copy | separate GB/s |\n"
+              "|---|---|---|---|---|---|---|---|\n");
   for (int M : ms) {
-    const double f_us = time_us(stream, [&](int i) { fused(i % layers, M, nullptr); });
     const double s_us = time_us(stream, [&](int i) { separate(i % layers, M); });
-    std::printf("| %d | %.2f | %.2f | %.3fx | %.0f | %.0f | %.0f |\n", M, f_us, s_us, s_us / f_us,
-                layer_bytes / f_us / 1e3, 100.0 * layer_bytes / f_us / 1e3 / copy_gbs, layer_bytes / s_us / 1e3);
-    std::fflush(stdout);
+    for (int slots : slot_list) {
+      const double f_us = time_us(stream, [&](int i) { fused(i % layers, M, nullptr, slots); });
+      std::printf("| %d | %s | %.2f | %.2f | %.3fx | %.0f | %.0f | %.0f |\n", M,
+                  slots == 0 ? "default" : std::to_string(slots).c_str(), f_us, s_us, s_us / f_us,
+                  layer_bytes / f_us / 1e3, 100.0 * layer_bytes / f_us / 1e3 / copy_gbs, layer_bytes / s_us / 1e3);
+      std::fflush(stdout);
+    }
   }
   if (trace) {
     // The middle layer of a chain of fused calls writes its stamps.
     for (int M : ms) {
       CUDA_CHECK(cudaMemset(trace_buf, 0, static_cast<std::size_t>(blocks) * points * 8));
       for (int rep = 0; rep < 2; ++rep)
-        for (int l = 0; l < layers; ++l) fused(l, M, rep == 1 && l == layers / 2 ? trace_buf : nullptr);
+        for (int l = 0; l < layers; ++l) fused(l, M, rep == 1 && l == layers / 2 ? trace_buf : nullptr, slot_list[0]);
       CUDA_CHECK(cudaStreamSynchronize(stream));
       std::vector<unsigned long long> t(static_cast<std::size_t>(blocks) * points);
       CUDA_CHECK(cudaMemcpy(t.data(), trace_buf, t.size() * 8, cudaMemcpyDeviceToHost));

@@ -2,7 +2,8 @@
 // tests/emu/cuda_emulation.h with every block of the grid at once (emu::run_grid: the kernel's
 // grid barriers need its blocks resident together), against the host reference of
 // tests/decode_mlp_reference.h. Grids of 1-3 blocks of 4 warps deal the units so that warps hold
-// no unit of a phase, part of one stripe, or units of up to three stripes; two calls in a row
+// no unit of a phase, part of one stripe, or units of up to three stripes, with rings of 2 and 3
+// units per warp (the next units' weights requested across the grid barriers); two calls in a row
 // reuse the counters and the barrier as the engine does. Runs in CI (no GPU); test_decode_mlp
 // covers the launcher and the hardware.
 #include <gtest/gtest.h>
@@ -37,7 +38,7 @@ D::Linear linear_of(const AwqReference& r, bool with_bias) {
 }
 
 // Mirrors the launcher (kernels/decode_mlp.cu) over host buffers; returns "" or what failed.
-std::string run_and_check(const MlpReference& r, int blocks, int warps, int calls) {
+std::string run_and_check(const MlpReference& r, int blocks, int warps, int slots, int calls) {
   const int W = blocks * warps;
   const int max_stripes = std::max({r.H, 2 * r.I}) / 64;
   std::vector<float> partials(static_cast<std::size_t>(max_stripes + W) * D::kPartialFloats, NAN);
@@ -72,11 +73,20 @@ std::string run_and_check(const MlpReference& r, int blocks, int warps, int call
     p.counter_offset[1] = r.H / 64;
     p.counter_offset[2] = r.H / 64 + r.I / 64;
     emu::run_grid(warps * 32, static_cast<unsigned>(blocks), [&] {
-      switch (D::rows_variant(r.M)) {
-        case 1: D::decode_mlp_block<1>(p); break;
-        case 2: D::decode_mlp_block<2>(p); break;
-        case 4: D::decode_mlp_block<4>(p); break;
-        default: D::decode_mlp_block<8>(p); break;
+      if (slots == 2) {
+        switch (D::rows_variant(r.M)) {
+          case 1: D::decode_mlp_block<1, 2>(p); break;
+          case 2: D::decode_mlp_block<2, 2>(p); break;
+          case 4: D::decode_mlp_block<4, 2>(p); break;
+          default: D::decode_mlp_block<8, 2>(p); break;
+        }
+      } else {
+        switch (D::rows_variant(r.M)) {
+          case 1: D::decode_mlp_block<1, 3>(p); break;
+          case 2: D::decode_mlp_block<2, 3>(p); break;
+          case 4: D::decode_mlp_block<4, 3>(p); break;
+          default: D::decode_mlp_block<8, 3>(p); break;
+        }
       }
     });
     const std::string f = awqd::test::check_mlp_output(r, residual.data(), out.data());
@@ -107,10 +117,12 @@ TEST(DecodeMlpEmulated, MatchesReference) {
   };
   for (const Case& c : cases) {
     const MlpReference r = awqd::test::make_mlp_reference(c.M, c.Ko, c.H, c.I, c.bias);
-    const std::string failure = run_and_check(r, c.blocks, c.warps, 2);
-    EXPECT_TRUE(failure.empty()) << "M=" << c.M << " Ko=" << c.Ko << " H=" << c.H << " I=" << c.I
-                                 << " blocks=" << c.blocks << " warps=" << c.warps
-                                 << " bias=" << c.bias << ": " << failure;
+    for (int slots : {2, 3}) {
+      const std::string failure = run_and_check(r, c.blocks, c.warps, slots, 2);
+      EXPECT_TRUE(failure.empty()) << "M=" << c.M << " Ko=" << c.Ko << " H=" << c.H << " I=" << c.I
+                                   << " blocks=" << c.blocks << " warps=" << c.warps << " slots=" << slots
+                                   << " bias=" << c.bias << ": " << failure;
+    }
   }
 }
 
