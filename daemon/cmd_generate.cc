@@ -145,8 +145,9 @@ void add_engine_flags(CLI::App* sub, EngineConfig& e) {
                   "the KV pool's memory), on, off")
       ->check(CLI::IsMember({"auto", "on", "off"}))
       ->capture_default_str();
-  sub->add_flag("!--no-fused-decode-mlp", e.fused_decode_mlp,
-                "Run a layer's MLP half as separate kernels in steps of 1-8 tokens (CUDA)");
+  sub->add_flag("--fused-decode-mlp", e.fused_decode_mlp,
+                "Experimental: a layer's MLP half as one persistent kernel in steps of 1-8 tokens (CUDA, one GPU; "
+                "measured slower than the separate kernels so far)");
   sub->add_flag("!--no-async-output", e.async_output,
                 "Build each step's outputs after its GPU work, instead of while the next step runs");
 }

@@ -52,7 +52,8 @@ void for_each_key(DaemonConfig& c, Fn&& fn) {
   fn("fp16_weight_cache", "fp16 copies of the AWQ weights for large steps (64+ tokens, 128+ on Hopper): auto | on | off",
      c.fp16_weight_cache, false);
   fn("async_output", "build a step's outputs while the GPU runs the next step", c.async_output, false);
-  fn("fused_decode_mlp", "one persistent kernel for a layer's MLP half in steps of 1-8 tokens (CUDA, one GPU)",
+  fn("fused_decode_mlp",
+     "experimental: one persistent kernel for a layer's MLP half in steps of 1-8 tokens (CUDA, one GPU; slower so far)",
      c.fused_decode_mlp, false);
   fn("log_level", "trace | debug | info | warn | error", c.log_level, false);
 }

@@ -41,9 +41,10 @@ struct EngineConfig {
   // host work runs while the GPU computes (docs/ARCHITECTURE.md, "A step").
   bool async_output = true;
   // CUDA, steps of 1-8 tokens on one GPU: o_proj, the norms, gate_up, SiLU and down_proj of a
-  // layer as one persistent kernel (kernels/decode_mlp.cuh) where the weights allow it. Off in
-  // deterministic mode (its split-K differs from the batch-invariant plans).
-  bool fused_decode_mlp = true;
+  // layer as one persistent kernel (kernels/decode_mlp.cuh) where the weights allow it. Off by
+  // default: measured 3-20 % slower than the separate kernels on an H200 (docs/PERF.md, runs
+  // 51-56). Never in deterministic mode (its split-K differs from the batch-invariant plans).
+  bool fused_decode_mlp = false;
   bool profile = false;                // time sampled steps: Engine::profile(), `awqd bench --profile`
   int profile_every = 16;              // with profile: every n-th step after the warm-up
   int profile_warmup = 32;             // steps never sampled at the start (graph captures, first plans)

@@ -141,6 +141,7 @@ void decode_mlp(const DecodeMlpArgs& a, cudaStream_t stream) {
   p.counters = reinterpret_cast<int*>(base + l.counters);
   p.barrier = reinterpret_cast<unsigned long long*>(base);
   p.trace = a.trace;
+  p.experiment = a.experiment;
   p.M = a.M;
   p.H = H;
   p.I = I;

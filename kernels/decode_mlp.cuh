@@ -64,6 +64,7 @@ struct DecodeMlpArgs {
   int ring_slots = 0;         // units in flight per warp + 1: 2 or 3 (0: the default, 3)
   // Benchmarks: per block decode_mlp_trace_points() %globaltimer stamps (ns), or null.
   unsigned long long* trace = nullptr;
+  int experiment = 0;  // benchmarks: decode_mlp_detail::Params::experiment (garbage results)
 };
 
 // Empty when decode_mlp can run these weights at M rows on the current device, else why not.

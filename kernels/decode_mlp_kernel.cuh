@@ -56,6 +56,10 @@ struct Params {
   // Benchmarks only (null otherwise): per block, kTracePoints %globaltimer stamps (ns): start,
   // after the PDL wait, then per phase the block's arrival at the barrier and its release.
   unsigned long long* trace;
+  // Benchmarks only (0 otherwise; results are garbage when set): bit 0 leaves out the
+  // dequantization and the mma (the weights' words are folded into the sums instead), bit 1 the
+  // split-K join (no partial sums, counters or last-warp reduction).
+  int experiment;
   int M, H, I;
   int counter_offset[kPhases];
 };
@@ -281,6 +285,10 @@ __device__ __forceinline__ void decode_mlp_block(const Params& p) {
   // stripe (gate_up: at the pair of gate and up stripes) adds every warp's sums in warp order
   // (so the result does not depend on who came last) and finishes those 64 columns.
   auto flush = [&](int phase, int stripe) {
+    if (p.experiment & 2) {
+      zero_acc();
+      return;
+    }
     const Linear& L = p.w[phase];
     const Deal d = deal(p, phase, W);
     {
@@ -359,6 +367,14 @@ __device__ __forceinline__ void decode_mlp_block(const Params& p) {
     load_group_consts(consts_src[g], reinterpret_cast<const std::uint32_t*>(consts_src + 8)[g], consts);
     const __half* xs = reinterpret_cast<const __half*>(slot + kXOffset) + g * kXStride + 2 * t;
     const bool row_ok = g < M;
+    if (p.experiment & 1) {
+#pragma unroll
+      for (int u = 0; u < kSteps; ++u) {
+        const uint4 wu = wslot[u * 32 + lane];
+        acc[u & 3][0] += __uint_as_float((wu.x ^ wu.y ^ wu.z ^ wu.w) & 0x3FFFFFFFu);
+      }
+      return;
+    }
 #pragma unroll
     for (int u = 0; u < kSteps; ++u) {
       std::uint32_t xb0 = 0, xb1 = 0;

@@ -57,6 +57,26 @@ DeviceAwq random_awq(int K, int N, std::uint32_t seed) {
   return d;
 }
 
+// Loads-only probe of the access order: every warp reads `per_warp` 4 KB units (8 x 512 bytes,
+// one 16-byte load per lane each), two units in flight, nothing computed. contiguous = 1: warp w
+// reads units w * per_warp .. (the decode MLP kernel's deal: the warps' streams lie ~per_warp x
+// 4 KB apart); 0: unit w + k * warps (all warps read neighbouring units at once).
+__global__ void probe_units(const uint4* p, int per_warp, int contiguous, std::uint32_t* sink) {
+  const int warps = gridDim.x * (blockDim.x / 32), w = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+  const int lane = threadIdx.x & 31;
+  std::uint32_t acc = 0;
+  auto unit = [&](int k) { return contiguous ? static_cast<std::size_t>(w) * per_warp + k : w + static_cast<std::size_t>(k) * warps; };
+  uint4 a[8], b[8];
+  for (int s = 0; s < 8; ++s) a[s] = __ldg(p + unit(0) * 256 + s * 32 + lane);
+  for (int k = 0; k < per_warp; ++k) {
+    const bool more = k + 1 < per_warp;
+    for (int s = 0; s < 8; ++s) b[s] = more ? __ldg(p + unit(k + 1) * 256 + s * 32 + lane) : make_uint4(0, 0, 0, 0);
+    for (int s = 0; s < 8; ++s) acc ^= a[s].x ^ a[s].y ^ a[s].z ^ a[s].w;
+    for (int s = 0; s < 8; ++s) a[s] = b[s];
+  }
+  if (acc == 0x12345678u) *sink = acc;
+}
+
 struct Layer {
   DeviceAwq o, gate_up, down;
   __half *post_norm = nullptr, *next_norm = nullptr;
@@ -102,7 +122,7 @@ int main(int argc, char** argv) {
   CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   cudaDeviceProp prop{};
   CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
-  const double copy_gbs = measure_hbm_gbs(stream);
+  const double copy_gbs = measure_hbm_gbs(stream), read_gbs = measure_read_gbs(stream);
 
   std::vector<Layer> L(layers);
   for (int l = 0; l < layers; ++l) {
@@ -136,6 +156,7 @@ int main(int argc, char** argv) {
   CUDA_CHECK(cudaDeviceSynchronize());
   const float eps = 1e-5f;
 
+  int experiment = 0;
   auto fused = [&](int l, int M, unsigned long long* tr, int slots) {
     DecodeMlpArgs a;
     a.o = L[l].o.w;
@@ -154,6 +175,7 @@ int main(int argc, char** argv) {
     a.workspace_bytes = mlp_ws_bytes;
     a.trace = tr;
     a.ring_slots = slots;
+    a.experiment = experiment;
     decode_mlp(a, stream);
   };
   auto separate = [&](int l, int M) {
@@ -170,8 +192,8 @@ int main(int argc, char** argv) {
   };
 
   std::printf("# bench_decode_mlp: %s (Ko %d, H %d, I %d), %d layers of %.1f MB of AWQ weights, %s (%d SMs), "
-              "copy bandwidth %.0f GB/s\n",
-              shape.c_str(), Ko, H, I, layers, layer_bytes / 1e6, prop.name, prop.multiProcessorCount, copy_gbs);
+              "copy bandwidth %.0f GB/s, read-only stream %.0f GB/s\n",
+              shape.c_str(), Ko, H, I, layers, layer_bytes / 1e6, prop.name, prop.multiProcessorCount, copy_gbs, read_gbs);
   std::printf("| M | ring | fused us | separate us | speed-up | fused GB/s | %% of copy | separate GB/s |\n"
               "|---|---|---|---|---|---|---|---|\n");
   for (int M : ms) {
@@ -183,6 +205,32 @@ int main(int argc, char** argv) {
                   layer_bytes / f_us / 1e3, 100.0 * layer_bytes / f_us / 1e3 / copy_gbs, layer_bytes / s_us / 1e3);
       std::fflush(stdout);
     }
+  }
+  {
+    // Loads-only probes over gate_up-sized regions (6 units per warp of 132 x 16 warps), rotated
+    // through the layers' tile buffers so nothing comes from L2.
+    std::uint32_t* sink = device_alloc<std::uint32_t>(1);
+    const int per_warp = 6;  // 2112 warps x 6 x 4 KB = 52 MB, inside gate_up's 58.7 MB of tiles
+    for (int contiguous : {1, 0}) {
+      const double us = time_us(stream, [&](int i) {
+        probe_units<<<blocks, 512, 0, stream>>>(L[i % layers].gate_up.w.tiles, per_warp, contiguous, sink);
+      });
+      const double bytes = static_cast<double>(blocks) * 16 * per_warp * 4096;
+      std::printf("probe %s: %.1f MB in %.2f us = %.0f GB/s\n", contiguous ? "contiguous ranges per warp" : "round-robin units",
+                  bytes / 1e6, us, bytes / us / 1e3);
+    }
+  }
+  if (std::getenv("AWQD_MLP_EXPERIMENTS") != nullptr) {
+    // What the kernel's phases cost without parts of their work (garbage results): 1 no
+    // dequantization or mma, 2 no split-K join, 3 neither.
+    for (int M : ms)
+      for (int e : {1, 2, 3}) {
+        experiment = e;
+        const double us = time_us(stream, [&](int i) { fused(i % layers, M, nullptr, slot_list[0]); });
+        std::printf("experiment %d (%s), M = %d: %.2f us\n", e,
+                    e == 1 ? "no dequant/mma" : e == 2 ? "no split-K join" : "neither", M, us);
+      }
+    experiment = 0;
   }
   if (trace) {
     // The middle layer of a chain of fused calls writes its stamps.

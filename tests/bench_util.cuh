@@ -110,4 +110,31 @@ inline double measure_hbm_gbs(cudaStream_t stream) {
   return 2.0 * bytes / us / 1e3;  // GB/s
 }
 
+// Read-only stream: every 16 bytes of `n` uint4 read once (through the non-coherent path, as the
+// GEMMs read weights), folded into one word per thread so the loads are not dead.
+__global__ void read_stream(const uint4* p, std::size_t n, std::uint32_t* sink) {
+  std::uint32_t acc = 0;
+  for (std::size_t i = blockIdx.x * std::size_t{blockDim.x} + threadIdx.x; i < n;
+       i += std::size_t{gridDim.x} * blockDim.x) {
+    const uint4 v = __ldg(p + i);
+    acc ^= v.x ^ v.y ^ v.z ^ v.w;
+  }
+  if (acc == 0x12345678u) *sink = acc;  // practically never: keeps the loads
+}
+
+// GB/s of a 1 GiB read-only stream (bytes read over the time): the ceiling for kernels that only
+// read their weights, which the copy figure (half reads, half writes) understates.
+inline double measure_read_gbs(cudaStream_t stream) {
+  const std::size_t bytes = std::size_t{1} << 30;
+  auto* a = device_alloc<uint4>(bytes / 16);
+  auto* sink = device_alloc<std::uint32_t>(1);
+  fill_u32<<<1024, 256>>>(reinterpret_cast<std::uint32_t*>(a), bytes / 4, 99);
+  int sms = 0;
+  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  const double us = time_us(stream, [&](int) { read_stream<<<sms * 8, 512, 0, stream>>>(a, bytes / 16, sink); });
+  CUDA_CHECK(cudaFree(a));
+  CUDA_CHECK(cudaFree(sink));
+  return bytes / us / 1e3;
+}
+
 }  // namespace awqd::bench

@@ -343,14 +343,17 @@ TEST(CudaFusedDecodeMlp, GivesTheSeparateKernelsTokensUpToNearTies) {
   test::write_tiny_model(dir.path(), awq_spec());
   write_synth_tokenizer(dir.path(), "tiny");
   for (int prompts : {6, 1}) {
-    const GreedyRun fused = run_greedy(dir.path(), prompts, [](EngineConfig&) {});
+    const GreedyRun fused = run_greedy(dir.path(), prompts, [](EngineConfig& c) { c.fused_decode_mlp = true; });
     const GreedyRun separate = run_greedy(dir.path(), prompts, [](EngineConfig& c) { c.fused_decode_mlp = false; });
     EXPECT_NE(fused.describe.find("fused decode MLP on"), std::string::npos) << fused.describe;
     EXPECT_NE(separate.describe.find("fused decode MLP off"), std::string::npos) << separate.describe;
     const int identical = expect_same_up_to_near_ties(fused, separate);
     std::printf("fused decode MLP vs separate kernels, %d prompts: %d identical over 12 tokens\n", prompts, identical);
   }
-  const GreedyRun det = run_greedy(dir.path(), 1, [](EngineConfig& c) { c.deterministic = true; });
+  const GreedyRun det = run_greedy(dir.path(), 1, [](EngineConfig& c) {
+    c.fused_decode_mlp = true;
+    c.deterministic = true;
+  });
   EXPECT_NE(det.describe.find("fused decode MLP off (deterministic)"), std::string::npos) << det.describe;
 }
 

@@ -219,6 +219,11 @@ inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v)
   return old;
 }
 inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+inline float __uint_as_float(unsigned u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
 template <class T>
 inline T __ldg(const T* p) {
   return *p;
