@@ -440,14 +440,16 @@ __device__ __forceinline__ void decode_mlp_block(const Params& p) {
   for (int m = 0; m < kRows; ++m) inv[m] = 0.0f;
   for (int phase = 0; phase < kPhases; ++phase) {
     if (phase > 0) grid_barrier(p.barrier, trace != nullptr ? trace + 2 * phase : nullptr);
-    // The phase is open: activations of the units in flight that belong to it.
+    // The phase is open: activations of the units in flight that belong to it, one group per
+    // unit in their order, so that the loop's wait (all but the kSlots - 1 newest groups) still
+    // finds each unit's copies complete when it comes to compute it, and nothing is drained.
     if (cur.phase == phase) issue_x(cur, slot);
-#pragma unroll
-    for (int i = 0; i < kSlots - 2; ++i)
-      if (ahead[i].phase == phase) issue_x(ahead[i], ring_slot(1 + i));
     cp_async_commit();
-    cp_async_wait<0>();
-    __syncwarp();
+#pragma unroll
+    for (int i = 0; i < kSlots - 2; ++i) {
+      if (ahead[i].phase == phase) issue_x(ahead[i], ring_slot(1 + i));
+      cp_async_commit();
+    }
     if (phase == 1 && cur.phase == 1) inv_rms(0, inv);
     const int batches = p.w[phase].batches;
     while (cur.phase == phase) {
