@@ -317,8 +317,12 @@ int stream_splits(int n_stripes, const DeviceCaps& caps) {
 // kMaxClusterSplits blocks, as many as the SMs allow. Run 30 (H100, M = 1 and 8, sweep without
 // PDL): o (64 stripes, 2 splits, 1 batch per warp) 9.3 / 10.0 us against st8's best 10.8 / 11.9,
 // qkv (96 stripes, 1 split, 2 batches) 12.0 / 13.3 against 12.6 / 14.0; down (64 stripes, 3.5
-// batches per warp) 20.7 / 26.0 against 20.1 / 23.0: so only up to 2 batches per warp.
-constexpr int kWideMaxBatchesPerWarp = 2;
+// batches per warp) 20.7 / 26.0 against 20.1 / 23.0: so at first only up to 2 batches per warp.
+// With the cp.async ring (run 36), which keeps a warp's next batch streaming, run 61's sweep (an
+// H200, without PDL) put down at M = 1 / 4 / 8 at 13.56 / 16.39 / 19.22 us with st8w and 2
+// splits against st8's best 15.84 / 17.33 / 19.96 (8 splits): so up to 4 (down's 3.5). Not yet
+// re-measured on an H100.
+constexpr int kWideMaxBatchesPerWarp = 4;
 
 int wide_stream_splits(int n_stripes, int blocks_per_sm, const DeviceCaps& caps) {
   return std::clamp(blocks_per_sm * caps.sms / std::max(n_stripes, 1), 1, kMaxClusterSplits);

@@ -261,7 +261,8 @@ TEST(AwqGemm, DecodePlansOnTheMeasuredCard) {
       {8, 4096, 4096, 0, AwqTile::kSt8w, 2, true},
       {1, 4096, 6144, 0, AwqTile::kSt8w, 1, false},   // qkv: 96 stripes, one block each
       {1, 4096, 28672, 0, AwqTile::kSt8, 1, false},   // gate_up: 448 stripes fill the GPU
-      {1, 14336, 4096, 0, AwqTile::kSt8, 8, false},   // down: 3.5 batches per warp stay with st8
+      {1, 14336, 4096, 0, AwqTile::kSt8w, 2, true},   // down: 3.5 batches per warp (run 61)
+      {1, 14336, 4096, 2 * 14336, AwqTile::kSt8w, 2, true},  // ... with the fused SiLU input
       {1, 2048, 4096, 0, AwqTile::kSt8w, 2, true},    // o at tensor parallel 2 (K halved)
       {1, 7168, 4096, 0, AwqTile::kSt8w, 2, true},    // down at tensor parallel 2
       {16, 4096, 6144, 0, AwqTile::kS16, 0, false},   // M = 9-16: s16 on weights up to 64 M
