@@ -145,16 +145,11 @@ void decode_mlp(const DecodeMlpArgs& a, cudaStream_t stream) {
   p.M = a.M;
   p.H = H;
   p.I = I;
-  p.counter_offset[0] = 0;
-  p.counter_offset[1] = a.o.N / 64;
-  p.counter_offset[2] = a.o.N / 64 + I / 64;
   const std::size_t smem = static_cast<std::size_t>(warps) * slots * D::slot_bytes(rows) + kBlockExtraBytes;
-  using Kernel = void (*)(const D::Params);
-  const Kernel kernels[2][4] = {
-      {decode_mlp_kernel<1, 2>, decode_mlp_kernel<2, 2>, decode_mlp_kernel<4, 2>, decode_mlp_kernel<8, 2>},
-      {decode_mlp_kernel<1, 3>, decode_mlp_kernel<2, 3>, decode_mlp_kernel<4, 3>, decode_mlp_kernel<8, 3>}};
-  const Kernel kernel = kernels[slots - 2][rows == 1 ? 0 : rows == 2 ? 1 : rows == 4 ? 2 : 3];
-  launch_pdl(a.pdl, kernel, dim3(blocks), dim3(warps * 32), smem, stream, p);
+  D::with_variant(a.M, slots, [&](auto r, auto s) {
+    launch_pdl(a.pdl, decode_mlp_kernel<decltype(r)::value, decltype(s)::value>, dim3(blocks), dim3(warps * 32),
+               smem, stream, p);
+  });
 }
 
 }  // namespace awqd::cuda

@@ -7,8 +7,10 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/awq_gemm_device.cuh"
+#include "kernels/half_pack.cuh"
 #include "kernels/silu.cuh"
 
 namespace awqd::cuda::decode_mlp_detail {
@@ -51,7 +53,7 @@ struct Params {
   float eps;
   float* partials;            // [max stripes + warps][kPartialFloats]
   float* sumsq;               // [2][H / 64][kMaxRows]: per stripe, sum of the residual's squares
-  int* counters;              // per phase, per stripe (gate_up: per gate/up pair); zero between
+  int* counters;              // o stripes, gate_up pairs, down stripes (counter_base); zero between
   unsigned long long* barrier;  // grid barrier arrivals, never reset (see grid_barrier)
   // Benchmarks only (null otherwise): per block, kTracePoints %globaltimer stamps (ns): start,
   // after the PDL wait, then per phase the block's arrival at the barrier and its release.
@@ -61,8 +63,13 @@ struct Params {
   // split-K join (no partial sums, counters or last-warp reduction).
   int experiment;
   int M, H, I;
-  int counter_offset[kPhases];
 };
+
+// Where a phase's arrival counters start in Params::counters: o_proj's stripes, then gate_up's
+// gate/up pairs (I / 64), then down_proj's stripes.
+__host__ __device__ __forceinline__ int counter_base(const Params& p, int phase) {
+  return phase == 0 ? 0 : phase == 1 ? p.w[0].stripes : p.w[0].stripes + p.I / 64;
+}
 
 // ---- the few operations the emulation supplies itself ----
 #ifndef AWQD_KERNEL_EMULATION
@@ -82,13 +89,6 @@ __device__ __forceinline__ float warp_xor(float v, int mask) {
 }
 __device__ __forceinline__ int warp_bcast(int v) { return __shfl_sync(0xffffffffu, v, 0); }
 #endif
-
-// Half h (0: low) of a word of two fp16, as a float.
-__device__ __forceinline__ float half_at(std::uint32_t w, int h) {
-  __half_raw r;
-  r.x = static_cast<unsigned short>(w >> (16 * h));
-  return __half2float(__half(r));
-}
 
 // Every block of the grid (all resident: one per SM, launched no wider) arrives; memory written
 // before by any block is visible after. The counter counts arrivals forever (64 bits: no wrap):
@@ -144,6 +144,24 @@ struct Cursor {
 // The kernel is compiled for 1, 2, 4 and 8 rows (the reduction's loads and the norm's loops are
 // sized by it); a call takes the smallest that holds M.
 constexpr int rows_variant(int M) { return M <= 1 ? 1 : M <= 2 ? 2 : M <= 4 ? 4 : 8; }
+
+// Host side: calls f(rows, slots) with both as std::integral_constant for the compiled variant
+// (rows_variant(M), rings of 2 or 3 slots), so the launcher and the emulated test pick the same way.
+template <class F>
+void with_variant(int M, int slots, F&& f) {
+  auto rows = [&](auto s) {
+    switch (rows_variant(M)) {
+      case 1: return f(std::integral_constant<int, 1>{}, s);
+      case 2: return f(std::integral_constant<int, 2>{}, s);
+      case 4: return f(std::integral_constant<int, 4>{}, s);
+      default: return f(std::integral_constant<int, 8>{}, s);
+    }
+  };
+  if (slots == 2)
+    rows(std::integral_constant<int, 2>{});
+  else
+    rows(std::integral_constant<int, 3>{});
+}
 
 // kSlots: ring slots (units) per warp; a warp computes one while the next kSlots - 1 stream in,
 // across the grid barriers too.
@@ -309,7 +327,7 @@ __device__ __forceinline__ void decode_mlp_block(const Params& p) {
     __syncwarp();
     int last = 0;
     if (lane == 0) {
-      int* counter = p.counters + p.counter_offset[phase] + key;
+      int* counter = p.counters + counter_base(p, phase) + key;
       last = atomicAdd(counter, 1) == needed - 1;
       if (last) *counter = 0;  // every warp of the stripe has arrived: reset for the next use
     }
@@ -494,19 +512,14 @@ __device__ __forceinline__ void decode_mlp_block(const Params& p) {
     const int row = e / chunks, c = e - row * chunks;
     const uint4 rv = __ldcg(reinterpret_cast<const uint4*>(p.residual + static_cast<std::size_t>(row) * p.H) + c);
     const uint4 wv = *(reinterpret_cast<const uint4*>(p.next_norm) + c);
-    const std::uint32_t rw[4] = {rv.x, rv.y, rv.z, rv.w}, ww[4] = {wv.x, wv.y, wv.z, wv.w};
-    std::uint32_t ow[4];
+    // rmsnorm's arithmetic and packing (kernels/norm.cu).
+    float v[8], wf[8];
+    ptx::unpack8(rv, v);
+    ptx::unpack8(wv, wf);
     const float inv_row = block_inv[row];
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      ow[i] = 0;
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const __half_raw o = __float2half_rn(half_at(rw[i], h) * inv_row * half_at(ww[i], h));
-        ow[i] |= static_cast<std::uint32_t>(o.x) << (16 * h);
-      }
-    }
-    const uint4 ov = make_uint4(ow[0], ow[1], ow[2], ow[3]);
+    for (int i = 0; i < 8; ++i) v[i] = v[i] * inv_row * wf[i];
+    const uint4 ov = ptx::pack8(v);
     *(reinterpret_cast<uint4*>(p.out + static_cast<std::size_t>(row) * p.H) + c) = ov;
   }
 }

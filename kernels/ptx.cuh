@@ -1,4 +1,5 @@
-// Device helpers shared by the kernels: tensor-core mma, ldmatrix, cp.async and fp16 packing.
+// Device helpers shared by the kernels: tensor-core mma, ldmatrix, cp.async and fp16 packing
+// (kernels/half_pack.cuh).
 // Every inline-PTX instruction of awqd lives here, each with its host-emulation counterpart
 // (kernels/emu/emu.h), so the kernels themselves are plain CUDA C++.
 //
@@ -20,31 +21,11 @@
 #include <cstring>
 
 #include "kernels/launch.cuh"
+// (first: in the emulated build it defines what the CUDA qualifiers mean)
+#include "kernels/half_pack.cuh"
 
 namespace awqd::cuda::ptx {
 
-__device__ __forceinline__ std::uint32_t pack_half2(float lo, float hi) {
-  const __half2_raw r = __floats2half2_rn(lo, hi);
-  return static_cast<std::uint32_t>(r.x) | static_cast<std::uint32_t>(r.y) << 16;
-}
-
-__device__ __forceinline__ float2 unpack_half2(std::uint32_t u) {
-  __half2_raw r;
-  r.x = static_cast<unsigned short>(u & 0xFFFFu);
-  r.y = static_cast<unsigned short>(u >> 16);
-  return __half22float2(__half2(r));
-}
-
-// 8 fp16 in a 16-byte vector <-> 8 floats.
-__device__ __forceinline__ void unpack8(const uint4& v, float (&f)[8]) {
-  const float2 a = unpack_half2(v.x), b = unpack_half2(v.y), c = unpack_half2(v.z),
-               d = unpack_half2(v.w);
-  f[0] = a.x, f[1] = a.y, f[2] = b.x, f[3] = b.y, f[4] = c.x, f[5] = c.y, f[6] = d.x, f[7] = d.y;
-}
-__device__ __forceinline__ uint4 pack8(const float (&f)[8]) {
-  return make_uint4(pack_half2(f[0], f[1]), pack_half2(f[2], f[3]), pack_half2(f[4], f[5]),
-                    pack_half2(f[6], f[7]));
-}
 // The residual add of the fused norms (norm.cu, allreduce.cu): v += the 8 fp16 of `residual`,
 // `residual` = fp16(v), and v becomes the values stored (the norm is of what the residual stream
 // holds, as vLLM's fused_add_rms_norm does).

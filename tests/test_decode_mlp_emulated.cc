@@ -69,25 +69,9 @@ std::string run_and_check(const MlpReference& r, int blocks, int warps, int slot
     p.M = r.M;
     p.H = r.H;
     p.I = r.I;
-    p.counter_offset[0] = 0;
-    p.counter_offset[1] = r.H / 64;
-    p.counter_offset[2] = r.H / 64 + r.I / 64;
-    emu::run_grid(warps * 32, static_cast<unsigned>(blocks), [&] {
-      if (slots == 2) {
-        switch (D::rows_variant(r.M)) {
-          case 1: D::decode_mlp_block<1, 2>(p); break;
-          case 2: D::decode_mlp_block<2, 2>(p); break;
-          case 4: D::decode_mlp_block<4, 2>(p); break;
-          default: D::decode_mlp_block<8, 2>(p); break;
-        }
-      } else {
-        switch (D::rows_variant(r.M)) {
-          case 1: D::decode_mlp_block<1, 3>(p); break;
-          case 2: D::decode_mlp_block<2, 3>(p); break;
-          case 4: D::decode_mlp_block<4, 3>(p); break;
-          default: D::decode_mlp_block<8, 3>(p); break;
-        }
-      }
+    D::with_variant(r.M, slots, [&](auto rows, auto ring) {
+      emu::run_grid(warps * 32, static_cast<unsigned>(blocks),
+                    [&] { D::decode_mlp_block<decltype(rows)::value, decltype(ring)::value>(p); });
     });
     const std::string f = awqd::test::check_mlp_output(r, residual.data(), out.data());
     if (!f.empty()) failure += "call " + std::to_string(call) + ": " + f;
