@@ -1,9 +1,11 @@
-// A CPU emulation of the few CUDA features the AWQ GEMM kernel uses, so that the kernel's real
-// source (kernels/awq_gemm_kernel.cuh, compiled with AWQD_KERNEL_EMULATION) runs in CI, which has
-// no GPU. Not a general CUDA emulator: exactly what gemm_block needs, with the semantics that
-// matter for finding indexing and synchronization bugs.
-// - A block's threads are fibers (ucontext) run round-robin on one OS thread; __syncthreads and
-//   the warp collectives are barriers at which a fiber yields until all participants arrive. In
+// A CPU emulation of the few CUDA features the AWQ GEMM kernel and the decode MLP kernel use, so
+// that their real source (kernels/awq_gemm_kernel.cuh, decode_mlp_kernel.cuh, compiled with
+// AWQD_KERNEL_EMULATION) runs in CI, which has no GPU. Not a general CUDA emulator: exactly what
+// those kernels need, with the semantics that matter for finding indexing and synchronization bugs.
+// - A block's threads are fibers (ucontext) run round-robin on one OS thread (run_block; run_grid
+//   interleaves the fibers of every block of a grid, for kernels that wait for other blocks);
+//   __syncthreads and the warp collectives are barriers at which a fiber yields until all
+//   participants arrive. In
 //   half the rounds a random subset of warps is not resumed, so warps drift apart between
 //   barriers (a missing __syncthreads then corrupts shared memory another warp still reads).
 // - ldmatrix and mma.sync exchange the 32 lanes' registers and apply the PTX fragment layouts
@@ -72,10 +74,10 @@ struct Block {
   std::uint32_t a[kMaxWarps][32][4], b[kMaxWarps][32][2], row_addr[kMaxWarps][32];
 };
 
-// The block whose fiber runs now: the one of run_block, or one of run_grid's.
+// The block whose fiber runs now: the one of run_block, or one of run_grid's (set by
+// run_fibers before it resumes a fiber).
 inline Block*& current_block() {
-  static Block single;
-  static Block* current = &single;
+  static Block* current = nullptr;
   return current;
 }
 inline Block& block() { return *current_block(); }
