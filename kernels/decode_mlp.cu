@@ -70,10 +70,9 @@ std::string decode_mlp_unsupported(const AwqWeight& o, const AwqWeight& gate_up,
     if (w->group_size != D::kBatchRows) return "group size " + std::to_string(w->group_size) + " (needs 128)";
     if (w->K % 128 != 0 || w->N % 64 != 0)
       return "shape " + std::to_string(w->K) + "x" + std::to_string(w->N) + " (needs K % 128, N % 64)";
-  }
-  for (const AwqWeight* w : ws)
     if (static_cast<long long>(w->N / 64) * (w->K / 128) * kMaxWarps * current_sm_count() >= (1ll << 31))
       return "weight " + std::to_string(w->K) + "x" + std::to_string(w->N) + " too large for the 32-bit unit deal";
+  }
   const int H = o.N;
   if (gate_up.K != H || down.N != H || gate_up.N != 2 * down.K)
     return "shapes do not chain (o N " + std::to_string(o.N) + ", gate_up " + std::to_string(gate_up.K) + "x" +
