@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <exception>
 #include <functional>
@@ -105,7 +106,7 @@ struct DeviceLinear {
   // exact values the AWQ kernels multiply by.
   DeviceBuffer cache;
   int ld_cache = 0;
-  int cache_min_m = 0;  // steps of at least this many rows use the copy (awq_gemm_fp16_crossover_m)
+  int cache_min_m = 0;  // steps of at least this many rows use the copy (measure_fp16_crossovers)
 };
 
 
@@ -237,6 +238,9 @@ class CudaExecutor final : public Executor {
   void ensure_logits_rows(int rows);
   // fp16_weight_cache: the fp16 copies of the AWQ weights, if the mode and the memory allow.
   void build_weight_cache();
+  // Each cached weight's cache_min_m: the step size from which cuBLASLt on its fp16 copy beats
+  // the AWQ kernel, timed on this GPU; returns what it found, for describe().
+  std::string measure_fp16_crossovers();
   // Rank r's logits row stride: its vocabulary slice rounded up to 4 floats.
   int slice_stride(int r) const { return (plan_.ranks[r].vocab.size() + 3) / 4 * 4; }
   // Rank 0 receives every rank's logits slice of `rows` rows into its logits_.
@@ -260,6 +264,7 @@ class CudaExecutor final : public Executor {
   std::string describe_;
   std::size_t weight_bytes_ = 0;
   std::size_t weight_cache_bytes_ = 0;  // fp16 copies of the AWQ weights (0: none)
+  std::string crossovers_;              // measure_fp16_crossovers' finding, for describe()
 
   // Weights.
   DeviceBuffer embed_, lm_head_, final_norm_, inv_freq_;
@@ -499,6 +504,98 @@ void CudaExecutor::build_weight_cache() {
   CUDA_CHECK(cudaStreamSynchronize(stream_));
   weight_cache_bytes_ = bytes;
   kv_budget_ -= static_cast<double>(bytes);
+  crossovers_ = measure_fp16_crossovers();
+}
+
+std::string CudaExecutor::measure_fp16_crossovers() {
+  // Run 25 (H100) found the crossover anywhere from 17 to past 128 rows depending on the weight's
+  // size, and the H200 (same SMs, 1.5x the bandwidth) moves every one of them: cuBLASLt reads the
+  // fp16 copy faster there while the AWQ kernels are bound by their instruction issue. So each
+  // weight shape is timed here, at the step sizes where either may win, on up to 8 layers' weights
+  // back to back (the real calls' order: weights rotate through more memory than the L2 holds),
+  // the AWQ kernel with PDL as forward() calls it; the median of 5 passes each, interleaved.
+  // Steps of at most awq_gemm_stream_max_m() rows keep the AWQ kernel (it fuses SiLU there and
+  // wins 1.2-2x); past the largest probe cuBLASLt wins (the AWQ planner itself dequantizes to fp16
+  // for cuBLASLt there, per call). awq_gemm_fp16_crossover_m (the H100 table) is what a weight
+  // keeps when its step sizes cannot be probed (max_num_batched_tokens below the first probe).
+  static constexpr int kProbes[] = {17, 24, 32, 48, 64, 96, 128, 192, 256};
+  static constexpr int kLayersPerShape = 8, kPasses = 5;
+  const int first = std::max(cuda::awq_gemm_stream_max_m() + 1, kProbes[0]);
+  std::vector<int> probes;
+  for (int m : kProbes)
+    if (m >= first && m <= max_tokens_) probes.push_back(m);
+  if (probes.empty()) return {};
+  const auto start = std::chrono::steady_clock::now();
+  struct Shape {
+    const char* name;
+    std::vector<DeviceLinear*> linears;  // every cached linear of this shape (all layers)
+  };
+  std::vector<Shape> shapes;
+  int max_k = 0, max_n = 0;
+  for (Layer& d : layers_) {
+    const std::pair<const char*, DeviceLinear*> named[] = {{"qkv", &d.qkv}, {"o", &d.o}, {"gate_up", &d.gate_up}, {"down", &d.down}};
+    for (const auto& [name, l] : named) {
+      if (l->cache.bytes() == 0) continue;
+      auto it = std::find_if(shapes.begin(), shapes.end(),
+                             [&](const Shape& s) { return s.linears[0]->K == l->K && s.linears[0]->N == l->N; });
+      if (it == shapes.end()) it = shapes.insert(shapes.end(), Shape{name, {}});
+      it->linears.push_back(l);
+      max_k = std::max(max_k, l->K);
+      max_n = std::max(max_n, l->N);
+    }
+  }
+  const int max_m = probes.back();
+  DeviceBuffer x(static_cast<std::size_t>(max_m) * max_k * 2), y(static_cast<std::size_t>(max_m) * max_n * 2);
+  CUDA_CHECK(cudaMemsetAsync(x.as<void>(), 0x3C, x.bytes(), stream_));  // 1.06 in every half
+  cudaEvent_t ev[2];
+  for (cudaEvent_t& e : ev) CUDA_CHECK(cudaEventCreate(&e));
+  auto pass_ms = [&](const Shape& s, int m, bool fp16) {
+    CUDA_CHECK(cudaEventRecord(ev[0], stream_));
+    for (std::size_t i = 0; i < s.linears.size() && i < kLayersPerShape; ++i) {
+      const DeviceLinear* l = s.linears[i];
+      if (fp16) {
+        dense_gemm(x.as<__half>(), l->cache.as<__half>(), cuda::WeightLayout::kKN, l->ld_cache, l->bias.as<__half>(),
+                   y.as<__half>(), false, m, l->N, l->K);
+      } else {
+        cuda::AwqGemmOptions opt;
+        opt.pdl = true;
+        cuda::awq_gemm(x.as<__half>(), l->awq.view(), l->bias.as<__half>(), y.as<__half>(), m,
+                       {gemm_ws_.as<void>(), gemm_ws_.bytes()}, stream_, opt);
+      }
+    }
+    CUDA_CHECK(cudaEventRecord(ev[1], stream_));
+    CUDA_CHECK(cudaEventSynchronize(ev[1]));
+    float ms = 0;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, ev[0], ev[1]));
+    return ms;
+  };
+  std::string found;
+  for (Shape& s : shapes) {
+    std::vector<bool> fp16_wins;
+    for (int m : probes) {
+      pass_ms(s, m, false);  // warm-up: cuBLASLt's heuristic, modules, clocks
+      pass_ms(s, m, true);
+      std::vector<float> awq, fp16;
+      for (int p = 0; p < kPasses; ++p) {
+        awq.push_back(pass_ms(s, m, false));
+        fp16.push_back(pass_ms(s, m, true));
+      }
+      std::nth_element(awq.begin(), awq.begin() + kPasses / 2, awq.end());
+      std::nth_element(fp16.begin(), fp16.begin() + kPasses / 2, fp16.end());
+      fp16_wins.push_back(fp16[kPasses / 2] < awq[kPasses / 2]);
+    }
+    // The smallest probe from which the fp16 copy wins at every larger probe too.
+    int i = static_cast<int>(probes.size());
+    while (i > 0 && fp16_wins[i - 1]) --i;
+    const int min_m = i == static_cast<int>(probes.size()) ? probes.back() + 1 : probes[i];
+    for (DeviceLinear* l : s.linears) l->cache_min_m = min_m;
+    found += std::string(found.empty() ? "" : ", ") + s.name + " " + std::to_string(min_m);
+  }
+  for (cudaEvent_t e : ev) CUDA_CHECK(cudaEventDestroy(e));
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  char took[32];
+  std::snprintf(took, sizeof(took), "%.0f ms", ms);
+  return "fp16 copies from " + found + " rows (measured, " + took + ")";
 }
 
 int CudaExecutor::kv_capacity() const {
@@ -521,6 +618,7 @@ void CudaExecutor::allocate_kv(int num_blocks) {
               "), " + std::to_string(num_blocks_) + " KV blocks of " + std::to_string(kKvBlockSize) + " tokens (" +
               gib(static_cast<double>(kv_.bytes())) + "), weights " + gib(static_cast<double>(weight_bytes_)) +
               (weight_cache_bytes_ ? " + fp16 cache " + gib(static_cast<double>(weight_cache_bytes_)) : std::string()) +
+              (crossovers_.empty() ? std::string() : " (" + crossovers_ + ")") +
               ", fused decode MLP " + (decode_mlp_off_.empty() ? std::string("on") : decode_mlp_off_);
 }
 
@@ -577,9 +675,8 @@ void CudaExecutor::dense_gemm(const __half* x, const __half* w, cuda::WeightLayo
 }
 
 void CudaExecutor::linear(const DeviceLinear& l, const __half* x, __half* y, int M, int silu_mul_ld) {
-  // From cuda::awq_gemm_fp16_crossover_m(K, N) rows on (64; with the Hopper AWQ kernel 17 to 128
-  // by the weight's size), a quantized linear with an fp16 copy runs cuBLASLt on the copy
-  // (docs/PERF.md, runs 7 and 25).
+  // From cache_min_m rows on (measured at load for each weight shape: measure_fp16_crossovers),
+  // a quantized linear with an fp16 copy runs cuBLASLt on the copy (docs/PERF.md, runs 25, 64).
   if (l.quantized && l.cache.bytes() > 0 && M >= l.cache_min_m) {
     dense_gemm(x, l.cache.as<__half>(), cuda::WeightLayout::kKN, l.ld_cache, l.bias.as<__half>(), y, false, M, l.N, l.K);
   } else if (l.quantized) {

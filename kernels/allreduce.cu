@@ -12,36 +12,57 @@ namespace awqd::cuda {
 
 namespace {
 
-constexpr int kP2pBlocks = 64;  // fixed grid: the call counters of every block stay equal
 constexpr int kP2pThreads = 512;
-constexpr int kMaxRowChunks = 4;  // fused norm: 16-byte chunks per thread, hidden <= 16384
+constexpr int kP2pMaxBlocks = 256;  // plain all-reduce: grid-stride beyond 256 x 512 vectors
+constexpr int kMaxRowChunks = 4;    // fused norm: 16-byte chunks per thread, hidden <= 16384
 constexpr int kReduceThreads = 256;
+constexpr int kP2pBuffers = 3;  // receive buffers used in turn (why three: the header)
 constexpr unsigned long long kWaitTimeoutNs = 30ull * 1000 * 1000 * 1000;
 
-struct P2pSignal {
-  std::uint32_t flag[2][kP2pBlocks][kMaxTpRanks];  // [parity][block][from rank], written by peers
-  std::uint32_t calls[kP2pBlocks];                 // this rank's completed calls per block
+// A rank's call state, in its own device memory.
+struct P2pState {
+  std::uint32_t call;     // completed P2P calls: call % kP2pBuffers picks the receive buffer
+  std::uint32_t arrived;  // blocks of the running call that have finished (the last one resets it)
 };
 
 struct P2pPeers {
-  uint4* buffer[kMaxTpRanks];      // rank i's data buffer: two parities of buffer_vecs each
-  P2pSignal* signal[kMaxTpRanks];  // rank i's signal block
+  // Rank i's receive area: kP2pBuffers buffers of [ranks slots (from rank)][slot_vecs].
+  uint4* receive[kMaxTpRanks];
 };
-
-__device__ __forceinline__ void store_release_sys(std::uint32_t* p, std::uint32_t v) {
-  asm volatile("st.release.sys.global.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
-}
-
-__device__ __forceinline__ std::uint32_t load_acquire_sys(const std::uint32_t* p) {
-  std::uint32_t v;
-  asm volatile("ld.acquire.sys.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-  return v;
-}
 
 __device__ __forceinline__ unsigned long long global_ns() {
   unsigned long long t;
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
   return t;
+}
+
+__device__ __forceinline__ uint4 load_volatile(const uint4* p) {
+  uint4 v;
+  asm volatile("ld.volatile.global.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p)
+               : "memory");
+  return v;
+}
+
+__device__ __forceinline__ void store_volatile(uint4* p, const uint4& v) {
+  asm volatile("st.volatile.global.v4.u32 [%0], {%1, %2, %3, %4};" ::"l"(p), "r"(v.x), "r"(v.y),
+               "r"(v.z), "r"(v.w)
+               : "memory");
+}
+
+// kEmpty in every half: the receive buffers' "not yet written" mark (0xFFFF, a NaN).
+__device__ __forceinline__ bool has_empty(const uint4& v) {
+  return (__vcmpeq2(v.x, 0xFFFFFFFFu) | __vcmpeq2(v.y, 0xFFFFFFFFu) | __vcmpeq2(v.z, 0xFFFFFFFFu) |
+          __vcmpeq2(v.w, 0xFFFFFFFFu)) != 0;
+}
+
+// The value as sent: the NaN 0xFFFF becomes the NaN 0x7FFF, so no sent half is kEmpty.
+__device__ __forceinline__ std::uint32_t no_empty(std::uint32_t w) {
+  return w ^ (__vcmpeq2(w, 0xFFFFFFFFu) & 0x80008000u);
+}
+__device__ __forceinline__ uint4 no_empty(const uint4& v) {
+  return make_uint4(no_empty(v.x), no_empty(v.y), no_empty(v.z), no_empty(v.w));
 }
 
 __device__ __forceinline__ void add8(float (&acc)[8], const uint4& v) {
@@ -51,110 +72,142 @@ __device__ __forceinline__ void add8(float (&acc)[8], const uint4& v) {
   for (int k = 0; k < 8; ++k) acc[k] += f[k];
 }
 
-// The block's barrier of call `call`: announce this block's slice of the own buffer to every
-// peer, wait for every peer's announcement. Call after the block's writes to the own buffer.
+// Reads a receive slot's vector once every half holds a peer's value. Traps after 30 s (a peer
+// that died or runs different collectives) instead of hanging the GPU forever.
+__device__ __noinline__ void wait_timed_out(int rank, int from, std::uint32_t call) {
+  printf(
+      "awqd all-reduce: rank %d waited 30 s for rank %d's data of call %u; a peer GPU failed or "
+      "ran different collectives\n",
+      rank, from, call);
+  __trap();
+}
+__device__ __forceinline__ uint4 wait_vector(const uint4* p, int rank, int from,
+                                             std::uint32_t call) {
+  uint4 v = load_volatile(p);
+  if (!has_empty(v)) return v;
+  const unsigned long long start = global_ns();
+  while (has_empty(v = load_volatile(p)))
+    if (global_ns() - start > kWaitTimeoutNs) wait_timed_out(rank, from, call);
+  return v;
+}
+
+// Rank `rank`'s view of call `call`: where it writes its vector i in every rank's receive area,
+// and where it reads rank r's.
 template <int W>
-__device__ __forceinline__ void block_barrier(const P2pPeers& peers, int rank, P2pSignal* self,
-                                              std::uint32_t call) {
-  const int b = blockIdx.x, parity = call & 1;
-  __syncthreads();
-  if (threadIdx.x < W) {
-    const int peer = threadIdx.x;
-    P2pSignal* peer_signal =
-        nullptr;  // peers.signal[peer] without a dynamic index (no local-memory copy)
+struct CallBuffers {
+  const P2pPeers& peers;
+  int rank;
+  std::uint32_t call;
+  std::size_t buffer;  // offset of this call's buffer in every receive area
+  unsigned slot_vecs;
+
+  __device__ CallBuffers(const P2pPeers& p, int r, std::uint32_t c, unsigned slot)
+      : peers(p),
+        rank(r),
+        call(c),
+        buffer(static_cast<std::size_t>(c % kP2pBuffers) * W * slot),
+        slot_vecs(slot) {}
+
+  // Sends vector i of this rank's input to every rank (itself included).
+  __device__ __forceinline__ void push(std::size_t i, const uint4& v) const {
+    const uint4 sent = no_empty(v);
+    const std::size_t at = buffer + static_cast<std::size_t>(rank) * slot_vecs + i;
 #pragma unroll
-    for (int r = 0; r < W; ++r)
-      if (r == peer) peer_signal = peers.signal[r];
-    if (peer == 0) self->calls[b] = call;
-    __threadfence_system();  // this block's slice of the buffer before the flag that announces it
-    store_release_sys(&peer_signal->flag[parity][b][rank], call);
-    const std::uint32_t* mine_flag = &self->flag[parity][b][peer];
-    const unsigned long long start = global_ns();
-    while (load_acquire_sys(mine_flag) != call) {
-      if (global_ns() - start > kWaitTimeoutNs) {
-        printf(
-            "awqd all-reduce: rank %d block %d waited 30 s for rank %d at call %u; a peer GPU "
-            "failed or "
-            "ran different collectives\n",
-            rank, b, peer, call);
-        __trap();
-      }
-    }
+    for (int r = 0; r < W; ++r) store_volatile(peers.receive[r] + at, sent);
   }
+
+  // fp32 sum in rank order of every rank's vector i, waiting for each; then marks the slots
+  // empty again for the call that will reuse this buffer.
+  __device__ __forceinline__ void sum(std::size_t i, float (&acc)[8]) const {
+    uint4* mine = peers.receive[rank] + buffer + i;
+    uint4 v[W];
+#pragma unroll
+    for (int r = 0; r < W; ++r) v[r] = wait_vector(mine + static_cast<std::size_t>(r) * slot_vecs, rank, r, call);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) acc[k] = 0.0f;
+#pragma unroll
+    for (int r = 0; r < W; ++r) add8(acc, v[r]);
+    const uint4 empty = make_uint4(0xFFFFFFFFu, 0xFFFFFFFFu, 0xFFFFFFFFu, 0xFFFFFFFFu);
+#pragma unroll
+    for (int r = 0; r < W; ++r) store_volatile(mine + static_cast<std::size_t>(r) * slot_vecs, empty);
+  }
+};
+
+// The call number every block of this grid uses; call after grid_dependency_wait().
+__device__ __forceinline__ std::uint32_t begin_call(const P2pState* state) {
+  return *reinterpret_cast<const volatile std::uint32_t*>(&state->call);
+}
+
+// The last block of the grid to finish advances the call number (for the next kernel on the
+// stream, which starts after this grid has completed, or waits for that with
+// griddepcontrol.wait).
+__device__ __forceinline__ void end_call(P2pState* state, std::uint32_t call) {
   __syncthreads();
+  if (threadIdx.x == 0 && atomicAdd(&state->arrived, 1u) == gridDim.x - 1) {
+    state->arrived = 0;
+    state->call = call + 1;
+  }
 }
 
-// fp32 sum in rank order of vector i of every rank's buffer half.
-template <int W>
-__device__ __forceinline__ void sum_ranks(const P2pPeers& peers, std::size_t index,
-                                          float (&acc)[8]) {
-  uint4 v[W];
-#pragma unroll
-  for (int r = 0; r < W; ++r) v[r] = peers.buffer[r][index];  // all loads in flight first
-#pragma unroll
-  for (int k = 0; k < 8; ++k) acc[k] = 0.0f;
-#pragma unroll
-  for (int r = 0; r < W; ++r) add8(acc, v[r]);
-}
-
-// One-shot all-reduce of data[vecs] (8 halves each) over W ranks; see the header for the protocol.
+// One-shot all-reduce of data[vecs] (8 halves each) over W ranks, in place; see the header.
 template <int W>
 __global__ void __launch_bounds__(kP2pThreads)
-    p2p_all_reduce_kernel(P2pPeers peers, int rank, P2pSignal* self, uint4* own_buffer, uint4* data,
-                          unsigned vecs, unsigned buffer_vecs) {
-  const int b = blockIdx.x;
-  // Every thread reads the counter before thread 0 advances it (inside block_barrier).
-  const std::uint32_t call = self->calls[b] + 1;
-  const std::size_t base = static_cast<std::size_t>(call & 1) * buffer_vecs;
-  uint4* mine = own_buffer + base;
-  const unsigned stride = kP2pBlocks * kP2pThreads;
-  for (unsigned i = b * kP2pThreads + threadIdx.x; i < vecs; i += stride) mine[i] = data[i];
-  block_barrier<W>(peers, rank, self, call);
-  for (unsigned i = b * kP2pThreads + threadIdx.x; i < vecs; i += stride) {
+    p2p_all_reduce_kernel(P2pPeers peers, int rank, P2pState* state, uint4* data, unsigned vecs,
+                          unsigned slot_vecs) {
+  ptx::grid_dependency_wait();
+  ptx::launch_dependents();  // the next kernel may start (it waits for this one's data)
+  const CallBuffers<W> call(peers, rank, begin_call(state), slot_vecs);
+  const unsigned stride = gridDim.x * kP2pThreads;
+  for (unsigned i = blockIdx.x * kP2pThreads + threadIdx.x; i < vecs; i += stride)
+    call.push(i, data[i]);
+  for (unsigned i = blockIdx.x * kP2pThreads + threadIdx.x; i < vecs; i += stride) {
     float acc[8];
-    sum_ranks<W>(peers, base + i, acc);
+    call.sum(i, acc);
     data[i] = ptx::pack8(acc);
   }
+  end_call(state, call.call);
 }
 
 // The P2P all-reduce of partial[rows, hidden] fused with add_rmsnorm (kernels/norm.cuh):
 //   sum = fp16(fp32 rank-order sum of the partials); residual = fp16(residual + sum);
 //   out = residual * rsqrt(mean(residual^2) + eps) * weight
-// Block b owns rows b, b + kP2pBlocks, ...: it copies them, passes one barrier, then reduces and
-// normalises each row with the row held in registers.
+// Block b owns rows b, b + gridDim.x, ...: it sends them all, then reduces and normalises each
+// row with the row held in registers.
 template <int W>
 __global__ void __launch_bounds__(kP2pThreads)
-    p2p_all_reduce_add_rmsnorm_kernel(P2pPeers peers, int rank, P2pSignal* self, uint4* own_buffer,
+    p2p_all_reduce_add_rmsnorm_kernel(P2pPeers peers, int rank, P2pState* state,
                                       const uint4* partial, uint4* residual, uint4* out,
-                                      const uint4* weight, int rows, int chunks,
-                                      unsigned buffer_vecs, float eps) {
+                                      const uint4* weight, int rows, int chunks, unsigned slot_vecs,
+                                      float eps) {
   __shared__ float scratch[32];
-  const int b = blockIdx.x;
-  const std::uint32_t call = self->calls[b] + 1;
-  const std::size_t base = static_cast<std::size_t>(call & 1) * buffer_vecs;
-  uint4* mine = own_buffer + base;
-  for (int row = b; row < rows; row += kP2pBlocks)
-    for (int c = threadIdx.x; c < chunks; c += kP2pThreads) {
-      const std::size_t i = static_cast<std::size_t>(row) * chunks + c;
-      mine[i] = partial[i];
-    }
-  uint4 wv[kMaxRowChunks];  // the norm weight, loaded while the barrier waits for the peers
+  uint4 wv[kMaxRowChunks];  // the norm weight (no kernel writes it), loaded before the wait
 #pragma unroll
   for (int k = 0; k < kMaxRowChunks; ++k) {
-    const int c = threadIdx.x + k * kP2pThreads;
-    wv[k] = b < rows && c < chunks ? weight[c] : make_uint4(0, 0, 0, 0);
+    const int c = threadIdx.x + k * blockDim.x;
+    wv[k] = c < chunks ? weight[c] : make_uint4(0, 0, 0, 0);
   }
-  block_barrier<W>(peers, rank, self, call);
-  for (int row = b; row < rows; row += kP2pBlocks) {
+  ptx::grid_dependency_wait();
+  ptx::launch_dependents();
+  const CallBuffers<W> call(peers, rank, begin_call(state), slot_vecs);
+  for (int row = blockIdx.x; row < rows; row += gridDim.x)
+#pragma unroll
+    for (int k = 0; k < kMaxRowChunks; ++k) {
+      const int c = threadIdx.x + k * blockDim.x;
+      if (c < chunks) {
+        const std::size_t i = static_cast<std::size_t>(row) * chunks + c;
+        call.push(i, partial[i]);
+      }
+    }
+  for (int row = blockIdx.x; row < rows; row += gridDim.x) {
     float v[kMaxRowChunks][8];
     float sum_sq = 0.0f;
 #pragma unroll
     for (int k = 0; k < kMaxRowChunks; ++k) {
-      const int c = threadIdx.x + k * kP2pThreads;
+      const int c = threadIdx.x + k * blockDim.x;
       if (c < chunks) {
         const std::size_t i = static_cast<std::size_t>(row) * chunks + c;
         float acc[8];
-        sum_ranks<W>(peers, base + i, acc);
+        call.sum(i, acc);
         ptx::unpack8(ptx::pack8(acc), v[k]);  // the all-reduce's fp16 result
         ptx::add_to_residual8(v[k], residual[i]);
 #pragma unroll
@@ -164,7 +217,7 @@ __global__ void __launch_bounds__(kP2pThreads)
     const float inv_rms = rsqrtf(block_sum(sum_sq, scratch) / static_cast<float>(chunks * 8) + eps);
 #pragma unroll
     for (int k = 0; k < kMaxRowChunks; ++k) {
-      const int c = threadIdx.x + k * kP2pThreads;
+      const int c = threadIdx.x + k * blockDim.x;
       if (c < chunks) {
         float wf[8];
         ptx::unpack8(wv[k], wf);
@@ -174,6 +227,7 @@ __global__ void __launch_bounds__(kP2pThreads)
       }
     }
   }
+  end_call(state, call.call);
 }
 
 // out[i] = sum over r in rank order of gathered[r * vecs + i], the P2P kernel's arithmetic.
@@ -190,8 +244,8 @@ __global__ void __launch_bounds__(kReduceThreads)
 }  // namespace
 
 struct TpComm::Rank {
-  uint4* buffer = nullptr;  // P2P data buffer (2 parities)
-  P2pSignal* signal = nullptr;
+  uint4* receive = nullptr;  // P2P receive area: kP2pBuffers x ranks slots
+  P2pState* state = nullptr;
   uint4* gathered = nullptr;  // NCCL gather + sum staging: [size][chunk]
   P2pPeers peers{};
 };
@@ -246,20 +300,20 @@ TpComm::TpComm(const std::vector<int>& devices, const TpCommOptions& options)
           CUDA_CHECK(e);
         }
       }
-      CUDA_CHECK(cudaMalloc(&r.buffer, 2 * options_.p2p_buffer_bytes));
-      CUDA_CHECK(cudaMalloc(&r.signal, sizeof(P2pSignal)));
-      CUDA_CHECK(cudaMemset(r.signal, 0, sizeof(P2pSignal)));
+      const std::size_t receive_bytes =
+          static_cast<std::size_t>(kP2pBuffers) * n * options_.p2p_buffer_bytes;
+      CUDA_CHECK(cudaMalloc(&r.receive, receive_bytes));
+      CUDA_CHECK(cudaMemset(r.receive, 0xFF, receive_bytes));  // every half kEmpty
+      CUDA_CHECK(cudaMalloc(&r.state, sizeof(P2pState)));
+      CUDA_CHECK(cudaMemset(r.state, 0, sizeof(P2pState)));
     }
     CUDA_CHECK(cudaMalloc(&r.gathered, static_cast<std::size_t>(n) * options_.p2p_buffer_bytes));
   }
   for (int i = 0; i < n && p2p_; ++i)
-    for (int j = 0; j < n; ++j) {
-      ranks_[i].peers.buffer[j] = ranks_[j].buffer;
-      ranks_[i].peers.signal[j] = ranks_[j].signal;
-    }
+    for (int j = 0; j < n; ++j) ranks_[i].peers.receive[j] = ranks_[j].receive;
   for (int i = 0; i < n; ++i) {
     CUDA_CHECK(cudaSetDevice(devices_[i]));
-    CUDA_CHECK(cudaDeviceSynchronize());  // the memsets, before any peer reads a flag
+    CUDA_CHECK(cudaDeviceSynchronize());  // the memsets, before any peer writes a slot
   }
 
   comms_.assign(n, nullptr);
@@ -276,8 +330,8 @@ TpComm::~TpComm() {
     if (!aborted_ && i < static_cast<int>(comms_.size()) && comms_[i] != nullptr)
       nccl().CommDestroy(comms_[i]);
     Rank& r = ranks_[i];
-    if (r.buffer) cudaFree(r.buffer);
-    if (r.signal) cudaFree(r.signal);
+    if (r.receive) cudaFree(r.receive);
+    if (r.state) cudaFree(r.state);
     if (r.gathered) cudaFree(r.gathered);
   }
   cudaSetDevice(previous);
@@ -310,7 +364,7 @@ void TpComm::all_reduce(int rank, __half* data, std::size_t count, cudaStream_t 
     case AllReducePath::kP2p: {
       if (!p2p_)
         throw CudaError("all_reduce: the P2P path needs peer access between every pair of GPUs");
-      using Kernel = void (*)(P2pPeers, int, P2pSignal*, uint4*, uint4*, unsigned, unsigned);
+      using Kernel = void (*)(P2pPeers, int, P2pState*, uint4*, unsigned, unsigned);
       static constexpr Kernel kernels[kMaxTpRanks + 1] = {nullptr,
                                                           nullptr,
                                                           p2p_all_reduce_kernel<2>,
@@ -321,10 +375,11 @@ void TpComm::all_reduce(int rank, __half* data, std::size_t count, cudaStream_t 
                                                           p2p_all_reduce_kernel<7>,
                                                           p2p_all_reduce_kernel<8>};
       for (std::size_t off = 0; off < count; off += chunk) {
-        const std::size_t n = std::min(chunk, count - off);
-        launch(kernels[size()], dim3(kP2pBlocks), dim3(kP2pThreads), 0, stream, r.peers, rank,
-               r.signal, r.buffer, reinterpret_cast<uint4*>(data + off),
-               static_cast<unsigned>(n / 8), static_cast<unsigned>(chunk / 8));
+        const unsigned vecs = static_cast<unsigned>(std::min(chunk, count - off) / 8);
+        const unsigned blocks = std::min<unsigned>(kP2pMaxBlocks, (vecs + kP2pThreads - 1) / kP2pThreads);
+        launch_pdl(true, kernels[size()], dim3(blocks), dim3(kP2pThreads), 0, stream, r.peers, rank,
+                   r.state, reinterpret_cast<uint4*>(data + off), vecs,
+                   static_cast<unsigned>(chunk / 8));
       }
       return;
     }
@@ -361,8 +416,8 @@ bool TpComm::all_reduce_add_rmsnorm(int rank, const __half* partial, __half* res
                  aligned16(partial) && aligned16(residual) && aligned16(out) && aligned16(weight),
                  "pointers must be 16-byte aligned");
   if (rows == 0) return true;
-  using Kernel = void (*)(P2pPeers, int, P2pSignal*, uint4*, const uint4*, uint4*, uint4*,
-                          const uint4*, int, int, unsigned, float);
+  using Kernel = void (*)(P2pPeers, int, P2pState*, const uint4*, uint4*, uint4*, const uint4*,
+                          int, int, unsigned, float);
   static constexpr Kernel kernels[kMaxTpRanks + 1] = {nullptr,
                                                       nullptr,
                                                       p2p_all_reduce_add_rmsnorm_kernel<2>,
@@ -373,10 +428,13 @@ bool TpComm::all_reduce_add_rmsnorm(int rank, const __half* partial, __half* res
                                                       p2p_all_reduce_add_rmsnorm_kernel<7>,
                                                       p2p_all_reduce_add_rmsnorm_kernel<8>};
   Rank& r = ranks_[rank];
-  launch(kernels[size()], dim3(kP2pBlocks), dim3(kP2pThreads), 0, stream, r.peers, rank, r.signal,
-         r.buffer, reinterpret_cast<const uint4*>(partial), reinterpret_cast<uint4*>(residual),
-         reinterpret_cast<uint4*>(out), reinterpret_cast<const uint4*>(weight), rows, hidden / 8,
-         static_cast<unsigned>(options_.p2p_buffer_bytes / sizeof(uint4)), eps);
+  const int chunks = hidden / 8;
+  const int threads = std::min(kP2pThreads, (chunks + 31) / 32 * 32);
+  launch_pdl(true, kernels[size()], dim3(std::min(rows, kP2pMaxBlocks)), dim3(threads), 0, stream,
+             r.peers, rank, r.state, reinterpret_cast<const uint4*>(partial),
+             reinterpret_cast<uint4*>(residual), reinterpret_cast<uint4*>(out),
+             reinterpret_cast<const uint4*>(weight), rows, chunks,
+             static_cast<unsigned>(options_.p2p_buffer_bytes / sizeof(uint4)), eps);
   return true;
 }
 

@@ -4,35 +4,42 @@
 //
 // All-reduce paths (every rank gets the same bits on every path):
 //   P2P one-shot kernel   for small messages (decode steps) when every pair of GPUs has peer
-//                         access. Each rank copies its input into its own registered buffer,
-//                         writes a flag into every peer's memory, waits for every peer's flag,
-//                         then reads all ranks' buffers over NVLink/PCIe and sums them in fp32
-//                         in rank order 0..N-1, writing fp16 in place. One launch, no host
-//                         involvement, so it is captured in decode CUDA graphs. Latency: one
-//                         flag round trip plus one read of the peers' data, where NCCL's
-//                         small-message all-reduce costs ~30 us.
+//                         access. Each rank writes its input into a slot of every rank's receive
+//                         buffer (stores over NVLink/PCIe, which need no round trip), then waits
+//                         in its own memory until every slot of its buffer holds data, and sums
+//                         the slots in fp32 in rank order 0..N-1, writing fp16 in place. One
+//                         launch, no flags, no host involvement, so it is captured in decode
+//                         CUDA graphs. Latency: one one-way transfer.
 //   NCCL ncclAllReduce    in place, fp16, for larger messages (prefill) and where there is no
 //                         peer access (e.g. GeForce cards over PCIe).
 //   NCCL gather + sum     ncclAllGather of every rank's input, then the same fp32 rank-order sum
 //                         as the P2P kernel: bit-identical to it and batch-invariant; the
 //                         `deterministic` path where there is no peer access.
-// kDeterministic takes the P2P kernel for every size (in chunks of the registered buffer) or,
+// kDeterministic takes the P2P kernel for every size (in chunks of the receive slot) or,
 // without peer access, NCCL gather + sum: a row's result never depends on the message size, so
 // engine `deterministic` mode stays batch-invariant under tensor parallelism.
 //
-// P2P protocol. Registered once at construction (one process: cudaDeviceEnablePeerAccess, plain
-// device pointers, no IPC): per rank a data buffer of two halves (parities) and a signal block
-//   flag[parity][block][from_rank]  written by peers (st.release.sys), polled locally
-//   (ld.acquire.sys) calls[block]                    this rank's call counter, kept in device
-//   memory
-// The grid is fixed (kP2pBlocks), so every block of every rank sees the same call sequence; call
-// n (counting from 1) of block b uses parity n % 2 for both its flags and its data buffer and
-// waits until every peer's flag[n % 2][b] == n. Block b copies, signals and reads only its own
-// grid-stride slice, so blocks never wait for each other. No closing barrier: a rank can only
-// start writing a buffer half again at call n + 2 after passing call n + 1, which every peer
-// entered only after its call n (and its reads of that half) had completed. The counters live
-// on the device, so graph replays advance them like eager launches. A wait longer than 30 s
-// (a peer that died or runs different collectives) traps instead of hanging the GPU forever.
+// P2P protocol (data that carries its own arrival mark, as in Lamport's one-way protocols).
+// Registered once at construction (one process: cudaDeviceEnablePeerAccess, plain device
+// pointers, no IPC): per rank a receive area of 3 buffers x N slots (one per sending rank) x
+// p2p_buffer_bytes, every half of it initialised to 0xFFFF ("empty", a NaN), and a call
+// counter in device memory. Call n uses buffer n % 3 on every rank:
+//   - rank r stores its vector i into slot r of every rank's buffer, with the one fp16 bit
+//     pattern 0xFFFF replaced by 0x7FFF (another NaN), so a sent half is never "empty";
+//   - it then reads slot s's vector i of its own buffer (volatile loads, no cache) until none of
+//     its 8 halves is empty (a 16-byte store may land in parts; the halves cannot), sums, and
+//     stores "empty" back into the slots it read: each rank only ever clears its own buffer.
+// Why three buffers: a rank that writes call n's data into a peer's buffer n % 3 has completed
+// call n - 1, which needed the peer's call n - 1 data, which the peer sends only after its call
+// n - 2 completed, and the peer cleared buffer n % 3 = (n - 3) % 3 during its call n - 3. Two
+// buffers would let call n's data land while the peer still reads call n - 2's in the same one.
+// Every block of a call reads the counter after griddepcontrol.wait; the last block to finish
+// advances it, so the next kernel on the stream sees the new value. The counters live on the
+// device, so CUDA graph replays advance them like eager launches, and block counts may differ
+// from call to call. A wait longer than 30 s (a peer that died or runs different collectives)
+// traps instead of hanging the GPU forever. The kernels launch with Programmatic Dependent
+// Launch and let the next kernel start at once, so a GEMM after them streams its weights while
+// they wait for the peers.
 //
 // Threading: construct and destroy from one thread; then rank r's calls come from rank r's
 // thread only (each call touches only rank r's state), with the current device = device(r).
@@ -63,11 +70,12 @@ enum class AllReducePath {
 const char* all_reduce_path_name(AllReducePath path);
 
 struct TpCommOptions {
-  // kAuto's switch from P2P to NCCL. One-shot reads (ranks - 1) x the message from peers; NCCL's
-  // small-message all-reduce costs ~30 us, which NVLink reads cover up to several MiB. 4 MiB holds
-  // a decode step of 512 sequences at hidden 4096.
+  // kAuto's switch from P2P to NCCL. One-shot sends (ranks - 1) x the message to peers. 4 MiB
+  // holds a decode step of 512 sequences at hidden 4096.
   std::size_t p2p_max_bytes = 4u << 20;
-  std::size_t p2p_buffer_bytes = 4u << 20;  // per parity; larger P2P messages go in chunks
+  // Per receive slot: each GPU holds 3 x ranks of them (12 MiB at 2 GPUs); larger P2P messages
+  // go in chunks. 2 MiB holds a decode step of 256 sequences at hidden 4096.
+  std::size_t p2p_buffer_bytes = 2u << 20;
   bool allow_p2p = true;                    // false: NCCL only (tests, benchmarks)
 };
 

@@ -210,8 +210,9 @@ AwqGemmPlan awq_gemm(const __half* x, const AwqWeight& w, const __half* bias, __
 // AwqGemmOptions::silu_mul_ld): 16, or 0 where its tiles do not fit the GPU's shared memory.
 int awq_gemm_stream_max_m();
 
-// The M from which cuBLASLt on an fp16 copy of a [K, N] weight beats the AWQ plans on the
-// current device, for callers that keep such copies (the engine's fp16_weight_cache). With the
+// The M from which cuBLASLt on an fp16 copy of a [K, N] weight beats the AWQ plans, as measured
+// on an H100, for callers that keep such copies and cannot time both (the engine's
+// fp16_weight_cache measures each shape at load and keeps this only where it cannot). With the
 // Hopper tiles it grows with the weight (H100, docs/PERF.md run 25: Llama-3-8B's o from 17, qkv
 // from 40, down from 72, gate_up from 128); else 64 for every weight (run 7).
 int awq_gemm_fp16_crossover_m(int K, int N);

@@ -13,7 +13,7 @@
 #       default those of the attention path and the engine), the decode rows of the kernel
 #       benchmarks the bundle carries (bench_attention, bench_awq_gemm), then decode-1 and
 #       64-sequence decode on awqd synth --like llama3-8b, the two binaries alternated twice
-#       (AWQD_BUNDLE picks the tarball, default .gpu/bundle.tar.xz)
+#       (AWQD_BUNDLE picks the tarball, default .gpu/bundle.tar.xz; more knobs in the ab case)
 #   run(command="scripts/gpu_run.sh tp", carry=[".gpu"], kind="nvidia-h100-x2" or "nvidia-h100-x4")
 #       tensor parallelism and replicas (issue 9): multi-GPU tests, then benchmarks; what runs
 #       depends on the GPU count (see the tp case below). Steps share a deadline
@@ -149,8 +149,12 @@ shared-prefix --workload shared-prefix"}
     [[ -x $bin/bench_attention ]] &&
       step bench_attention 200 "$OUT/bench_attention.log" "$bin/bench_attention" \
         "${AWQD_AB_ATTN_ARGS:---decode-only}" "$OUT/bench_attention.md"
-    [[ -x $bin/bench_allreduce ]] && (($(nvidia-smi -L | wc -l) >= 2)) &&
+    # bench_allreduce of both builds where the old binary's directory holds its own.
+    if [[ -x $bin/bench_allreduce ]] && (($(nvidia-smi -L | wc -l) >= 2)); then
       step bench_allreduce 90 "$OUT/bench_allreduce.md" "$bin/bench_allreduce"
+      [[ -x $(dirname "$old")/bench_allreduce ]] &&
+        step bench_allreduce_old 90 "$OUT/bench_allreduce_old.md" "$(dirname "$old")/bench_allreduce"
+    fi
     [[ -x $bin/bench_awq_gemm ]] &&
       step bench_gemm 150 "$OUT/bench_gemm.log" "$bin/bench_awq_gemm" --m 1,2,4,8,16 --csv "$OUT/gemm.csv" \
         --sweep-csv "$OUT/gemm_sweep.csv"
@@ -172,7 +176,16 @@ shared-prefix --workload shared-prefix"}
           --num-prompts "${AWQD_AB_SEQS:-64}" --input-len 512 --output-len 128 $extra --out "$OUT/decode64-$which-$round.json"
       done
     done
+    # AWQD_AB_REFERENCE: awqd bench arguments of one more decode-1 run of the new binary, the
+    # reference of a ratio (e.g. "--tensor-parallel 1" beside AWQD_AB_BENCH_ARGS="--tensor-parallel 2").
+    if [[ -n ${AWQD_AB_REFERENCE:-} ]]; then
+      # shellcheck disable=SC2086
+      step "decode-1 reference" 60 "$log" "$bin/awqd" bench --model /tmp/model --quiet --workload decode-1 \
+        $AWQD_AB_REFERENCE --out "$OUT/decode1-reference.json"
+    fi
     grep -E "Failure|FAILED|rror" "$log" | head -20
+    [[ -f $OUT/bench_allreduce_old.md ]] && { echo "bench_allreduce new:"; grep -E '^\|' "$OUT/bench_allreduce.md";
+      echo "bench_allreduce old:"; grep -E '^\|' "$OUT/bench_allreduce_old.md"; }
     grep -E "^\| 1 \| |^\| (2|4|8|16|64) \| [0-9]+ \| sm80\+ \|" "$OUT/bench_attention.md" 2>/dev/null | head -60
     sed -n '/^## sweep: best/,$p' "$OUT/bench_gemm.log" 2>/dev/null | head -40
     for f in "$OUT"/decode*.json; do

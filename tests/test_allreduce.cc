@@ -209,6 +209,51 @@ TEST_F(AllReduce, P2pKernelReplayedFromCudaGraphs) {
   on_ranks(n, [&](int r) { CUDA_CHECK(cudaGraphExecDestroy(graphs[r])); });
 }
 
+TEST_F(AllReduce, P2pInputsHoldingTheEmptyMarkNanAndNegativeZero) {
+  // The P2P receive buffers mark "not yet written" with the fp16 bits 0xFFFF (a NaN); an input
+  // holding them is sent as another NaN, so the call neither hangs nor loses the NaN, and the
+  // buffers are empty again afterwards (the calls after it, through all three buffers, are exact).
+  const int n = max_ranks();
+  make(n, {}, 4096 * 2);
+  if (!comm_->p2p()) GTEST_SKIP() << "no peer access between the GPUs";
+  const std::size_t count = 4096 * 2;
+  for (int round = 0; round < 4; ++round) {
+    std::mt19937 rng(700 + round);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    std::vector<std::vector<half_bits>> in(n, std::vector<half_bits>(count));
+    for (auto& v : in)
+      for (auto& x : v) x = float_to_half(nd(rng));
+    std::vector<bool> nan_at(count, false);
+    for (std::size_t i = round; i < count; i += 97) {  // 0xFFFF, 0x7FFF, 0xFE00 on some rank
+      const half_bits bits[3] = {0xFFFF, 0x7FFF, 0xFE00};
+      in[i % n][i] = bits[i % 3];
+      nan_at[i] = true;
+    }
+    for (std::size_t i = round + 5; i < count; i += 89)  // -0.0 on every rank: the sum is +0.0
+      for (int r = 0; r < n; ++r) in[r][i] = nan_at[i] ? in[r][i] : half_bits{0x8000};
+    std::vector<std::vector<half_bits>> out(n, std::vector<half_bits>(count));
+    on_ranks(n, [&](int r) {
+      RankData& d = ranks_[r];
+      CUDA_CHECK(cudaMemcpyAsync(d.dev, in[r].data(), count * 2, cudaMemcpyHostToDevice, d.stream));
+      comm_->all_reduce(r, d.dev, count, d.stream, AllReducePath::kP2p);
+      CUDA_CHECK(
+          cudaMemcpyAsync(out[r].data(), d.dev, count * 2, cudaMemcpyDeviceToHost, d.stream));
+      CUDA_CHECK(cudaStreamSynchronize(d.stream));
+    });
+    for (int r = 0; r < n; ++r) ASSERT_EQ(out[r], out[0]) << "rank " << r;
+    for (std::size_t i = 0; i < count; ++i) {
+      if (nan_at[i]) {
+        ASSERT_TRUE(std::isnan(half_to_float(out[0][i]))) << "at " << i << ": " << out[0][i];
+        continue;
+      }
+      float acc = 0.0f;
+      for (int r = 0; r < n; ++r) acc += half_to_float(in[r][i]);
+      ASSERT_EQ(out[0][i], float_to_half(acc)) << "round " << round << " at " << i;
+    }
+    check_once(count - 8 * round, AllReducePath::kP2p, 710 + round);
+  }
+}
+
 TEST_F(AllReduce, FusedWithResidualAddAndRmsNorm) {
   const int n = max_ranks();
   make(n, {}, 8);

@@ -314,10 +314,11 @@ test::TinyModelSpec awq_spec() {
 }
 
 TEST(CudaWeightCache, Fp16CopiesGiveTheAwqKernelsTokensUpToNearTies) {
-  // An AWQ model, 64 prompts of 80 tokens: steps of at least cuda::awq_gemm_fp16_crossover_m(K,
-  // N) tokens (prefill; the 64-sequence decode steps too, for the linears whose crossover is at
-  // most 64) run their linears through cuBLASLt on the fp16 copies ("on") or through the AWQ
-  // kernels ("off"); the weights are the same fp16 values, only the summation order differs.
+  // An AWQ model, 64 prompts of 80 tokens: steps of at least the crossover the executor measured
+  // for each weight shape at load (17 to 257 rows; prefill, and the 64-sequence decode steps for
+  // the linears whose crossover is at most 64) run their linears through cuBLASLt on the fp16
+  // copies ("on") or through the AWQ kernels ("off"); the weights are the same fp16 values, only
+  // the summation order differs.
   // Greedy tokens must agree up to the first step whose top-2 logprob margin (of the "off" run)
   // is below 0.01.
   AWQD_REQUIRE_CUDA();
@@ -327,6 +328,7 @@ TEST(CudaWeightCache, Fp16CopiesGiveTheAwqKernelsTokensUpToNearTies) {
   const GreedyRun on = run_greedy(dir.path(), 64, [](EngineConfig& c) { c.fp16_weight_cache = "on"; });
   const GreedyRun off = run_greedy(dir.path(), 64, [](EngineConfig& c) { c.fp16_weight_cache = "off"; });
   EXPECT_NE(on.describe.find("fp16 cache"), std::string::npos) << on.describe;
+  EXPECT_NE(on.describe.find("rows (measured, "), std::string::npos) << on.describe;
   EXPECT_EQ(off.describe.find("fp16 cache"), std::string::npos) << off.describe;
   const int identical = expect_same_up_to_near_ties(on, off);
   std::printf("fp16 weight cache on vs off: %d of 64 sequences identical over 12 tokens\n", identical);
