@@ -13,7 +13,7 @@ namespace awqd::cuda {
 namespace {
 
 constexpr int kCtasPerSm = 2;        // resident decode CTAs per SM (shared memory bound)
-constexpr int kWaves = 4;            // aim for this many waves of CTAs, for load balance
+constexpr int kWorkspaceWaves = 4;   // the workspace holds partials for this many waves of CTAs
 constexpr int kMinSplitBlocks = 16;  // 4 blocks per warp: fewer partials to merge
 // At most this many automatic splits: the last CTA of a unit merges every split's partial, so
 // beyond it the merge costs more than the parallelism gives. H100, batch 1, 8 KV heads x 128
@@ -21,10 +21,10 @@ constexpr int kMinSplitBlocks = 16;  // 4 blocks per warp: fewer partials to mer
 // splits 13.8 us, 32 16.1, 64 21.9.
 constexpr int kMaxAutoSplits = 32;
 
-// Workspace capacity, a function of the device only: splitting happens when units < target, so
-// units * splits < target + units < 2 * target partial slots and < target counters (the small
-// batch rule: units * splits <= SMs).
-int target_ctas() { return kWaves * kCtasPerSm * current_sm_count(); }
+// Workspace capacity, a function of the device only: automatic splits keep units * splits within
+// one wave (kCtasPerSm * SMs), far inside it; the rest is for forced split counts (tests,
+// bench_attention's sweep) up to 2 * target partial slots and target counters.
+int target_ctas() { return kWorkspaceWaves * kCtasPerSm * current_sm_count(); }
 
 struct WorkspaceLayout {
   std::size_t counters = 0, part_o = 0, part_m = 0, part_l = 0, total = 0;
@@ -64,10 +64,13 @@ std::pair<int, int> choose_split(const DecodeAttentionArgs& a) {
       // or within 4 % of it at 512-16384 tokens, 3-9 % faster than the 4-wave rule from 4096.
       splits = std::min({sms / units, kMaxAutoSplits, std::max(1, max_blocks / decode::kWarps)});
     } else {
-      const int target = target_ctas();
-      splits = units >= target ? 1 : (target + units - 1) / units;
-      splits = std::min(
-          {splits, kMaxAutoSplits, (max_blocks + kMinSplitBlocks - 1) / kMinSplitBlocks});
+      // As many splits as keep the grid within one wave of resident CTAs (none past it). H200,
+      // 8 KV heads x 128 (docs/PERF.md run 67): batch 64 x 512 tokens (512 units) 44.8 us with
+      // one split against 53.2 with the two the earlier four-wave rule chose; batch 16 (128
+      // units) best at 2 splits (one wave) from 4096 tokens on, while 3 (1.45 waves) lost 10 %
+      // to the second wave's tail (16 x 16384: 322 us against 291).
+      splits = std::min({kCtasPerSm * sms / units, kMaxAutoSplits,
+                         (max_blocks + kMinSplitBlocks - 1) / kMinSplitBlocks});
       splits = std::max(splits, 1);
     }
   }

@@ -6,14 +6,16 @@
 #                        lacks: everything ldd lists except glibc, libstdc++/libgcc and CUDA's)
 #   .gpu/fixtures/       the fixtures the GPU tests read (llama-13m, tokenizers' golden file)
 # Usage: scripts/gpu_bundle.sh [cuda archs, default 90a]
-# With AWQD_BUNDLE_BINS="awqd test_attention ..." only those binaries (and their libraries) go,
-# into .gpu/slim.tar.xz: small enough to carry beside the fixtures and an older binary.
+# With AWQD_BUNDLE_BINS="awqd test_attention ..." only those binaries are built and go (with their
+# libraries) into .gpu/slim.tar.xz: small enough to carry beside the fixtures and an older binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 archs=${1:-90a}
 export PATH=/usr/local/cuda/bin:$PATH
 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DAWQD_CUDA_ARCHS="$archs" >/dev/null
-cmake --build build-gpu --parallel "$(nproc)"
+# With AWQD_BUNDLE_BINS only those targets are built (minutes instead of the whole tree).
+# shellcheck disable=SC2086
+cmake --build build-gpu --parallel "$(nproc)" ${AWQD_BUNDLE_BINS:+--target $AWQD_BUNDLE_BINS}
 
 rm -rf .gpu/stage && mkdir -p .gpu/stage/bin .gpu/stage/lib
 tarball=.gpu/bundle.tar.xz

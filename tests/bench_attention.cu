@@ -214,10 +214,10 @@ void bench_decode(Report& r, double hbm, bool sweep) {
         r.add("| %d | %d | %s | %d | %.1f | %.0f | %.0f%% | %.1f | %.0f%% |", batch, ctx,
               sm75 ? "sm75" : "sm80+", splits, us, gbs, 100.0 * gbs / hbm, pdl_us,
               100.0 * pdl_gbs / hbm);
-        // Batches of 1-8: the split count forced around the planner's choice (tuning data for
-        // choose_split), same table with "forced" in the path column.
-        if (sweep && !sm75 && batch <= 8) {
-          for (const int forced : {2, 4, 8, 16, 24, 32, 48, 64}) {
+        // The split count forced around the planner's choice (tuning data for choose_split),
+        // same table with "forced" in the path column.
+        if (sweep && !sm75) {
+          for (const int forced : {1, 2, 3, 4, 8, 16, 24, 32, 48, 64}) {
             // 64: decode::kMaxSplits; at most one split per KV block
             if (forced > 64 || forced > blocks_per_seq || forced == splits) continue;
             bool pdl = false;

@@ -428,8 +428,8 @@ TEST(DecodeAttentionPdl, ThisStepsTokenIsReadAfterTheWait) {
 
 // The split rule (kernels/attention_decode.cu, choose_split) on a 132-SM device: batches whose
 // (sequence, KV head) units fill under half the SMs get one CTA per SM and at least one KV block
-// per warp, at most 32 splits; larger ones about four waves of two CTAs per SM (docs/PERF.md
-// runs 19, 23, 27). Emulated build only: on a GPU the SM count is the card's.
+// per warp, at most 32 splits; larger ones as many splits as fit one wave of two CTAs per SM
+// (docs/PERF.md runs 19, 23, 27, 67). Emulated build only: on a GPU the SM count is the card's.
 TEST(DecodeAttentionSplits, FollowTheSmCountRule) {
 #ifndef AWQD_TEST_EMULATED
   GTEST_SKIP() << "checks the rule against the emulated device's SM count";
@@ -449,8 +449,13 @@ TEST(DecodeAttentionSplits, FollowTheSmCountRule) {
   EXPECT_EQ(splits(1, 8, 512), 8);     // 32 KV blocks: one per warp of 4
   EXPECT_EQ(splits(8, 8, 4096), 2);    // 64 units
   EXPECT_EQ(splits(1, 4, 16384), 32);  // 4 units (8 KV heads at tensor parallel 2): 33, capped
-  EXPECT_EQ(splits(16, 8, 4096), 9);   // 128 units: ~4 waves of 2 CTAs per SM, 1056 / 128
-  EXPECT_EQ(splits(64, 8, 4096), 3);
+  EXPECT_EQ(splits(16, 8, 4096), 2);   // 128 units: one wave of 2 CTAs per SM, 264 / 128
+  EXPECT_EQ(splits(16, 8, 512), 2);    // 32 KV blocks: at least 16 per split
+  EXPECT_EQ(splits(12, 8, 4096), 2);   // 96 units: 264 / 96
+  EXPECT_EQ(splits(9, 8, 4096), 3);    // 72 units: 264 / 72
+  EXPECT_EQ(splits(32, 8, 4096), 1);   // 256 units: one wave already
+  EXPECT_EQ(splits(64, 8, 512), 1);
+  EXPECT_EQ(splits(64, 8, 4096), 1);
   emu::device().multiprocessors = 4;
 #endif
 }
