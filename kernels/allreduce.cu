@@ -274,6 +274,8 @@ TpComm::TpComm(const std::vector<int>& devices, const TpCommOptions& options)
                     std::to_string(n));
   if (options_.p2p_buffer_bytes % 16 != 0 || options_.p2p_buffer_bytes == 0)
     throw CudaError("TpCommOptions::p2p_buffer_bytes must be a positive multiple of 16");
+  if (options_.p2p_max_bytes == 0)
+    options_.p2p_max_bytes = std::min<std::size_t>(4u << 20, (6u << 20) / (n - 1) / 16 * 16);
   const NcclApi& api = nccl();  // before any allocation: a missing NCCL leaks nothing
   int previous = 0;
   CUDA_CHECK(cudaGetDevice(&previous));

@@ -70,9 +70,11 @@ enum class AllReducePath {
 const char* all_reduce_path_name(AllReducePath path);
 
 struct TpCommOptions {
-  // kAuto's switch from P2P to NCCL. One-shot sends (ranks - 1) x the message to peers. 4 MiB
-  // holds a decode step of 512 sequences at hidden 4096.
-  std::size_t p2p_max_bytes = 4u << 20;
+  // kAuto's switch from P2P to NCCL; 0: by the rank count, min(4 MiB, 6 MiB / (ranks - 1)), as
+  // each rank sends (ranks - 1) x the message (H200, docs/PERF.md runs 64 and 69: P2P ahead of
+  // NCCL to 4 MiB and beyond with 2 GPUs, to 2 MiB with 4, behind at 4 MiB with 4). options()
+  // reports the value in force.
+  std::size_t p2p_max_bytes = 0;
   // Per receive slot: each GPU holds 3 x ranks of them (12 MiB at 2 GPUs); larger P2P messages
   // go in chunks. 2 MiB holds a decode step of 256 sequences at hidden 4096.
   std::size_t p2p_buffer_bytes = 2u << 20;
