@@ -523,8 +523,8 @@ std::string CudaExecutor::measure_fp16_crossovers() {
   static constexpr int kLayersPerShape = 8, kPasses = 5;
   // The AWQ kernel must win by 3 % to keep a step size: where the two are within the timing noise
   // the choice would move between loads (H200, o_proj at 17-48 rows: three loads picked 17, 32
-  // and 48), and there the copy was the better pick in the engine (docs/PERF.md run 66: down_proj
-  // at 64 rows, within 3 % in the probe, 1.8 % faster steps of 64 sequences with the copy).
+  // and 48), and there the copy was the better pick in the engine (docs/PERF.md runs 65-66:
+  // down_proj at 64 rows, within 3 % in the probe, 1.1-1.8 % faster 64-sequence steps with it).
   static constexpr float kMargin = 1.03f;
   const int first = std::max(cuda::awq_gemm_stream_max_m() + 1, kProbes[0]);
   std::vector<int> probes;
@@ -539,7 +539,8 @@ std::string CudaExecutor::measure_fp16_crossovers() {
   std::vector<Shape> shapes;
   int max_k = 0, max_n = 0;
   for (Layer& d : layers_) {
-    const std::pair<const char*, DeviceLinear*> named[] = {{"qkv", &d.qkv}, {"o", &d.o}, {"gate_up", &d.gate_up}, {"down", &d.down}};
+    const std::pair<const char*, DeviceLinear*> named[] = {
+        {"qkv", &d.qkv}, {"o", &d.o}, {"gate_up", &d.gate_up}, {"down", &d.down}};
     for (const auto& [name, l] : named) {
       if (l->cache.bytes() == 0) continue;
       auto it = std::find_if(shapes.begin(), shapes.end(),
@@ -553,8 +554,15 @@ std::string CudaExecutor::measure_fp16_crossovers() {
   const int max_m = probes.back();
   DeviceBuffer x(static_cast<std::size_t>(max_m) * max_k * 2), y(static_cast<std::size_t>(max_m) * max_n * 2);
   CUDA_CHECK(cudaMemsetAsync(x.as<void>(), 0x3C, x.bytes(), stream_));  // 1.06 in every half
-  cudaEvent_t ev[2];
-  for (cudaEvent_t& e : ev) CUDA_CHECK(cudaEventCreate(&e));
+  struct Events {  // destroyed however the measurement ends
+    cudaEvent_t e[2] = {nullptr, nullptr};
+    ~Events() {
+      for (cudaEvent_t x : e)
+        if (x) cudaEventDestroy(x);
+    }
+  } events;
+  cudaEvent_t* ev = events.e;
+  for (int k = 0; k < 2; ++k) CUDA_CHECK(cudaEventCreate(&ev[k]));
   auto pass_ms = [&](const Shape& s, int m, bool fp16) {
     CUDA_CHECK(cudaEventRecord(ev[0], stream_));
     for (std::size_t i = 0; i < s.linears.size() && i < kLayersPerShape; ++i) {
@@ -597,7 +605,6 @@ std::string CudaExecutor::measure_fp16_crossovers() {
     for (DeviceLinear* l : s.linears) l->cache_min_m = min_m;
     found += std::string(found.empty() ? "" : ", ") + s.name + " " + std::to_string(min_m);
   }
-  for (cudaEvent_t e : ev) CUDA_CHECK(cudaEventDestroy(e));
   const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   char took[32];
   std::snprintf(took, sizeof(took), "%.0f ms", ms);

@@ -51,15 +51,19 @@ __device__ __forceinline__ void store_volatile(uint4* p, const uint4& v) {
                : "memory");
 }
 
-// kEmpty in every half: the receive buffers' "not yet written" mark (0xFFFF, a NaN).
+// The receive buffers' "not yet written" mark: fp16 bits 0xFFFF (a NaN), here in both halves of
+// a word; the buffers are initialised (cudaMemset 0xFF) and emptied again with it.
+constexpr std::uint32_t kEmptyPair = 0xFFFFFFFFu;
+
+// True while any half of v is still empty.
 __device__ __forceinline__ bool has_empty(const uint4& v) {
-  return (__vcmpeq2(v.x, 0xFFFFFFFFu) | __vcmpeq2(v.y, 0xFFFFFFFFu) | __vcmpeq2(v.z, 0xFFFFFFFFu) |
-          __vcmpeq2(v.w, 0xFFFFFFFFu)) != 0;
+  return (__vcmpeq2(v.x, kEmptyPair) | __vcmpeq2(v.y, kEmptyPair) | __vcmpeq2(v.z, kEmptyPair) |
+          __vcmpeq2(v.w, kEmptyPair)) != 0;
 }
 
-// The value as sent: the NaN 0xFFFF becomes the NaN 0x7FFF, so no sent half is kEmpty.
+// The value as sent: the NaN 0xFFFF becomes the NaN 0x7FFF, so no sent half reads as empty.
 __device__ __forceinline__ std::uint32_t no_empty(std::uint32_t w) {
-  return w ^ (__vcmpeq2(w, 0xFFFFFFFFu) & 0x80008000u);
+  return w ^ (__vcmpeq2(w, kEmptyPair) & 0x80008000u);
 }
 __device__ __forceinline__ uint4 no_empty(const uint4& v) {
   return make_uint4(no_empty(v.x), no_empty(v.y), no_empty(v.z), no_empty(v.w));
@@ -122,14 +126,16 @@ struct CallBuffers {
     uint4* mine = peers.receive[rank] + buffer + i;
     uint4 v[W];
 #pragma unroll
-    for (int r = 0; r < W; ++r) v[r] = wait_vector(mine + static_cast<std::size_t>(r) * slot_vecs, rank, r, call);
+    for (int r = 0; r < W; ++r)
+      v[r] = wait_vector(mine + static_cast<std::size_t>(r) * slot_vecs, rank, r, call);
 #pragma unroll
     for (int k = 0; k < 8; ++k) acc[k] = 0.0f;
 #pragma unroll
     for (int r = 0; r < W; ++r) add8(acc, v[r]);
-    const uint4 empty = make_uint4(0xFFFFFFFFu, 0xFFFFFFFFu, 0xFFFFFFFFu, 0xFFFFFFFFu);
+    const uint4 empty = make_uint4(kEmptyPair, kEmptyPair, kEmptyPair, kEmptyPair);
 #pragma unroll
-    for (int r = 0; r < W; ++r) store_volatile(mine + static_cast<std::size_t>(r) * slot_vecs, empty);
+    for (int r = 0; r < W; ++r)
+      store_volatile(mine + static_cast<std::size_t>(r) * slot_vecs, empty);
   }
 };
 
@@ -305,7 +311,7 @@ TpComm::TpComm(const std::vector<int>& devices, const TpCommOptions& options)
       const std::size_t receive_bytes =
           static_cast<std::size_t>(kP2pBuffers) * n * options_.p2p_buffer_bytes;
       CUDA_CHECK(cudaMalloc(&r.receive, receive_bytes));
-      CUDA_CHECK(cudaMemset(r.receive, 0xFF, receive_bytes));  // every half kEmpty
+      CUDA_CHECK(cudaMemset(r.receive, 0xFF, receive_bytes));  // every half empty (kEmptyPair)
       CUDA_CHECK(cudaMalloc(&r.state, sizeof(P2pState)));
       CUDA_CHECK(cudaMemset(r.state, 0, sizeof(P2pState)));
     }
@@ -378,7 +384,8 @@ void TpComm::all_reduce(int rank, __half* data, std::size_t count, cudaStream_t 
                                                           p2p_all_reduce_kernel<8>};
       for (std::size_t off = 0; off < count; off += chunk) {
         const unsigned vecs = static_cast<unsigned>(std::min(chunk, count - off) / 8);
-        const unsigned blocks = std::min<unsigned>(kP2pMaxBlocks, (vecs + kP2pThreads - 1) / kP2pThreads);
+        const unsigned blocks =
+            std::min<unsigned>(kP2pMaxBlocks, (vecs + kP2pThreads - 1) / kP2pThreads);
         launch_pdl(true, kernels[size()], dim3(blocks), dim3(kP2pThreads), 0, stream, r.peers, rank,
                    r.state, reinterpret_cast<uint4*>(data + off), vecs,
                    static_cast<unsigned>(chunk / 8));
