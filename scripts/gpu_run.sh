@@ -186,7 +186,7 @@ shared-prefix --workload shared-prefix"}
     grep -E "Failure|FAILED|rror" "$log" | head -20
     [[ -f $OUT/bench_allreduce_old.md ]] && { echo "bench_allreduce new:"; grep -E '^\|' "$OUT/bench_allreduce.md";
       echo "bench_allreduce old:"; grep -E '^\|' "$OUT/bench_allreduce_old.md"; }
-    grep -E "^\| 1 \| |^\| (2|4|8|16|64) \| [0-9]+ \| sm80\+ \|" "$OUT/bench_attention.md" 2>/dev/null | head -60
+    grep -E "^\| 1 \| |^\| (2|4|8|16|64) \| [0-9]+ \| (sm80\+|auto: [a-z.]+) \|" "$OUT/bench_attention.md" 2>/dev/null | head -60
     sed -n '/^## sweep: best/,$p' "$OUT/bench_gemm.log" 2>/dev/null | head -40
     for f in "$OUT"/decode*.json; do
       python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(sys.argv[1].split("/")[-1], {k: j[k] for k in j if "itl" in k.lower() or "tokens_per_s" in k.lower()})' "$f" 2>/dev/null

@@ -211,9 +211,12 @@ void bench_decode(Report& r, double hbm, bool sweep) {
         };
         const double us = timed(false), pdl_us = timed(true);
         const double gbs = kv_bytes / us / 1e3, pdl_gbs = kv_bytes / pdl_us / 1e3;
-        r.add("| %d | %d | %s | %d | %.1f | %.0f | %.0f%% | %.1f | %.0f%% |", batch, ctx,
-              sm75 ? "sm75" : "sm80+", splits, us, gbs, 100.0 * gbs / hbm, pdl_us,
-              100.0 * pdl_gbs / hbm);
+        // "sm75": the forced Turing path (registers); otherwise the automatic staging variant.
+        const char* path = sm75 ? "sm75"
+                           : decode_attention_register_staging(a) ? "auto: registers"
+                                                                  : "auto: cp.async";
+        r.add("| %d | %d | %s | %d | %.1f | %.0f | %.0f%% | %.1f | %.0f%% |", batch, ctx, path,
+              splits, us, gbs, 100.0 * gbs / hbm, pdl_us, 100.0 * pdl_gbs / hbm);
         // The split count forced around the planner's choice (tuning data for choose_split),
         // same table with "forced" in the path column.
         if (sweep && !sm75) {

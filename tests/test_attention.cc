@@ -196,6 +196,9 @@ void run_decode(const DecodeCase& c, bool sm75, std::mt19937_64& rng) {
   cuda::DecodeAttentionArgs a = decode_args(s, dq, dk, dv, dout, dctx, dtables, workspace);
   if (c.max_context_hint > 0) a.max_context_len = c.max_context_hint;
   a.num_splits = c.splits;
+  // The sm80 path runs the cp.async variant on every case (auto would take the registers one,
+  // which the sm75 path runs, for the long ones).
+  if (!sm75) a.staging = cuda::DecodeAttentionArgs::Staging::kCpAsync;
   const std::string what = std::string("decode ") + path_name(sm75) + " " + s.describe() +
                            " splits=" + std::to_string(cuda::decode_attention_splits(a));
   cuda::decode_attention(a, nullptr);
@@ -429,13 +432,14 @@ TEST(DecodeAttentionPdl, ThisStepsTokenIsReadAfterTheWait) {
 // The split rule (kernels/attention_decode.cu, choose_split) on a 132-SM device: batches whose
 // (sequence, KV head) units fill under half the SMs get one CTA per SM and at least one KV block
 // per warp, at most 32 splits; larger ones as many splits as fit one wave of two CTAs per SM
-// (docs/PERF.md runs 19, 23, 27, 67). Emulated build only: on a GPU the SM count is the card's.
+// (docs/PERF.md runs 19, 23, 27, 67); and the staging variant that follows from the split.
+// Emulated build only: on a GPU the SM count is the card's.
 TEST(DecodeAttentionSplits, FollowTheSmCountRule) {
 #ifndef AWQD_TEST_EMULATED
   GTEST_SKIP() << "checks the rule against the emulated device's SM count";
 #else
   emu::device().multiprocessors = 132;
-  auto splits = [](int seqs, int kv_heads, int ctx) {
+  auto args = [](int seqs, int kv_heads, int ctx) {
     cuda::DecodeAttentionArgs a;
     a.num_seqs = seqs;
     a.num_heads = 4 * kv_heads;
@@ -443,7 +447,13 @@ TEST(DecodeAttentionSplits, FollowTheSmCountRule) {
     a.head_dim = 128;
     a.max_context_len = ctx;
     a.max_blocks_per_seq = (ctx + 15) / 16;
-    return cuda::decode_attention_splits(a);
+    return a;
+  };
+  auto splits = [&](int seqs, int kv_heads, int ctx) {
+    return cuda::decode_attention_splits(args(seqs, kv_heads, ctx));
+  };
+  auto registers = [&](int seqs, int kv_heads, int ctx) {
+    return cuda::decode_attention_register_staging(args(seqs, kv_heads, ctx));
   };
   EXPECT_EQ(splits(1, 8, 16384), 16);  // 8 units: 132 / 8
   EXPECT_EQ(splits(1, 8, 512), 8);     // 32 KV blocks: one per warp of 4
@@ -456,6 +466,17 @@ TEST(DecodeAttentionSplits, FollowTheSmCountRule) {
   EXPECT_EQ(splits(32, 8, 4096), 1);   // 256 units: one wave already
   EXPECT_EQ(splits(64, 8, 512), 1);
   EXPECT_EQ(splits(64, 8, 4096), 1);
+  // The staging variant (docs/PERF.md run 70): registers from 16 blocks per warp, or 8 on a grid
+  // of more than one CTA per SM; cp.async below.
+  EXPECT_TRUE(registers(1, 8, 16384));   // 16 splits of 64 blocks
+  EXPECT_FALSE(registers(1, 8, 4096));   // 16 splits of 16 blocks: 4 per warp
+  EXPECT_FALSE(registers(2, 8, 4096));   // 8 splits of 32 blocks, 128 CTAs on 132 SMs
+  EXPECT_TRUE(registers(8, 8, 4096));    // 2 splits of 128 blocks
+  EXPECT_TRUE(registers(64, 8, 512));    // 1 split of 32 blocks, 512 CTAs
+  EXPECT_FALSE(registers(16, 8, 512));   // 2 splits of 16 blocks
+  cuda::DecodeAttentionArgs forced = args(64, 8, 4096);
+  forced.staging = cuda::DecodeAttentionArgs::Staging::kCpAsync;
+  EXPECT_FALSE(cuda::decode_attention_register_staging(forced));
   emu::device().multiprocessors = 4;
 #endif
 }
