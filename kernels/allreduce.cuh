@@ -29,10 +29,13 @@
 //   - it then reads slot s's vector i of its own buffer (volatile loads, no cache) until none of
 //     its 8 halves is empty (a 16-byte store may land in parts; the halves cannot), sums, and
 //     stores "empty" back into the slots it read: each rank only ever clears its own buffer.
-// Why three buffers: a rank that writes call n's data into a peer's buffer n % 3 has completed
-// call n - 1, which needed the peer's call n - 1 data, which the peer sends only after its call
-// n - 2 completed, and the peer cleared buffer n % 3 = (n - 3) % 3 during its call n - 3. Two
-// buffers would let call n's data land while the peer still reads call n - 2's in the same one.
+// Why three buffers: a rank that writes call n's data into a peer's buffer has completed call
+// n - 1, which needed the peer's call n - 1 data, which the peer sends only after griddepcontrol
+// .wait, i.e. after the kernels before it completed, its call n - 2 among them (reads and
+// clears). So two buffers would do as long as every kernel launched with PDL waits for its
+// predecessor before it completes (the contract of kernels/launch.cuh); with three, a peer that
+// is still reading call n - 2's data (one kernel between two calls broke that contract) is
+// still never written over: call n goes to buffer n % 3, last used by call n - 3.
 // Every block of a call reads the counter after griddepcontrol.wait; the last block to finish
 // advances it, so the next kernel on the stream sees the new value. The counters live on the
 // device, so CUDA graph replays advance them like eager launches, and block counts may differ
