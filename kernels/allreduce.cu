@@ -76,8 +76,6 @@ __device__ __forceinline__ void add8(float (&acc)[8], const uint4& v) {
   for (int k = 0; k < 8; ++k) acc[k] += f[k];
 }
 
-// Reads a receive slot's vector once every half holds a peer's value. Traps after 30 s (a peer
-// that died or runs different collectives) instead of hanging the GPU forever.
 __device__ __noinline__ void wait_timed_out(int rank, int from, std::uint32_t call) {
   printf(
       "awqd all-reduce: rank %d waited 30 s for rank %d's data of call %u; a peer GPU failed or "
@@ -85,6 +83,9 @@ __device__ __noinline__ void wait_timed_out(int rank, int from, std::uint32_t ca
       rank, from, call);
   __trap();
 }
+
+// Reads a receive slot's vector once every half holds a peer's value. Traps after 30 s (a peer
+// that died or runs different collectives) instead of hanging the GPU forever.
 __device__ __forceinline__ uint4 wait_vector(const uint4* p, int rank, int from,
                                              std::uint32_t call) {
   uint4 v = load_volatile(p);

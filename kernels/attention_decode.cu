@@ -79,6 +79,21 @@ std::pair<int, int> choose_split(const DecodeAttentionArgs& a) {
   return {(max_blocks + split_blocks - 1) / split_blocks, split_blocks};
 }
 
+// Whether the CTAs of this split stage their KV blocks through registers (else cp.async).
+bool register_staging(const DecodeAttentionArgs& a, int splits, int split_blocks) {
+  using Staging = DecodeAttentionArgs::Staging;
+  if (use_sm75_path() || a.staging == Staging::kRegisters) return true;
+  if (a.staging == Staging::kCpAsync) return false;
+  // H200, docs/PERF.md run 70 (8 KV heads x 128): registers ahead from 16 blocks per warp at any
+  // grid size (batch 4-8 x 4096, 1-4 x 16384: 0-9 %) and from 8 with more than one CTA per SM
+  // (64 x 512: 40.7 / 39.6 us against 44.8 / 40.9), behind at 8 on a grid of one CTA per SM
+  // (2 x 4096: 16.5 against 15.7 with PDL) and at 4 (16 x 512, 1 x 4096).
+  const int blocks_per_warp = split_blocks / decode::kWarps;
+  const long long ctas =
+      static_cast<long long>(splits) * a.num_seqs * a.num_kv_heads * groups_of(a);
+  return blocks_per_warp >= 16 || (blocks_per_warp >= 8 && ctas > current_sm_count());
+}
+
 }  // namespace
 
 std::size_t decode_attention_workspace_bytes(int head_dim) {
@@ -88,18 +103,8 @@ std::size_t decode_attention_workspace_bytes(int head_dim) {
 int decode_attention_splits(const DecodeAttentionArgs& a) { return choose_split(a).first; }
 
 bool decode_attention_register_staging(const DecodeAttentionArgs& a) {
-  using Staging = DecodeAttentionArgs::Staging;
-  if (use_sm75_path() || a.staging == Staging::kRegisters) return true;
-  if (a.staging == Staging::kCpAsync) return false;
-  // H200, docs/PERF.md run 70 (8 KV heads x 128): registers ahead from 16 blocks per warp at any
-  // grid size (batch 4-8 x 4096, 1-4 x 16384: 0-9 %) and from 8 with more than one CTA per SM
-  // (64 x 512: 40.7 / 39.6 us against 44.8 / 40.9), behind at 8 on a grid of one CTA per SM
-  // (2 x 4096: 16.5 against 15.7 with PDL) and at 4 (16 x 512, 1 x 4096).
   const auto [splits, split_blocks] = choose_split(a);
-  const int blocks_per_warp = split_blocks / decode::kWarps;
-  const long long ctas =
-      static_cast<long long>(splits) * a.num_seqs * a.num_kv_heads * groups_of(a);
-  return blocks_per_warp >= 16 || (blocks_per_warp >= 8 && ctas > current_sm_count());
+  return register_staging(a, splits, split_blocks);
 }
 
 void decode_attention(const DecodeAttentionArgs& a, cudaStream_t stream) {
@@ -164,7 +169,7 @@ void decode_attention(const DecodeAttentionArgs& a, cudaStream_t stream) {
   p.part_m = base ? reinterpret_cast<float*>(base + w.part_m) : nullptr;
   p.part_l = base ? reinterpret_cast<float*>(base + w.part_l) : nullptr;
   const dim3 grid(splits, a.num_kv_heads * groups, a.num_seqs);
-  const bool registers = decode_attention_register_staging(a);
+  const bool registers = register_staging(a, splits, split_blocks);
   if (a.head_dim == 128) {
     registers ? decode::launch_decode<128, true>(p, grid, a.pdl, stream)
               : decode::launch_decode<128, false>(p, grid, a.pdl, stream);
