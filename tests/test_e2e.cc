@@ -509,10 +509,14 @@ TEST_F(E2E, APriorityJobOvertakesABulkBatch) {
   const auto file = dir_.path / "bulk.jsonl";
   std::vector<std::string> ids;
   {
+    // Bulk jobs long enough that what passes before the urgent job can run (the `awqd submit`
+    // process starting on a machine busy with the other tests, up to one bulk job ahead of it)
+    // is a few jobs, not a third of the batch: at 20 / 8 tokens, 15-16 of 40 finished first
+    // under `ctest -j2` on 2 cores in about half the runs.
     std::ofstream out(file);
     for (int i = 0; i < 40; ++i) {
       ids.push_back(numbered("bulk", i));
-      out << job(ids.back(), kFake ? 20 : 8).dump() << "\n";
+      out << job(ids.back(), kFake ? 60 : 24).dump() << "\n";
     }
   }
   std::string out;
