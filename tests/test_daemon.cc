@@ -387,12 +387,15 @@ TEST_F(DaemonTest, DrainTimeoutHandsBackRunningJobs) {
 }
 
 TEST_F(DaemonTest, TwoDaemonsSplitTheWork) {
-  TestDaemon a(config("split-a"), {.max_num_seqs = 4, .step_delay = 1ms});
-  TestDaemon b(config("split-b"), {.max_num_seqs = 4, .step_delay = 1ms});
+  // Jobs long enough that one daemon alone needs about a second for all of them (100 jobs, 4 at
+  // a time, 8 steps of 5 ms): with 4 x 1 ms, a finished 96 before b, started 50 ms later on a
+  // busy CI machine, had read its first job. Each daemon holds at most 4 running + 9 read ahead.
+  TestDaemon a(config("split-a"), {.max_num_seqs = 4, .step_delay = 5ms});
+  TestDaemon b(config("split-b"), {.max_num_seqs = 4, .step_delay = 5ms});
   std::vector<std::string> ids;
   for (int i = 0; i < 100; ++i) {
     ids.push_back(numbered("s", i));
-    add(json{{"id", ids.back()}, {"prompt", "x"}, {"params", {{"max_tokens", 4}}}});
+    add(json{{"id", ids.back()}, {"prompt", "x"}, {"params", {{"max_tokens", 8}}}});
   }
   ASSERT_TRUE(all_results(ids));
   std::map<std::string, int> by_instance;
