@@ -135,6 +135,8 @@ void decode_attention(const DecodeAttentionArgs& a, cudaStream_t stream) {
                  aligned16(a.out) && aligned16(a.q) && aligned16(a.k_cache) &&
                      aligned16(a.v_cache) && aligned16(a.workspace),
                  "buffers must be 16-byte aligned");
+  AWQD_ARG_CHECK(kName, a.l2_prefetch.count >= 0 && a.l2_prefetch.count <= L2PrefetchList::kMaxRegions,
+                 "l2_prefetch.count=" + std::to_string(a.l2_prefetch.count));
   const auto [splits, split_blocks] = choose_split(a);
   const int groups = groups_of(a);
   const int units = a.num_seqs * a.num_kv_heads * groups;
@@ -168,6 +170,7 @@ void decode_attention(const DecodeAttentionArgs& a, cudaStream_t stream) {
   p.part_o = base ? reinterpret_cast<float*>(base + w.part_o) : nullptr;
   p.part_m = base ? reinterpret_cast<float*>(base + w.part_m) : nullptr;
   p.part_l = base ? reinterpret_cast<float*>(base + w.part_l) : nullptr;
+  p.l2_prefetch = a.l2_prefetch;
   const dim3 grid(splits, a.num_kv_heads * groups, a.num_seqs);
   const bool registers = register_staging(a, splits, split_blocks);
   if (a.head_dim == 128) {

@@ -8,6 +8,7 @@
 
 #include "kernels/common.cuh"
 #include "kernels/kv_cache.cuh"
+#include "kernels/l2_prefetch.cuh"
 #include "kernels/ptx.cuh"
 
 namespace awqd::cuda::decode {
@@ -38,6 +39,7 @@ struct Params {
   float* part_m;     // [slots, 16]
   float* part_l;     // [slots, 16]
   int* counters;     // [units]
+  L2PrefetchList l2_prefetch;
 };
 
 // Running merge of split partials: max m of the scaled scores, sum l of exp2(score - m) and
@@ -324,6 +326,11 @@ __global__ void __launch_bounds__(kThreads, 2) decode_attention_kernel(const Par
   __shared__ int last_s;
 
   ptx::launch_dependents();  // the o projection may start streaming its weights
+  if (p.l2_prefetch.count > 0) {  // chunk c from CTA c % CTAs: requests from every SM in use
+    const int ctas = gridDim.x * gridDim.y * gridDim.z;
+    const int cta = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+    l2_prefetch(p.l2_prefetch, static_cast<int>(threadIdx.x) * ctas + cta, kThreads * ctas);
+  }
   const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
   const UnitWork u = unit_work(p);
   if (u.split >= u.nsplits) return;

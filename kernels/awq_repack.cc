@@ -121,4 +121,16 @@ std::size_t awq_weight_bytes(int K, int N, int group_size) {
   return k_pad * n_pad / 2 + groups * n_pad * 2 + groups * (n_pad / 64) * 32;
 }
 
+bool add_l2_prefetch(L2PrefetchList& list, const AwqWeight& w) {
+  if (w.tiles == nullptr || list.count + 3 > L2PrefetchList::kMaxRegions) return false;
+  const std::size_t k_pad = L::pad_k(w.K), n_pad = L::pad_n(w.N);
+  const std::size_t groups = k_pad / w.group_size;
+  const L2PrefetchList before = list;
+  if (list.add(w.tiles, k_pad * n_pad / 2) && list.add(w.scales, groups * n_pad * 2) &&
+      list.add(w.zeros, groups * (n_pad / 64) * 32))
+    return true;
+  list = before;
+  return false;
+}
+
 }  // namespace awqd::cuda

@@ -161,12 +161,14 @@ shared-prefix --workload shared-prefix"}
     step synth 150 "$log" "$bin/awqd" synth --like llama3-8b --out /tmp/model
     # AWQD_AB_BENCH_ARGS: extra awqd bench arguments (e.g. --tensor-parallel 2: NCCL is found as
     # in the tp mode); AWQD_AB_DECODE64=0 skips the 64-sequence runs, AWQD_AB_SEQS sets their
-    # sequence count (default 64).
-    extra=${AWQD_AB_BENCH_ARGS:-}
+    # sequence count (default 64). AWQD_AB_NEW_ARGS: arguments for the new side only, to A/B a
+    # flag with one binary (OLD = /tmp/awqd/bin/awqd, the bundle's own).
     for round in 1 2; do
       for which in old new; do
         b=$bin/awqd
+        extra=${AWQD_AB_BENCH_ARGS:-}
         [[ $which == old ]] && b=$old
+        [[ $which == new ]] && extra="$extra ${AWQD_AB_NEW_ARGS:-}"
         # shellcheck disable=SC2086
         step "decode-1 $which $round" 60 "$log" "$b" bench --model /tmp/model --quiet --workload decode-1 \
           $extra --out "$OUT/decode1-$which-$round.json"

@@ -3,6 +3,8 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
+#include <functional>
 
 namespace awqd::emu {
 
@@ -10,6 +12,8 @@ struct EmuDevice {
   int sm_version = 90;
   int multiprocessors = 4;
   std::size_t smem_per_block_optin = 227 * 1024;
+  // Called for every L2 prefetch a kernel issues (ptx::prefetch_l2_bulk), if set.
+  std::function<void(const void*, std::uint32_t)> on_l2_prefetch;
 };
 EmuDevice& device();
 
