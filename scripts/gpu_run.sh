@@ -155,9 +155,11 @@ shared-prefix --workload shared-prefix"}
       [[ -x $(dirname "$old")/bench_allreduce ]] &&
         step bench_allreduce_old 90 "$OUT/bench_allreduce_old.md" "$(dirname "$old")/bench_allreduce"
     fi
+    # AWQD_AB_GEMM_ARGS replaces the M list (e.g. "--m 1,8 --no-sweep" for a short call).
+    # shellcheck disable=SC2086
     [[ -x $bin/bench_awq_gemm ]] &&
-      step bench_gemm 150 "$OUT/bench_gemm.log" "$bin/bench_awq_gemm" --m 1,2,4,8,16 --csv "$OUT/gemm.csv" \
-        --sweep-csv "$OUT/gemm_sweep.csv"
+      step bench_gemm 150 "$OUT/bench_gemm.log" "$bin/bench_awq_gemm" ${AWQD_AB_GEMM_ARGS:---m 1,2,4,8,16} \
+        --csv "$OUT/gemm.csv" --sweep-csv "$OUT/gemm_sweep.csv"
     step synth 150 "$log" "$bin/awqd" synth --like llama3-8b --out /tmp/model
     # AWQD_AB_BENCH_ARGS: extra awqd bench arguments (e.g. --tensor-parallel 2: NCCL is found as
     # in the tp mode); AWQD_AB_DECODE64=0 skips the 64-sequence runs, AWQD_AB_SEQS sets their
@@ -190,6 +192,8 @@ shared-prefix --workload shared-prefix"}
       echo "bench_allreduce old:"; grep -E '^\|' "$OUT/bench_allreduce_old.md"; }
     grep -E "^\| 1 \| |^\| (2|4|8|16|64) \| [0-9]+ \| (sm80\+|auto: [a-z.]+) \|" "$OUT/bench_attention.md" 2>/dev/null | head -60
     sed -n '/^## sweep: best/,$p' "$OUT/bench_gemm.log" 2>/dev/null | head -40
+    # The M = 1 row of each shape (awq_us, pdl_us and pdl_l2hot: the L2-resident ceiling).
+    grep -E "^## [a-z_]+:|^ +M |^ +1 " "$OUT/bench_gemm.log" 2>/dev/null | head -12
     for f in "$OUT"/decode*.json; do
       python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(sys.argv[1].split("/")[-1], {k: j[k] for k in j if "itl" in k.lower() or "tokens_per_s" in k.lower()})' "$f" 2>/dev/null
     done
