@@ -170,15 +170,14 @@ void decode_attention(const DecodeAttentionArgs& a, cudaStream_t stream) {
   p.part_o = base ? reinterpret_cast<float*>(base + w.part_o) : nullptr;
   p.part_m = base ? reinterpret_cast<float*>(base + w.part_m) : nullptr;
   p.part_l = base ? reinterpret_cast<float*>(base + w.part_l) : nullptr;
-  p.l2_prefetch = a.l2_prefetch;
   const dim3 grid(splits, a.num_kv_heads * groups, a.num_seqs);
   const bool registers = register_staging(a, splits, split_blocks);
   if (a.head_dim == 128) {
-    registers ? decode::launch_decode<128, true>(p, grid, a.pdl, stream)
-              : decode::launch_decode<128, false>(p, grid, a.pdl, stream);
+    registers ? decode::launch_decode<128, true>(p, a.l2_prefetch, grid, a.pdl, stream)
+              : decode::launch_decode<128, false>(p, a.l2_prefetch, grid, a.pdl, stream);
   } else {
-    registers ? decode::launch_decode<64, true>(p, grid, a.pdl, stream)
-              : decode::launch_decode<64, false>(p, grid, a.pdl, stream);
+    registers ? decode::launch_decode<64, true>(p, a.l2_prefetch, grid, a.pdl, stream)
+              : decode::launch_decode<64, false>(p, a.l2_prefetch, grid, a.pdl, stream);
   }
 }
 

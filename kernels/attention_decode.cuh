@@ -84,7 +84,8 @@ struct DecodeAttentionArgs {
   // block, while the block tables and lengths were staged from the host before the step.
   bool pdl = false;
   // Read-only memory the kernels after this one will read (the o projection's weight), asked of
-  // the L2 by this kernel's CTAs at their start (kernels/l2_prefetch.cuh; sm_90+, else ignored).
+  // the L2 by this kernel's CTAs at their start (kernels/l2_prefetch.cuh). sm_90+ and the
+  // cp.async staging variant only (small batches, where HBM idles); ignored otherwise.
   L2PrefetchList l2_prefetch;
 };
 
