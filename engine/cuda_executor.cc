@@ -107,6 +107,10 @@ struct DeviceLinear {
   DeviceBuffer cache;
   int ld_cache = 0;
   int cache_min_m = 0;  // steps of at least this many rows use the copy (measure_fp16_crossovers)
+
+  // Whether a step of M rows runs the AWQ kernels (else cuBLASLt on the fp16 copy or the dense
+  // weight): CudaExecutor::linear's choice.
+  bool runs_awq(int M) const { return quantized && !(cache.bytes() > 0 && M >= cache_min_m); }
 };
 
 
@@ -691,11 +695,7 @@ void CudaExecutor::dense_gemm(const __half* x, const __half* w, cuda::WeightLayo
 }
 
 void CudaExecutor::linear(const DeviceLinear& l, const __half* x, __half* y, int M, int silu_mul_ld) {
-  // From cache_min_m rows on (measured at load for each weight shape: measure_fp16_crossovers),
-  // a quantized linear with an fp16 copy runs cuBLASLt on the copy (docs/PERF.md, runs 25, 64).
-  if (l.quantized && l.cache.bytes() > 0 && M >= l.cache_min_m) {
-    dense_gemm(x, l.cache.as<__half>(), cuda::WeightLayout::kKN, l.ld_cache, l.bias.as<__half>(), y, false, M, l.N, l.K);
-  } else if (l.quantized) {
+  if (l.runs_awq(M)) {
     cuda::AwqGemmOptions opt;
     opt.batch_invariant = engine_config_.deterministic;
     // sm_90: the GEMM starts streaming its weights while the norm, attention or SiLU kernel
@@ -703,6 +703,10 @@ void CudaExecutor::linear(const DeviceLinear& l, const __half* x, __half* y, int
     opt.pdl = true;
     opt.silu_mul_ld = silu_mul_ld;
     cuda::awq_gemm(x, l.awq.view(), l.bias.as<__half>(), y, M, {gemm_ws_.as<void>(), gemm_ws_.bytes()}, stream_, opt);
+  } else if (l.quantized) {
+    // From cache_min_m rows on (measured at load for each weight shape: measure_fp16_crossovers),
+    // a quantized linear with an fp16 copy runs cuBLASLt on the copy (docs/PERF.md, runs 25, 64).
+    dense_gemm(x, l.cache.as<__half>(), cuda::WeightLayout::kKN, l.ld_cache, l.bias.as<__half>(), y, false, M, l.N, l.K);
   } else {
     dense_gemm(x, l.dense.as<__half>(), cuda::WeightLayout::kNK, l.K, l.bias.as<__half>(), y, false, M, l.N, l.K);
   }
@@ -769,8 +773,7 @@ void CudaExecutor::forward(int T, int B, bool decode_only, int max_context) {
       // q and this step's token) runs: block tables and lengths were staged before the step.
       a.pdl = true;
       // EngineConfig::l2_prefetch: the o projection's weight into L2 while attention reads KV.
-      if (engine_config_.l2_prefetch && T <= stream_max_m && L.o.quantized &&
-          !(L.o.cache.bytes() > 0 && T >= L.o.cache_min_m))
+      if (engine_config_.l2_prefetch && T <= stream_max_m && L.o.runs_awq(T))
         cuda::add_l2_prefetch(a.l2_prefetch, L.o.awq.view());
       cuda::decode_attention(a, stream_);
     } else {
