@@ -168,66 +168,83 @@ __device__ __forceinline__ void wgmma_block(const Params& p) {
   const std::uint32_t x_base = (raw_base + 1023u) & ~1023u;  // X of stage i: + i * kXBytes
   const std::uint32_t ws_base = x_base + C::kStages * C::kXBytes;  // W + S of stage i
   std::uint8_t* const ws_ptr = smem + (ws_base - raw_base);
-  // The 16-byte chunks this thread copies for every k-tile, their k-tile-independent parts
-  // computed once (run 13's SASS: the per-k-tile index arithmetic, with its divisions and 64-bit
-  // products, was about half of the ~430 instructions a warp issued per k-tile):
+  // The 16-byte chunks this thread copies for every k-tile, as source pointers that each request
+  // advances by one k-tile (requests go in k-tile order), so they stay in registers. With
+  // per-k-tile offsets computed from the thread index instead, ptxas recomputed the index
+  // arithmetic in every k-tile: ~100 of the ~310 instructions a warp issued per k-tile (run 71,
+  // SASS and ncu of gate_up at M = 64). Chunks:
   //   activations: row r = c / 8, chunk cc = c % 8 of x[m0 + r][kt * 64 + 8 cc ..] (zeros for
   //     rows >= M and k >= K), at chunk cc ^ (r % 8) of the stage's row r;
   //   weights: 16 bytes q of the 4 stripes' 2 KB of the k-tile (zeros past the last stripe);
   //   scales/zeros: chunk q of (group slot, stripe), threads < 80.
   constexpr int kXIters = C::kBM * 8 / C::kThreads, kWIters = C::kWBytes / 16 / C::kThreads;
   static_assert(C::kBM * 8 % C::kThreads == 0 && C::kWBytes / 16 % C::kThreads == 0, "chunks");
-  const __half* x_block = p.x + static_cast<std::size_t>(m0) * p.K;
-  int x_off[kXIters], x_dst[kXIters], x_k[kXIters];
+  const __half* x_src[kXIters];  // chunk of k-tile kt_next (rows >= M: p.x, never valid)
+  std::uint32_t x_dst[kXIters];  // shared address in stage 0
+  int x_k[kXIters];              // k of the chunk within its k-tile (K: never valid)
 #pragma unroll
   for (int it = 0; it < kXIters; ++it) {
     const int c = threadIdx.x + it * C::kThreads, r = c >> 3, cc = c & 7;
-    x_off[it] = r * p.K + 8 * cc;
-    x_dst[it] = r * 128 + ((cc ^ (r & 7)) << 4);
-    x_k[it] = m0 + r < p.M ? 8 * cc : p.K;  // k of the chunk in k-tile 0 (K: never valid)
+    const bool row_ok = m0 + r < p.M;
+    x_src[it] = (row_ok ? p.x + static_cast<std::size_t>(m0 + r) * p.K + 8 * cc : p.x) + kt_begin * 64;
+    x_dst[it] = x_base + r * 128 + ((cc ^ (r & 7)) << 4);
+    x_k[it] = row_ok ? 8 * cc : p.K;
   }
-  int w_off[kWIters];
+  const uint4* w_src[kWIters];
   bool w_valid[kWIters];
 #pragma unroll
   for (int it = 0; it < kWIters; ++it) {
     const int c = threadIdx.x + it * C::kThreads, st = n_block * C::kWarpsN + (c >> 7);
     w_valid[it] = st < p.n_stripes;
-    w_off[it] = (w_valid[it] ? st * p.k_tiles * 128 : 0) + (c & 127);
+    w_src[it] = p.tiles + (w_valid[it] ? static_cast<std::size_t>(st) * p.k_tiles * 128 : 0) + (c & 127) +
+                kt_begin * 128;
   }
+  const std::uint32_t w_dst = ws_base + threadIdx.x * 16;  // + it * kThreads * 16
   const int s_slot = threadIdx.x / (C::kWarpsN * 10), s_q = threadIdx.x % 10;
   const int s_st = n_block * C::kWarpsN + threadIdx.x % (C::kWarpsN * 10) / 10;
   const bool s_active = threadIdx.x < 2 * C::kWarpsN * 10 && (s_slot == 0 || g32);
   const bool s_valid = s_st < p.n_stripes;
-  const int s_dst = (s_slot * C::kWarpsN + threadIdx.x % (C::kWarpsN * 10) / 10) * C::kSSlotBytes +
-                    s_q * 16;
+  const std::uint32_t s_dst = ws_base + C::kWBytes +
+                              (s_slot * C::kWarpsN + threadIdx.x % (C::kWarpsN * 10) / 10) * C::kSSlotBytes +
+                              s_q * 16;
+  // Group g's chunk: s_src + g * s_stride bytes (a group's 64 scales or 8 zero words per stripe).
   const std::size_t s_group0 = static_cast<std::size_t>(s_valid ? s_st : 0) * p.groups;
-  auto issue = [&](int stage, int kt) {
-    const std::uint32_t xs = x_base + stage * C::kXBytes;
+  const char* const s_src = s_q < 8 ? reinterpret_cast<const char*>(p.scales + s_group0 * 64 + s_q * 8)
+                                    : reinterpret_cast<const char*>(p.zeros + s_group0 * 8 + (s_q - 8) * 4);
+  const int s_stride = s_q < 8 ? 128 : 32;
+  int kt_next = kt_begin;  // the k-tile the next request fetches
+  auto issue = [&](int stage) {
+    const int kt = kt_next++;
+    const int k_left = p.K - kt * 64;
+    const std::uint32_t x_stage = stage * C::kXBytes, ws_stage = stage * C::kWSBytes;
 #pragma unroll
     for (int it = 0; it < kXIters; ++it) {
-      const bool valid = kt * 64 + x_k[it] < p.K;
-      cp_async_16(xs + x_dst[it], valid ? x_block + x_off[it] + kt * 64 : p.x, valid);
+      const bool valid = x_k[it] < k_left;
+      cp_async_16(x_dst[it] + x_stage, valid ? x_src[it] : p.x, valid);
+      x_src[it] += 64;
     }
-    const std::uint32_t w_dst = ws_base + stage * C::kWSBytes;
 #pragma unroll
-    for (int it = 0; it < kWIters; ++it)
-      cp_async_16(w_dst + (threadIdx.x + it * C::kThreads) * 16, p.tiles + w_off[it] + kt * 128,
-                  w_valid[it]);
-    if (s_active) {
-      const std::size_t sg = s_group0 + ((kt * 64 + 32 * s_slot) >> p.group_shift);
-      const void* src = s_q < 8 ? static_cast<const void*>(p.scales + sg * 64 + s_q * 8)
-                                : static_cast<const void*>(p.zeros + sg * 8 + (s_q - 8) * 4);
-      cp_async_16(w_dst + C::kWBytes + s_dst, src, s_valid);
+    for (int it = 0; it < kWIters; ++it) {
+      cp_async_16(w_dst + ws_stage + it * C::kThreads * 16, w_src[it], w_valid[it]);
+      w_src[it] += 128;
     }
+    if (s_active)
+      cp_async_16(s_dst + ws_stage, s_src + static_cast<std::size_t>((kt * 64 + 32 * s_slot) >> p.group_shift) * s_stride,
+                  s_valid);
   };
 
 #pragma unroll
   for (int s = 0; s < C::kStages - 2; ++s) {
-    if (kt_begin + s < kt_end) issue(s, kt_begin + s);
+    if (kt_begin + s < kt_end) issue(s);
     cp_async_commit();
   }
   // Stages by running counters (kStages is not a power of two): the one computed, the one filled.
   int stage_c = 0, stage_f = C::kStages - 2;
+  // What this thread reads of a stage (stage 0's addresses): its 8 bytes of each k16 tile of its
+  // stripe, and its row's scales (8 bytes) and zero word (shifted to its 4 columns).
+  const std::uint8_t* const w_read = ws_ptr + ws * 4 * awq_layout::kTileBytes + lane * 16 + wg * 8;
+  const std::uint8_t* const s_read = ws_ptr + C::kWBytes + ws * C::kSSlotBytes + g * 16 + wg * 8;
+  const int z_off = 128 - 12 * g - 8 * wg, z_shift = 16 * wg;  // zeros: s_read + z_off
   // One k-tile: wait for its stage, request k-tile kt + kStages - 2, dequantize the warp's 4 k16
   // steps into `a` (while the previous k-tile's wgmma run), then one fence and 8 wgmma (4 steps x
   // 2 words) as one group; keep that group in flight, wait for the previous one, which frees the
@@ -235,26 +252,24 @@ __device__ __forceinline__ void wgmma_block(const Params& p) {
   auto k_tile = [&](int kt, std::uint32_t (&a)[4][2][4]) {
     cp_async_wait<C::kStages - 3>();  // k-tile kt has landed (this thread's copies)...
     __syncthreads();  // ...and everyone's; the wgmma reading kt - 2's stage are done
-    if (kt + C::kStages - 2 < kt_end) issue(stage_f, kt + C::kStages - 2);
+    if (kt + C::kStages - 2 < kt_end) issue(stage_f);
     cp_async_commit();
     stage_f = stage_f + 1 == C::kStages ? 0 : stage_f + 1;
 
     const std::uint32_t x_addr = x_base + stage_c * C::kXBytes;
-    const std::uint8_t* w_s = ws_ptr + stage_c * C::kWSBytes + ws * 4 * awq_layout::kTileBytes;
-    const std::uint8_t* s_s = ws_ptr + stage_c * C::kWSBytes + C::kWBytes + ws * C::kSSlotBytes;
+    const std::uint8_t* const w_s = w_read + stage_c * C::kWSBytes;
+    const std::uint8_t* const s_s = s_read + stage_c * C::kWSBytes;
     stage_c = stage_c + 1 == C::kStages ? 0 : stage_c + 1;
     GroupConsts consts;
 #pragma unroll
     for (int s = 0; s < 4; ++s) {
       if (s == 0 || (g32 && s == 2)) {
         const std::uint8_t* sp = s_s + (s >> 1) * (g32 ? C::kWarpsN * C::kSSlotBytes : 0);
-        load_half_group_consts(*reinterpret_cast<const uint2*>(sp + g * 16 + wg * 8),
-                               *reinterpret_cast<const std::uint32_t*>(sp + 128 + g * 4) >>
-                                   (16 * wg),
+        load_half_group_consts(*reinterpret_cast<const uint2*>(sp),
+                               *reinterpret_cast<const std::uint32_t*>(sp + z_off) >> z_shift,
                                consts);
       }
-      const uint2 wv =
-          *reinterpret_cast<const uint2*>(w_s + s * awq_layout::kTileBytes + lane * 16 + wg * 8);
+      const uint2 wv = *reinterpret_cast<const uint2*>(w_s + s * awq_layout::kTileBytes);
       std::uint32_t bq[2][2];
       dequant_word(wv.x, consts, 0, bq);
       a[s][0][0] = bq[0][0], a[s][0][1] = bq[1][0], a[s][0][2] = bq[0][1], a[s][0][3] = bq[1][1];
