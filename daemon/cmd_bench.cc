@@ -358,7 +358,6 @@ int run_bench(const BenchOptions& o) {
                     {"warmup", o.engine.profile_warmup},
                     {"async_output", o.engine.async_output},
                     {"fused_decode_mlp", o.engine.fused_decode_mlp},
-                    {"l2_prefetch", o.engine.l2_prefetch},
                     {"decode", profile_json(p.decode)},
                     {"mixed", profile_json(p.mixed)}};
   }

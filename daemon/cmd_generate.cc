@@ -148,8 +148,6 @@ void add_engine_flags(CLI::App* sub, EngineConfig& e) {
   sub->add_flag("--fused-decode-mlp", e.fused_decode_mlp,
                 "Experimental: a layer's MLP half as one persistent kernel in steps of 1-8 tokens (CUDA, one GPU; "
                 "measured slower than the separate kernels so far)");
-  sub->add_flag("--l2-prefetch", e.l2_prefetch,
-                "Experimental: decode attention asks the L2 for the o projection's weight (CUDA, sm_90+; not yet measured)");
   sub->add_flag("!--no-async-output", e.async_output,
                 "Build each step's outputs after its GPU work, instead of while the next step runs");
 }

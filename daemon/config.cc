@@ -55,9 +55,6 @@ void for_each_key(DaemonConfig& c, Fn&& fn) {
   fn("fused_decode_mlp",
      "experimental: one persistent kernel for a layer's MLP half in steps of 1-8 tokens (CUDA, one GPU; slower so far)",
      c.fused_decode_mlp, false);
-  fn("l2_prefetch",
-     "experimental: decode attention asks the L2 for the o projection's weight (CUDA, sm_90+; not yet measured)",
-     c.l2_prefetch, false);
   fn("log_level", "trace | debug | info | warn | error", c.log_level, false);
 }
 

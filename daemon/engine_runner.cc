@@ -29,7 +29,6 @@ class EngineRunner final : public Runner {
     ec.deterministic = c.deterministic;
     ec.async_output = c.async_output;
     ec.fused_decode_mlp = c.fused_decode_mlp;
-    ec.l2_prefetch = c.l2_prefetch;
     ec.fp16_weight_cache = c.fp16_weight_cache;
     engine_ = std::make_unique<Engine>(ec);
     chat_format_ = detect_chat_format(engine_->tokenizer());

@@ -636,10 +636,7 @@ void CudaExecutor::allocate_kv(int num_blocks) {
               gib(static_cast<double>(kv_.bytes())) + "), weights " + gib(static_cast<double>(weight_bytes_)) +
               (weight_cache_bytes_ ? " + fp16 cache " + gib(static_cast<double>(weight_cache_bytes_)) : std::string()) +
               (crossovers_.empty() ? std::string() : " (" + crossovers_ + ")") +
-              ", fused decode MLP " + (decode_mlp_off_.empty() ? std::string("on") : decode_mlp_off_) +
-              (engine_config_.l2_prefetch ? (device_.sm_major >= 9 ? ", L2 prefetch of o_proj in decode steps"
-                                                                   : ", L2 prefetch off (needs sm_90)")
-                                          : std::string());
+              ", fused decode MLP " + (decode_mlp_off_.empty() ? std::string("on") : decode_mlp_off_);
 }
 
 CudaExecutor::~CudaExecutor() {
@@ -772,9 +769,6 @@ void CudaExecutor::forward(int T, int B, bool decode_only, int max_context) {
       // The KV blocks before each sequence's last stream while qkv_rope_cache (which writes only
       // q and this step's token) runs: block tables and lengths were staged before the step.
       a.pdl = true;
-      // EngineConfig::l2_prefetch: the o projection's weight into L2 while attention reads KV.
-      if (engine_config_.l2_prefetch && T <= stream_max_m && L.o.runs_awq(T))
-        cuda::add_l2_prefetch(a.l2_prefetch, L.o.awq.view());
       cuda::decode_attention(a, stream_);
     } else {
       cuda::PrefillAttentionArgs a;

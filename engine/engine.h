@@ -45,10 +45,6 @@ struct EngineConfig {
   // default: measured 3-20 % slower than the separate kernels on an H200 (docs/PERF.md, runs
   // 51-56). Never in deterministic mode (its split-K differs from the batch-invariant plans).
   bool fused_decode_mlp = false;
-  // CUDA, sm_90+, decode steps of up to 16 tokens: the attention kernel asks the L2 for the o
-  // projection's AWQ weight at its start (kernels/l2_prefetch.cuh), so that o_proj reads it from
-  // L2 instead of HBM. Experimental, off until measured (docs/PERF.md).
-  bool l2_prefetch = false;
   bool profile = false;                // time sampled steps: Engine::profile(), `awqd bench --profile`
   int profile_every = 16;              // with profile: every n-th step after the warm-up
   int profile_warmup = 32;             // steps never sampled at the start (graph captures, first plans)

@@ -135,8 +135,6 @@ void decode_attention(const DecodeAttentionArgs& a, cudaStream_t stream) {
                  aligned16(a.out) && aligned16(a.q) && aligned16(a.k_cache) &&
                      aligned16(a.v_cache) && aligned16(a.workspace),
                  "buffers must be 16-byte aligned");
-  AWQD_ARG_CHECK(kName, a.l2_prefetch.count >= 0 && a.l2_prefetch.count <= L2PrefetchList::kMaxRegions,
-                 "l2_prefetch.count=" + std::to_string(a.l2_prefetch.count));
   const auto [splits, split_blocks] = choose_split(a);
   const int groups = groups_of(a);
   const int units = a.num_seqs * a.num_kv_heads * groups;
@@ -173,11 +171,11 @@ void decode_attention(const DecodeAttentionArgs& a, cudaStream_t stream) {
   const dim3 grid(splits, a.num_kv_heads * groups, a.num_seqs);
   const bool registers = register_staging(a, splits, split_blocks);
   if (a.head_dim == 128) {
-    registers ? decode::launch_decode<128, true>(p, a.l2_prefetch, grid, a.pdl, stream)
-              : decode::launch_decode<128, false>(p, a.l2_prefetch, grid, a.pdl, stream);
+    registers ? decode::launch_decode<128, true>(p, grid, a.pdl, stream)
+              : decode::launch_decode<128, false>(p, grid, a.pdl, stream);
   } else {
-    registers ? decode::launch_decode<64, true>(p, a.l2_prefetch, grid, a.pdl, stream)
-              : decode::launch_decode<64, false>(p, a.l2_prefetch, grid, a.pdl, stream);
+    registers ? decode::launch_decode<64, true>(p, grid, a.pdl, stream)
+              : decode::launch_decode<64, false>(p, grid, a.pdl, stream);
   }
 }
 

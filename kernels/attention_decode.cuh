@@ -51,8 +51,6 @@
 
 #include <cstddef>
 
-#include "kernels/l2_prefetch.cuh"
-
 namespace awqd::cuda {
 
 struct DecodeAttentionArgs {
@@ -83,10 +81,6 @@ struct DecodeAttentionArgs {
   // those: in the engine it is qkv_rope_cache, which writes q and this step's token, in the last
   // block, while the block tables and lengths were staged from the host before the step.
   bool pdl = false;
-  // Read-only memory the kernels after this one will read (the o projection's weight), asked of
-  // the L2 by this kernel's CTAs at their start (kernels/l2_prefetch.cuh). sm_90+ and the
-  // cp.async staging variant only (small batches, where HBM idles); ignored otherwise.
-  L2PrefetchList l2_prefetch;
 };
 
 // Workspace the current device needs for any batch (partial results and counters). Allocate it

@@ -4,7 +4,7 @@
 
 namespace awqd::cuda::decode {
 
-template void launch_decode<64, false>(const Params&, const L2PrefetchList&, dim3, bool, cudaStream_t);
-template void launch_decode<64, true>(const Params&, const L2PrefetchList&, dim3, bool, cudaStream_t);
+template void launch_decode<64, false>(const Params&, dim3, bool, cudaStream_t);
+template void launch_decode<64, true>(const Params&, dim3, bool, cudaStream_t);
 
 }  // namespace awqd::cuda::decode

@@ -5,11 +5,9 @@
 #include <cuda_fp16.h>
 
 #include <cstdint>
-#include <type_traits>
 
 #include "kernels/common.cuh"
 #include "kernels/kv_cache.cuh"
-#include "kernels/l2_prefetch.cuh"
 #include "kernels/ptx.cuh"
 
 namespace awqd::cuda::decode {
@@ -41,14 +39,6 @@ struct Params {
   float* part_l;     // [slots, 16]
   int* counters;     // [units]
 };
-// The cp.async variant's parameters: also the L2 prefetch list (DecodeAttentionArgs). The
-// registers variant keeps Params alone: the larger parameter block alone took its sm_90 code
-// from 244 to 254 registers.
-struct PrefetchParams : Params {
-  L2PrefetchList l2_prefetch;
-};
-template <bool kSm75>
-using KernelParams = std::conditional_t<kSm75, Params, PrefetchParams>;
 
 // Running merge of split partials: max m of the scaled scores, sum l of exp2(score - m) and
 // acc = sum of exp2(score - m) * v.
@@ -326,7 +316,7 @@ __device__ __forceinline__ void store_out4(const Params& p, int seq, int head, i
 }
 
 template <int kHeadDim, bool kSm75>
-__global__ void __launch_bounds__(kThreads, 2) decode_attention_kernel(const KernelParams<kSm75> p) {
+__global__ void __launch_bounds__(kThreads, 2) decode_attention_kernel(const Params p) {
   using C = Config<kHeadDim, kSm75>;
   AWQD_DYNAMIC_SMEM(__half, smem);
   __shared__ float m_s[kWarps][kRows];
@@ -334,14 +324,6 @@ __global__ void __launch_bounds__(kThreads, 2) decode_attention_kernel(const Ker
   __shared__ int last_s;
 
   ptx::launch_dependents();  // the o projection may start streaming its weights
-  // The cp.async variant only (the small batches, where HBM idles).
-  if constexpr (!kSm75) {
-    if (p.l2_prefetch.count > 0) {  // chunk c from CTA c % CTAs: requests from every SM in use
-      const int ctas = gridDim.x * gridDim.y * gridDim.z;
-      const int cta = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
-      l2_prefetch(p.l2_prefetch, static_cast<int>(threadIdx.x) * ctas + cta, kThreads * ctas);
-    }
-  }
   const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
   const UnitWork u = unit_work(p);
   if (u.split >= u.nsplits) return;
@@ -499,23 +481,15 @@ __global__ void __launch_bounds__(kThreads, 2) decode_attention_kernel(const Ker
 }
 
 template <int kHeadDim, bool kSm75>
-void launch_decode(const Params& p, const L2PrefetchList& prefetch, dim3 grid, bool pdl,
-                   cudaStream_t stream) {
-  KernelParams<kSm75> kp;
-  static_cast<Params&>(kp) = p;
-  if constexpr (!kSm75) kp.l2_prefetch = prefetch;
+void launch_decode(const Params& p, dim3 grid, bool pdl, cudaStream_t stream) {
   launch_pdl(pdl, decode_attention_kernel<kHeadDim, kSm75>, grid, dim3(kThreads),
-             Config<kHeadDim, kSm75>::kSmemBytes, stream, kp);
+             Config<kHeadDim, kSm75>::kSmemBytes, stream, p);
 }
 
 // Instantiated once each, in attention_decode_hd{64,128}.cu (parallel compilation).
-extern template void launch_decode<64, false>(const Params&, const L2PrefetchList&, dim3, bool,
-                                              cudaStream_t);
-extern template void launch_decode<64, true>(const Params&, const L2PrefetchList&, dim3, bool,
-                                             cudaStream_t);
-extern template void launch_decode<128, false>(const Params&, const L2PrefetchList&, dim3, bool,
-                                               cudaStream_t);
-extern template void launch_decode<128, true>(const Params&, const L2PrefetchList&, dim3, bool,
-                                              cudaStream_t);
+extern template void launch_decode<64, false>(const Params&, dim3, bool, cudaStream_t);
+extern template void launch_decode<64, true>(const Params&, dim3, bool, cudaStream_t);
+extern template void launch_decode<128, false>(const Params&, dim3, bool, cudaStream_t);
+extern template void launch_decode<128, true>(const Params&, dim3, bool, cudaStream_t);
 
 }  // namespace awqd::cuda::decode

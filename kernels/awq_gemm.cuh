@@ -76,8 +76,6 @@
 #include <cstdint>
 #include <vector>
 
-#include "kernels/l2_prefetch.cuh"
-
 namespace awqd::cuda {
 
 // Repacked weights in host memory (kernels/awq_layout.cuh).
@@ -124,9 +122,6 @@ class AwqDeviceWeight {
 
 // Device bytes of a repacked weight of this shape: what streams from memory per GEMM.
 std::size_t awq_weight_bytes(int K, int N, int group_size);
-// The weight's three regions (tiles, scales, zeros) appended to `list`, for a kernel before its
-// GEMM to ask the L2 for; false (the list unchanged) when they do not fit in it.
-bool add_l2_prefetch(L2PrefetchList& list, const AwqWeight& w);
 
 enum class AwqGemmPath {
   kAuto,           // pick by M and architecture

@@ -115,33 +115,10 @@ AwqPackedWeight awq_repack(const std::int32_t* qweight, const std::int32_t* qzer
   return out;
 }
 
-namespace {
-
-// Device bytes of a repacked weight's three arrays.
-struct RegionBytes {
-  std::size_t tiles, scales, zeros;
-};
-RegionBytes region_bytes(int K, int N, int group_size) {
+std::size_t awq_weight_bytes(int K, int N, int group_size) {
   const std::size_t k_pad = L::pad_k(K), n_pad = L::pad_n(N);
   const std::size_t groups = k_pad / group_size;
-  return {k_pad * n_pad / 2, groups * n_pad * 2, groups * (n_pad / 64) * 32};
-}
-
-}  // namespace
-
-std::size_t awq_weight_bytes(int K, int N, int group_size) {
-  const RegionBytes r = region_bytes(K, N, group_size);
-  return r.tiles + r.scales + r.zeros;
-}
-
-bool add_l2_prefetch(L2PrefetchList& list, const AwqWeight& w) {
-  if (w.tiles == nullptr || list.count + 3 > L2PrefetchList::kMaxRegions) return false;
-  const RegionBytes r = region_bytes(w.K, w.N, w.group_size);
-  const L2PrefetchList before = list;
-  if (list.add(w.tiles, r.tiles) && list.add(w.scales, r.scales) && list.add(w.zeros, r.zeros))
-    return true;
-  list = before;
-  return false;
+  return k_pad * n_pad / 2 + groups * n_pad * 2 + groups * (n_pad / 64) * 32;
 }
 
 }  // namespace awqd::cuda

@@ -126,14 +126,6 @@ __device__ __forceinline__ void grid_dependency_wait() {
 #endif
 }
 
-// Asks the L2 to fetch [p, p + bytes) from device memory (sm_90+; a hint: no result, nothing to
-// wait for; a no-op below sm_90). p 16-byte aligned, bytes a multiple of 16.
-__device__ __forceinline__ void prefetch_l2_bulk(const void* p, std::uint32_t bytes) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(bytes) : "memory");
-#endif
-}
-
 #else  // AWQD_EMULATE: the same operations, computed from the PTX definitions above.
 
 namespace emu_detail {
@@ -201,9 +193,6 @@ template <int kPending>
 inline void cp_async_wait() {}
 inline void launch_dependents() {}
 inline void grid_dependency_wait() {}
-inline void prefetch_l2_bulk(const void* p, std::uint32_t bytes) {  // a hint: only recorded
-  if (emu::device().on_l2_prefetch) emu::device().on_l2_prefetch(p, bytes);
-}
 
 #endif  // AWQD_EMULATE
 

@@ -13,7 +13,6 @@
 #include <cstdint>
 #include <random>
 #include <stdexcept>
-#include <tuple>
 #include <vector>
 
 #include "engine/awq.h"
@@ -160,36 +159,6 @@ TEST(AwqRepack, WeightBytesCountsWhatTheKernelsStream) {
   // Llama-3-8B o_proj, G = 128: 4096*4096/2 int4 + 32*4096*2 scales + 32*64*32 zeros.
   EXPECT_EQ(awqd::cuda::awq_weight_bytes(4096, 4096, 128),
             std::size_t{4096} * 4096 / 2 + 32 * 4096 * 2 + 32 * 64 * 32);
-}
-
-TEST(AwqRepack, L2PrefetchListCoversTheWholeWeight) {
-  // The three regions of a repacked weight (no device memory needed: the list only records
-  // addresses), for shapes with padding and every group size; a list without room is unchanged.
-  using awqd::cuda::L2PrefetchList;
-  alignas(16) static unsigned char fake[3][16];
-  for (const auto& [K, N, G] : {std::tuple{4096, 4096, 128}, {14336, 1368, 64}, {96, 40, 32}}) {
-    awqd::cuda::AwqWeight w;
-    w.tiles = reinterpret_cast<const uint4*>(fake[0]);
-    w.scales = reinterpret_cast<const __half*>(fake[1]);
-    w.zeros = reinterpret_cast<const std::uint32_t*>(fake[2]);
-    w.K = K;
-    w.N = N;
-    w.group_size = G;
-    L2PrefetchList l;
-    ASSERT_TRUE(awqd::cuda::add_l2_prefetch(l, w));
-    ASSERT_EQ(l.count, 3);
-    EXPECT_EQ(l.ptr[0], static_cast<const void*>(w.tiles));
-    EXPECT_EQ(l.ptr[1], static_cast<const void*>(w.scales));
-    EXPECT_EQ(l.ptr[2], static_cast<const void*>(w.zeros));
-    EXPECT_EQ(l.total_bytes(), awqd::cuda::awq_weight_bytes(K, N, G)) << K << "x" << N << " G" << G;
-    ASSERT_TRUE(awqd::cuda::add_l2_prefetch(l, w));  // 6 regions: full
-    EXPECT_FALSE(awqd::cuda::add_l2_prefetch(l, w));
-    EXPECT_EQ(l.count, L2PrefetchList::kMaxRegions);
-  }
-  L2PrefetchList l;
-  EXPECT_FALSE(l.add(fake[0] + 1, 64)) << "misaligned";
-  EXPECT_FALSE(l.add(nullptr, 64));
-  EXPECT_EQ(l.count, 0);
 }
 
 }  // namespace

@@ -359,30 +359,6 @@ TEST(CudaFusedDecodeMlp, GivesTheSeparateKernelsTokensUpToNearTies) {
   EXPECT_NE(det.describe.find("fused decode MLP off (deterministic)"), std::string::npos) << det.describe;
 }
 
-TEST(CudaL2Prefetch, LeavesEveryTokenAndMarginUnchanged) {
-  // EngineConfig::l2_prefetch only asks the L2 for the o projection's weight during decode
-  // attention: the arithmetic is the same, so greedy tokens and top-2 margins must be identical
-  // (not merely close), for 6 sequences and for 1, with CUDA graphs (the default) and without.
-  AWQD_REQUIRE_CUDA();
-  test::TempDir dir;
-  test::write_tiny_model(dir.path(), awq_spec());
-  write_synth_tokenizer(dir.path(), "tiny");
-  for (bool graphs : {true, false}) {
-    for (int prompts : {6, 1}) {
-      const GreedyRun on = run_greedy(dir.path(), prompts, [&](EngineConfig& c) {
-        c.l2_prefetch = true;
-        c.cuda_graphs = graphs;
-      });
-      const GreedyRun off = run_greedy(dir.path(), prompts, [&](EngineConfig& c) { c.cuda_graphs = graphs; });
-      EXPECT_NE(on.describe.find("L2 prefetch"), std::string::npos) << on.describe;
-      EXPECT_EQ(off.describe.find("L2 prefetch"), std::string::npos) << off.describe;
-      EXPECT_EQ(on.tokens.size(), static_cast<std::size_t>(prompts));
-      EXPECT_TRUE(on.tokens == off.tokens) << "graphs " << graphs << ", " << prompts << " prompts";
-      EXPECT_TRUE(on.margins == off.margins) << "graphs " << graphs << ", " << prompts << " prompts";
-    }
-  }
-}
-
 TEST(CudaEngineArchs, EveryArchitectureMatchesTheCpuReference) {
   // Tiny random models of each architecture, fp16 and AWQ, head_dim 64 and 128: the GPU's
   // logits (fp16 activations) against the CPU's (fp32) for a 40-token prompt.

@@ -3,8 +3,6 @@
 #pragma once
 
 #include <cstddef>
-#include <cstdint>
-#include <functional>
 
 namespace awqd::emu {
 
@@ -12,8 +10,6 @@ struct EmuDevice {
   int sm_version = 90;
   int multiprocessors = 4;
   std::size_t smem_per_block_optin = 227 * 1024;
-  // Called for every L2 prefetch a kernel issues (ptx::prefetch_l2_bulk), if set.
-  std::function<void(const void*, std::uint32_t)> on_l2_prefetch;
 };
 EmuDevice& device();
 
