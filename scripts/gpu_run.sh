@@ -19,8 +19,8 @@
 #       depends on the GPU count (see the tp case below). Steps share a deadline
 #       ($AWQD_DEADLINE_S, default 560 s) so the whole command ends inside the 600 s limit.
 # Every step has a time limit and a verdict; a failing step does not stop the rest. Logs go to
-# $OUT (at most 8 files come back): info.txt, tests.log, bench_gemm.log, bench_attention.md,
-# engine.log; a summary table is printed last.
+# $OUT (at most 8 files come back; past 7, 0-all.tar.xz holds them all): info.txt, tests.log,
+# bench_gemm.log, bench_attention.md, engine.log; a summary table is printed last.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-tests}
@@ -326,10 +326,16 @@ PY
     fi
     ;;
   *)
-    echo "usage: $0 tests|bench|engine|tp" >&2
+    echo "usage: $0 tests|bench|engine|prof|tp|ab OLD_AWQD" >&2
     exit 2
     ;;
 esac
+
+# The device tool brings back at most 8 files of $OUT (in name order): past 7, all of them also go
+# into one tarball whose name sorts first, so no log or JSON is lost.
+if (($(find "$OUT" -maxdepth 1 -type f | wc -l) > 7)); then
+  tar -C "$OUT" -cJf /tmp/awqd-out.tar.xz --exclude=./0-all.tar.xz . && mv /tmp/awqd-out.tar.xz "$OUT/0-all.tar.xz"
+fi
 
 echo
 echo "==================== summary ($mode) ===================="
