@@ -171,8 +171,8 @@ __device__ __forceinline__ void wgmma_block(const Params& p) {
   // The 16-byte chunks this thread copies for every k-tile, as source pointers that each request
   // advances by one k-tile (requests go in k-tile order), so they stay in registers. With
   // per-k-tile offsets computed from the thread index instead, ptxas recomputed the index
-  // arithmetic in every k-tile: ~100 of the ~310 instructions a warp issued per k-tile (run 71,
-  // SASS and ncu of gate_up at M = 64). Chunks:
+  // arithmetic in every k-tile: ~100 of the ~310 instructions a warp issued per k-tile (run 73,
+  // SASS and ncu of gate_up at M = 64; docs/PERF.md). Chunks:
   //   activations: row r = c / 8, chunk cc = c % 8 of x[m0 + r][kt * 64 + 8 cc ..] (zeros for
   //     rows >= M and k >= K), at chunk cc ^ (r % 8) of the stage's row r;
   //   weights: 16 bytes q of the 4 stripes' 2 KB of the k-tile (zeros past the last stripe);

@@ -156,21 +156,21 @@ shared-prefix --workload shared-prefix"}
         step bench_allreduce_old 90 "$OUT/bench_allreduce_old.md" "$(dirname "$old")/bench_allreduce"
     fi
     # AWQD_AB_GEMM_ARGS replaces the M list (e.g. "--m 1,8 --no-sweep" for a short call).
+    gemm_args=${AWQD_AB_GEMM_ARGS:---m 1,2,4,8,16}
+    old_gemm=$(dirname "$old")/bench_awq_gemm
     # shellcheck disable=SC2086
     [[ -x $bin/bench_awq_gemm ]] &&
-      step bench_gemm 150 "$OUT/bench_gemm.log" "$bin/bench_awq_gemm" ${AWQD_AB_GEMM_ARGS:---m 1,2,4,8,16} \
+      step bench_gemm 150 "$OUT/bench_gemm.log" "$bin/bench_awq_gemm" $gemm_args \
         --csv "$OUT/gemm.csv" --sweep-csv "$OUT/gemm_sweep.csv"
     # The old build's bench_awq_gemm, where the old binary's directory holds one: both benchmarks
     # twice, alternated (same arguments).
-    if [[ -x $(dirname "$old")/bench_awq_gemm ]]; then
+    if [[ -x $old_gemm ]]; then
       # shellcheck disable=SC2086
-      step bench_gemm_old 150 "$OUT/bench_gemm_old.log" "$(dirname "$old")/bench_awq_gemm" \
-        ${AWQD_AB_GEMM_ARGS:---m 1,2,4,8,16}
+      step bench_gemm_old 150 "$OUT/bench_gemm_old.log" "$old_gemm" $gemm_args
       # shellcheck disable=SC2086
-      step bench_gemm_2 150 "$OUT/bench_gemm_2.log" "$bin/bench_awq_gemm" ${AWQD_AB_GEMM_ARGS:---m 1,2,4,8,16}
+      step bench_gemm_2 150 "$OUT/bench_gemm_2.log" "$bin/bench_awq_gemm" $gemm_args
       # shellcheck disable=SC2086
-      step bench_gemm_old_2 150 "$OUT/bench_gemm_old_2.log" "$(dirname "$old")/bench_awq_gemm" \
-        ${AWQD_AB_GEMM_ARGS:---m 1,2,4,8,16}
+      step bench_gemm_old_2 150 "$OUT/bench_gemm_old_2.log" "$old_gemm" $gemm_args
     fi
     step synth 150 "$log" "$bin/awqd" synth --like llama3-8b --out /tmp/model
     # AWQD_AB_BENCH_ARGS: extra awqd bench arguments (e.g. --tensor-parallel 2: NCCL is found as
@@ -206,12 +206,15 @@ shared-prefix --workload shared-prefix"}
     sed -n '/^## sweep: best/,$p' "$OUT/bench_gemm.log" 2>/dev/null | head -40
     # The M = 1 row of each shape (awq_us, pdl_us and pdl_l2hot: the L2-resident ceiling).
     grep -E "^## [a-z_]+:|^ +M |^ +1 " "$OUT/bench_gemm.log" 2>/dev/null | head -12
-    # With the old build's benchmark: every row of both, in the order they ran.
-    for f in bench_gemm bench_gemm_old bench_gemm_2 bench_gemm_old_2; do
-      [[ -f $OUT/$f.log ]] && [[ -f $OUT/bench_gemm_old.log ]] || continue
-      echo "-- $f"
-      grep -E "^ +[0-9]+ +[a-z-]+/" "$OUT/$f.log" | awk '{print $1, $2, $3, $7, $10}' | paste -sd' ' | fold -w 200
-    done
+    # With the old build's benchmark: every row of both (M, plan, awq_us, cublas_us, pdl_us), in
+    # the order they ran.
+    if [[ -f $OUT/bench_gemm_old.log ]]; then
+      for f in bench_gemm bench_gemm_old bench_gemm_2 bench_gemm_old_2; do
+        [[ -f $OUT/$f.log ]] || continue
+        echo "-- $f"
+        grep -E "^ +[0-9]+ +[a-z-]+/" "$OUT/$f.log" | awk '{print $1, $2, $3, $7, $10}' | paste -sd' ' | fold -w 200
+      done
+    fi
     for f in "$OUT"/decode*.json; do
       python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(sys.argv[1].split("/")[-1], {k: j[k] for k in j if "itl" in k.lower() or "tokens_per_s" in k.lower()})' "$f" 2>/dev/null
     done
