@@ -171,9 +171,10 @@ struct WgmmaConfig {
   static_assert(kXBytes % 1024 == 0 && kWSBytes % 128 == 0, "stage alignment");
   static_assert(kStages >= 3, "the pipeline refills the stage computed two k-tiles ago");
 };
-// w64: M <= 64 per block, 6 stages (106 KB); w128: 128 rows, 5 stages (129 KB). One block per
-// SM by registers (accumulators plus two buffers of dequantized A fragments).
-using TileW64 = WgmmaConfig<64, 6, 1>;
+// w64: M <= 64 per block, 11 stages (191 KB: 9 k-tiles in flight; 6 stages measured 2-4 % slower
+// on the H200, docs/PERF.md run 80); w128: 128 rows, 5 stages (129 KB). One block per SM by
+// registers (accumulators plus two buffers of dequantized A fragments).
+using TileW64 = WgmmaConfig<64, 11, 1>;
 using TileW128 = WgmmaConfig<128, 5, 1>;
 
 // Batches (128 rows each) of activations the stream kernel stages at once for `rows` rows: as
