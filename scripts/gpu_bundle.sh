@@ -33,7 +33,13 @@ for f in .gpu/stage/bin/*; do
 done | sort -u | while read -r lib; do
   cp -L "$lib" .gpu/stage/lib/
 done
-tar -C .gpu/stage -cJf "$tarball" bin lib
+# What the binaries were built from (gpu_run.sh prints it into info.txt): the device machine's
+# copy of the tree may carry an older .git, so `git log` there does not say.
+{
+  echo "commit $(git describe --always --dirty --abbrev=12 2>/dev/null || echo unknown)"
+  echo "built $(date -u '+%Y-%m-%d %H:%M:%S UTC') for CUDA archs $archs${AWQD_BUNDLE_BINS:+ (only: $AWQD_BUNDLE_BINS)}"
+} >.gpu/stage/BUILD
+tar -C .gpu/stage -cJf "$tarball" BUILD bin lib
 rm -rf .gpu/stage
 
 fx=${AWQD_FIXTURES:-../shared/fixtures}

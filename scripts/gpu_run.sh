@@ -22,7 +22,7 @@
 # $OUT (at most 8 files come back; past 7, 0-all.tar.xz holds them all): info.txt, tests.log,
 # bench_gemm.log, bench_attention.md, engine.log; a summary table is printed last.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 mode=${1:-tests}
 OUT=${OUT:-$PWD/out/gpu}
 mkdir -p "$OUT" /tmp/awqd
@@ -83,7 +83,8 @@ use_nccl() {
 
 {
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv
-  git log -1 --format='commit %H %cd' 2>/dev/null
+  echo "bundle: $(paste -sd' ' /tmp/awqd/BUILD 2>/dev/null || echo 'no BUILD stamp (an older bundle)')"
+  git log -1 --format='working tree: commit %H %cd' 2>/dev/null
   date -u
 } >>"$OUT/info.txt" 2>&1
 
