@@ -26,6 +26,7 @@ cd "$(dirname "$0")/.." || exit 1
 mode=${1:-tests}
 OUT=${OUT:-$PWD/out/gpu}
 mkdir -p "$OUT" /tmp/awqd
+rm -f /tmp/awqd/BUILD  # a stamp an earlier bundle left on a warm machine
 tar -C /tmp/awqd -xJf "${AWQD_BUNDLE:-.gpu/bundle.tar.xz}"
 bin=/tmp/awqd/bin
 export LD_LIBRARY_PATH=/tmp/awqd/lib:/usr/local/cuda/lib64:/usr/local/cuda/lib:${LD_LIBRARY_PATH:-}
