@@ -26,10 +26,12 @@
 // and waits for the previous one, so the dequantization of k-tile kt + 1 overlaps the tensor
 // cores' work on kt, and by the barrier of k-tile kt every wgmma reading kt - 2's stage (and the
 // register buffer it is about to refill) has finished.
-// Limits (H100, docs/PERF.md run 15): one block (8 warps) per SM by registers; ~345 instructions
-// per warp and k-tile, a third of them the int4 -> fp16 arithmetic, so the kernel is issue-bound
-// and the tensor pipe is ~34 % busy at M = 64. 16 warps (two pairs splitting the k16 steps) were
-// measured slower: the per-warp fixed work of a k-tile does not shrink.
+// Limits (docs/PERF.md runs 15, 73, 82): one block (8 warps) per SM by registers, ~0.7 us per
+// k-tile. Taken apart on the H200 (run 82, gate_up M = 64): the copy pipeline alone is half the
+// time (at M >= 64 every block re-reads its activation rows from the L2, as many bytes as its
+// weights), and the dequantization and the wgmma add to it rather than hide under it. Measured
+// slower and not kept: 16 warps (run 15), two blocks per SM (75), stream-K (79), an L2
+// evict-first policy for the weights (81), 1D bulk copies of the weights (83).
 #pragma once
 
 #include <cuda_fp16.h>
