@@ -29,9 +29,10 @@
 // writes y; else it writes fp32 partial sums and the last block of the stripe to arrive adds the
 // splits in split order (deterministic), as the tiled kernel does.
 //
-// Programmatic Dependent Launch (sm_90): the weights of each warp's first batch are requested
-// before griddepcontrol.wait, so they stream while the previous kernel on the stream finishes;
-// activations, workspace and output are touched only after it.
+// Programmatic Dependent Launch (sm_90): the weights of each warp's first C::kPrefetch batches
+// (st8: its whole ring) are requested before griddepcontrol.wait, so they stream while the
+// previous kernel on the stream finishes; activations, workspace and output are touched only
+// after it.
 #pragma once
 
 #include <cuda_fp16.h>
@@ -88,7 +89,7 @@ __device__ __forceinline__ void stream_block(const Params& p) {
   //   computed;
   // - kRing >= 2 (sm_80+): a ring of kRing batch slots per warp in shared memory, filled with
   //   cp.async: while a warp computes one batch, the next kRing - 1 are on their way, and no
-  //   register holds them.
+  //   register holds them; C::kPrefetch of them are requested before griddepcontrol.wait.
   constexpr bool kUseRing = C::kRing > 0;
   const int groups_in_batch = C::kBatchRows >> gs;  // 1, 2 or 4
   uint4 w[C::kSteps];  // (unused with the ring)
@@ -153,10 +154,13 @@ __device__ __forceinline__ void stream_block(const Params& p) {
   // A warp past the last stripe computes nothing but meets every barrier.
   int b = stripe_valid ? b_begin + warp_k : b_end;
   int slot = 0;  // ring slot of batch b
-  // Weights only: may run before the previous kernel ends.
+  // Weights only: may run before the previous kernel ends (with PDL they stream while the kernel
+  // ahead finishes). C::kPrefetch batches: the whole ring (each computed slot is then refilled
+  // right after its batch) or all but one slot (refilled before each batch's wait).
+  constexpr bool kWholeRing = C::kPrefetch == C::kRing;
   if constexpr (kUseRing) {
 #pragma unroll
-    for (int d = 0; d < C::kRing - 1; ++d) issue_batch(b + d * C::kWarpsK, d);
+    for (int d = 0; d < C::kPrefetch; ++d) issue_batch(b + d * C::kWarpsK, d);
   } else {
     if (b < b_end) load_batch(b);
   }
@@ -239,11 +243,14 @@ __device__ __forceinline__ void stream_block(const Params& p) {
       const int kt0 = b * C::kSteps;
       const uint4* wslot = ring + slot * (C::kSlotBytes / 16);
       if constexpr (kUseRing) {
-        // The slot computed last is free once every lane is done with its scales; it takes the
-        // batch kRing - 1 ahead. Then this batch's copies are complete (this lane's: the wait;
-        // every lane's: the __syncwarp).
-        __syncwarp();
-        issue_batch(b + (C::kRing - 1) * C::kWarpsK, slot == 0 ? C::kRing - 1 : slot - 1);
+        if constexpr (!kWholeRing) {
+          // The slot computed last is free once every lane is done with its scales; it takes the
+          // batch kRing - 1 ahead.
+          __syncwarp();
+          issue_batch(b + (C::kRing - 1) * C::kWarpsK, slot == 0 ? C::kRing - 1 : slot - 1);
+        }
+        // kRing batches are in flight, this one the oldest: its copies are complete after the
+        // wait (this lane's) and the __syncwarp (every lane's).
         cp_async_wait<C::kRing - 1>();
         __syncwarp();
       }
@@ -302,9 +309,15 @@ __device__ __forceinline__ void stream_block(const Params& p) {
         compute(std::true_type{});
       else
         compute(std::false_type{});
-      if constexpr (kUseRing)
+      if constexpr (kUseRing) {
+        if constexpr (kWholeRing) {
+          // The slot is free once every lane is done with its weights and scales; it takes the
+          // batch kRing ahead (an empty group past the warp's last: the counts stay even).
+          __syncwarp();
+          issue_batch(b + C::kRing * C::kWarpsK, slot);
+        }
         slot = slot + 1 == C::kRing ? 0 : slot + 1;
-      else if (b + C::kWarpsK < b_end)
+      } else if (b + C::kWarpsK < b_end)
         load_batch(b + C::kWarpsK);
     }
   }

@@ -11,11 +11,12 @@
 // - Random data everywhere (a hash on the GPU), never zeros.
 // - Effective weight bandwidth = bytes of the repacked weight (int4 + scales + zeros) / time.
 //
-// Usage: bench_awq_gemm [--m 1,2,4,...] [--shapes qkv,o,gate_up,down] [--group 128]
-//                       [--csv FILE] [--sweep-csv FILE] [--no-sweep]
+// Usage: bench_awq_gemm [--m 1,2,4,...] [--shapes qkv,o,gate_up,down,KxN] [--group 128]
+//                       [--csv FILE] [--sweep-csv FILE] [--no-sweep] [--sweep-pdl]
 // Prints a table per shape (auto; auto without PDL; the tiled kernel alone; the Turing path;
 // dequantize + cuBLASLt), then the sweep of forced tiles and split-K factors (tuning data: its
-// best against auto, and every configuration), and last a summary against the issue's targets.
+// best against auto, and every configuration; plain launches, or with --sweep-pdl launched as the
+// engine launches them up to M = 64), and last a summary against the issue's targets.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -232,6 +233,22 @@ double target_for(int M) {
   return 0.0;  // no target
 }
 
+// A shape given as KxN (e.g. a tensor-parallel shard: o_proj at TP = 2 is 2048x4096), named as given.
+bool parse_shape(const std::string& text, LinearShape& s) {
+  const std::size_t x = text.find('x');
+  if (x == std::string::npos || x == 0 || x + 1 == text.size()) return false;
+  try {
+    std::size_t used_k = 0, used_n = 0;
+    const int K = std::stoi(text.substr(0, x), &used_k);
+    const int N = std::stoi(text.substr(x + 1), &used_n);
+    if (used_k != x || used_n != text.size() - x - 1 || K <= 0 || N <= 0) return false;
+    s = {text, K, N};
+    return true;
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -239,7 +256,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> shape_names = {"qkv", "o", "gate_up", "down"};
   int G = 128;
   std::string csv_path, sweep_path;
-  bool sweep = true;
+  bool sweep = true, sweep_pdl = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -261,10 +278,12 @@ int main(int argc, char** argv) {
       sweep_path = next();
     else if (a == "--no-sweep")
       sweep = false;
+    else if (a == "--sweep-pdl")
+      sweep_pdl = true;
     else {
       std::fprintf(stderr,
-                   "usage: bench_awq_gemm [--m 1,2,...] [--shapes qkv,o,gate_up,down] [--group G]"
-                   " [--csv FILE] [--sweep-csv FILE] [--no-sweep]\n");
+                   "usage: bench_awq_gemm [--m 1,2,...] [--shapes qkv,o,gate_up,down,KxN] [--group G]"
+                   " [--csv FILE] [--sweep-csv FILE] [--no-sweep] [--sweep-pdl]\n");
       return 2;
     }
   }
@@ -291,11 +310,13 @@ int main(int argc, char** argv) {
 
     for (const std::string& name : shape_names) {
       const auto it = known.find(name);
-      if (it == known.end()) {
-        std::fprintf(stderr, "bench_awq_gemm: unknown shape %s\n", name.c_str());
+      LinearShape s;
+      if (it != known.end()) {
+        s = it->second;
+      } else if (!parse_shape(name, s)) {
+        std::fprintf(stderr, "bench_awq_gemm: unknown shape %s (a name, or KxN such as 2048x4096)\n", name.c_str());
         return 2;
       }
-      const LinearShape& s = it->second;
       ShapeBench bench(s, G, std::max(max_M, 1024), stream);  // room for the forced dequant path
       const double deq_us = bench.dequantize_only();
       std::printf(
@@ -373,6 +394,7 @@ int main(int argc, char** argv) {
               so.path = has_tc ? AwqGemmPath::kTensorCore : AwqGemmPath::kTuring;
               so.tile = tile;
               so.splits = splits;
+              so.pdl = sweep_pdl;
               AwqGemmPlan sp;
               try {
                 sp = awq_gemm_plan(M, bench.weight(), bench.workspace(), so);
@@ -419,9 +441,9 @@ int main(int argc, char** argv) {
           f << r.shape << ',' << r.M << ',' << r.config << ',' << r.us << '\n';
       }
       std::printf(
-          "\n## sweep: best forced tile/splits (dequant chunk for M >= 1024) vs auto\n"
+          "\n## sweep%s: best forced tile/splits (dequant chunk for M >= 1024) vs auto\n"
           "%-8s %6s %-22s %10s %-14s %10s\n",
-          "shape", "M", "auto", "auto_us", "best", "best_us");
+          sweep_pdl ? " (PDL launches)" : "", "shape", "M", "auto", "auto_us", "best", "best_us");
       for (const Row& r : rows) {
         const SweepRow* best = nullptr;
         for (const SweepRow& sr : sweep_rows)
@@ -431,7 +453,9 @@ int main(int argc, char** argv) {
         char plan[48];
         std::snprintf(plan, sizeof(plan), "%s/s%d/c%d", awq_tile_name(r.plan.tile), r.plan.splits,
                       r.plan.chunk_cols);
-        std::printf("%-8s %6d %-22s %10.2f %-14s %10.2f\n", r.shape.c_str(), r.M, plan, r.awq_us,
+        // With --sweep-pdl against auto's PDL time where it has one (M <= 64).
+        const double auto_us = sweep_pdl && !std::isnan(r.pdl_us) ? r.pdl_us : r.awq_us;
+        std::printf("%-8s %6d %-22s %10.2f %-14s %10.2f\n", r.shape.c_str(), r.M, plan, auto_us,
                     best->config.c_str(), best->us);
       }
       std::printf("\n## sweep: every forced configuration (us)\n");
