@@ -349,8 +349,10 @@ constexpr long long kS16MaxWeight = 64ll << 20;
 // With the Hopper tiles (run 15, H100): w64 from M = 17 (it computes 64 rows whatever M is: at
 // M = 32 gate_up 51.6 us vs s32's 62.5, down 31.3 vs 33.5), except on the smallest weights
 // (K * N <= 16 M, o: s32 15.2 / 21.1 us at 32 / 64 vs 16.6 / 22.5); beyond 64, w128, except up
-// to 128 where N gives it fewer than 24 column blocks: two m-blocks of w64 there (down at 128:
-// 54.6 us vs w128's 77; at 256 w128 82 vs w64 123).
+// to 128 where two m-blocks of w64 fit one wave (down at 128: 54.6 us vs w128's 77; at 256 w128
+// 82 vs w64 123). Run 91 (H200, PDL) moved that line from "N < 6144" to the wave: at M = 128 qkv
+// w64/s2 34.4 us vs w128/s5 42.5, gate_up's tensor-parallel-2 shard (N = 14336, 112 w64 tiles)
+// w64/s1 45.3 vs w128/s2 58.2; gate_up (224 w64 tiles) keeps w128/s1, 68.6 vs w64's 89.7.
 AwqTile tile_for(int M, const AwqWeight& w, const Shape& sh, bool turing, const DeviceCaps& caps,
                  bool stream_only) {
   const FamilyCaps& family = turing ? caps.turing : caps.tensor_core;
@@ -368,12 +370,29 @@ AwqTile tile_for(int M, const AwqWeight& w, const Shape& sh, bool turing, const 
                : AwqTile::kSt16;
   if (hopper_tiles(family)) {
     if (M <= 64 && static_cast<long long>(K) * N <= (16ll << 20)) return AwqTile::kS32;
-    if (M <= 64 || (M <= 128 && N < 6144)) return AwqTile::kW64;
-    return AwqTile::kW128;
+    if (M <= 64) return AwqTile::kW64;
+    const int w64 = static_cast<int>(AwqTile::kW64);
+    const int w64_stripes = tile_table(turing)[w64].stripes;
+    const long long w64_tiles = static_cast<long long>((M + 63) / 64) *
+                                ((sh.n_stripes + w64_stripes - 1) / w64_stripes);
+    const long long wave = static_cast<long long>(caps.sms) * family.blocks_per_sm[w64];
+    return M <= 128 && w64_tiles <= wave ? AwqTile::kW64 : AwqTile::kW128;
   }
   if (M <= 32) return AwqTile::kS32;  // (with kStreamMaxM below 64)
   if (M <= 64) return AwqTile::kM64;
   return AwqTile::kL128;
+}
+
+// Split-K of the Hopper (wgmma) tiles: as many splits as fill one wave (run 13's sweep: the best
+// split count of every shape and M; the model of choose_splits picked 2 for gate_up's 112 tiles,
+// 24 % slower), stepped down to a count that divides the k-tiles evenly where one at least 3/4
+// of it does. Run 91 (H200, PDL): qkv (24 tiles, 64 k-tiles) at M = 64 w64/s4 21.5 us against
+// s5 23.6, its tensor-parallel-2 shard at M = 128 21.9 against 24.1; at M = 32 16.95 against 17.1.
+int hopper_splits(int tiles, int k_tiles, int blocks_per_sm, const DeviceCaps& caps) {
+  const int wave = std::max(1, caps.sms * blocks_per_sm / std::max(tiles, 1));
+  for (int s = wave; 4 * s >= 3 * wave; --s)
+    if (k_tiles % s == 0) return s;
+  return wave;
 }
 
 struct TensorCorePlan {
@@ -466,10 +485,8 @@ TensorCorePlan plan_tensor_core(int M, const AwqWeight& w, const Shape& sh, bool
     plan.rows_per_launch = std::min(M, 65535 * bm);
     const int m_blocks = (plan.rows_per_launch + bm - 1) / bm;
     const int tiles = plan.n_blocks * m_blocks;
-    // The Hopper tiles: as many splits as fill one wave (run 13's sweep: the best split count of
-    // every shape and M; the model of choose_splits picked 2 for gate_up's 112 tiles, 24 % slower).
     int splits = o.splits > 0      ? o.splits
-                 : plan.tile->hopper ? std::max(1, caps.sms * blocks_per_sm / std::max(tiles, 1))
+                 : plan.tile->hopper ? hopper_splits(tiles, sh.k_tiles, blocks_per_sm, caps)
                                    : choose_splits(tiles, sh.k_tiles, caps.sms, blocks_per_sm,
                                                    std::min(M, bm));
     splits = std::min(splits, sh.k_tiles);
