@@ -233,7 +233,8 @@ double target_for(int M) {
   return 0.0;  // no target
 }
 
-// A shape given as KxN (e.g. a tensor-parallel shard: o_proj at TP = 2 is 2048x4096), named as given.
+// A shape given as KxN (e.g. a tensor-parallel shard: o_proj at TP = 2 is 2048x4096), named as
+// given.
 bool parse_shape(const std::string& text, LinearShape& s) {
   const std::size_t x = text.find('x');
   if (x == std::string::npos || x == 0 || x + 1 == text.size()) return false;
@@ -282,8 +283,8 @@ int main(int argc, char** argv) {
       sweep_pdl = true;
     else {
       std::fprintf(stderr,
-                   "usage: bench_awq_gemm [--m 1,2,...] [--shapes qkv,o,gate_up,down,KxN] [--group G]"
-                   " [--csv FILE] [--sweep-csv FILE] [--no-sweep] [--sweep-pdl]\n");
+                   "usage: bench_awq_gemm [--m 1,2,...] [--shapes qkv,o,gate_up,down,KxN]"
+                   " [--group G] [--csv FILE] [--sweep-csv FILE] [--no-sweep] [--sweep-pdl]\n");
       return 2;
     }
   }
@@ -314,7 +315,8 @@ int main(int argc, char** argv) {
       if (it != known.end()) {
         s = it->second;
       } else if (!parse_shape(name, s)) {
-        std::fprintf(stderr, "bench_awq_gemm: unknown shape %s (a name, or KxN such as 2048x4096)\n", name.c_str());
+        std::fprintf(stderr, "bench_awq_gemm: unknown shape %s (a name, or KxN: 2048x4096)\n",
+                     name.c_str());
         return 2;
       }
       ShapeBench bench(s, G, std::max(max_M, 1024), stream);  // room for the forced dequant path
