@@ -2,7 +2,8 @@
 # Runs on the GPU machine (device tool), from the bundle scripts/gpu_bundle.sh made here:
 #   run(command="scripts/gpu_run.sh tests", carry=[".gpu/bundle.tar.xz", ".gpu/fixtures",
 #       ".gpu/quant/llama-13m-awq"])                            GPU tests (kernels, engine, HF)
-#   run(command="scripts/gpu_run.sh bench", carry=[".gpu"])   kernel benchmarks
+#   run(command="scripts/gpu_run.sh bench", carry=[".gpu"])   kernel benchmarks (AWQD_GEMM_ARGS:
+#       bench_awq_gemm's arguments, e.g. KxN shards and --sweep-pdl)
 #   run(command="scripts/gpu_run.sh engine", carry=[".gpu"])  engine benchmarks (awqd bench on
 #       awqd synth --like llama3-8b; AWQD_WORKLOADS, AWQD_LIKE, AWQD_BENCH_ARGS override)
 #   run(command="scripts/gpu_run.sh prof", carry=[".gpu"])   the step pipeline and --profile (issue
@@ -109,9 +110,12 @@ case $mode in
     ;;
   bench)
     # With the sweep of forced tiles and split-K factors (tuning data for kernels/awq_gemm.cu).
-    step bench_gemm 420 "$OUT/bench_gemm.log" "$bin/bench_awq_gemm"
+    # AWQD_GEMM_ARGS: bench_awq_gemm arguments, e.g. the tensor-parallel-2 shards with the sweep
+    # launched as the engine launches (PDL): "--m 1,8,64,128 --shapes qkv,4096x3072 --sweep-pdl".
+    # shellcheck disable=SC2086
+    step bench_gemm 420 "$OUT/bench_gemm.log" "$bin/bench_awq_gemm" ${AWQD_GEMM_ARGS:-}
     step bench_attention 300 "$OUT/bench_attention.log" "$bin/bench_attention" "$OUT/bench_attention.md"
-    sed -n '/^## sweep: best/,/^$/p' "$OUT/bench_gemm.log"
+    sed -n '/^## sweep.*: best/,/^$/p' "$OUT/bench_gemm.log"
     sed -n '/^## summary/,$p' "$OUT/bench_gemm.log"
     cat "$OUT/bench_attention.md" 2>/dev/null
     ;;
@@ -205,7 +209,7 @@ shared-prefix --workload shared-prefix"}
     [[ -f $OUT/bench_allreduce_old.md ]] && { echo "bench_allreduce new:"; grep -E '^\|' "$OUT/bench_allreduce.md";
       echo "bench_allreduce old:"; grep -E '^\|' "$OUT/bench_allreduce_old.md"; }
     grep -E "^\| 1 \| |^\| (2|4|8|16|64) \| [0-9]+ \| (sm80\+|auto: [a-z.]+) \|" "$OUT/bench_attention.md" 2>/dev/null | head -60
-    sed -n '/^## sweep: best/,$p' "$OUT/bench_gemm.log" 2>/dev/null | head -40
+    sed -n '/^## sweep.*: best/,$p' "$OUT/bench_gemm.log" 2>/dev/null | head -40
     # The M = 1 row of each shape (awq_us, pdl_us and pdl_l2hot: the L2-resident ceiling).
     grep -E "^## [a-z_]+:|^ +M |^ +1 " "$OUT/bench_gemm.log" 2>/dev/null | head -12
     # With the old build's benchmark: every row of both (M, plan, awq_us, cublas_us, pdl_us), in
