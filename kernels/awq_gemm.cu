@@ -816,7 +816,10 @@ std::size_t awq_gemm_workspace_bytes(int max_M, int K, int N, int group_size) {
                               static_cast<std::size_t>(K) * 64 * 2);
     need = std::max(need, kCounterBytes + kCublasWorkspaceBytes + chunk);
   }
-  // Split-K partial sums of the tensor-core plans below the dequant threshold.
+  // Split-K partial sums of the tensor-core plans below the dequant threshold, of every M up to
+  // max_M (not samples of them: within one plan the need grows with M, so an M just below a
+  // sample, or a max_M between two, could need more than any sample, and the planner would quietly
+  // take fewer splits there). At most 511 plans of a few arithmetic steps each.
   AwqWeight probe;
   probe.K = K;
   probe.N = N;
@@ -827,7 +830,7 @@ std::size_t awq_gemm_workspace_bytes(int max_M, int K, int N, int group_size) {
   const Shape sh{L::pad_k(K), static_cast<int>(n_pad), L::pad_k(K) / 64,
                  static_cast<int>(n_pad) / L::kStripeCols};
   const int tiled_max_M = (hopper_tiles(caps.tensor_core) ? kHopperDequantM : kDequantAlwaysM) - 1;
-  for (int M = 1; M <= std::min(max_M, tiled_max_M); M += (M < 64 ? 1 : M / 4)) {
+  for (int M = 1; M <= std::min(max_M, tiled_max_M); ++M) {
     const TensorCorePlan plan = plan_tensor_core(M, probe, sh, turing, caps, AwqGemmOptions{},
                                                  std::numeric_limits<std::size_t>::max() / 4);
     if (plan.splits > 1)
