@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -397,6 +398,7 @@ CudaExecutor::CudaExecutor(const ModelWeights& w, const EngineConfig& ec, const 
   inv_freq_ = upload(inv_freq.data(), inv_freq.size() * sizeof(float));
   layers_.resize(c.num_layers);
   std::size_t gemm_ws = 0;
+  std::set<std::array<int, 3>> sized;  // (K, N, G) of the AWQ shapes gemm_ws already covers
   for (int i = 0; i < c.num_layers; ++i) {
     const LayerShard shard_weights = shard_layer(w.layers()[i], w.config(), shard, root_);
     const LayerWeights& L = shard_weights.weights;
@@ -411,8 +413,10 @@ CudaExecutor::CudaExecutor(const ModelWeights& w, const EngineConfig& ec, const 
     d.o = make_linear({&L.o});
     d.gate_up = make_linear({&L.gate, &L.up});
     d.down = make_linear({&L.down});
+    // The layers share their shapes: each is sized once (awq_gemm_workspace_bytes plans every
+    // step size up to the dequant threshold).
     for (const DeviceLinear* l : {&d.qkv, &d.o, &d.gate_up, &d.down})
-      if (l->quantized)
+      if (l->quantized && sized.insert({l->K, l->N, l->awq.view().group_size}).second)
         gemm_ws = std::max(gemm_ws, cuda::awq_gemm_workspace_bytes(max_tokens_, l->K, l->N, l->awq.view().group_size));
   }
 
