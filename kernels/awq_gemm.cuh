@@ -6,7 +6,10 @@
 // - Load time: awq_repack turns the checkpoint tensors (SPEC section 2) into the tile layout of
 //   kernels/awq_layout.cuh, once, on the host. A lane's 16-byte load then holds the int4 values of
 //   its mma fragments; 1 shift, 4 lop3 and 8 fp16 ops turn 8 of them into fp16
-//   (awq_device::dequant_word). Every path reads this one layout.
+//   (awq_device::dequant_word: the exact q - z times the fp16 scale, rounded once). Every path
+//   reads this one layout. The stream kernel's sm_80+ tiles skip the 4 scale multiplications
+//   (dequant_word_unscaled): their mma multiply the exact integers q - z, and each group's fp32
+//   sums are scaled at the group's end (docs/PERF.md run 95: gate_up at M = 1 11 % faster).
 // - M <= 16 (decode): the stream kernel (awq_gemm_stream.cuh), tiles st8 (M <= 8) and st16 (9-16;
 //   with the Hopper tiles only on weights above 64 M or a fused SiLU input, s16 below). The
 //   GEMM is a pass over the weights, so each warp streams whole 128-row batches of one 64-column
@@ -50,8 +53,8 @@
 // - Large M: dequantize W to fp16 in the workspace, chunk by chunk of columns, and run cuBLASLt
 //   (as vLLM does at >= 256 tokens): from M = 128 where K * N <= 32 M, from M = 256 always
 //   (where it measured faster than the l128 tile on the H100; with the Hopper tiles from 256 and
-//   512; dequant_beats_tiles in awq_gemm.cu). A chunk is sized to stay in L2 between the two kernels when M leaves cuBLASLt
-//   enough tiles.
+//   512; dequant_beats_tiles in awq_gemm.cu). A chunk is sized to stay in L2 between the two
+//   kernels when M leaves cuBLASLt enough tiles.
 // - sm_90: the GEMM kernels are launched with Programmatic Dependent Launch (AwqGemmOptions::pdl):
 //   a kernel may start while the previous kernel on the stream finishes; the stream kernel
 //   requests its first weight batches before it waits for that kernel (griddepcontrol.wait), and

@@ -81,27 +81,40 @@ __device__ __forceinline__ void load_group_consts(uint4 scales, std::uint32_t ze
   }
 }
 
-// Word j of a lane's tile fragment -> the B registers of n8-tiles 2j and 2j+1:
+// Word j of a lane's tile fragment -> the exact integers q - z as fp16 (|q - z| <= 15), in the
+// B registers of n8-tiles 2j and 2j+1:
 //   b[h][0]: k = 2t, 2t+1;  b[h][1]: k = 2t+8, 2t+9;  column 16j + 8h + g;
-// from the nibble pairs at bits (0, 16), (4, 20), (8, 24), (12, 28) of w. W = (q - z) * s, with
-// q - z exact and one rounding in the product. The pairs at bits 0 and 8 (of w and w >> 8) become
-// 1024 + q, minus (1024 + z); the pairs at bits 4 and 12, masked in place, become 1024 + 16 q,
-// and (1024 + 16 q) / 16 - (64 + z) = q - z in one fma (the division by 16 is exact, as is the
-// integer result), which saves a shift per pair. Per word: 1 shift, 4 LOP3, 2 HADD2, 2 HFMA2,
-// 4 HMUL2 (was 3 shifts, 8 LOP3, 4 HADD2, 4 HMUL2: ptxas did not fuse the mask and the OR).
+// from the nibble pairs at bits (0, 16), (4, 20), (8, 24), (12, 28) of w. The pairs at bits 0
+// and 8 (of w and w >> 8) become 1024 + q, minus (1024 + z); the pairs at bits 4 and 12, masked
+// in place, become 1024 + 16 q, and (1024 + 16 q) / 16 - (64 + z) = q - z in one fma (the
+// division by 16 is exact, as is the integer result), which saves a shift per pair. Per word:
+// 1 shift, 4 LOP3, 2 HADD2, 2 HFMA2.
 // NzInRegisters = false derives nz from z2 here (2 more instructions per word) for a kernel
 // short of registers (the Turing stream tiles), so GroupConsts::nz is never kept.
 template <bool NzInRegisters = true>
-__device__ __forceinline__ void dequant_word(std::uint32_t w, const GroupConsts& c, int j,
-                                             std::uint32_t (&b)[2][2]) {
+__device__ __forceinline__ void dequant_word_unscaled(std::uint32_t w, const GroupConsts& c, int j,
+                                                      std::uint32_t (&b)[2][2]) {
   const std::uint32_t magic = 0x64006400u, sixteenth = 0x2C002C00u;  // 1024, 1/16
   const std::uint32_t hi = w >> 8;
   const std::uint32_t nz_lo = NzInRegisters ? c.nz[2 * j] : minus_64_minus_z(c.z2[2 * j]);
   const std::uint32_t nz_hi = NzInRegisters ? c.nz[2 * j + 1] : minus_64_minus_z(c.z2[2 * j + 1]);
-  b[0][0] = hmul2(hsub2(and_or<0x000F000Fu>(w, magic), c.z2[2 * j]), c.s2[2 * j]);
-  b[0][1] = hmul2(hfma2(and_or<0x00F000F0u>(w, magic), sixteenth, nz_lo), c.s2[2 * j]);
-  b[1][0] = hmul2(hsub2(and_or<0x000F000Fu>(hi, magic), c.z2[2 * j + 1]), c.s2[2 * j + 1]);
-  b[1][1] = hmul2(hfma2(and_or<0x00F000F0u>(hi, magic), sixteenth, nz_hi), c.s2[2 * j + 1]);
+  b[0][0] = hsub2(and_or<0x000F000Fu>(w, magic), c.z2[2 * j]);
+  b[0][1] = hfma2(and_or<0x00F000F0u>(w, magic), sixteenth, nz_lo);
+  b[1][0] = hsub2(and_or<0x000F000Fu>(hi, magic), c.z2[2 * j + 1]);
+  b[1][1] = hfma2(and_or<0x00F000F0u>(hi, magic), sixteenth, nz_hi);
+}
+
+// The same, times the columns' fp16 scales: W = (q - z) * s, with q - z exact and one rounding in
+// the product (4 HMUL2 more: 13 instructions per 8 weights; was 19 before run 38: ptxas did not
+// fuse the mask and the OR, and there were 3 shifts per word).
+template <bool NzInRegisters = true>
+__device__ __forceinline__ void dequant_word(std::uint32_t w, const GroupConsts& c, int j,
+                                             std::uint32_t (&b)[2][2]) {
+  dequant_word_unscaled<NzInRegisters>(w, c, j, b);
+  b[0][0] = hmul2(b[0][0], c.s2[2 * j]);
+  b[0][1] = hmul2(b[0][1], c.s2[2 * j]);
+  b[1][0] = hmul2(b[1][0], c.s2[2 * j + 1]);
+  b[1][1] = hmul2(b[1][1], c.s2[2 * j + 1]);
 }
 
 #ifndef AWQD_KERNEL_EMULATION

@@ -15,12 +15,18 @@
 // previous one: 4 KB in flight per warp, between computations. Nothing waits on a block barrier
 // in the main loop.
 //
-// Per k16 step the warp dequantizes its 64 columns (4 words per lane, awq_device::dequant_word)
-// and uses them as the A operand of mma.m16n8k16 (16 columns x 16 k), the activation rows as B
+// Per k16 step the warp dequantizes its 64 columns (4 words per lane) and uses them as the A
+// operand of mma.m16n8k16 (16 columns x 16 k), the activation rows as B
 // (16 k x 8 rows), so M <= 8 costs 4 mma per step and the accumulator is D[column][row]:
 //   A regs {b[0][0], b[1][0], b[0][1], b[1][1]} of word j = columns 16j + g (+8), k 2t.. (+8);
 //   B regs b0 = x[row g][k 2t, 2t+1], b1 = x[row g][k 2t+8, 2t+9];
 //   D reg r = column 16j + g + 8 (r / 2), row 2t + r % 2.
+// sm_80+ (StreamConfig::kExactWeights): the A operand holds the exact integers q - z
+// (awq_device::dequant_word_unscaled, 9 instructions per 8 weights instead of 13) and the mma
+// accumulate a group's sums apart, which are multiplied by the columns' scales in fp32 at the
+// group's end (run 95, H200: gate_up at M = 1 21.5 -> 19.2 us, decode-1 2.31 -> 2.18 ms per
+// token; run 37 had measured no gain on the H100 with the 19-instruction dequantization). The
+// Turing path multiplies W = fp16((q - z) * s) (awq_device::dequant_word), as the other kernels.
 // The activations are staged in shared memory ([rows][x_stride] fp16, x_stride = phase rows + 8
 // halves: the 8 rows of a fragment read land in 8 different banks), a phase of up to 1024 rows
 // (M = 16) to 16384 rows (M = 1) at a time, between two block barriers.
@@ -44,6 +50,7 @@
 #include "kernels/awq_gemm_device.cuh"
 #include "kernels/awq_gemm_epilogue.cuh"
 #include "kernels/awq_gemm_tiles.cuh"
+#include "kernels/half_pack.cuh"
 #include "kernels/silu.cuh"
 
 namespace awqd::cuda::awq_gemm_detail {
@@ -257,20 +264,60 @@ __device__ __forceinline__ void stream_block(const Params& p) {
       const __half* xb_base = xs + (b - phase) * C::kBatchRows + 2 * t;
       // The batch's 8 k16 steps. kFull128 (a whole batch with G = 128, the common case on sm_80+):
       // no bounds check per step and one group, whose constants are read at step 0.
+      // C::kExactWeights (sm_80+): the mma multiply the exact integers q - z
+      // (dequant_word_unscaled: no HMUL2) into the group's sums `gsum`, which are scaled by the
+      // columns' fp32 scales at the group's end; W = (q - z) * s is never rounded to fp16.
       auto compute = [&](auto full128) {
         constexpr bool kFull128 = decltype(full128)::value;
+        constexpr bool kExact = C::kExactWeights;
         GroupConsts consts{};
+        float gsum[4][kMG][4];                   // kExact: the current group's sums of x (q - z)
+        std::uint32_t gscale[4] = {0, 0, 0, 0};  // kExact: its 8 scales (fp16 pairs 2j, 2j + 1)
+        auto flush_group = [&] {                 // acc += s * gsum; gsum = 0
+          if constexpr (kExact) {
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+              // D reg r of word j is column 16j + g + 8 (r / 2): scale 2j + r / 2 of the lane's 8.
+              const float2 sc = ptx::unpack_half2(gscale[j]);
+#pragma unroll
+              for (int i = 0; i < kMG; ++i)
+#pragma unroll
+                for (int r = 0; r < 4; ++r) {
+                  acc[j][i][r] = fmaf(r < 2 ? sc.x : sc.y, gsum[j][i][r], acc[j][i][r]);
+                  gsum[j][i][r] = 0.0f;
+                }
+            }
+          }
+        };
+        if constexpr (kExact) {
+#pragma unroll
+          for (int j = 0; j < 4; ++j)
+#pragma unroll
+            for (int i = 0; i < kMG; ++i)
+#pragma unroll
+              for (int r = 0; r < 4; ++r) gsum[j][i][r] = 0.0f;
+        }
 #pragma unroll
         for (int u = 0; u < C::kSteps; ++u) {
           if (kFull128 || kt0 + u < k16) {
             if (kFull128 ? u == 0 : ((u * 16) & ((1 << gs) - 1)) == 0) {  // a group's first step
               const int q = kFull128 ? 0 : (u * 16) >> gs;
+              if (u != 0) flush_group();  // the batch's previous group
+              uint4 sq_s;
+              std::uint32_t sq_z;
               if constexpr (kUseRing) {
                 const uint4* sq = wslot + C::kSteps * 32 + q * 10;
-                load_group_consts(sq[g], reinterpret_cast<const std::uint32_t*>(sq + 8)[g], consts);
+                sq_s = sq[g];
+                sq_z = reinterpret_cast<const std::uint32_t*>(sq + 8)[g];
               } else {
-                load_group_consts(pick4(raw_s, q), pick4(raw_z, q), consts);
+                sq_s = pick4(raw_s, q);
+                sq_z = pick4(raw_z, q);
               }
+              load_group_consts(sq_s, sq_z, consts);
+              gscale[0] = sq_s.x;
+              gscale[1] = sq_s.y;
+              gscale[2] = sq_s.z;
+              gscale[3] = sq_s.w;
             }
             std::uint32_t xb[kMG][2];
 #pragma unroll
@@ -292,18 +339,23 @@ __device__ __forceinline__ void stream_block(const Params& p) {
 #pragma unroll
             for (int j = 0; j < 4; ++j) {
               std::uint32_t bq[2][2];
-              dequant_word<!C::kTuring>(words[j], consts, j, bq);
+              if constexpr (kExact)
+                dequant_word_unscaled<!C::kTuring>(words[j], consts, j, bq);
+              else
+                dequant_word<!C::kTuring>(words[j], consts, j, bq);
               const std::uint32_t a[4] = {bq[0][0], bq[1][0], bq[0][1], bq[1][1]};
 #pragma unroll
               for (int i = 0; i < kMG; ++i) {
+                float(&d)[4] = kExact ? gsum[j][i] : acc[j][i];
                 if constexpr (C::kTuring)
-                  mma_m16n8k16_as_2x_k8(acc[j][i], a, xb[i][0], xb[i][1]);
+                  mma_m16n8k16_as_2x_k8(d, a, xb[i][0], xb[i][1]);
                 else
-                  mma_m16n8k16(acc[j][i], a, xb[i][0], xb[i][1]);
+                  mma_m16n8k16(d, a, xb[i][0], xb[i][1]);
               }
             }
           }
         }
+        flush_group();  // the batch's last group (step 0 is always inside K: b < b_end)
       };
       if (kUseRing && gs == 7 && kt0 + C::kSteps <= k16)
         compute(std::true_type{});

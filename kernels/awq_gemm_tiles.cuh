@@ -127,6 +127,10 @@ struct StreamConfig {
   // queue 148 KB ahead of them). Run 88 (H200, with PDL): the whole ring took gate_up at M = 1-8
   // 2-7 % faster (st8) and down 5-11 % slower (st8w).
   static constexpr int kPrefetch = kRing == 0 ? 0 : kRingBytes <= 40 * 1024 ? kRing : kRing - 1;
+  // sm_80+: the mma multiply the exact integers q - z and each group's sums are scaled in fp32
+  // (awq_gemm_stream.cuh), 4 of the 13 dequantization instructions per 8 weights fewer; the
+  // Turing tiles keep W = fp16((q - z) * s) (their registers have no room for the group sums).
+  static constexpr bool kExactWeights = !Turing;
   static_assert(kMGroups == 1 || kMGroups == 2, "the stream kernel serves M <= 16 per m-block");
   static_assert(kAreaBytes % 16 == 0 && kSlotBytes % 16 == 0, "16-byte cp.async slots");
   static_assert((kXBytes / (2 * kRows) - 8) / kBatchRows >= kWarpsK,

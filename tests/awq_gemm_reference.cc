@@ -28,8 +28,9 @@ AwqReference make_awq_reference(int K, int N, int G, int max_M) {
         W[static_cast<std::size_t>(k) * N + n] = col_amp[n] * uni(rng) + offset;
     }
   const AwqTensors t = awq_quantize(W.data(), K, N, G);
-  r.w16 = awq_dequantize(t.qweight.data(), t.qzeros.data(), t.scales.data(), K, N, G);
-  for (auto& v : r.w16) v = round_to_half(v);
+  r.w_exact = awq_dequantize(t.qweight.data(), t.qzeros.data(), t.scales.data(), K, N, G);
+  r.w16.resize(r.w_exact.size());
+  for (std::size_t i = 0; i < r.w_exact.size(); ++i) r.w16[i] = round_to_half(r.w_exact[i]);
   r.packed = cuda::awq_repack(t.qweight.data(), t.qzeros.data(), t.scales.data(), K, N, G);
 
   r.x.resize(static_cast<std::size_t>(max_M) * K);
@@ -37,31 +38,47 @@ AwqReference make_awq_reference(int K, int N, int G, int max_M) {
   for (auto& v : r.x) v = float_to_half(uni(rng));
   for (auto& v : r.bias) v = float_to_half(uni(rng));
 
+  compute_reference_sums(r);
+  return r;
+}
+
+void compute_reference_sums(AwqReference& r) {
+  const int K = r.K, N = r.N, max_M = r.max_M;
   r.ref.assign(static_cast<std::size_t>(max_M) * N, 0.0);
+  r.ref_exact.assign(static_cast<std::size_t>(max_M) * N, 0.0);
   r.mag.assign(static_cast<std::size_t>(max_M) * N, 0.0);
   std::vector<double> sq(N);
   for (int m = 0; m < max_M; ++m) {
     double* acc = &r.ref[static_cast<std::size_t>(m) * N];
+    double* acc_exact = &r.ref_exact[static_cast<std::size_t>(m) * N];
     std::fill(sq.begin(), sq.end(), 0.0);
     for (int k = 0; k < K; ++k) {
       const double xv = half_to_float(r.x[static_cast<std::size_t>(m) * K + k]);
       const float* wrow = &r.w16[static_cast<std::size_t>(k) * N];
+      const float* wrow_exact = &r.w_exact[static_cast<std::size_t>(k) * N];
       for (int n = 0; n < N; ++n) {
         const double prod = xv * wrow[n];
         acc[n] += prod;
+        acc_exact[n] += xv * wrow_exact[n];
         sq[n] += prod * prod;
       }
     }
     for (int n = 0; n < N; ++n) r.mag[static_cast<std::size_t>(m) * N + n] = std::sqrt(sq[n]);
   }
-  return r;
+}
+
+AwqWeights awq_weights_of(cuda::AwqGemmPath path, cuda::AwqTile tile) {
+  using cuda::AwqTile;
+  const bool stream = tile == AwqTile::kSt8 || tile == AwqTile::kSt16 || tile == AwqTile::kSt8w;
+  return stream && path == cuda::AwqGemmPath::kTensorCore ? AwqWeights::kExact : AwqWeights::kFp16;
 }
 
 std::string check_awq_output(const AwqReference& r, const half_bits* y, int M, bool with_bias,
-                             int splits) {
-  const double acc_bound = (r.K + 8.0 * splits + 32.0) * std::ldexp(1.0, -23);
+                             int splits, AwqWeights weights) {
+  const double acc_bound = (r.K + 8.0 * splits + 32.0 + r.K / r.G) * std::ldexp(1.0, -23);
+  const std::vector<double>& model = weights == AwqWeights::kExact ? r.ref_exact : r.ref;
   auto reference = [&](std::size_t i) {
-    return r.ref[i] + (with_bias ? half_to_float(r.bias[i % r.N]) : 0.0);
+    return model[i] + (with_bias ? half_to_float(r.bias[i % r.N]) : 0.0);
   };
   auto tolerance = [&](std::size_t i) {
     const double ref = std::fabs(reference(i));

@@ -111,8 +111,8 @@ std::vector<half_bits> run_and_check(Problem& p, int M, AwqGemmOptions o = {}) {
   CUDA_CHECK(cudaStreamSynchronize(test_stream()));
   std::vector<half_bits> y(count);
   CUDA_CHECK(cudaMemcpy(y.data(), p.y->ptr, count * sizeof(__half), cudaMemcpyDeviceToHost));
-  const std::string failure =
-      awqd::test::check_awq_output(p.r, y.data(), M, p.has_bias, plan.splits);
+  const std::string failure = awqd::test::check_awq_output(
+      p.r, y.data(), M, p.has_bias, plan.splits, awqd::test::awq_weights_of(plan.path, plan.tile));
   if (!failure.empty()) ADD_FAILURE() << describe(p, M, o, plan) << ": " << failure;
   return y;
 }

@@ -83,7 +83,8 @@ void emulate_and_check(const AwqReference& r, int M, int splits, bool with_bias,
       std::to_string(C::kBN) + " M=" + std::to_string(M) + " K=" + std::to_string(r.K) +
       " N=" + std::to_string(r.N) + " G=" + std::to_string(r.G) +
       " splits=" + std::to_string(splits) + " bias=" + std::to_string(with_bias);
-  const std::string failure = awqd::test::check_awq_output(r, y.data(), M, with_bias, splits);
+  const std::string failure = awqd::test::check_awq_output(r, y.data(), M, with_bias, splits,
+                                                           awqd::test::AwqWeights::kFp16);
   EXPECT_TRUE(failure.empty()) << what << ": " << failure;
   EXPECT_TRUE(std::all_of(counters.begin(), counters.end(), [](int c) { return c == 0; }))
       << what << ": split-K counters not reset";
@@ -134,16 +135,18 @@ void emulate_stream_and_check(const AwqReference& r, int M, int splits, bool wit
                            " G=" + std::to_string(r.G) + " splits=" + std::to_string(splits) +
                            " bias=" + std::to_string(with_bias) +
                            (gate_up != nullptr ? " silu_mul" : "");
-  const std::string failure = awqd::test::check_awq_output(r, y.data(), M, with_bias, splits);
+  const std::string failure = awqd::test::check_awq_output(
+      r, y.data(), M, with_bias, splits,
+      C::kExactWeights ? awqd::test::AwqWeights::kExact : awqd::test::AwqWeights::kFp16);
   EXPECT_TRUE(failure.empty()) << what << ": " << failure;
   EXPECT_TRUE(std::all_of(counters.begin(), counters.end(), [](int c) { return c == 0; }))
       << what << ": split-K counters not reset";
 }
 
 // A reference whose activations are SiLU(gate) * up of a random gate_up [max_M, 2K] (filled
-// here), by silu_mul8 itself, with ref and mag recomputed for them.
+// here), by silu_mul8 itself, with the reference sums recomputed for them.
 AwqReference with_silu_input(AwqReference r, std::vector<half_bits>& gate_up, std::mt19937& rng) {
-  const int K = r.K, N = r.N, M = r.max_M;
+  const int K = r.K, M = r.max_M;
   std::uniform_real_distribution<float> dist(-4.0f, 4.0f);
   gate_up.resize(static_cast<std::size_t>(M) * 2 * K);
   for (half_bits& h : gate_up) h = awqd::float_to_half(dist(rng));
@@ -155,18 +158,7 @@ AwqReference with_silu_input(AwqReference r, std::vector<half_bits>& gate_up, st
       a = awqd::cuda::silu_mul8(g, u);
       std::memcpy(&r.x[static_cast<std::size_t>(m) * K + k], &a, 16);
     }
-  for (int m = 0; m < M; ++m)
-    for (int n = 0; n < N; ++n) {
-      double sum = 0, sq = 0;
-      for (int k = 0; k < K; ++k) {
-        const double t = static_cast<double>(awqd::half_to_float(r.x[static_cast<std::size_t>(m) * K + k])) *
-                         r.w16[static_cast<std::size_t>(k) * N + n];
-        sum += t;
-        sq += t * t;
-      }
-      r.ref[static_cast<std::size_t>(m) * N + n] = sum;
-      r.mag[static_cast<std::size_t>(m) * N + n] = std::sqrt(sq);
-    }
+  awqd::test::compute_reference_sums(r);
   return r;
 }
 
