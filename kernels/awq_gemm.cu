@@ -342,8 +342,14 @@ bool wide_stream_pays(const Shape& sh, bool turing, const DeviceCaps& caps) {
 
 // M = 9-16 with the Hopper tiles (runs 30-31, H100): the s16 tile beats st16 on weights up to
 // kS16MaxWeight (at M = 16 without PDL qkv 14.5 vs 16.8 us, o 12.3 vs 16.3, down 26.5 vs 29.5;
-// gate_up, 117 M, 50.4 vs 39.8). A fused SiLU input (down's, silu_mul_ld) keeps the stream kernel.
+// gate_up, 117 M, 50.4 vs 39.8). Since the stream kernel's exact-integer weights (run 96, H200,
+// PDL, M = 9 / 16, st16 at its planned split): K = 14336 (down) st16 20.7 / 22.2 us vs s16 25.7 /
+// 25.9, K = 7168 (down's TP-2 shard) 14.6 / 15.2 vs 15.8 / 16.1, while at K <= 4096 s16 stays
+// ahead or level (o 11.7 / 11.8 vs st16 11.8 / 12.3, 2048x4096 8.6 / 9.4 vs 10.6 / 11.1; qkv
+// 13.5 / 13.8 vs 12.8 / 13.8): so s16 only up to kS16MaxK as well. A fused SiLU input (down's,
+// silu_mul_ld) keeps the stream kernel.
 constexpr long long kS16MaxWeight = 64ll << 20;
+constexpr int kS16MaxK = 5120;
 
 // The tile auto runs: M <= 8 st8, or st8w where it pays (above); 9-16 st16 or s16 (above).
 // With the Hopper tiles (run 15, H100): w64 from M = 17 (it computes 64 rows whatever M is: at
@@ -364,7 +370,8 @@ AwqTile tile_for(int M, const AwqWeight& w, const Shape& sh, bool turing, const 
     return fits(AwqTile::kSt8) ? AwqTile::kSt8 : AwqTile::kS16;
   }
   if (M <= kStreamMaxM)
-    return (hopper_tiles(family) && !stream_only && static_cast<long long>(K) * N <= kS16MaxWeight) ||
+    return (hopper_tiles(family) && !stream_only && K <= kS16MaxK &&
+            static_cast<long long>(K) * N <= kS16MaxWeight) ||
                    !fits(AwqTile::kSt16)
                ? AwqTile::kS16
                : AwqTile::kSt16;

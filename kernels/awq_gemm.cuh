@@ -11,7 +11,8 @@
 //   (dequant_word_unscaled): their mma multiply the exact integers q - z, and each group's fp32
 //   sums are scaled at the group's end (docs/PERF.md run 95: gate_up at M = 1 11 % faster).
 // - M <= 16 (decode): the stream kernel (awq_gemm_stream.cuh), tiles st8 (M <= 8) and st16 (9-16;
-//   with the Hopper tiles only on weights above 64 M or a fused SiLU input, s16 below). The
+//   with the Hopper tiles only on weights above 64 M elements, K above 5120 or a fused SiLU
+//   input, s16 otherwise). The
 //   GEMM is a pass over the weights, so each warp streams whole 128-row batches of one 64-column
 //   stripe (8 x 512 contiguous bytes) through a 2-slot cp.async ring per warp in shared memory
 //   (sm_80+; the next batch arrives while the warp computes one) or, on the Turing path, 16-byte

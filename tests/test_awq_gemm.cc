@@ -268,7 +268,8 @@ TEST(AwqGemm, DecodePlansOnTheMeasuredCard) {
       {1, 7168, 4096, 0, AwqTile::kSt8w, 2, true},    // down at tensor parallel 2
       {16, 4096, 6144, 0, AwqTile::kS16, 0, false},   // M = 9-16: s16 on weights up to 64 M
       {12, 4096, 4096, 0, AwqTile::kS16, 0, false},
-      {16, 14336, 4096, 0, AwqTile::kS16, 0, false},
+      {16, 14336, 4096, 0, AwqTile::kSt16, 8, false},  // ... up to K = 5120 (run 96)
+      {9, 7168, 4096, 0, AwqTile::kSt16, 8, false},
       {16, 14336, 4096, 2 * 14336, AwqTile::kSt16, 0, false},  // a fused SiLU input: stream
       {16, 4096, 28672, 0, AwqTile::kSt16, 0, false},          // gate_up: 117 M elements
       // The wgmma tiles (run 91): one wave of splits, stepped down to a divisor of the k-tiles.
