@@ -131,15 +131,6 @@ struct StreamConfig {
   // (awq_gemm_stream.cuh), 4 of the 13 dequantization instructions per 8 weights fewer; the
   // Turing tiles keep W = fp16((q - z) * s) (their registers have no room for the group sums).
   static constexpr bool kExactWeights = !Turing;
-  // sm_80+, m-blocks of kDirectMinRows to 8 rows (st8, st8w), except with the fused SiLU input:
-  // each lane loads the activations of its mma fragments itself, from global memory (L1/L2) one
-  // batch ahead, instead of the block staging them in shared memory by phases between block
-  // barriers (awq_gemm_stream.cuh). Run 98 (H200, PDL): gate_up at M = 8 28.5 -> 23.5 us, qkv
-  // 10.2 -> 7.8, down 16.4 -> 13.5; engine decode of 8 sequences 3.47 -> 3.21 ms per step; but
-  // at M = 1-2 slower in the engine (decode-1 2.18 -> 2.29 ms; gate_up at M = 1 19.1 -> 20.9 us),
-  // at M = 4 level: one staging phase (M <= 2 on st8) costs less than the lanes' own loads.
-  static constexpr bool kDirectX = !Turing && MGroups == 1;
-  static constexpr int kDirectMinRows = 5;
   static_assert(kMGroups == 1 || kMGroups == 2, "the stream kernel serves M <= 16 per m-block");
   static_assert(kAreaBytes % 16 == 0 && kSlotBytes % 16 == 0, "16-byte cp.async slots");
   static_assert((kXBytes / (2 * kRows) - 8) / kBatchRows >= kWarpsK,
