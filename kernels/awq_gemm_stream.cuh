@@ -64,6 +64,17 @@ __device__ __forceinline__ T pick4(const T (&r)[4], int q) {
   return (q & 2) ? hi : lo;
 }
 
+// Zeroes a lane's fp32 sums of one stream block ([4 words][MG n8 groups][4 registers]).
+template <int MG>
+__device__ __forceinline__ void zero_sums(float (&s)[4][MG][4]) {
+#pragma unroll
+  for (int j = 0; j < 4; ++j)
+#pragma unroll
+    for (int i = 0; i < MG; ++i)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) s[j][i][r] = 0.0f;
+}
+
 template <class C>
 __device__ __forceinline__ void stream_block(const Params& p) {
   using namespace awq_device;
@@ -175,12 +186,7 @@ __device__ __forceinline__ void stream_block(const Params& p) {
   grid_dependency_wait();
 
   float acc[4][kMG][4];
-#pragma unroll
-  for (int j = 0; j < 4; ++j)
-#pragma unroll
-    for (int i = 0; i < kMG; ++i)
-#pragma unroll
-      for (int r = 0; r < 4; ++r) acc[j][i][r] = 0.0f;
+  zero_sums(acc);
 
   // The block's batches in phases of p.phase_batches (a multiple of kWarpsK, so a warp keeps its
   // place in the round-robin): the block stages the phase's activations, then each warp computes
@@ -282,21 +288,13 @@ __device__ __forceinline__ void stream_block(const Params& p) {
 #pragma unroll
               for (int i = 0; i < kMG; ++i)
 #pragma unroll
-                for (int r = 0; r < 4; ++r) {
+                for (int r = 0; r < 4; ++r)
                   acc[j][i][r] = fmaf(r < 2 ? sc.x : sc.y, gsum[j][i][r], acc[j][i][r]);
-                  gsum[j][i][r] = 0.0f;
-                }
             }
+            zero_sums(gsum);
           }
         };
-        if constexpr (kExact) {
-#pragma unroll
-          for (int j = 0; j < 4; ++j)
-#pragma unroll
-            for (int i = 0; i < kMG; ++i)
-#pragma unroll
-              for (int r = 0; r < 4; ++r) gsum[j][i][r] = 0.0f;
-        }
+        if constexpr (kExact) zero_sums(gsum);
 #pragma unroll
         for (int u = 0; u < C::kSteps; ++u) {
           if (kFull128 || kt0 + u < k16) {
