@@ -625,6 +625,7 @@ AwqGemmPlan describe(int M, const AwqWeight& w, const Resolved& r) {
     plan.grid_blocks = r.tc.n_blocks * r.tc.m_blocks * r.tc.splits;
     plan.pdl = r.tc.pdl;
     plan.cluster = r.tc.cluster;
+    plan.direct_x = r.tc.direct_x && M >= kDirectXMinRows;
     plan.workspace_used = r.tc.splits > 1 && !r.tc.cluster
                               ? kCounterBytes + static_cast<std::size_t>(r.tc.splits) *
                                                                 std::min(M, r.tc.rows_per_launch) *
