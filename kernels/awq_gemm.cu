@@ -10,6 +10,7 @@
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include "kernels/awq_gemm.cuh"
 #include "kernels/awq_gemm_device.cuh"
@@ -64,16 +65,32 @@ struct TileEntry {
   int (*phase_batches)(int rows, int wanted);  // stream kernel: D::stream_phase_batches
   const void* (*kernel)();
   void (*launch)(const D::Params&, dim3, cudaStream_t, bool);
+  // st8 / st8w on the sm_80+ path: the same tile with the lanes' own activation loads
+  // (StreamConfig::kDirectX), launched from kDirectXMinRows rows without a fused SiLU input.
+  const void* (*kernel_direct)() = nullptr;
+  void (*launch_direct)(const D::Params&, dim3, cudaStream_t, bool) = nullptr;
 };
 
-template <class C>
+template <class C, class Direct = void>
 TileEntry entry(AwqTile tile) {
   int (*phase_batches)(int, int) = nullptr;
   if constexpr (C::kStream) phase_batches = &D::stream_phase_batches<C>;
-  return {tile,          C::kStream,       C::kWgmma,     C::kBM,
-          C::kWarpsN,    C::kThreads,      C::kSmemBytes, phase_batches,
-          &D::kernel_fn<C>, &D::launch<C>};
+  TileEntry e{tile,        C::kStream,    C::kWgmma,     C::kBM,           C::kWarpsN,
+              C::kThreads, C::kSmemBytes, phase_batches, &D::kernel_fn<C>, &D::launch<C>};
+  if constexpr (!std::is_void_v<Direct>) {
+    static_assert(Direct::kSmemBytes == C::kSmemBytes && Direct::kThreads == C::kThreads &&
+                      Direct::kMinBlocks == C::kMinBlocks,
+                  "the direct variant must fit the SMs as its tile does (the planner probes one)");
+    e.kernel_direct = &D::kernel_fn<Direct>;
+    e.launch_direct = &D::launch<Direct>;
+  }
+  return e;
 }
+
+// H200 (docs/PERF.md run 98, experiment build with both in one kernel): the lanes' own loads
+// took gate_up at M = 8 from 28.5 to 23.5 us, qkv 10.2 -> 7.8, down 16.4 -> 13.5, level at M = 4,
+// and lost at M = 1-2, where st8 stages K = 4096 in one phase.
+constexpr int kDirectXMinRows = 5;
 
 constexpr int kTiles = static_cast<int>(AwqTile::kCount);
 using TileTable = std::array<TileEntry, kTiles>;
@@ -82,11 +99,15 @@ const TileTable& tile_table(bool turing) {
   // The Hopper tiles sit in both tables (one index per tile) but belong to the tensor-core path:
   // probe_family never makes them available to the Turing one.
   static const TileTable tensor_core = {
-      entry<D::TileS16<false>>(AwqTile::kS16),  entry<D::TileS32<false>>(AwqTile::kS32),
-      entry<D::TileM64<false>>(AwqTile::kM64),  entry<D::TileL128<false>>(AwqTile::kL128),
-      entry<D::StreamM8<false>>(AwqTile::kSt8), entry<D::StreamM16<false>>(AwqTile::kSt16),
-      entry<D::TileW64>(AwqTile::kW64),         entry<D::TileW128>(AwqTile::kW128),
-      entry<D::StreamM8Wide<false>>(AwqTile::kSt8w)};
+      entry<D::TileS16<false>>(AwqTile::kS16),
+      entry<D::TileS32<false>>(AwqTile::kS32),
+      entry<D::TileM64<false>>(AwqTile::kM64),
+      entry<D::TileL128<false>>(AwqTile::kL128),
+      entry<D::StreamM8<false>, D::StreamM8Direct<false>>(AwqTile::kSt8),
+      entry<D::StreamM16<false>>(AwqTile::kSt16),
+      entry<D::TileW64>(AwqTile::kW64),
+      entry<D::TileW128>(AwqTile::kW128),
+      entry<D::StreamM8Wide<false>, D::StreamM8WideDirect<false>>(AwqTile::kSt8w)};
   static const TileTable turing_tiles = {
       entry<D::TileS16<true>>(AwqTile::kS16),  entry<D::TileS32<true>>(AwqTile::kS32),
       entry<D::TileM64<true>>(AwqTile::kM64),  entry<D::TileL128<true>>(AwqTile::kL128),
@@ -108,6 +129,7 @@ struct FamilyCaps {
   std::string hopper_why_not;               // when the Hopper tiles are unavailable
   std::array<int, kTiles> blocks_per_sm{};  // occupancy of each tile (0: not on this GPU)
   std::array<bool, kTiles> pdl{};           // its code is sm_90+: Programmatic Dependent Launch
+  std::array<bool, kTiles> direct_x{};      // its kDirectX variant fits the SMs as it does
 };
 
 struct DeviceCaps {
@@ -164,6 +186,16 @@ FamilyCaps probe_family(bool turing, int sm) {
       return caps;
     }
     caps.blocks_per_sm[i] = blocks;
+    if (e.kernel_direct != nullptr) {
+      int direct_blocks = 0;
+      caps.direct_x[i] =
+          cudaFuncSetAttribute(e.kernel_direct(), cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               e.smem) == cudaSuccess &&
+          cudaOccupancyMaxActiveBlocksPerMultiprocessor(&direct_blocks, e.kernel_direct(),
+                                                        e.threads, e.smem) == cudaSuccess &&
+          direct_blocks == blocks;
+      cudaGetLastError();
+    }
     // griddepcontrol is compiled into code for compute_90+ only: without it a PDL launch would
     // race. ptxVersion, not binaryVersion: PTX for compute_75 JIT-compiled on an H100 has a
     // binaryVersion of 90 and no griddepcontrol.
@@ -410,7 +442,8 @@ struct TensorCorePlan {
   int phase_batches = 0;    // stream kernel: batches of activations staged at once
   int x_stride = 0;         // stream kernel: shared-memory row stride of the activations, halves
   bool pdl = false;
-  bool cluster = false;  // stream kernel: split-K through a cluster of the stripe's splits
+  bool cluster = false;   // stream kernel: split-K through a cluster of the stripe's splits
+  bool direct_x = false;  // stream kernel: launches of kDirectXMinRows+ rows take kDirectX
 };
 
 TensorCorePlan plan_stream(int M, const AwqWeight& w, const Shape& sh, const TileEntry& e,
@@ -460,6 +493,7 @@ TensorCorePlan plan_tensor_core(int M, const AwqWeight& w, const Shape& sh, bool
     TensorCorePlan plan = plan_stream(M, w, sh, tile_table(turing)[si], family.blocks_per_sm[si],
                                       caps, o, partial_bytes, family.pdl[si]);
     plan.pdl = o.pdl && family.pdl[si] && M <= kPdlMaxM;
+    plan.direct_x = family.direct_x[si] && o.silu_mul_ld == 0;
     return plan;
   }
   TensorCorePlan plan;
@@ -591,6 +625,7 @@ AwqGemmPlan describe(int M, const AwqWeight& w, const Resolved& r) {
     plan.grid_blocks = r.tc.n_blocks * r.tc.m_blocks * r.tc.splits;
     plan.pdl = r.tc.pdl;
     plan.cluster = r.tc.cluster;
+    plan.direct_x = r.tc.direct_x && M >= kDirectXMinRows;
     plan.workspace_used = r.tc.splits > 1 && !r.tc.cluster
                               ? kCounterBytes + static_cast<std::size_t>(r.tc.splits) *
                                                                 std::min(M, r.tc.rows_per_launch) *
@@ -684,7 +719,8 @@ void run_tensor_core(const __half* x, const AwqWeight& w, const __half* bias, __
     const unsigned m_blocks = (p.M + plan.tile->bm - 1) / plan.tile->bm;
     const dim3 grid = plan.tile->stream ? dim3(m_blocks, plan.n_blocks, plan.splits)
                                         : dim3(plan.n_blocks, m_blocks, plan.splits);
-    plan.tile->launch(p, grid, stream, plan.pdl);
+    const bool direct = plan.direct_x && p.M >= kDirectXMinRows && !p.silu_mul;
+    (direct ? plan.tile->launch_direct : plan.tile->launch)(p, grid, stream, plan.pdl);
     CUDA_CHECK_LAUNCH();
   }
 }

@@ -187,6 +187,7 @@ struct AwqGemmPlan {
   int chunk_cols = 0;   // columns dequantized per cuBLASLt call (dequant path)
   bool pdl = false;     // launched with Programmatic Dependent Launch
   bool cluster = false;  // stream kernel: split-K through a thread-block cluster
+  bool direct_x = false;  // stream kernel (st8, st8w): the lanes load their own activations
   std::size_t workspace_used = 0;
 };
 

@@ -192,69 +192,99 @@ __device__ __forceinline__ void stream_block(const Params& p) {
   // place in the round-robin): the block stages the phase's activations, then each warp computes
   // its batches of the phase, requesting its next batch (of this phase or the next) before it
   // meets the barrier.
+  // Direct activations (C::kDirectX, not the fused SiLU input, whose SiLU the block's threads
+  // share while staging): one phase without staging;
+  // each lane loads the activations of its fragments itself (row g, k = 16 u + 2t, +1 and +8, +9 of
+  // each step u of a batch; zeros past M and K), one batch ahead, into xd (this batch) and xn (its
+  // next). Plain (coherent) loads: the previous kernel writes x.
+  const bool direct = C::kDirectX && !p.silu_mul;
+  [[maybe_unused]] std::uint32_t xd[C::kSteps][2], xn[C::kSteps][2];
+  auto load_x = [&](int bb, std::uint32_t(&dst)[C::kSteps][2]) {
+    const bool ok = g < rows && bb < b_end;
+    const int k0 = bb * C::kBatchRows;
+    const __half* xr = p.x + static_cast<std::size_t>(m0 + (ok ? g : 0)) * p.x_ld + k0 + 2 * t;
+#pragma unroll
+    for (int u = 0; u < C::kSteps; ++u) {
+      dst[u][0] = dst[u][1] = 0;
+      if (ok && k0 + u * 16 < p.K) {
+        dst[u][0] = *reinterpret_cast<const std::uint32_t*>(xr + u * 16);
+        dst[u][1] = *reinterpret_cast<const std::uint32_t*>(xr + u * 16 + 8);
+      }
+    }
+  };
+  if constexpr (C::kDirectX) {
+    if (direct) load_x(b, xd);
+  }
   __half* xs = reinterpret_cast<__half*>(smem);
-  for (int phase = b_begin; phase < b_end; phase += p.phase_batches) {
-    const int phase_end = phase + p.phase_batches < b_end ? phase + p.phase_batches : b_end;
-    if (phase != b_begin) __syncthreads();  // every warp is done with the last phase's x
-    // Stage x[m0 .. m0 + rows)[phase rows] (zeros past K) with every load in flight at once:
-    // cp.async on sm_80+, rounds of 4 register loads on the Turing path and for the fused SiLU
-    // input (x = SiLU(gate) * up of the gate_up projection's output, computed here by silu_mul8,
-    // the activation kernel's own arithmetic). Plain (coherent) loads: the previous kernel writes
-    // x.
-    {
-      const int k_lo = phase * C::kBatchRows;
-      const int chunks = (phase_end - phase) * (C::kBatchRows / 8);  // 16-byte chunks per row
-      const int total = rows * chunks;
-      auto chunk = [&](int e, const __half*& src, __half*& dst) {
-        const int r = e / chunks, c = e - r * chunks, k = k_lo + c * 8;
-        dst = xs + r * p.x_stride + c * 8;
-        src = k < p.K ? p.x + static_cast<std::size_t>(m0 + r) * p.x_ld + k : nullptr;
-      };
-      auto load = [&](const __half* src) {
-        const uint4 v = *reinterpret_cast<const uint4*>(src);
-        return p.silu_mul ? silu_mul8(v, *reinterpret_cast<const uint4*>(src + p.K)) : v;
-      };
-      if (!C::kTuring && !p.silu_mul) {
-        for (int e = threadIdx.x; e < total; e += C::kThreads) {
-          const __half* src;
-          __half* dst;
-          chunk(e, src, dst);
-          cp_async_16(smem_addr(dst), src != nullptr ? src : p.x, src != nullptr);
-        }
-        cp_async_commit();
-        cp_async_wait<0>();
-      } else {
-        for (int base = threadIdx.x; base < total; base += 4 * C::kThreads) {
-          uint4 v[4];
-#pragma unroll
-          for (int i = 0; i < 4; ++i) {
-            const int e = base + i * C::kThreads;
-            v[i] = make_uint4(0, 0, 0, 0);
+  const int phase_batches = direct ? b_end - b_begin : p.phase_batches;
+  for (int phase = b_begin; phase < b_end; phase += phase_batches) {
+    const int phase_end = phase + phase_batches < b_end ? phase + phase_batches : b_end;
+    if (!direct) {
+      if (phase != b_begin) __syncthreads();  // every warp is done with the last phase's x
+      // Stage x[m0 .. m0 + rows)[phase rows] (zeros past K) with every load in flight at once:
+      // cp.async on sm_80+, rounds of 4 register loads on the Turing path and for the fused SiLU
+      // input (x = SiLU(gate) * up of the gate_up projection's output, computed here by silu_mul8,
+      // the activation kernel's own arithmetic). Plain (coherent) loads: the previous kernel writes
+      // x.
+      {
+        const int k_lo = phase * C::kBatchRows;
+        const int chunks = (phase_end - phase) * (C::kBatchRows / 8);  // 16-byte chunks per row
+        const int total = rows * chunks;
+        auto chunk = [&](int e, const __half*& src, __half*& dst) {
+          const int r = e / chunks, c = e - r * chunks, k = k_lo + c * 8;
+          dst = xs + r * p.x_stride + c * 8;
+          src = k < p.K ? p.x + static_cast<std::size_t>(m0 + r) * p.x_ld + k : nullptr;
+        };
+        auto load = [&](const __half* src) {
+          const uint4 v = *reinterpret_cast<const uint4*>(src);
+          return p.silu_mul ? silu_mul8(v, *reinterpret_cast<const uint4*>(src + p.K)) : v;
+        };
+        if (!C::kTuring && !p.silu_mul) {
+          for (int e = threadIdx.x; e < total; e += C::kThreads) {
             const __half* src;
             __half* dst;
-            if (e < total) {
-              chunk(e, src, dst);
-              if (src != nullptr) v[i] = load(src);
-            }
+            chunk(e, src, dst);
+            cp_async_16(smem_addr(dst), src != nullptr ? src : p.x, src != nullptr);
           }
+          cp_async_commit();
+          cp_async_wait<0>();
+        } else {
+          for (int base = threadIdx.x; base < total; base += 4 * C::kThreads) {
+            uint4 v[4];
 #pragma unroll
-          for (int i = 0; i < 4; ++i) {
-            const int e = base + i * C::kThreads;
-            const __half* src;
-            __half* dst;
-            if (e < total) {
-              chunk(e, src, dst);
-              *reinterpret_cast<uint4*>(dst) = v[i];
+            for (int i = 0; i < 4; ++i) {
+              const int e = base + i * C::kThreads;
+              v[i] = make_uint4(0, 0, 0, 0);
+              const __half* src;
+              __half* dst;
+              if (e < total) {
+                chunk(e, src, dst);
+                if (src != nullptr) v[i] = load(src);
+              }
+            }
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+              const int e = base + i * C::kThreads;
+              const __half* src;
+              __half* dst;
+              if (e < total) {
+                chunk(e, src, dst);
+                *reinterpret_cast<uint4*>(dst) = v[i];
+              }
             }
           }
         }
       }
+      __syncthreads();
     }
-    __syncthreads();
 
     for (; b < phase_end; b += C::kWarpsK) {
       const int kt0 = b * C::kSteps;
       const uint4* wslot = ring + slot * (C::kSlotBytes / 16);
+      // Direct activations: the next batch's requested now (latency hidden behind this one).
+      if constexpr (C::kDirectX) {
+        if (direct) load_x(b + C::kWarpsK, xn);
+      }
       if constexpr (kUseRing) {
         if constexpr (!kWholeRing) {
           // The slot computed last is free once every lane is done with its scales; it takes the
@@ -267,7 +297,6 @@ __device__ __forceinline__ void stream_block(const Params& p) {
         cp_async_wait<C::kRing - 1>();
         __syncwarp();
       }
-      const __half* xb_base = xs + (b - phase) * C::kBatchRows + 2 * t;
       // The batch's 8 k16 steps. kFull128 (a whole batch with G = 128, the common case on sm_80+):
       // no bounds check per step and one group, whose constants are read at step 0.
       // C::kExactWeights (sm_80+): the mma multiply the exact integers q - z
@@ -318,14 +347,20 @@ __device__ __forceinline__ void stream_block(const Params& p) {
               gscale[3] = sq_s.w;
             }
             std::uint32_t xb[kMG][2];
+            if (C::kDirectX && direct) {
+              xb[0][0] = xd[u][0];
+              xb[0][1] = xd[u][1];
+            } else {
+              const __half* xb_base = xs + (b - phase) * C::kBatchRows + 2 * t;
 #pragma unroll
-            for (int i = 0; i < kMG; ++i) {
-              const int row = 8 * i + g;
-              xb[i][0] = xb[i][1] = 0;
-              if (row < rows) {
-                const __half* xr = xb_base + row * p.x_stride + u * 16;
-                xb[i][0] = *reinterpret_cast<const std::uint32_t*>(xr);
-                xb[i][1] = *reinterpret_cast<const std::uint32_t*>(xr + 8);
+              for (int i = 0; i < kMG; ++i) {
+                const int row = 8 * i + g;
+                xb[i][0] = xb[i][1] = 0;
+                if (row < rows) {
+                  const __half* xr = xb_base + row * p.x_stride + u * 16;
+                  xb[i][0] = *reinterpret_cast<const std::uint32_t*>(xr);
+                  xb[i][1] = *reinterpret_cast<const std::uint32_t*>(xr + 8);
+                }
               }
             }
             uint4 wu;
@@ -369,6 +404,12 @@ __device__ __forceinline__ void stream_block(const Params& p) {
         slot = slot + 1 == C::kRing ? 0 : slot + 1;
       } else if (b + C::kWarpsK < b_end)
         load_batch(b + C::kWarpsK);
+      if constexpr (C::kDirectX) {
+        if (direct) {
+#pragma unroll
+          for (int u = 0; u < C::kSteps; ++u) xd[u][0] = xn[u][0], xd[u][1] = xn[u][1];
+        }
+      }
     }
   }
   __syncthreads();  // the staged activations are dead: the space holds the warps' sums

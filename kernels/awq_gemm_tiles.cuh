@@ -93,7 +93,8 @@ using TileL128 = TileConfig<2, 4, 1, 4, Turing, 1, 4>;
 // stripe add their sums in shared memory. A block holds Stripes stripes, which share its staged
 // activations. Sized for the H100's 228 KB per SM (st8: 55 KB, 4 blocks; st16: 108 KB, 2; st8w:
 // 182 KB, 1); on the A100 (164 KB) st8 fits 2 blocks and st8w none (the planner then keeps st8).
-template <int MGroups, int Stripes, bool Turing, int WarpsK = 4, int XBytes = 34816>
+template <int MGroups, int Stripes, bool Turing, int WarpsK = 4, int XBytes = 34816,
+          bool DirectX = false>
 struct StreamConfig {
   static constexpr bool kStream = true;
   static constexpr bool kWgmma = false;
@@ -131,6 +132,12 @@ struct StreamConfig {
   // (awq_gemm_stream.cuh), 4 of the 13 dequantization instructions per 8 weights fewer; the
   // Turing tiles keep W = fp16((q - z) * s) (their registers have no room for the group sums).
   static constexpr bool kExactWeights = !Turing;
+  // DirectX (sm_80+, M <= 8: st8d, st8wd), except with the fused SiLU input: each lane loads the
+  // activations of its mma fragments itself, from global memory (L1, else L2) one batch ahead,
+  // instead of the block staging them in shared memory by phases between block barriers
+  // (awq_gemm_stream.cuh). A separate instantiation: compiled into the staging kernel it made
+  // M = 1 5 % slower (run 98); the launcher picks it from kDirectXMinRows rows (awq_gemm.cu).
+  static constexpr bool kDirectX = DirectX && !Turing && MGroups == 1;
   static_assert(kMGroups == 1 || kMGroups == 2, "the stream kernel serves M <= 16 per m-block");
   static_assert(kAreaBytes % 16 == 0 && kSlotBytes % 16 == 0, "16-byte cp.async slots");
   static_assert((kXBytes / (2 * kRows) - 8) / kBatchRows >= kWarpsK,
@@ -142,6 +149,9 @@ template <bool Turing>
 using StreamM8 = StreamConfig<1, 1, Turing, 4, 18432>;
 template <bool Turing>
 using StreamM16 = StreamConfig<2, 2, Turing>;
+// st8 with the lanes' own activation loads (DirectX).
+template <bool Turing>
+using StreamM8Direct = StreamConfig<1, 1, Turing, 4, 18432, true>;
 // st8w: st8 with 16 warps on its stripe (8 on the Turing path, whose activation buffer holds 8
 // batches at 8 rows), one block per SM: for weights with fewer stripes than the GPU has SMs (o,
 // qkv), a stripe's K splits over the warps of one block instead of over blocks, so the split-K
@@ -149,6 +159,8 @@ using StreamM16 = StreamConfig<2, 2, Turing>;
 // 9.3 us with 2 splits against st8's best 10.8; down, 3.5 batches per warp, stays with st8).
 template <bool Turing>
 using StreamM8Wide = StreamConfig<1, 1, Turing, Turing ? 8 : 16>;
+template <bool Turing>
+using StreamM8WideDirect = StreamConfig<1, 1, Turing, Turing ? 8 : 16, 34816, true>;
 
 // The Hopper kernel (awq_gemm_wgmma.cuh, sm_90a only): two warpgroups share an output tile of
 // 4 stripes (256 columns) x BM activation rows. Warp w of a warpgroup streams stripe w; warpgroup

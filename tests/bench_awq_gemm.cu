@@ -361,9 +361,9 @@ int main(int argc, char** argv) {
         if (r.plan.path == AwqGemmPath::kDequantCublas)
           std::snprintf(plan, sizeof(plan), "dequant/chunk%d", r.plan.chunk_cols);
         else
-          std::snprintf(plan, sizeof(plan), "%s/%s/s%d%s%s", awq_gemm_path_name(r.plan.path),
+          std::snprintf(plan, sizeof(plan), "%s/%s/s%d%s%s%s", awq_gemm_path_name(r.plan.path),
                         awq_tile_name(r.plan.tile), r.plan.splits, r.plan.pdl ? "/pdl" : "",
-                        r.plan.cluster ? "/cluster" : "");
+                        r.plan.cluster ? "/cluster" : "", r.plan.direct_x ? "/dx" : "");
         std::printf(
             "%6d %-30s %9.2f %8.0f %6.1f %8.1f %9.2f %8.2f | %9.2f %9.2f %9.2f %9.2f %9.2f %9.2f\n",
             M, plan, r.awq_us, r.weight_gbs, r.hbm_pct, r.tflops, r.cublas_us, r.speedup,

@@ -129,12 +129,12 @@ void emulate_stream_and_check(const AwqReference& r, int M, int splits, bool wit
   for (const emu::Dim& b : blocks)
     emu::run_block(C::kThreads, b, grid, [&] { stream_block<C>(p); });
 
-  const std::string what = std::string(C::kTuring ? "turing" : "sm80") + " stream " +
-                           std::to_string(C::kRows) + " M=" + std::to_string(M) +
-                           " K=" + std::to_string(r.K) + " N=" + std::to_string(r.N) +
-                           " G=" + std::to_string(r.G) + " splits=" + std::to_string(splits) +
-                           " bias=" + std::to_string(with_bias) +
-                           (gate_up != nullptr ? " silu_mul" : "");
+  const std::string what =
+      std::string(C::kTuring ? "turing" : "sm80") + " stream " + std::to_string(C::kRows) +
+      (C::kWarpsK == 16 ? "w" : "") + (C::kDirectX ? " direct-x" : "") + " M=" + std::to_string(M) +
+      " K=" + std::to_string(r.K) + " N=" + std::to_string(r.N) + " G=" + std::to_string(r.G) +
+      " splits=" + std::to_string(splits) + " bias=" + std::to_string(with_bias) +
+      (gate_up != nullptr ? " silu_mul" : "");
   const std::string failure = awqd::test::check_awq_output(
       r, y.data(), M, with_bias, splits,
       C::kExactWeights ? awqd::test::AwqWeights::kExact : awqd::test::AwqWeights::kFp16);
@@ -171,6 +171,10 @@ void all_tiles(const AwqReference& r, int M, int splits, bool bias, std::mt19937
   emulate_stream_and_check<StreamM8<Turing>>(r, M, splits, bias, rng);
   emulate_stream_and_check<StreamM16<Turing>>(r, M, splits, bias, rng);
   emulate_stream_and_check<StreamM8Wide<Turing>>(r, M, splits, bias, rng);
+  if constexpr (!Turing) {  // the lanes' own activation loads (kDirectX: sm_80+ only)
+    emulate_stream_and_check<StreamM8Direct<false>>(r, M, splits, bias, rng);
+    emulate_stream_and_check<StreamM8WideDirect<false>>(r, M, splits, bias, rng);
+  }
 }
 
 TEST(AwqGemmEmulated, EveryTileBothPathsMatchTheReference) {
@@ -212,6 +216,8 @@ TEST(AwqGemmEmulated, StreamKernelSplitsAndPartialBatches) {
       emulate_stream_and_check<StreamM8<false>>(r, std::min(M, 8), 1, M % 2 == 0, rng);
       emulate_stream_and_check<StreamM8Wide<false>>(r, std::min(M, 8), 2, M % 2 == 1, rng);
       emulate_stream_and_check<StreamM8Wide<true>>(r, std::min(M, 8), 3, M % 2 == 0, rng);
+      emulate_stream_and_check<StreamM8Direct<false>>(r, std::min(M, 8), 2, M % 2 == 1, rng);
+      emulate_stream_and_check<StreamM8WideDirect<false>>(r, std::min(M, 8), 3, M % 2 == 0, rng);
       emulate_stream_and_check<StreamM16<false>>(r, M, M == 16 ? 1 : 9, M % 2 == 1, rng);
       emulate_stream_and_check<StreamM16<true>>(r, M, M == 1 ? 1 : 2, true, rng);
     }
@@ -227,6 +233,8 @@ TEST(AwqGemmEmulated, StreamKernelWithTheSiluMulInputFused) {
     for (int M : {1, 5, 16}) {
       emulate_stream_and_check<StreamM8<false>>(r, std::min(M, 8), 3, true, rng, &gate_up);
       emulate_stream_and_check<StreamM8Wide<false>>(r, std::min(M, 8), 2, false, rng, &gate_up);
+      // kDirectX falls back to staging with a fused SiLU input (which the launcher never gives it).
+      emulate_stream_and_check<StreamM8Direct<false>>(r, std::min(M, 8), 1, true, rng, &gate_up);
       emulate_stream_and_check<StreamM16<false>>(r, M, 1, false, rng, &gate_up);
       emulate_stream_and_check<StreamM16<true>>(r, M, 2, true, rng, &gate_up);
     }
