@@ -66,7 +66,7 @@ struct TileEntry {
   const void* (*kernel)();
   void (*launch)(const D::Params&, dim3, cudaStream_t, bool);
   // st8 / st8w on the sm_80+ path: the same tile with the lanes' own activation loads
-  // (StreamConfig::kDirectX), launched from kDirectXMinRows rows without a fused SiLU input.
+  // (StreamConfig::kDirectX; with the fused SiLU input too), launched from kDirectXMinRows rows.
   const void* (*kernel_direct)() = nullptr;
   void (*launch_direct)(const D::Params&, dim3, cudaStream_t, bool) = nullptr;
 };
@@ -493,7 +493,7 @@ TensorCorePlan plan_tensor_core(int M, const AwqWeight& w, const Shape& sh, bool
     TensorCorePlan plan = plan_stream(M, w, sh, tile_table(turing)[si], family.blocks_per_sm[si],
                                       caps, o, partial_bytes, family.pdl[si]);
     plan.pdl = o.pdl && family.pdl[si] && M <= kPdlMaxM;
-    plan.direct_x = family.direct_x[si] && o.silu_mul_ld == 0;
+    plan.direct_x = family.direct_x[si];
     return plan;
   }
   TensorCorePlan plan;
@@ -719,7 +719,7 @@ void run_tensor_core(const __half* x, const AwqWeight& w, const __half* bias, __
     const unsigned m_blocks = (p.M + plan.tile->bm - 1) / plan.tile->bm;
     const dim3 grid = plan.tile->stream ? dim3(m_blocks, plan.n_blocks, plan.splits)
                                         : dim3(plan.n_blocks, m_blocks, plan.splits);
-    const bool direct = plan.direct_x && p.M >= kDirectXMinRows && !p.silu_mul;
+    const bool direct = plan.direct_x && p.M >= kDirectXMinRows;
     (direct ? plan.tile->launch_direct : plan.tile->launch)(p, grid, stream, plan.pdl);
     CUDA_CHECK_LAUNCH();
   }

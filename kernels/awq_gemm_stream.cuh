@@ -192,34 +192,47 @@ __device__ __forceinline__ void stream_block(const Params& p) {
   // place in the round-robin): the block stages the phase's activations, then each warp computes
   // its batches of the phase, requesting its next batch (of this phase or the next) before it
   // meets the barrier.
-  // Direct activations (C::kDirectX, not the fused SiLU input, whose SiLU the block's threads
-  // share while staging): one phase without staging;
-  // each lane loads the activations of its fragments itself (row g, k = 16 u + 2t, +1 and +8, +9 of
-  // each step u of a batch; zeros past M and K), one batch ahead, into xd (this batch) and xn (its
-  // next). Plain (coherent) loads: the previous kernel writes x.
-  const bool direct = C::kDirectX && !p.silu_mul;
-  [[maybe_unused]] std::uint32_t xd[C::kSteps][2], xn[C::kSteps][2];
-  auto load_x = [&](int bb, std::uint32_t(&dst)[C::kSteps][2]) {
+  // Direct activations (C::kDirectX): one phase without staging; each lane loads the
+  // activations of its fragments itself (row g, k = 16 u + 2t, +1 and +8, +9 of each step u of a
+  // batch; zeros past M and K), one batch ahead, into xn (the next batch), which becomes xd (this
+  // batch) when the batch before it is done. With the fused SiLU input the lane also loads the
+  // up half (xu, K further along the row) and computes SiLU(gate) * up at that hand-over, when
+  // the loads have long landed; the lanes of row g compute the SiLU of that row only, so this
+  // pays from kDirectXMinRows rows (below, the block's threads share it while staging). Plain
+  // (coherent) loads: the previous kernel writes x.
+  [[maybe_unused]] std::uint32_t xd[C::kSteps][2], xn[C::kSteps][2], xu[C::kSteps][2];
+  auto load_x = [&](int bb) {
     const bool ok = g < rows && bb < b_end;
     const int k0 = bb * C::kBatchRows;
     const __half* xr = p.x + static_cast<std::size_t>(m0 + (ok ? g : 0)) * p.x_ld + k0 + 2 * t;
 #pragma unroll
     for (int u = 0; u < C::kSteps; ++u) {
-      dst[u][0] = dst[u][1] = 0;
+      xn[u][0] = xn[u][1] = xu[u][0] = xu[u][1] = 0;
       if (ok && k0 + u * 16 < p.K) {
-        dst[u][0] = *reinterpret_cast<const std::uint32_t*>(xr + u * 16);
-        dst[u][1] = *reinterpret_cast<const std::uint32_t*>(xr + u * 16 + 8);
+        xn[u][0] = *reinterpret_cast<const std::uint32_t*>(xr + u * 16);
+        xn[u][1] = *reinterpret_cast<const std::uint32_t*>(xr + u * 16 + 8);
+        if (p.silu_mul) {
+          xu[u][0] = *reinterpret_cast<const std::uint32_t*>(xr + p.K + u * 16);
+          xu[u][1] = *reinterpret_cast<const std::uint32_t*>(xr + p.K + u * 16 + 8);
+        }
       }
     }
   };
+  auto take_x = [&] {  // xd = the batch loaded into xn (and xu)
+#pragma unroll
+    for (int u = 0; u < C::kSteps; ++u)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) xd[u][h] = p.silu_mul ? silu_mul2(xn[u][h], xu[u][h]) : xn[u][h];
+  };
   if constexpr (C::kDirectX) {
-    if (direct) load_x(b, xd);
+    load_x(b);
+    take_x();
   }
   __half* xs = reinterpret_cast<__half*>(smem);
-  const int phase_batches = direct ? b_end - b_begin : p.phase_batches;
+  const int phase_batches = C::kDirectX ? b_end - b_begin : p.phase_batches;
   for (int phase = b_begin; phase < b_end; phase += phase_batches) {
     const int phase_end = phase + phase_batches < b_end ? phase + phase_batches : b_end;
-    if (!direct) {
+    if constexpr (!C::kDirectX) {
       if (phase != b_begin) __syncthreads();  // every warp is done with the last phase's x
       // Stage x[m0 .. m0 + rows)[phase rows] (zeros past K) with every load in flight at once:
       // cp.async on sm_80+, rounds of 4 register loads on the Turing path and for the fused SiLU
@@ -283,7 +296,7 @@ __device__ __forceinline__ void stream_block(const Params& p) {
       const uint4* wslot = ring + slot * (C::kSlotBytes / 16);
       // Direct activations: the next batch's requested now (latency hidden behind this one).
       if constexpr (C::kDirectX) {
-        if (direct) load_x(b + C::kWarpsK, xn);
+        load_x(b + C::kWarpsK);
       }
       if constexpr (kUseRing) {
         if constexpr (!kWholeRing) {
@@ -347,7 +360,7 @@ __device__ __forceinline__ void stream_block(const Params& p) {
               gscale[3] = sq_s.w;
             }
             std::uint32_t xb[kMG][2];
-            if (C::kDirectX && direct) {
+            if constexpr (C::kDirectX) {
               xb[0][0] = xd[u][0];
               xb[0][1] = xd[u][1];
             } else {
@@ -404,12 +417,7 @@ __device__ __forceinline__ void stream_block(const Params& p) {
         slot = slot + 1 == C::kRing ? 0 : slot + 1;
       } else if (b + C::kWarpsK < b_end)
         load_batch(b + C::kWarpsK);
-      if constexpr (C::kDirectX) {
-        if (direct) {
-#pragma unroll
-          for (int u = 0; u < C::kSteps; ++u) xd[u][0] = xn[u][0], xd[u][1] = xn[u][1];
-        }
-      }
+      if constexpr (C::kDirectX) take_x();
     }
   }
   __syncthreads();  // the staged activations are dead: the space holds the warps' sums

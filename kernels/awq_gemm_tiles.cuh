@@ -132,11 +132,11 @@ struct StreamConfig {
   // (awq_gemm_stream.cuh), 4 of the 13 dequantization instructions per 8 weights fewer; the
   // Turing tiles keep W = fp16((q - z) * s) (their registers have no room for the group sums).
   static constexpr bool kExactWeights = !Turing;
-  // DirectX (sm_80+, M <= 8: st8d, st8wd), except with the fused SiLU input: each lane loads the
-  // activations of its mma fragments itself, from global memory (L1, else L2) one batch ahead,
-  // instead of the block staging them in shared memory by phases between block barriers
-  // (awq_gemm_stream.cuh). A separate instantiation: compiled into the staging kernel it made
-  // M = 1 5 % slower (run 98); the launcher picks it from kDirectXMinRows rows (awq_gemm.cu).
+  // DirectX (sm_80+, M <= 8: st8d, st8wd): each lane loads the activations of its mma fragments
+  // itself (and computes the fused SiLU input's SiLU for them), from global memory (L1, else L2)
+  // one batch ahead, instead of the block staging them in shared memory by phases between block
+  // barriers (awq_gemm_stream.cuh). A separate instantiation: compiled into the staging kernel it
+  // made M = 1 5 % slower (run 98); the launcher picks it from kDirectXMinRows rows (awq_gemm.cu).
   static constexpr bool kDirectX = DirectX && !Turing && MGroups == 1;
   static_assert(kMGroups == 1 || kMGroups == 2, "the stream kernel serves M <= 16 per m-block");
   static_assert(kAreaBytes % 16 == 0 && kSlotBytes % 16 == 0, "16-byte cp.async slots");

@@ -16,22 +16,22 @@ __host__ __device__ __forceinline__ __half silu_mul1(__half gate, __half up) {
   return __float2half_rn(g / (1.0f + expf(-g)) * u);
 }
 
-__host__ __device__ __forceinline__ uint4 silu_mul8(uint4 gate, uint4 up) {
-  const std::uint32_t g[4] = {gate.x, gate.y, gate.z, gate.w};
-  const std::uint32_t u[4] = {up.x, up.y, up.z, up.w};
-  std::uint32_t r[4];
-  for (int i = 0; i < 4; ++i) {
-    std::uint32_t out = 0;
-    for (int h = 0; h < 2; ++h) {
-      __half_raw gr, ur;
-      gr.x = static_cast<unsigned short>(g[i] >> (16 * h));
-      ur.x = static_cast<unsigned short>(u[i] >> (16 * h));
-      const __half_raw o = silu_mul1(__half(gr), __half(ur));
-      out |= static_cast<std::uint32_t>(o.x) << (16 * h);
-    }
-    r[i] = out;
+// Two values packed as a half2 word (low half first).
+__host__ __device__ __forceinline__ std::uint32_t silu_mul2(std::uint32_t gate, std::uint32_t up) {
+  std::uint32_t out = 0;
+  for (int h = 0; h < 2; ++h) {
+    __half_raw gr, ur;
+    gr.x = static_cast<unsigned short>(gate >> (16 * h));
+    ur.x = static_cast<unsigned short>(up >> (16 * h));
+    const __half_raw o = silu_mul1(__half(gr), __half(ur));
+    out |= static_cast<std::uint32_t>(o.x) << (16 * h);
   }
-  return make_uint4(r[0], r[1], r[2], r[3]);
+  return out;
+}
+
+__host__ __device__ __forceinline__ uint4 silu_mul8(uint4 gate, uint4 up) {
+  return make_uint4(silu_mul2(gate.x, up.x), silu_mul2(gate.y, up.y), silu_mul2(gate.z, up.z),
+                    silu_mul2(gate.w, up.w));
 }
 
 }  // namespace awqd::cuda

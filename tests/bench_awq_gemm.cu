@@ -11,7 +11,7 @@
 // - Random data everywhere (a hash on the GPU), never zeros.
 // - Effective weight bandwidth = bytes of the repacked weight (int4 + scales + zeros) / time.
 //
-// Usage: bench_awq_gemm [--m 1,2,4,...] [--shapes qkv,o,gate_up,down,KxN] [--group 128]
+// Usage: bench_awq_gemm [--m 1,2,4,...] [--shapes qkv,o,gate_up,down,down_silu,KxN] [--group 128]
 //                       [--csv FILE] [--sweep-csv FILE] [--no-sweep] [--sweep-pdl]
 // Prints a table per shape (auto; auto without PDL; the tiled kernel alone; the Turing path;
 // dequantize + cuBLASLt), then the sweep of forced tiles and split-K factors (tuning data: its
@@ -52,10 +52,15 @@ constexpr std::size_t kCublasWorkspace = std::size_t{32} << 20;
 struct LinearShape {
   std::string name;
   int K, N;
+  // The engine's decode down projection: the input is SiLU(gate) * up of x [M, 2K], computed by
+  // the stream kernel while it loads x (AwqGemmOptions::silu_mul_ld = 2K; M <= 16 only). cuBLASLt
+  // still multiplies a plain [M, K] input (without the separate SiLU kernel it would need).
+  bool silu = false;
 };
 
 struct Row {
   std::string shape;
+  bool silu = false;  // a fused SiLU input: not in the summary (its cuBLASLt figure lacks the SiLU)
   int M = 0;
   AwqGemmPlan plan;
   double awq_us = 0, cublas_us = 0, pdl_us = NAN, l2_us = NAN, nocluster_us = NAN,
@@ -113,8 +118,9 @@ class ShapeBench {
       fill16(w16, std::size_t{1} * s.K * s.N, -0.05f, 0.05f);
       weights16_.push_back(w16);
     }
-    x_ = device_alloc<__half>(std::size_t{1} * max_M * s.K);
-    fill16(x_, std::size_t{1} * max_M * s.K, -1.0f, 1.0f);
+    const std::size_t x_count = std::size_t{1} * max_M * s.K * (s.silu ? 2 : 1);
+    x_ = device_alloc<__half>(x_count);
+    fill16(x_, x_count, -1.0f, 1.0f);
     y_ = device_alloc<__half>(std::size_t{1} * max_M * s.N);
     ws_.bytes = awq_gemm_workspace_bytes(max_M, s.K, s.N, G);
     ws_.ptr = device_alloc<char>(ws_.bytes);
@@ -148,6 +154,7 @@ class ShapeBench {
   // of prefetching a weight into L2 before its GEMM; not a figure of the kernel).
   double awq(int M, AwqGemmOptions o, AwqGemmPlan* plan = nullptr, bool rotate = true) {
     if (!pdl_usable) o.pdl = false;
+    if (shape_.silu) o.silu_mul_ld = 2 * shape_.K;
     const int copies = rotate ? copies_ : 1;
     auto run = [&] {
       if (plan != nullptr) *plan = awq_gemm_plan(M, weights_[0], ws_, o);
@@ -283,7 +290,7 @@ int main(int argc, char** argv) {
       sweep_pdl = true;
     else {
       std::fprintf(stderr,
-                   "usage: bench_awq_gemm [--m 1,2,...] [--shapes qkv,o,gate_up,down,KxN]"
+                   "usage: bench_awq_gemm [--m 1,2,...] [--shapes qkv,o,gate_up,down,down_silu,KxN]"
                    " [--group G] [--csv FILE] [--sweep-csv FILE] [--no-sweep] [--sweep-pdl]\n");
       return 2;
     }
@@ -293,6 +300,7 @@ int main(int argc, char** argv) {
       {"o", {"o", 4096, 4096}},
       {"gate_up", {"gate_up", 4096, 28672}},
       {"down", {"down", 14336, 4096}},
+      {"down_silu", {"down_silu", 14336, 4096, true}},
   };
 
   try {
@@ -328,8 +336,10 @@ int main(int argc, char** argv) {
                   "auto plan", "awq_us", "GB/s", "%HBM", "TFLOP/s", "cublas_us", "speedup",
                   "pdl_us", "pdl_l2hot", "pdl_nocl", "tiled_us", "turing_us", "deq_us");
       for (int M : ms) {
+        if (s.silu && M > 16) continue;  // the fused SiLU input is the stream kernel's only
         Row r;
         r.shape = s.name;
+        r.silu = s.silu;
         r.M = M;
         r.awq_us = bench.awq(M, AwqGemmOptions{}, &r.plan);
         r.cublas_us = bench.cublas(M);
@@ -341,7 +351,7 @@ int main(int argc, char** argv) {
         r.nocluster_us = bench.awq(M, o);
         o.cluster_reduce = true;
         o.pdl = false;
-        if (has_tc) {  // the tiled kernel alone (what auto ran before the stream kernel)
+        if (has_tc && !s.silu) {  // the tiled kernel alone (what auto ran before the stream kernel)
           o.path = AwqGemmPath::kTensorCore;
           o.tile = tiled_tile_for(M);
           r.tiled_us = bench.awq(M, o);
@@ -349,7 +359,7 @@ int main(int argc, char** argv) {
         }
         o.path = AwqGemmPath::kTuring;
         r.turing_us = bench.awq(M, o);
-        if (M >= 64) {
+        if (M >= 64 && !s.silu) {
           o.path = AwqGemmPath::kDequantCublas;
           r.dequant_us = bench.awq(M, o);
         }
@@ -371,7 +381,7 @@ int main(int argc, char** argv) {
         std::fflush(stdout);
         rows.push_back(r);
 
-        if (sweep) {
+        if (sweep && !s.silu) {
           // Tuning data: the split-K model of the stream kernel (M <= 16), the tiles at mid M.
           std::vector<AwqTile> tiles;
           std::vector<int> split_counts;
@@ -481,7 +491,7 @@ int main(int argc, char** argv) {
       double lo = INFINITY, log_sum = 0, hbm_lo = INFINITY;
       int n = 0;
       for (const Row& r : rows)
-        if (r.M == M) {
+        if (r.M == M && !r.silu) {
           lo = std::min(lo, r.speedup);
           hbm_lo = std::min(hbm_lo, r.hbm_pct);
           log_sum += std::log(r.speedup);

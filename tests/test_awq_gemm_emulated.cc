@@ -233,8 +233,10 @@ TEST(AwqGemmEmulated, StreamKernelWithTheSiluMulInputFused) {
     for (int M : {1, 5, 16}) {
       emulate_stream_and_check<StreamM8<false>>(r, std::min(M, 8), 3, true, rng, &gate_up);
       emulate_stream_and_check<StreamM8Wide<false>>(r, std::min(M, 8), 2, false, rng, &gate_up);
-      // kDirectX falls back to staging with a fused SiLU input (which the launcher never gives it).
+      // kDirectX: each lane computes the SiLU of its own fragments (the launcher's choice from 5
+      // rows; here at 1 row too, where it is merely slower).
       emulate_stream_and_check<StreamM8Direct<false>>(r, std::min(M, 8), 1, true, rng, &gate_up);
+      emulate_stream_and_check<StreamM8WideDirect<false>>(r, std::min(M, 8), 3, false, rng, &gate_up);
       emulate_stream_and_check<StreamM16<false>>(r, M, 1, false, rng, &gate_up);
       emulate_stream_and_check<StreamM16<true>>(r, M, 2, true, rng, &gate_up);
     }
