@@ -493,7 +493,7 @@ TensorCorePlan plan_tensor_core(int M, const AwqWeight& w, const Shape& sh, bool
     TensorCorePlan plan = plan_stream(M, w, sh, tile_table(turing)[si], family.blocks_per_sm[si],
                                       caps, o, partial_bytes, family.pdl[si]);
     plan.pdl = o.pdl && family.pdl[si] && M <= kPdlMaxM;
-    plan.direct_x = family.direct_x[si];
+    plan.direct_x = family.direct_x[si] && o.direct_x;
     return plan;
   }
   TensorCorePlan plan;

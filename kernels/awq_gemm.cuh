@@ -170,6 +170,9 @@ struct AwqGemmOptions {
   // sm_90+: the stream kernel's split-K partial sums meet in distributed shared memory (the
   // splits of a stripe are one thread-block cluster) instead of the workspace.
   bool cluster_reduce = true;
+  // st8 / st8w from 5 rows: the variant whose lanes load their own activations instead of the
+  // block staging them (AwqGemmPlan::direct_x). False: always stage (the benchmark's A/B).
+  bool direct_x = true;
   // > 0: the GEMM's input is SiLU(x[:, 0..K)) * x[:, K..2K) of x [M, silu_mul_ld] (row-major,
   // the fused gate_up projection's output; silu_mul_ld >= 2K, a multiple of 8), computed while the
   // stream kernel stages it with silu_mul's arithmetic (identical bits): the MLP's activation

@@ -14,7 +14,8 @@
 // Usage: bench_awq_gemm [--m 1,2,4,...] [--shapes qkv,o,gate_up,down,down_silu,KxN] [--group 128]
 //                       [--csv FILE] [--sweep-csv FILE] [--no-sweep] [--sweep-pdl]
 // Prints a table per shape (auto; auto without PDL; the tiled kernel alone; the Turing path;
-// dequantize + cuBLASLt), then the sweep of forced tiles and split-K factors (tuning data: its
+// dequantize + cuBLASLt; for direct-x plans the same launches with the activations staged),
+// then the sweep of forced tiles and split-K factors (tuning data: its
 // best against auto, and every configuration; plain launches, or with --sweep-pdl launched as the
 // engine launches them up to M = 64), and last a summary against the issue's targets.
 #include <cuda_fp16.h>
@@ -63,7 +64,7 @@ struct Row {
   bool silu = false;  // a fused SiLU input: not in the summary (its cuBLASLt figure lacks the SiLU)
   int M = 0;
   AwqGemmPlan plan;
-  double awq_us = 0, cublas_us = 0, pdl_us = NAN, l2_us = NAN, nocluster_us = NAN,
+  double awq_us = 0, cublas_us = 0, pdl_us = NAN, l2_us = NAN, nocluster_us = NAN, staged_us = NAN,
          tiled_us = NAN, turing_us = NAN, dequant_us = NAN;
   double weight_gbs = 0, hbm_pct = 0, tflops = 0, speedup = 0;
 };
@@ -332,9 +333,9 @@ int main(int argc, char** argv) {
       std::printf(
           "\n## %s: K=%d N=%d, AWQ weight %.1f MB (fp16 %.1f MB); dequantize alone %.1f us\n",
           s.name.c_str(), s.K, s.N, bench.weight_bytes() / 1e6, 2.0 * s.K * s.N / 1e6, deq_us);
-      std::printf("%6s %-30s %9s %8s %6s %8s %9s %8s | %9s %9s %9s %9s %9s %9s\n", "M",
+      std::printf("%6s %-30s %9s %8s %6s %8s %9s %8s | %9s %9s %9s %9s %9s %9s %9s\n", "M",
                   "auto plan", "awq_us", "GB/s", "%HBM", "TFLOP/s", "cublas_us", "speedup",
-                  "pdl_us", "pdl_l2hot", "pdl_nocl", "tiled_us", "turing_us", "deq_us");
+                  "pdl_us", "pdl_l2hot", "pdl_nocl", "tiled_us", "turing_us", "deq_us", "pdl_stage");
       for (int M : ms) {
         if (s.silu && M > 16) continue;  // the fused SiLU input is the stream kernel's only
         Row r;
@@ -350,6 +351,11 @@ int main(int argc, char** argv) {
         o.cluster_reduce = false;  // the same, split-K through the workspace (sm_90 clusters off)
         r.nocluster_us = bench.awq(M, o);
         o.cluster_reduce = true;
+        if (r.plan.direct_x) {  // the same launches with the activations staged by the block
+          o.direct_x = false;
+          r.staged_us = bench.awq(M, o);
+          o.direct_x = true;
+        }
         o.pdl = false;
         if (has_tc && !s.silu) {  // the tiled kernel alone (what auto ran before the stream kernel)
           o.path = AwqGemmPath::kTensorCore;
@@ -375,9 +381,9 @@ int main(int argc, char** argv) {
                         awq_tile_name(r.plan.tile), r.plan.splits, r.plan.pdl ? "/pdl" : "",
                         r.plan.cluster ? "/cluster" : "", r.plan.direct_x ? "/dx" : "");
         std::printf(
-            "%6d %-30s %9.2f %8.0f %6.1f %8.1f %9.2f %8.2f | %9.2f %9.2f %9.2f %9.2f %9.2f %9.2f\n",
+            "%6d %-30s %9.2f %8.0f %6.1f %8.1f %9.2f %8.2f | %9.2f %9.2f %9.2f %9.2f %9.2f %9.2f %9.2f\n",
             M, plan, r.awq_us, r.weight_gbs, r.hbm_pct, r.tflops, r.cublas_us, r.speedup,
-            r.pdl_us, r.l2_us, r.nocluster_us, r.tiled_us, r.turing_us, r.dequant_us);
+            r.pdl_us, r.l2_us, r.nocluster_us, r.tiled_us, r.turing_us, r.dequant_us, r.staged_us);
         std::fflush(stdout);
         rows.push_back(r);
 
@@ -436,14 +442,15 @@ int main(int argc, char** argv) {
     if (!csv_path.empty()) {
       std::ofstream f(csv_path);
       f << "shape,M,path,tile,splits,pdl,awq_us,weight_gbs,hbm_pct,tflops,cublas_us,speedup,"
-           "pdl_us,pdl_l2hot_us,pdl_nocluster_us,tiled_us,turing_us,dequant_us,hbm_gbs\n";
+           "pdl_us,pdl_l2hot_us,pdl_nocluster_us,tiled_us,turing_us,dequant_us,pdl_staged_us,hbm_gbs\n";
       for (const Row& r : rows)
         f << r.shape << ',' << r.M << ',' << awq_gemm_path_name(r.plan.path) << ','
           << awq_tile_name(r.plan.tile) << ',' << r.plan.splits << ',' << r.plan.pdl << ','
           << r.awq_us << ',' << r.weight_gbs << ',' << r.hbm_pct << ',' << r.tflops << ','
           << r.cublas_us << ',' << r.speedup << ',' << r.pdl_us << ',' << r.l2_us << ','
           << r.nocluster_us << ','
-          << r.tiled_us << ',' << r.turing_us << ',' << r.dequant_us << ',' << hbm << '\n';
+          << r.tiled_us << ',' << r.turing_us << ',' << r.dequant_us << ',' << r.staged_us << ','
+          << hbm << '\n';
     }
     if (!sweep_rows.empty()) {
       if (!sweep_path.empty()) {
