@@ -523,7 +523,7 @@ std::string CudaExecutor::measure_fp16_crossovers() {
   // back to back (the real calls' order: weights rotate through more memory than the L2 holds),
   // the AWQ kernel with PDL as forward() calls it; the median of 5 passes each, interleaved. The
   // warm-up also loads cuBLASLt's kernels for these shapes before the first step needs them.
-  // Steps of at most awq_gemm_stream_max_m() rows keep the AWQ kernel (it fuses SiLU there and
+  // Steps of at most awq_gemm_stream_max_m() rows keep the AWQ kernel (it fuses SiLU at 1-2 rows and
   // wins 1.2-2x); past the largest probe cuBLASLt wins (the AWQ planner itself dequantizes to fp16
   // for cuBLASLt there, per call). awq_gemm_fp16_crossover_m (the H100 table) is what a weight
   // keeps when its step sizes cannot be probed (max_num_batched_tokens below the first probe).
@@ -726,6 +726,11 @@ void CudaExecutor::forward(int T, int B, bool decode_only, int max_context) {
   cuda::embedding_gather(x, embed_.as<__half>(), d_tokens_, T, D, 0, c.vocab_size, stream_);
   cuda::rmsnorm(h, x, layers_[0].input_norm.as<__half>(), T, D, c.rms_norm_eps, stream_);
   const int stream_max_m = cuda::awq_gemm_stream_max_m();  // 0 where the stream kernel cannot run
+  // Every block of the down projection computes the SiLU of its rows again (N / 64 stripes), so
+  // fusing it pays only while the rows are few. H200, llama3-8b-shaped (docs/PERF.md run 103),
+  // ITL p50 fused up to 16 / 4 / 1 rows: 2 sequences 2.36 / 2.37 / 2.38 ms, 4: 2.61 / 2.60 / 2.58,
+  // 8: 2.95 / 2.77 / 2.77, 16: 4.07 / 3.96 / 3.96.
+  constexpr int kFusedSiluMaxRows = 2;
   for (int li = 0; li < c.num_layers; ++li) {
     Layer& L = layers_[li];  // h holds this layer's normed input (the previous layer's last step)
     mark(GpuCategory::kGemm);
@@ -823,9 +828,9 @@ void CudaExecutor::forward(int T, int B, bool decode_only, int max_context) {
     reduce_add_rmsnorm(proj, x, h, L.post_attn_norm.as<__half>(), T);
     mark(GpuCategory::kGemm);
     linear(L.gate_up, h, gate_up_.as<__half>(), T);
-    if (L.down.quantized && T <= stream_max_m && !engine_config_.deterministic) {
-      // Decode-sized steps: the down projection's stream kernel computes SiLU(gate) * up itself
-      // while staging its input (same arithmetic as silu_mul): one kernel and one pass fewer.
+    if (L.down.quantized && T <= std::min(stream_max_m, kFusedSiluMaxRows) && !engine_config_.deterministic) {
+      // Steps of 1-2 tokens: the down projection's stream kernel computes SiLU(gate) * up itself
+      // while loading its input (same arithmetic as silu_mul): one kernel and one pass fewer.
       linear(L.down, gate_up_.as<__half>(), proj, T, 2 * I);
     } else {
       mark(GpuCategory::kOther);
