@@ -372,6 +372,18 @@ bool wide_stream_pays(const Shape& sh, bool turing, const DeviceCaps& caps) {
   return batches <= kWideMaxBatchesPerWarp * warps * splits;
 }
 
+// M = 9-16 with the Hopper tiles: st8w as two m-blocks of 8 rows (each launch of its per-lane
+// variant) wherever the stripes' m-blocks fit one wave, however many batches per warp. Run 104
+// (H200, sweep with PDL, M = 16, us): o 8.06 (st8w, 1 split) against s16's 11.82, down 19.25
+// against st16's 22.32, the TP-2 shards 2048x4096 5.66 / 9.35, 4096x3072 7.60 / 10.66, 7168x4096
+// 11.49 / 15.18; qkv (96 stripes, 192 blocks: 1.5 waves) 14.50 against s16's 13.71 (so not there).
+bool wide_stream_fits_one_wave(const Shape& sh, int m_blocks, bool turing, const DeviceCaps& caps) {
+  const FamilyCaps& family = turing ? caps.turing : caps.tensor_core;
+  const int per_sm = family.blocks_per_sm[static_cast<int>(AwqTile::kSt8w)];
+  return hopper_tiles(family) && per_sm > 0 &&
+         static_cast<long long>(sh.n_stripes) * m_blocks <= static_cast<long long>(per_sm) * caps.sms;
+}
+
 // M = 9-16 with the Hopper tiles (runs 30-31, H100): the s16 tile beats st16 on weights up to
 // kS16MaxWeight (at M = 16 without PDL qkv 14.5 vs 16.8 us, o 12.3 vs 16.3, down 26.5 vs 29.5;
 // gate_up, 117 M, 50.4 vs 39.8). Since the stream kernel's exact-integer weights (run 96, H200,
@@ -379,11 +391,14 @@ bool wide_stream_pays(const Shape& sh, bool turing, const DeviceCaps& caps) {
 // 25.9, K = 7168 (down's TP-2 shard) 14.6 / 15.2 vs 15.8 / 16.1, while at K <= 4096 s16 stays
 // ahead or level (o 11.7 / 11.8 vs st16 11.8 / 12.3, 2048x4096 8.6 / 9.4 vs 10.6 / 11.1; qkv
 // 13.5 / 13.8 vs 12.8 / 13.8): so s16 only up to kS16MaxK as well. A fused SiLU input (down's,
-// silu_mul_ld) keeps the stream kernel.
-constexpr long long kS16MaxWeight = 64ll << 20;
+// silu_mul_ld) keeps the stream kernel. Run 104 (H200, PDL, M = 12 / 16): gate_up's TP-2 shard
+// (4096 x 14336, 58.7 M elements) st16 with its 2 splits 19.5 / 20.2 us against s16's 27.3 /
+// 27.7, qkv (25.2 M) level (st16 13.0 / 13.8 against 13.6 / 13.7): so s16 up to 32 M elements.
+constexpr long long kS16MaxWeight = 32ll << 20;
 constexpr int kS16MaxK = 5120;
 
-// The tile auto runs: M <= 8 st8, or st8w where it pays (above); 9-16 st16 or s16 (above).
+// The tile auto runs: M <= 8 st8, or st8w where it pays (above); 9-16 st8w where its two
+// m-blocks per stripe fit one wave, else st16 or s16 (above).
 // With the Hopper tiles (run 15, H100): w64 from M = 17 (it computes 64 rows whatever M is: at
 // M = 32 gate_up 51.6 us vs s32's 62.5, down 31.3 vs 33.5), except on the smallest weights
 // (K * N <= 16 M, o: s32 15.2 / 21.1 us at 32 / 64 vs 16.6 / 22.5); beyond 64, w128, except up
@@ -401,6 +416,8 @@ AwqTile tile_for(int M, const AwqWeight& w, const Shape& sh, bool turing, const 
     if (wide_stream_pays(sh, turing, caps)) return AwqTile::kSt8w;
     return fits(AwqTile::kSt8) ? AwqTile::kSt8 : AwqTile::kS16;
   }
+  if (M <= kStreamMaxM && wide_stream_fits_one_wave(sh, (M + 7) / 8, turing, caps))
+    return AwqTile::kSt8w;
   if (M <= kStreamMaxM)
     return (hopper_tiles(family) && !stream_only && K <= kS16MaxK &&
             static_cast<long long>(K) * N <= kS16MaxWeight) ||
@@ -457,7 +474,7 @@ TensorCorePlan plan_stream(int M, const AwqWeight& w, const Shape& sh, const Til
   const int rows = std::min(plan.rows_per_launch, e.bm);
   plan.batches = (sh.k_pad + 127) / 128;
   int splits = o.splits > 0                  ? o.splits
-               : e.tile == AwqTile::kSt8w ? wide_stream_splits(sh.n_stripes, blocks_per_sm, caps)
+               : e.tile == AwqTile::kSt8w ? wide_stream_splits(sh.n_stripes * plan.m_blocks, blocks_per_sm, caps)
                                           : stream_splits(sh.n_stripes, caps);
   splits = std::min(splits, plan.batches);
   // sm_90: up to 8 splits (the portable cluster size) add through a cluster, no workspace.

@@ -392,8 +392,9 @@ int main(int argc, char** argv) {
           std::vector<AwqTile> tiles;
           std::vector<int> split_counts;
           if (M <= 16) {
-            tiles = {M <= 8 ? AwqTile::kSt8 : AwqTile::kSt16, AwqTile::kW64};
-            if (M <= 8) tiles.push_back(AwqTile::kSt8w);
+            // M = 9-16 also as st8 / st8w m-blocks of 8 rows (their per-lane variant from 5).
+            tiles = {AwqTile::kSt8, AwqTile::kSt8w, AwqTile::kW64};
+            if (M > 8) tiles.push_back(AwqTile::kSt16);
             split_counts = {1, 2, 4, 8, 16};
           } else if (M <= 64) {
             tiles = {AwqTile::kS32, AwqTile::kM64, AwqTile::kW64};

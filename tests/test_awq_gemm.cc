@@ -266,12 +266,16 @@ TEST(AwqGemm, DecodePlansOnTheMeasuredCard) {
       {1, 14336, 4096, 2 * 14336, AwqTile::kSt8w, 2, true},  // ... with the fused SiLU input
       {1, 2048, 4096, 0, AwqTile::kSt8w, 2, true},    // o at tensor parallel 2 (K halved)
       {1, 7168, 4096, 0, AwqTile::kSt8w, 2, true},    // down at tensor parallel 2
-      {16, 4096, 6144, 0, AwqTile::kS16, 0, false},   // M = 9-16: s16 on weights up to 64 M
-      {12, 4096, 4096, 0, AwqTile::kS16, 0, false},
-      {16, 14336, 4096, 0, AwqTile::kSt16, 8, false},  // ... up to K = 5120 (run 96)
-      {9, 7168, 4096, 0, AwqTile::kSt16, 8, false},
-      {16, 14336, 4096, 2 * 14336, AwqTile::kSt16, 0, false},  // a fused SiLU input: stream
-      {16, 4096, 28672, 0, AwqTile::kSt16, 0, false},          // gate_up: 117 M elements
+      // M = 9-16: st8w as two m-blocks of 8 rows where they fit one wave (run 104), ...
+      {12, 4096, 4096, 0, AwqTile::kSt8w, 1, false},   // o: 128 blocks
+      {16, 14336, 4096, 0, AwqTile::kSt8w, 1, false},  // down
+      {9, 7168, 4096, 0, AwqTile::kSt8w, 1, false},    // down at tensor parallel 2
+      {16, 2048, 4096, 0, AwqTile::kSt8w, 1, false},   // o at tensor parallel 2
+      {16, 14336, 4096, 2 * 14336, AwqTile::kSt8w, 1, false},  // with the fused SiLU input
+      // ... else s16 on weights up to 32 M elements with K up to 5120 (runs 96, 104), else st16
+      {16, 4096, 6144, 0, AwqTile::kS16, 0, false},     // qkv: 192 blocks would be 1.5 waves
+      {16, 4096, 14336, 0, AwqTile::kSt16, 2, true},    // gate_up at tensor parallel 2: 58.7 M
+      {16, 4096, 28672, 0, AwqTile::kSt16, 0, false},   // gate_up: 117 M elements
       // The wgmma tiles (run 91): one wave of splits, stepped down to a divisor of the k-tiles.
       {64, 4096, 6144, 0, AwqTile::kW64, 4, false},    // qkv: 24 tiles, 64 k-tiles: 4, not 5
       {64, 14336, 4096, 0, AwqTile::kW64, 8, false},   // down: 16 tiles, 224 k-tiles

@@ -214,10 +214,11 @@ TEST(AwqGemmEmulated, StreamKernelSplitsAndPartialBatches) {
     const AwqReference r = awqd::test::make_awq_reference(K, 72, G, 16);
     for (int M = 1; M <= 16; M += (M < 4 ? 1 : 5)) {
       emulate_stream_and_check<StreamM8<false>>(r, std::min(M, 8), 1, M % 2 == 0, rng);
-      emulate_stream_and_check<StreamM8Wide<false>>(r, std::min(M, 8), 2, M % 2 == 1, rng);
+      // st8w also serves M = 9-16 on sm_90 as two m-blocks of 8 rows (awq_gemm.cu, run 104).
+      emulate_stream_and_check<StreamM8Wide<false>>(r, M, 2, M % 2 == 1, rng);
       emulate_stream_and_check<StreamM8Wide<true>>(r, std::min(M, 8), 3, M % 2 == 0, rng);
       emulate_stream_and_check<StreamM8Direct<false>>(r, std::min(M, 8), 2, M % 2 == 1, rng);
-      emulate_stream_and_check<StreamM8WideDirect<false>>(r, std::min(M, 8), 3, M % 2 == 0, rng);
+      emulate_stream_and_check<StreamM8WideDirect<false>>(r, M, 3, M % 2 == 0, rng);
       emulate_stream_and_check<StreamM16<false>>(r, M, M == 16 ? 1 : 9, M % 2 == 1, rng);
       emulate_stream_and_check<StreamM16<true>>(r, M, M == 1 ? 1 : 2, true, rng);
     }
