@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# docs/PERF.md run 102. The fast SiLU (bundle of 9d941b1) against 2962a21 (.gpu/old6/awqd.xz):
+# tests, bench_awq_gemm with the pdl_stage column, the engine at 1/4/8 sequences alternated.
+# carry: .gpu/slim.tar.xz .gpu/fixtures .gpu/old6
+set -uo pipefail
+cd "$(dirname "$0")/../.." || exit 1
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT" /tmp/awqd /tmp/old /tmp/exp
+rm -rf /tmp/awqd/* /tmp/exp/*; tar -C /tmp/awqd -xJf .gpu/slim.tar.xz
+xz -dc .gpu/old6/awqd.xz > /tmp/old/awqd; chmod +x /tmp/old/awqd
+export LD_LIBRARY_PATH=/tmp/awqd/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+export AWQD_FIXTURES=$PWD/.gpu/fixtures AWQD_BINARY=/tmp/awqd/bin/awqd
+cat /tmp/awqd/BUILD; nvidia-smi -L | head -1
+B=/tmp/awqd/bin
+for t in test_awq_gemm test_cuda_engine test_engine_pipeline test_ops test_decode_mlp; do
+  timeout 200 $B/$t --gtest_brief=1 > /tmp/exp/$t.log 2>&1; echo "$t rc=$? $(grep -E '^\[  (PASSED|FAILED|SKIPPED)' /tmp/exp/$t.log | paste -sd' ')"
+  grep -E "Failure|Expected|Which is|agreement" /tmp/exp/$t.log | head -8
+done
+timeout 120 $B/bench_awq_gemm --m 1,2,4,5,6,8,16 --shapes down_silu,down,gate_up,qkv,o --no-sweep > /tmp/exp/gemm_new.log 2>&1
+echo "-- gemm (shape:M:plan:pdl_us:pdl_stage)"; awk '/^## /{s=$2} /^ +[0-9]+ +[a-z-]+\//{printf "%s%s:%s:%s:%s ", s, $1, $2, $10, $16} END{print ""}' /tmp/exp/gemm_new.log | sed 's/tensor-core\///g' | fold -w 230
+timeout 150 $B/awqd synth --like llama3-8b --out /tmp/model > /dev/null 2>&1
+run() { local name=$1 bin=$2; shift 2
+  timeout 120 $bin bench --model /tmp/model --quiet "$@" > /tmp/exp/run-$name.log 2>&1
+  printf '%-12s %s | %s | %s\n' "$name" "$(grep -oE 'ITL p50 [0-9.]+ ms' /tmp/exp/run-$name.log)" "$(grep -E '^decode' /tmp/exp/run-$name.log)" "$(grep -E '^requests' /tmp/exp/run-$name.log)"; }
+for r in 1 2; do
+  run "old-d1-r$r" /tmp/old/awqd --workload decode-1
+  run "new-d1-r$r" $B/awqd --workload decode-1
+  for n in 4 8; do
+    run "old-d$n-r$r" /tmp/old/awqd --workload custom --num-prompts $n --input-len 512 --output-len 128
+    run "new-d$n-r$r" $B/awqd --workload custom --num-prompts $n --input-len 512 --output-len 128
+  done
+done
+run "new-prof-d8" $B/awqd --workload custom --num-prompts 8 --input-len 512 --output-len 128 --profile
+grep -E "^(profile|  )" /tmp/exp/run-new-prof-d8.log | sed -n '12,30p'
+tar -C /tmp/exp -cJf $OUT/logs.tar.xz $(cd /tmp/exp && ls)
