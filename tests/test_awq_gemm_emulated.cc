@@ -233,11 +233,11 @@ TEST(AwqGemmEmulated, StreamKernelWithTheSiluMulInputFused) {
     const AwqReference r = with_silu_input(awqd::test::make_awq_reference(K, 72, G, 16), gate_up, rng);
     for (int M : {1, 5, 16}) {
       emulate_stream_and_check<StreamM8<false>>(r, std::min(M, 8), 3, true, rng, &gate_up);
-      emulate_stream_and_check<StreamM8Wide<false>>(r, std::min(M, 8), 2, false, rng, &gate_up);
+      emulate_stream_and_check<StreamM8Wide<false>>(r, M, 2, false, rng, &gate_up);
       // kDirectX: each lane computes the SiLU of its own fragments (the launcher's choice from 5
       // rows; here at 1 row too, where it is merely slower).
       emulate_stream_and_check<StreamM8Direct<false>>(r, std::min(M, 8), 1, true, rng, &gate_up);
-      emulate_stream_and_check<StreamM8WideDirect<false>>(r, std::min(M, 8), 3, false, rng, &gate_up);
+      emulate_stream_and_check<StreamM8WideDirect<false>>(r, M, 3, false, rng, &gate_up);  // 2 m-blocks at 16
       emulate_stream_and_check<StreamM16<false>>(r, M, 1, false, rng, &gate_up);
       emulate_stream_and_check<StreamM16<true>>(r, M, 2, true, rng, &gate_up);
     }
