@@ -11,15 +11,16 @@
 //   (dequant_word_unscaled): their mma multiply the exact integers q - z, and each group's fp32
 //   sums are scaled at the group's end (docs/PERF.md run 95: gate_up at M = 1 11 % faster).
 // - M <= 16 (decode): the stream kernel (awq_gemm_stream.cuh), tiles st8 (M <= 8) and st16 (9-16;
-//   with the Hopper tiles only on weights above 64 M elements, K above 5120 or a fused SiLU
-//   input, s16 otherwise). The
+//   with the Hopper tiles st8w as two 8-row m-blocks where they fit one wave, else st16 only on
+//   weights above 32 M elements, K above 5120 or a fused SiLU input, s16 otherwise). The
 //   GEMM is a pass over the weights, so each warp streams whole 128-row batches of one 64-column
 //   stripe (8 x 512 contiguous bytes) through a 2-slot cp.async ring per warp in shared memory
 //   (sm_80+; the next batch arrives while the warp computes one) or, on the Turing path, 16-byte
 //   loads into registers; no barrier in the main loop; the dequantized weights are the mma A
 //   operand (16 columns x 16 k) and the activation rows the n8 side, so M <= 8 costs 4 mma per
 //   k16 step and stripe. The 4 warps of a stripe split its K in-block (their sums meet in shared
-//   memory); the activations are staged in shared memory by phases. Split-K across blocks where
+//   memory); the activations are staged in shared memory by phases (sm_80+ st8/st8w from 5 rows:
+//   each lane loads its own, AwqGemmPlan::direct_x). Split-K across blocks where
 //   the stripes alone cannot fill the GPU (about 3.4 blocks per SM: stream_splits). Where a weight
 //   has fewer stripes than the GPU has SMs and short K (o, qkv at M <= 8), tile st8w puts 16
 //   warps on one stripe instead, one block per SM, and splits across at most a cluster of 4
@@ -49,7 +50,7 @@
 //   (up to 4) form a thread-block cluster instead and add their sums through distributed shared
 //   memory, rank 0 in rank order (AwqGemmOptions::cluster_reduce).
 // - Fused MLP input (AwqGemmOptions::silu_mul_ld, stream kernel): x = SiLU(gate) * up of the
-//   gate_up projection's output, computed while staging it (kernels/silu.cuh, the activation
+//   gate_up projection's output, computed while loading it (kernels/silu.cuh, the activation
 //   kernel's own arithmetic).
 // - Large M: dequantize W to fp16 in the workspace, chunk by chunk of columns, and run cuBLASLt
 //   (as vLLM does at >= 256 tokens): from M = 128 where K * N <= 32 M, from M = 256 always
@@ -175,7 +176,7 @@ struct AwqGemmOptions {
   bool direct_x = true;
   // > 0: the GEMM's input is SiLU(x[:, 0..K)) * x[:, K..2K) of x [M, silu_mul_ld] (row-major,
   // the fused gate_up projection's output; silu_mul_ld >= 2K, a multiple of 8), computed while the
-  // stream kernel stages it with silu_mul's arithmetic (identical bits): the MLP's activation
+  // stream kernel loads it with silu_mul's arithmetic (identical bits): the MLP's activation
   // fused into the down projection. Stream kernel only (M <= awq_gemm_stream_max_m(), not
   // batch_invariant, no forced tiled tile): std::invalid_argument otherwise.
   int silu_mul_ld = 0;
