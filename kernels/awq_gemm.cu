@@ -360,28 +360,30 @@ int wide_stream_splits(int n_stripes, int blocks_per_sm, const DeviceCaps& caps)
   return std::clamp(blocks_per_sm * caps.sms / std::max(n_stripes, 1), 1, kMaxClusterSplits);
 }
 
-// Measured on the H100 only: other GPUs (Ampere, the Turing path) keep st8 until measured there.
-bool wide_stream_pays(const Shape& sh, bool turing, const DeviceCaps& caps) {
-  const FamilyCaps& family = turing ? caps.turing : caps.tensor_core;
-  const TileEntry& e = tile_table(turing)[static_cast<int>(AwqTile::kSt8w)];
-  const int per_sm = family.blocks_per_sm[static_cast<int>(AwqTile::kSt8w)];
-  if (!hopper_tiles(family) || per_sm == 0 || sh.n_stripes > per_sm * caps.sms) return false;
-  const int splits = wide_stream_splits(sh.n_stripes, per_sm, caps);
-  const int batches = (sh.k_pad + 127) / 128;
-  const int warps = e.threads / 32;
-  return batches <= kWideMaxBatchesPerWarp * warps * splits;
-}
-
-// M = 9-16 with the Hopper tiles: st8w as two m-blocks of 8 rows (each launch of its per-lane
-// variant) wherever the stripes' m-blocks fit one wave, however many batches per warp. Run 104
-// (H200, sweep with PDL, M = 16, us): o 8.06 (st8w, 1 split) against s16's 11.82, down 19.25
-// against st16's 22.32, the TP-2 shards 2048x4096 5.66 / 9.35, 4096x3072 7.60 / 10.66, 7168x4096
-// 11.49 / 15.18; qkv (96 stripes, 192 blocks: 1.5 waves) 14.50 against s16's 13.71 (so not there).
+// st8w's blocks (one per stripe and m-block) fit one wave of the GPU, with the Hopper tiles: the
+// precondition of st8w at M <= 8 (wide_stream_pays), and at M = 9-16 the whole rule, st8w then
+// running as two m-blocks of 8 rows (each launch of its per-lane variant) however many batches
+// per warp. Run 104 (H200, sweep with PDL, M = 16, us): o 8.06 (st8w, 1 split) against s16's
+// 11.82, down 19.25 against st16's 22.32, the TP-2 shards 2048x4096 5.66 / 9.35, 4096x3072 7.60 /
+// 10.66, 7168x4096 11.49 / 15.18; qkv (96 stripes, 192 blocks: 1.5 waves) 14.50 against s16's
+// 13.71 (so not there).
 bool wide_stream_fits_one_wave(const Shape& sh, int m_blocks, bool turing, const DeviceCaps& caps) {
   const FamilyCaps& family = turing ? caps.turing : caps.tensor_core;
   const int per_sm = family.blocks_per_sm[static_cast<int>(AwqTile::kSt8w)];
   return hopper_tiles(family) && per_sm > 0 &&
          static_cast<long long>(sh.n_stripes) * m_blocks <= static_cast<long long>(per_sm) * caps.sms;
+}
+
+// Measured on the H100 only: other GPUs (Ampere, the Turing path) keep st8 until measured there.
+bool wide_stream_pays(const Shape& sh, bool turing, const DeviceCaps& caps) {
+  if (!wide_stream_fits_one_wave(sh, 1, turing, caps)) return false;
+  const FamilyCaps& family = turing ? caps.turing : caps.tensor_core;
+  const TileEntry& e = tile_table(turing)[static_cast<int>(AwqTile::kSt8w)];
+  const int per_sm = family.blocks_per_sm[static_cast<int>(AwqTile::kSt8w)];
+  const int splits = wide_stream_splits(sh.n_stripes, per_sm, caps);
+  const int batches = (sh.k_pad + 127) / 128;
+  const int warps = e.threads / 32;
+  return batches <= kWideMaxBatchesPerWarp * warps * splits;
 }
 
 // M = 9-16 with the Hopper tiles (runs 30-31, H100): the s16 tile beats st16 on weights up to
