@@ -36,6 +36,7 @@
 
 #include <cuda_fp16.h>
 
+#include <climits>
 #include <cstddef>
 #include <cstdint>
 
@@ -170,27 +171,30 @@ __device__ __forceinline__ void wgmma_block(const Params& p) {
   const std::uint32_t x_base = (raw_base + 1023u) & ~1023u;  // X of stage i: + i * kXBytes
   const std::uint32_t ws_base = x_base + C::kStages * C::kXBytes;  // W + S of stage i
   std::uint8_t* const ws_ptr = smem + (ws_base - raw_base);
-  // The 16-byte chunks this thread copies for every k-tile, as source pointers that each request
-  // advances by one k-tile (requests go in k-tile order), so they stay in registers. With
-  // per-k-tile offsets computed from the thread index instead, ptxas recomputed the index
-  // arithmetic in every k-tile: ~100 of the ~310 instructions a warp issued per k-tile (run 73,
-  // SASS and ncu of gate_up at M = 64; docs/PERF.md). Chunks:
+  // The 16-byte chunks this thread copies for every k-tile. Everything a request needs is carried
+  // from one request to the next (source pointers advanced by a k-tile, destinations by a stage,
+  // what is left of K per chunk), never recomputed from the thread index: ptxas rematerializes
+  // values derived from the thread index in every k-tile rather than keep them in registers
+  // (run 73: ~100 of ~310 instructions per warp and k-tile with per-k-tile offsets; run 107: ~56
+  // still, with the destinations and bounds derived from it), but cannot a value each iteration
+  // updates. Chunks:
   //   activations: row r = c / 8, chunk cc = c % 8 of x[m0 + r][kt * 64 + 8 cc ..] (zeros for
-  //     rows >= M and k >= K), at chunk cc ^ (r % 8) of the stage's row r;
+  //     rows >= M and k >= K), at chunk cc ^ (r % 8) of the stage's row r; chunk it of this
+  //     thread is row r0 + 32 it (the same r % 8): 4 KB further on in the stage;
   //   weights: 16 bytes q of the 4 stripes' 2 KB of the k-tile (zeros past the last stripe);
   //   scales/zeros: chunk q of (group slot, stripe), threads < 80.
   constexpr int kXIters = C::kBM * 8 / C::kThreads, kWIters = C::kWBytes / 16 / C::kThreads;
   static_assert(C::kBM * 8 % C::kThreads == 0 && C::kWBytes / 16 % C::kThreads == 0, "chunks");
+  static_assert(C::kThreads / 8 * 128 == 4096 && C::kThreads * 16 == 4096, "chunk it: + 4 KB");
   const __half* x_src[kXIters];  // chunk of k-tile kt_next (rows >= M: p.x, never valid)
-  std::uint32_t x_dst[kXIters];  // shared address in stage 0
-  int x_k[kXIters];              // k of the chunk within its k-tile (K: never valid)
+  int x_left[kXIters];           // K - (k of the chunk at k-tile kt_next); rows >= M: never > 0
+  const int r0 = threadIdx.x >> 3, cc0 = threadIdx.x & 7;
 #pragma unroll
   for (int it = 0; it < kXIters; ++it) {
-    const int c = threadIdx.x + it * C::kThreads, r = c >> 3, cc = c & 7;
+    const int r = r0 + 32 * it;
     const bool row_ok = m0 + r < p.M;
-    x_src[it] = (row_ok ? p.x + static_cast<std::size_t>(m0 + r) * p.K + 8 * cc : p.x) + kt_begin * 64;
-    x_dst[it] = x_base + r * 128 + ((cc ^ (r & 7)) << 4);
-    x_k[it] = row_ok ? 8 * cc : p.K;
+    x_src[it] = (row_ok ? p.x + static_cast<std::size_t>(m0 + r) * p.K + 8 * cc0 : p.x) + kt_begin * 64;
+    x_left[it] = row_ok ? p.K - kt_begin * 64 - 8 * cc0 : INT_MIN / 2;
   }
   const uint4* w_src[kWIters];
   bool w_valid[kWIters];
@@ -201,51 +205,58 @@ __device__ __forceinline__ void wgmma_block(const Params& p) {
     w_src[it] = p.tiles + (w_valid[it] ? static_cast<std::size_t>(st) * p.k_tiles * 128 : 0) + (c & 127) +
                 kt_begin * 128;
   }
-  const std::uint32_t w_dst = ws_base + threadIdx.x * 16;  // + it * kThreads * 16
   const int s_slot = threadIdx.x / (C::kWarpsN * 10), s_q = threadIdx.x % 10;
   const int s_st = n_block * C::kWarpsN + threadIdx.x % (C::kWarpsN * 10) / 10;
   const bool s_active = threadIdx.x < 2 * C::kWarpsN * 10 && (s_slot == 0 || g32);
   const bool s_valid = s_st < p.n_stripes;
-  const std::uint32_t s_dst = ws_base + C::kWBytes +
-                              (s_slot * C::kWarpsN + threadIdx.x % (C::kWarpsN * 10) / 10) * C::kSSlotBytes +
-                              s_q * 16;
   // Group g's chunk: s_src + g * s_stride bytes (a group's 64 scales or 8 zero words per stripe).
   const std::size_t s_group0 = static_cast<std::size_t>(s_valid ? s_st : 0) * p.groups;
   const char* const s_src = s_q < 8 ? reinterpret_cast<const char*>(p.scales + s_group0 * 64 + s_q * 8)
                                     : reinterpret_cast<const char*>(p.zeros + s_group0 * 8 + (s_q - 8) * 4);
   const int s_stride = s_q < 8 ? 128 : 32;
+  // Destinations in the stage the next request fills (carried; stage 0 first).
+  std::uint32_t x_dst = x_base + r0 * 128 + ((cc0 ^ (r0 & 7)) << 4);
+  std::uint32_t w_dst = ws_base + threadIdx.x * 16;
+  std::uint32_t s_dst = ws_base + C::kWBytes +
+                        (s_slot * C::kWarpsN + threadIdx.x % (C::kWarpsN * 10) / 10) * C::kSSlotBytes + s_q * 16;
   int kt_next = kt_begin;  // the k-tile the next request fetches
-  auto issue = [&](int stage) {
+  int stage_f = 0;         // the stage it fills
+  auto issue = [&] {
     const int kt = kt_next++;
-    const int k_left = p.K - kt * 64;
-    const std::uint32_t x_stage = stage * C::kXBytes, ws_stage = stage * C::kWSBytes;
 #pragma unroll
     for (int it = 0; it < kXIters; ++it) {
-      const bool valid = x_k[it] < k_left;
-      cp_async_16(x_dst[it] + x_stage, valid ? x_src[it] : p.x, valid);
+      const bool valid = x_left[it] > 0;
+      cp_async_16(x_dst + it * 4096, valid ? x_src[it] : p.x, valid);
       x_src[it] += 64;
+      x_left[it] -= 64;
     }
 #pragma unroll
     for (int it = 0; it < kWIters; ++it) {
-      cp_async_16(w_dst + ws_stage + it * C::kThreads * 16, w_src[it], w_valid[it]);
+      cp_async_16(w_dst + it * 4096, w_src[it], w_valid[it]);
       w_src[it] += 128;
     }
     if (s_active)
-      cp_async_16(s_dst + ws_stage, s_src + static_cast<std::size_t>((kt * 64 + 32 * s_slot) >> p.group_shift) * s_stride,
+      cp_async_16(s_dst, s_src + static_cast<std::size_t>((kt * 64 + 32 * s_slot) >> p.group_shift) * s_stride,
                   s_valid);
+    const bool wrap = ++stage_f == C::kStages;
+    stage_f = wrap ? 0 : stage_f;
+    x_dst += wrap ? -(C::kStages - 1) * C::kXBytes : C::kXBytes;
+    w_dst += wrap ? -(C::kStages - 1) * C::kWSBytes : C::kWSBytes;
+    s_dst += wrap ? -(C::kStages - 1) * C::kWSBytes : C::kWSBytes;
   };
 
 #pragma unroll
   for (int s = 0; s < C::kStages - 2; ++s) {
-    if (kt_begin + s < kt_end) issue(s);
+    if (kt_begin + s < kt_end) issue();
     cp_async_commit();
   }
-  // Stages by running counters (kStages is not a power of two): the one computed, the one filled.
-  int stage_c = 0, stage_f = C::kStages - 2;
-  // What this thread reads of a stage (stage 0's addresses): its 8 bytes of each k16 tile of its
-  // stripe, and its row's scales (8 bytes) and zero word (shifted to its 4 columns).
-  const std::uint8_t* const w_read = ws_ptr + ws * 4 * awq_layout::kTileBytes + lane * 16 + wg * 8;
-  const std::uint8_t* const s_read = ws_ptr + C::kWBytes + ws * C::kSSlotBytes + g * 16 + wg * 8;
+  // What this thread reads of the stage computed next (carried, advanced a stage per k-tile):
+  // its 8 bytes of each k16 tile of its stripe, and its row's scales (8 bytes) and zero word
+  // (shifted to its 4 columns); the stage's activations for the wgmma descriptors.
+  const std::uint8_t* w_read = ws_ptr + ws * 4 * awq_layout::kTileBytes + (threadIdx.x & 31) * 16 + wg * 8;
+  const std::uint8_t* s_read = ws_ptr + C::kWBytes + ws * C::kSSlotBytes + g * 16 + wg * 8;
+  std::uint32_t x_read = x_base;
+  int stage_c = 0;
   const int z_off = 128 - 12 * g - 8 * wg, z_shift = 16 * wg;  // zeros: s_read + z_off
   // One k-tile: wait for its stage, request k-tile kt + kStages - 2, dequantize the warp's 4 k16
   // steps into `a` (while the previous k-tile's wgmma run), then one fence and 8 wgmma (4 steps x
@@ -254,14 +265,17 @@ __device__ __forceinline__ void wgmma_block(const Params& p) {
   auto k_tile = [&](int kt, std::uint32_t (&a)[4][2][4]) {
     cp_async_wait<C::kStages - 3>();  // k-tile kt has landed (this thread's copies)...
     __syncthreads();  // ...and everyone's; the wgmma reading kt - 2's stage are done
-    if (kt + C::kStages - 2 < kt_end) issue(stage_f);
+    if (kt + C::kStages - 2 < kt_end) issue();
     cp_async_commit();
-    stage_f = stage_f + 1 == C::kStages ? 0 : stage_f + 1;
 
-    const std::uint32_t x_addr = x_base + stage_c * C::kXBytes;
-    const std::uint8_t* const w_s = w_read + stage_c * C::kWSBytes;
-    const std::uint8_t* const s_s = s_read + stage_c * C::kWSBytes;
-    stage_c = stage_c + 1 == C::kStages ? 0 : stage_c + 1;
+    const std::uint32_t x_addr = x_read;
+    const std::uint8_t* const w_s = w_read;
+    const std::uint8_t* const s_s = s_read;
+    const bool wrap = ++stage_c == C::kStages;
+    stage_c = wrap ? 0 : stage_c;
+    x_read += wrap ? -(C::kStages - 1) * C::kXBytes : C::kXBytes;
+    w_read += wrap ? -(C::kStages - 1) * C::kWSBytes : C::kWSBytes;
+    s_read += wrap ? -(C::kStages - 1) * C::kWSBytes : C::kWSBytes;
     GroupConsts consts;
 #pragma unroll
     for (int s = 0; s < 4; ++s) {
