@@ -26,12 +26,16 @@
 // and waits for the previous one, so the dequantization of k-tile kt + 1 overlaps the tensor
 // cores' work on kt, and by the barrier of k-tile kt every wgmma reading kt - 2's stage (and the
 // register buffer it is about to refill) has finished.
-// Limits (docs/PERF.md runs 15, 73, 82): one block (8 warps) per SM by registers, ~0.7 us per
+// Limits (docs/PERF.md runs 15, 73, 82, 107): one block (8 warps) per SM by registers, ~0.7 us per
 // k-tile. Taken apart on the H200 (run 82, gate_up M = 64): the copy pipeline alone is half the
 // time (at M >= 64 every block re-reads its activation rows from the L2, as many bytes as its
-// weights), and the dequantization and the wgmma add to it rather than hide under it. Measured
-// slower and not kept: 16 warps (run 15), two blocks per SM (75), stream-K (79), an L2
-// evict-first policy for the weights (81), 1D bulk copies of the weights (83).
+// weights), and the dequantization and the wgmma add to it rather than hide under it. ncu (run
+// 107): ~290 instructions per warp and k-tile (104 of them dequantization) with 2 warps per
+// scheduler, so issue and instruction latencies bound it; the tensor cores are busy 40 % of the
+// time at M = 64. Measured slower and not kept: 16 warps (run 15), two blocks per SM (75),
+// stream-K (79), an L2 evict-first policy for the weights (81), 1D bulk copies of the weights
+// (83), a ninth warp issuing every copy (TMA for x, bulk copies, full/empty mbarriers instead of
+// the block barrier; runs 108-111: its copies alone are slower than the block's cp.async).
 #pragma once
 
 #include <cuda_fp16.h>
