@@ -180,8 +180,8 @@ __device__ __forceinline__ void wgmma_block(const Params& p) {
   // what is left of K per chunk), never recomputed from the thread index: ptxas rematerializes
   // values derived from the thread index in every k-tile rather than keep them in registers
   // (run 73: ~100 of ~310 instructions per warp and k-tile with per-k-tile offsets; run 107: ~56
-  // still, with the destinations and bounds derived from it), but cannot a value each iteration
-  // updates. Chunks:
+  // still, with the destinations and bounds derived from it), but it cannot rebuild a value that
+  // each iteration updates (run 113: w128 5-7 % faster). Chunks:
   //   activations: row r = c / 8, chunk cc = c % 8 of x[m0 + r][kt * 64 + 8 cc ..] (zeros for
   //     rows >= M and k >= K), at chunk cc ^ (r % 8) of the stage's row r; chunk it of this
   //     thread is row r0 + 32 it (the same r % 8): 4 KB further on in the stage;
@@ -257,7 +257,7 @@ __device__ __forceinline__ void wgmma_block(const Params& p) {
   // What this thread reads of the stage computed next (carried, advanced a stage per k-tile):
   // its 8 bytes of each k16 tile of its stripe, and its row's scales (8 bytes) and zero word
   // (shifted to its 4 columns); the stage's activations for the wgmma descriptors.
-  const std::uint8_t* w_read = ws_ptr + ws * 4 * awq_layout::kTileBytes + (threadIdx.x & 31) * 16 + wg * 8;
+  const std::uint8_t* w_read = ws_ptr + ws * 4 * awq_layout::kTileBytes + lane * 16 + wg * 8;
   const std::uint8_t* s_read = ws_ptr + C::kWBytes + ws * C::kSSlotBytes + g * 16 + wg * 8;
   std::uint32_t x_read = x_base;
   int stage_c = 0;
