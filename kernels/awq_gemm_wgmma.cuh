@@ -184,18 +184,19 @@ __device__ __forceinline__ void wgmma_block(const Params& p) {
   // each iteration updates (run 113: w128 5-7 % faster). Chunks:
   //   activations: row r = c / 8, chunk cc = c % 8 of x[m0 + r][kt * 64 + 8 cc ..] (zeros for
   //     rows >= M and k >= K), at chunk cc ^ (r % 8) of the stage's row r; chunk it of this
-  //     thread is row r0 + 32 it (the same r % 8): 4 KB further on in the stage;
+  //     thread is row r0 + it * kThreads / 8 (the same r % 8): it * kXItStride bytes further on;
   //   weights: 16 bytes q of the 4 stripes' 2 KB of the k-tile (zeros past the last stripe);
   //   scales/zeros: chunk q of (group slot, stripe), threads < 80.
   constexpr int kXIters = C::kBM * 8 / C::kThreads, kWIters = C::kWBytes / 16 / C::kThreads;
   static_assert(C::kBM * 8 % C::kThreads == 0 && C::kWBytes / 16 % C::kThreads == 0, "chunks");
-  static_assert(C::kThreads / 8 * 128 == 4096 && C::kThreads * 16 == 4096, "chunk it: + 4 KB");
+  constexpr int kXItStride = C::kThreads / 8 * 128, kWItStride = C::kThreads * 16;  // bytes
+  static_assert(C::kThreads / 8 % 8 == 0, "chunk it keeps the row's swizzle (r % 8)");
   const __half* x_src[kXIters];  // chunk of k-tile kt_next (rows >= M: p.x, never valid)
   int x_left[kXIters];           // K - (k of the chunk at k-tile kt_next); rows >= M: never > 0
   const int r0 = threadIdx.x >> 3, cc0 = threadIdx.x & 7;
 #pragma unroll
   for (int it = 0; it < kXIters; ++it) {
-    const int r = r0 + 32 * it;
+    const int r = r0 + it * (C::kThreads / 8);
     const bool row_ok = m0 + r < p.M;
     x_src[it] = (row_ok ? p.x + static_cast<std::size_t>(m0 + r) * p.K + 8 * cc0 : p.x) + kt_begin * 64;
     x_left[it] = row_ok ? p.K - kt_begin * 64 - 8 * cc0 : INT_MIN / 2;
@@ -230,13 +231,13 @@ __device__ __forceinline__ void wgmma_block(const Params& p) {
 #pragma unroll
     for (int it = 0; it < kXIters; ++it) {
       const bool valid = x_left[it] > 0;
-      cp_async_16(x_dst + it * 4096, valid ? x_src[it] : p.x, valid);
+      cp_async_16(x_dst + it * kXItStride, valid ? x_src[it] : p.x, valid);
       x_src[it] += 64;
       x_left[it] -= 64;
     }
 #pragma unroll
     for (int it = 0; it < kWIters; ++it) {
-      cp_async_16(w_dst + it * 4096, w_src[it], w_valid[it]);
+      cp_async_16(w_dst + it * kWItStride, w_src[it], w_valid[it]);
       w_src[it] += 128;
     }
     if (s_active)
