@@ -64,11 +64,11 @@ struct TileEntry {
   int smem;                                    // dynamic shared memory, bytes
   int (*phase_batches)(int rows, int wanted);  // stream kernel: D::stream_phase_batches
   const void* (*kernel)();
-  void (*launch)(const D::Params&, dim3, cudaStream_t, bool);
+  void (*launch)(const D::Params&, const D::NormFold&, dim3, cudaStream_t, bool);
   // st8 / st8w on the sm_80+ path: the same tile with the lanes' own activation loads
   // (StreamConfig::kDirectX; with the fused SiLU input too), launched from kDirectXMinRows rows.
   const void* (*kernel_direct)() = nullptr;
-  void (*launch_direct)(const D::Params&, dim3, cudaStream_t, bool) = nullptr;
+  void (*launch_direct)(const D::Params&, const D::NormFold&, dim3, cudaStream_t, bool) = nullptr;
 };
 
 template <class C, class Direct = void>
@@ -627,6 +627,26 @@ Resolved resolve(int M, const AwqWeight& w, const AwqWorkspace& ws, const AwqGem
       bad_argument("silu_mul_ld needs the stream kernel (M <= " + std::to_string(kStreamMaxM) +
                    ", not batch_invariant, no tiled tile forced); M=" + std::to_string(M));
   }
+  const AwqGemmOptions::NormOut& no = o.norm_out;
+  const bool fold_out = no.residual != nullptr || no.weight != nullptr || no.sumsq != nullptr;
+  if (fold_out || o.norm_in_sumsq != nullptr) {
+    if (M > 0 && (r.path == AwqGemmPath::kDequantCublas || !r.tc.tile->stream))
+      bad_argument("a folded norm (norm_out, norm_in_sumsq) needs the stream kernel (M <= " +
+                   std::to_string(kStreamMaxM) + ", not batch_invariant, no tiled tile forced); M=" +
+                   std::to_string(M));
+    if (!(o.norm_eps >= 0.0f)) bad_argument("norm_eps must be >= 0");
+  }
+  if (fold_out) {
+    if (no.residual == nullptr || no.weight == nullptr || no.sumsq == nullptr)
+      bad_argument("norm_out needs residual, weight and sumsq");
+    if (w.N % 64 != 0) bad_argument("norm_out needs N % 64 == 0; N=" + std::to_string(w.N));
+    if (reinterpret_cast<std::uintptr_t>(no.residual) % 16 != 0 ||
+        reinterpret_cast<std::uintptr_t>(no.weight) % 16 != 0 ||
+        reinterpret_cast<std::uintptr_t>(no.sumsq) % 16 != 0)
+      bad_argument("norm_out's residual, weight and sumsq must be 16-byte aligned");
+  }
+  if (o.norm_in_sumsq != nullptr && w.K % 64 != 0)
+    bad_argument("norm_in_sumsq needs K % 64 == 0; K=" + std::to_string(w.K));
   return r;
 }
 
@@ -706,8 +726,9 @@ int log2_of(int v) {
 }
 
 void run_tensor_core(const __half* x, const AwqWeight& w, const __half* bias, __half* y, int M,
-                     const AwqWorkspace& ws, const TensorCorePlan& plan, int silu_mul_ld,
+                     const AwqWorkspace& ws, const TensorCorePlan& plan, const AwqGemmOptions& o,
                      cudaStream_t stream) {
+  const int silu_mul_ld = o.silu_mul_ld;
   const Shape sh = shape_of(w);
   D::Params p{};
   p.tiles = w.tiles;
@@ -731,15 +752,22 @@ void run_tensor_core(const __half* x, const AwqWeight& w, const __half* bias, __
     p.counters = static_cast<int*>(ws.ptr);
     p.partials = reinterpret_cast<float*>(static_cast<char*>(ws.ptr) + kCounterBytes);
   }
+  D::NormFold f{};
+  f.weight = o.norm_out.weight;
+  f.eps = o.norm_eps;
   for (int row0 = 0; row0 < M; row0 += plan.rows_per_launch) {
     p.M = std::min(plan.rows_per_launch, M - row0);
     p.x = x + static_cast<std::size_t>(row0) * p.x_ld;
     p.y = y + static_cast<std::size_t>(row0) * w.N;
+    const std::size_t r0 = static_cast<std::size_t>(row0);
+    f.residual = o.norm_out.residual != nullptr ? o.norm_out.residual + r0 * w.N : nullptr;
+    f.sumsq_out = o.norm_out.sumsq != nullptr ? o.norm_out.sumsq + r0 * (w.N / 64) : nullptr;
+    f.sumsq_in = o.norm_in_sumsq != nullptr ? o.norm_in_sumsq + r0 * (w.K / 64) : nullptr;
     const unsigned m_blocks = (p.M + plan.tile->bm - 1) / plan.tile->bm;
     const dim3 grid = plan.tile->stream ? dim3(m_blocks, plan.n_blocks, plan.splits)
                                         : dim3(plan.n_blocks, m_blocks, plan.splits);
     const bool direct = plan.direct_x && p.M >= kDirectXMinRows;
-    (direct ? plan.tile->launch_direct : plan.tile->launch)(p, grid, stream, plan.pdl);
+    (direct ? plan.tile->launch_direct : plan.tile->launch)(p, f, grid, stream, plan.pdl);
     CUDA_CHECK_LAUNCH();
   }
 }
@@ -827,6 +855,10 @@ const char* awq_tile_name(AwqTile tile) {
   return "?";
 }
 
+bool awq_gemm_stream_tile(AwqTile tile) {
+  return tile == AwqTile::kSt8 || tile == AwqTile::kSt16 || tile == AwqTile::kSt8w;
+}
+
 AwqGemmPlan awq_gemm_plan(int M, const AwqWeight& w, AwqWorkspace ws,
                           const AwqGemmOptions& options) {
   return describe(M, w, resolve(M, w, ws, options, device_caps()));
@@ -847,7 +879,7 @@ AwqGemmPlan awq_gemm(const __half* x, const AwqWeight& w, const __half* bias, __
   if (r.path == AwqGemmPath::kDequantCublas)
     run_dequant_cublas(x, w, bias, y, M, ws, r.dq, stream);
   else
-    run_tensor_core(x, w, bias, y, M, ws, r.tc, options.silu_mul_ld, stream);
+    run_tensor_core(x, w, bias, y, M, ws, r.tc, options, stream);
   return describe(M, w, r);
 }
 

@@ -153,6 +153,8 @@ enum class AwqTile {
   kCount
 };
 const char* awq_tile_name(AwqTile tile);
+// Whether the tile is one of the stream kernel's (st8, st16, st8w).
+bool awq_gemm_stream_tile(AwqTile tile);
 
 struct AwqGemmOptions {
   AwqGemmPath path = AwqGemmPath::kAuto;
@@ -180,6 +182,27 @@ struct AwqGemmOptions {
   // fused into the down projection. Stream kernel only (M <= awq_gemm_stream_max_m(), not
   // batch_invariant, no forced tiled tile): std::invalid_argument otherwise.
   int silu_mul_ld = 0;
+  // The residual add and RMSNorm between two linears of a decode step, folded into them so that
+  // no kernel runs between the two (docs/PERF.md runs 118-119): the norm's 1 / rms, a per-row
+  // scalar, moves to the end of the linear after it, which scales its fp32 sums by it.
+  // - norm_out (the linear before the norm: o_proj, down_proj), with all three pointers set:
+  //   instead of y itself the kernel writes residual[M, N] = fp16(residual + fp16(y)) in place,
+  //   y = fp16(residual * weight[N]), and sumsq[M][N / 64] = the sum of residual^2 over each
+  //   64-column stripe, in column order. N % 64 == 0.
+  // - norm_in_sumsq (the linear after it, whose x is that y): sums [M][K / 64] as norm_out wrote
+  //   them; each row of the result is multiplied by rsqrt(sum of the row's sums / K + norm_eps)
+  //   before the bias. K % 64 == 0.
+  // Together: residual and y as add_rmsnorm followed by the next linear compute them, with the
+  // 1 / rms applied to the products' sums instead of to the products' input (fp16 roundings of
+  // the same size). The stream tiles only (awq_gemm_stream_tile(plan.tile): M <= the stream
+  // kernel's rows, not batch_invariant); std::invalid_argument otherwise.
+  struct NormOut {
+    __half* residual = nullptr;
+    const __half* weight = nullptr;
+    float* sumsq = nullptr;
+  } norm_out;
+  const float* norm_in_sumsq = nullptr;
+  float norm_eps = 0.0f;
 };
 
 // What awq_gemm chose (for logs, tests and the benchmark).

@@ -301,6 +301,7 @@ __device__ __forceinline__ void gemm_block(const Params& p) {
 }
 
 #ifndef AWQD_KERNEL_EMULATION
+// The tiled and Hopper kernels.
 template <class C>
 __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks) awq_gemm_kernel(const Params p) {
 #if defined(__CUDA_ARCH__)
@@ -313,24 +314,37 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks) awq_gemm_kernel(co
     __trap();
 #endif
   } else if constexpr (C::kTuring || __CUDA_ARCH__ >= 800) {
-    if constexpr (C::kStream)
-      stream_block<C>(p);
-    else
-      gemm_block<C>(p);
+    gemm_block<C>(p);
   } else {
     __trap();
   }
 #endif
 }
 
-// Host side of one instantiation (awq_gemm_{sm80,sm75}_<tile>.cu).
+// The stream kernel, with its folded-norm parameter (NormFold).
 template <class C>
-const void* kernel_fn() {
-  return reinterpret_cast<const void*>(&awq_gemm_kernel<C>);
+__global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
+    awq_gemm_stream_kernel(const Params p, const NormFold f) {
+#if defined(__CUDA_ARCH__)
+  if constexpr (C::kTuring || __CUDA_ARCH__ >= 800)
+    stream_block<C>(p, f);
+  else
+    __trap();
+#endif
 }
 
+// Host side of one instantiation (awq_gemm_{sm80,sm75,sm90}_<tile>.cu).
 template <class C>
-void launch(const Params& p, dim3 grid, cudaStream_t stream, bool pdl) {
+const void* kernel_fn() {
+  if constexpr (C::kStream)
+    return reinterpret_cast<const void*>(&awq_gemm_stream_kernel<C>);
+  else
+    return reinterpret_cast<const void*>(&awq_gemm_kernel<C>);
+}
+
+// `f` reaches the stream kernel only (the others take no folded norm).
+template <class C>
+void launch(const Params& p, const NormFold& f, dim3 grid, cudaStream_t stream, bool pdl) {
   cudaLaunchConfig_t config{};
   config.gridDim = grid;
   config.blockDim = dim3(C::kThreads);
@@ -350,12 +364,15 @@ void launch(const Params& p, dim3 grid, cudaStream_t stream, bool pdl) {
   }
   config.attrs = attributes;
   config.numAttrs = count;
-  CUDA_CHECK(cudaLaunchKernelEx(&config, awq_gemm_kernel<C>, p));
+  if constexpr (C::kStream)
+    CUDA_CHECK(cudaLaunchKernelEx(&config, awq_gemm_stream_kernel<C>, p, f));
+  else
+    CUDA_CHECK(cudaLaunchKernelEx(&config, awq_gemm_kernel<C>, p));
 }
 
 #define AWQD_INSTANTIATE_AWQ_GEMM(Cfg)   \
   template const void* kernel_fn<Cfg>(); \
-  template void launch<Cfg>(const Params&, dim3, cudaStream_t, bool);
+  template void launch<Cfg>(const Params&, const NormFold&, dim3, cudaStream_t, bool);
 #endif  // AWQD_KERNEL_EMULATION
 
 }  // namespace awqd::cuda::awq_gemm_detail

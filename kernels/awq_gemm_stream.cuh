@@ -76,14 +76,16 @@ __device__ __forceinline__ void zero_sums(float (&s)[4][MG][4]) {
 }
 
 template <class C>
-__device__ __forceinline__ void stream_block(const Params& p) {
+__device__ __forceinline__ void stream_block(const Params& p, const NormFold& f) {
   using namespace awq_device;
 #ifndef AWQD_KERNEL_EMULATION
   extern __shared__ __align__(128) std::uint8_t smem[];
   __shared__ int s_is_last;
+  __shared__ float s_row_scale[C::kRows];  // f.sumsq_in: each row's 1 / rms
 #else
   std::uint8_t* smem = emu::shared_memory();
   static int s_is_last;
+  static float s_row_scale[C::kRows];
 #endif
   constexpr int kMG = C::kMGroups;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -184,6 +186,22 @@ __device__ __forceinline__ void stream_block(const Params& p) {
   }
 
   grid_dependency_wait();
+  // A folded norm's lines that the block's end reads (written by the kernels before), requested
+  // into L1 now, so that its end does not wait a round trip for them. Threads 0-63: the row sums
+  // of squares of the norm before (f.sumsq_in, K / 64 floats per row: up to 4 lines, K <=
+  // 8192); threads 64-127: the residual rows of the block's stripes and their norm weights
+  // (f.residual). One line per thread and no loop: a loop here cost st8wd registers.
+  static_assert(C::kThreads >= 128 && (C::kRows + 1) * C::kStripes <= 64, "one line per thread");
+  if (f.sumsq_in != nullptr && threadIdx.x < 64) {
+    const int per_row = p.K >> 6, r = threadIdx.x >> 2, line = threadIdx.x & 3;
+    if (r < rows && line * 32 < per_row)
+      prefetch_l1(f.sumsq_in + static_cast<std::size_t>(m0 + r) * per_row + line * 32);
+  } else if (f.residual != nullptr && threadIdx.x >= 64 && threadIdx.x < 128) {
+    const int q = threadIdx.x - 64, r = q / C::kStripes, st = n_block * C::kStripes + q % C::kStripes;
+    if (r <= rows && st < p.n_stripes)
+      prefetch_l1(r < rows ? static_cast<const void*>(f.residual + static_cast<std::size_t>(m0 + r) * p.N + st * 64)
+                           : static_cast<const void*>(f.weight + st * 64));
+  }
 
   float acc[4][kMG][4];
   zero_sums(acc);
@@ -432,6 +450,18 @@ __device__ __forceinline__ void stream_block(const Params& p) {
 #pragma unroll
         for (int r = 0; r < 4; ++r) dst[((j * kMG + i) * 4 + r) * 32] = acc[j][i][r];
   }
+  if (f.sumsq_in != nullptr) {
+    // The norm before this linear, folded (AwqGemmOptions::norm_in_sumsq): a warp per row adds
+    // the row's K / 64 sums of squares (lanes strided, then the butterfly: a fixed order).
+    const int per_row = p.K >> 6;
+    for (int r = warp; r < rows; r += C::kWarps) {
+      const float* in = f.sumsq_in + static_cast<std::size_t>(m0 + r) * per_row;
+      float sum = 0.0f;
+      for (int c = lane; c < per_row; c += 32) sum += in[c];
+      sum = warp_sum_f32(sum);
+      if (lane == 0) s_row_scale[r] = rsqrtf(sum / static_cast<float>(p.K) + f.eps);
+    }
+  }
   __syncthreads();
 
   // Output o = (s * kAcc + e) * 32 + lane: stripe s of the block, accumulator
@@ -453,16 +483,66 @@ __device__ __forceinline__ void stream_block(const Params& p) {
     for (int v = 0; v < C::kWarpsK; ++v) sum += red[(s * C::kWarpsK + v) * C::kAcc * 32 + e_lane];
     return sum;
   };
-  auto store_y = [&](int m, int n, float v) {
-    if (p.bias != nullptr) v += __half2float(p.bias[n]);
-    p.y[static_cast<std::size_t>(m) * p.N + n] = __float2half_rn(v);
+  // The block's outputs o = threadIdx.x + i * kThreads, one value each (0 past kOutputs), stored
+  // by every thread of the block that stores them.
+  constexpr int kPerThread = (kOutputs + C::kThreads - 1) / C::kThreads;
+  auto emit = [&](const float (&vals)[kPerThread]) {
+    const bool fold_out = f.residual != nullptr;
+    // With the norm after this linear folded (AwqGemmOptions::norm_out), `red` then holds each
+    // output's residual^2 (its last reads were the callers'): wait for every thread's.
+    if (fold_out) __syncthreads();
+#pragma unroll
+    for (int i = 0; i < kPerThread; ++i) {
+      const int o = threadIdx.x + i * C::kThreads;
+      if (o >= kOutputs) continue;
+      const int m = row_of(o), n = column_of(o);
+      float square = 0.0f;
+      if (m < p.M && n < p.N) {
+        float v = vals[i];
+        if (f.sumsq_in != nullptr) v *= s_row_scale[m - m0];
+        if (p.bias != nullptr) v += __half2float(p.bias[n]);
+        const std::size_t at = static_cast<std::size_t>(m) * p.N + n;
+        if (!fold_out) {
+          p.y[at] = __float2half_rn(v);
+        } else {
+          // add_rmsnorm's arithmetic up to its scale: residual = fp16(residual + fp16(y)), then
+          // y = fp16(residual * weight); the 1 / rms multiplies the next linear's sums.
+          const __half x_new =
+              __float2half_rn(__half2float(f.residual[at]) + __half2float(__float2half_rn(v)));
+          f.residual[at] = x_new;
+          const float xf = __half2float(x_new);
+          p.y[at] = __float2half_rn(xf * __half2float(f.weight[n]));
+          square = xf * xf;
+        }
+      }
+      if (fold_out) red[o] = square;
+    }
+    if (!fold_out) return;
+    __syncthreads();
+    // Per (stripe, row) of the block: the sum of its 64 squares in column order (the outputs of
+    // row r and column 16j + 8h + g are at e = 4 (j kMG + r / 8) + 2h + r % 2, lane 4g + (r % 8) / 2).
+    for (int q = threadIdx.x; q < C::kStripes * rows; q += C::kThreads) {
+      const int sl = q / rows, r = q % rows, stripe = n_block * C::kStripes + sl;
+      if (stripe >= p.n_stripes) continue;
+      float sum = 0.0f;
+#pragma unroll 4
+      for (int c = 0; c < 64; ++c) {
+        const int j = c >> 4, h = (c >> 3) & 1, gg = c & 7;
+        const int e = 4 * (j * kMG + (r >> 3)) + 2 * h + (r & 1);
+        sum += red[(sl * C::kAcc + e) * 32 + 4 * gg + ((r & 7) >> 1)];
+      }
+      f.sumsq_out[static_cast<std::size_t>(m0 + r) * p.n_stripes + stripe] = sum;
+    }
   };
 
   if (p.splits == 1) {
-    for (int o = threadIdx.x; o < kOutputs; o += C::kThreads) {
-      const int m = row_of(o), n = column_of(o);
-      if (m < p.M && n < p.N) store_y(m, n, block_sum(o));
+    float vals[kPerThread];
+#pragma unroll
+    for (int i = 0; i < kPerThread; ++i) {
+      const int o = threadIdx.x + i * C::kThreads;
+      vals[i] = o < kOutputs ? block_sum(o) : 0.0f;
     }
+    emit(vals);
     return;
   }
 #ifndef AWQD_KERNEL_EMULATION
@@ -470,7 +550,6 @@ __device__ __forceinline__ void stream_block(const Params& p) {
     // The stripe's splits are one cluster (rank = split): each block leaves its sums at the start
     // of its shared memory, rank 0 adds them in rank order (deterministic) and writes y; the
     // second barrier keeps every block's shared memory alive until rank 0 has read it.
-    constexpr int kPerThread = (kOutputs + C::kThreads - 1) / C::kThreads;
     float sums[kPerThread];
 #pragma unroll
     for (int i = 0; i < kPerThread; ++i) {
@@ -489,14 +568,11 @@ __device__ __forceinline__ void stream_block(const Params& p) {
       for (int i = 0; i < kPerThread; ++i) {
         const int o = threadIdx.x + i * C::kThreads;
         if (o >= kOutputs) continue;
-        const int m = row_of(o), n = column_of(o);
-        if (m >= p.M || n >= p.N) continue;
-        float sum = sums[i];
-        for (int z = 1; z < p.splits; ++z) sum += ld_cluster_f32(smem_addr(red + o), z);
-        store_y(m, n, sum);
+        for (int z = 1; z < p.splits; ++z) sums[i] += ld_cluster_f32(smem_addr(red + o), z);
       }
     }
-    cluster_sync();
+    cluster_sync();  // the other blocks' sums are read: rank 0's shared memory is its own again
+    if (split == 0) emit(sums);
     return;
   }
 #endif
@@ -506,13 +582,16 @@ __device__ __forceinline__ void stream_block(const Params& p) {
     if (m < p.M && n < p.N) *split_partial(p, split, m, n) = block_sum(o);
   }
   if (!arrive_last_split(p, s_is_last)) return;
-  for (int o = threadIdx.x; o < kOutputs; o += C::kThreads) {
-    const int m = row_of(o), n = column_of(o);
-    if (m >= p.M || n >= p.N) continue;
-    float sum = 0.0f;
-    for (int z = 0; z < p.splits; ++z) sum += __ldcg(split_partial(p, z, m, n));
-    store_y(m, n, sum);
+  float vals[kPerThread];
+#pragma unroll
+  for (int i = 0; i < kPerThread; ++i) {
+    const int o = threadIdx.x + i * C::kThreads;
+    const int m = o < kOutputs ? row_of(o) : p.M, n = o < kOutputs ? column_of(o) : p.N;
+    vals[i] = 0.0f;
+    if (m < p.M && n < p.N)
+      for (int z = 0; z < p.splits; ++z) vals[i] += __ldcg(split_partial(p, z, m, n));
   }
+  emit(vals);
 }
 
 }  // namespace awqd::cuda::awq_gemm_detail

@@ -38,6 +38,18 @@ struct Params {
   int silu_mul;        // stream kernel: the input is SiLU(x[:, 0..K)) * x[:, K..2K)
 };
 
+// Stream kernel only, its second parameter: the residual add and RMSNorm between two linears
+// folded into them (AwqGemmOptions::norm_out, norm_in_sumsq; awq_gemm_stream.cuh). Apart from
+// Params so that the other kernels' parameters stay as they are: 36 more bytes of Params made
+// ptxas serialize the Hopper kernel's wgmma (ctest ptxas_wgmma_pipelined_*).
+struct NormFold {
+  __half* residual;        // [M, N]: += y in place, and y = fp16(residual * weight)
+  const __half* weight;    // [N]
+  float* sumsq_out;        // [M][N / 64]: the sum of residual^2 over each 64-column stripe
+  const float* sumsq_in;   // [M][K / 64] such sums: rows of y * rsqrt(sum / K + eps)
+  float eps;
+};
+
 template <int WarpsM, int WarpsN, int WarpsK, int MTiles, bool Turing, int MinBlocks, int Stages>
 struct TileConfig {
   static constexpr bool kStream = false;
@@ -213,6 +225,6 @@ constexpr int stream_phase_batches(int rows, int wanted) {
 template <class C>
 const void* kernel_fn();
 template <class C>
-void launch(const Params& p, dim3 grid, cudaStream_t stream, bool pdl);
+void launch(const Params& p, const NormFold& f, dim3 grid, cudaStream_t stream, bool pdl);
 
 }  // namespace awqd::cuda::awq_gemm_detail
