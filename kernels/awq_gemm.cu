@@ -69,6 +69,10 @@ struct TileEntry {
   // (StreamConfig::kDirectX; with the fused SiLU input too), launched from kDirectXMinRows rows.
   const void* (*kernel_direct)() = nullptr;
   void (*launch_direct)(const D::Params&, const D::NormFold&, dim3, cudaStream_t, bool) = nullptr;
+  // The stream tiles' variants with a folded norm (StreamConfig::Folded; the same occupancy by
+  // their launch bounds), of the tile and of its direct variant.
+  void (*launch_fold)(const D::Params&, const D::NormFold&, dim3, cudaStream_t, bool) = nullptr;
+  void (*launch_direct_fold)(const D::Params&, const D::NormFold&, dim3, cudaStream_t, bool) = nullptr;
 };
 
 template <class C, class Direct = void>
@@ -77,12 +81,14 @@ TileEntry entry(AwqTile tile) {
   if constexpr (C::kStream) phase_batches = &D::stream_phase_batches<C>;
   TileEntry e{tile,        C::kStream,    C::kWgmma,     C::kBM,           C::kWarpsN,
               C::kThreads, C::kSmemBytes, phase_batches, &D::kernel_fn<C>, &D::launch<C>};
+  if constexpr (C::kStream) e.launch_fold = &D::launch<typename C::Folded>;
   if constexpr (!std::is_void_v<Direct>) {
     static_assert(Direct::kSmemBytes == C::kSmemBytes && Direct::kThreads == C::kThreads &&
                       Direct::kMinBlocks == C::kMinBlocks,
                   "the direct variant must fit the SMs as its tile does (the planner probes one)");
     e.kernel_direct = &D::kernel_fn<Direct>;
     e.launch_direct = &D::launch<Direct>;
+    e.launch_direct_fold = &D::launch<typename Direct::Folded>;
   }
   return e;
 }
@@ -767,7 +773,9 @@ void run_tensor_core(const __half* x, const AwqWeight& w, const __half* bias, __
     const dim3 grid = plan.tile->stream ? dim3(m_blocks, plan.n_blocks, plan.splits)
                                         : dim3(plan.n_blocks, m_blocks, plan.splits);
     const bool direct = plan.direct_x && p.M >= kDirectXMinRows;
-    (direct ? plan.tile->launch_direct : plan.tile->launch)(p, f, grid, stream, plan.pdl);
+    const bool fold = f.residual != nullptr || f.sumsq_in != nullptr;
+    (fold ? (direct ? plan.tile->launch_direct_fold : plan.tile->launch_fold)
+          : (direct ? plan.tile->launch_direct : plan.tile->launch))(p, f, grid, stream, plan.pdl);
     CUDA_CHECK_LAUNCH();
   }
 }

@@ -106,7 +106,7 @@ using TileL128 = TileConfig<2, 4, 1, 4, Turing, 1, 4>;
 // activations. Sized for the H100's 228 KB per SM (st8: 55 KB, 4 blocks; st16: 108 KB, 2; st8w:
 // 182 KB, 1); on the A100 (164 KB) st8 fits 2 blocks and st8w none (the planner then keeps st8).
 template <int MGroups, int Stripes, bool Turing, int WarpsK = 4, int XBytes = 34816,
-          bool DirectX = false>
+          bool DirectX = false, bool Fold = false>
 struct StreamConfig {
   static constexpr bool kStream = true;
   static constexpr bool kWgmma = false;
@@ -150,6 +150,11 @@ struct StreamConfig {
   // barriers (awq_gemm_stream.cuh). A separate instantiation: compiled into the staging kernel it
   // made M = 1 5 % slower (run 98); the launcher picks it from kDirectXMinRows rows (awq_gemm.cu).
   static constexpr bool kDirectX = DirectX && !Turing && MGroups == 1;
+  // Fold: the variant that takes a folded norm (NormFold; awq_gemm_stream.cuh, fold_epilogue),
+  // its own instantiation so that the others' code stays as it was (compiled into every stream
+  // kernel, the fold's code made them 2-11 % slower: docs/PERF.md run 120).
+  static constexpr bool kFold = Fold;
+  using Folded = StreamConfig<MGroups, Stripes, Turing, WarpsK, XBytes, DirectX, true>;
   static_assert(kMGroups == 1 || kMGroups == 2, "the stream kernel serves M <= 16 per m-block");
   static_assert(kAreaBytes % 16 == 0 && kSlotBytes % 16 == 0, "16-byte cp.async slots");
   static_assert((kXBytes / (2 * kRows) - 8) / kBatchRows >= kWarpsK,

@@ -157,7 +157,8 @@ void emulate_stream_and_check(const AwqReference& r, int M, int splits, bool wit
   EXPECT_TRUE(counters_reset) << what << ": split-K counters not reset";
 }
 
-// The folded norm (NormFold) against the same kernel without it, on the same blocks' sums:
+// The folded norm (NormFold, the C::Folded variant) against the plain kernel, on the same
+// blocks' sums:
 // - norm_out: residual' = fp16(residual + y), y' = fp16(residual' * weight) bit for bit, and the
 //   64-column sums of residual'^2 (fp32, to a few ulp of a 64-term sum);
 // - norm_in: y' = fp16(y_unscaled * rsqrt(sum / K + eps) + bias), where y_unscaled is the kernel's
@@ -183,7 +184,8 @@ void emulate_fold_and_check(const AwqReference& r, int M, int splits, std::mt199
   out.residual = reinterpret_cast<__half*>(res_after.data());
   out.weight = reinterpret_cast<const __half*>(weight.data());
   out.sumsq_out = sumsq.data();
-  const std::vector<half_bits> h = run_stream<C>(r, M, splits, true, rng, nullptr, out, reset);
+  using Folded = typename C::Folded;  // the kernel variant that takes a NormFold
+  const std::vector<half_bits> h = run_stream<Folded>(r, M, splits, true, rng, nullptr, out, reset);
   EXPECT_TRUE(reset) << what << " norm_out: split-K counters not reset";
   std::size_t bad = 0;
   for (int m = 0; m < M; ++m)
@@ -211,7 +213,7 @@ void emulate_fold_and_check(const AwqReference& r, int M, int splits, std::mt199
   NormFold in{};
   in.sumsq_in = sums.data();
   in.eps = 1e-5f;
-  const std::vector<half_bits> y1 = run_stream<C>(r, M, splits, true, rng, nullptr, in, reset);
+  const std::vector<half_bits> y1 = run_stream<Folded>(r, M, splits, true, rng, nullptr, in, reset);
   bad = 0;
   for (int m = 0; m < M; ++m) {
     double total = 0.0;
