@@ -113,9 +113,9 @@ struct DeviceLinear {
   // Whether a step of M rows runs the AWQ kernels (else cuBLASLt on the fp16 copy or the dense
   // weight): CudaExecutor::linear's choice.
   bool runs_awq(int M) const { return quantized && !(cache.bytes() > 0 && M >= cache_min_m); }
-  // Steps of M <= 31 rows whose AWQ plan is a stream tile (bit M of stream_tile, known where bit M
-  // of stream_known is set): where a norm can fold into this linear (CudaExecutor::folds).
-  mutable std::uint32_t stream_known = 0, stream_tile = 0;
+  // Steps of M <= 31 rows whose AWQ plan can take a folded norm (AwqGemmPlan::fold; bit M of
+  // fold_ok, known where bit M of fold_known is set): CudaExecutor::folds.
+  mutable std::uint32_t fold_known = 0, fold_ok = 0;
 };
 
 
@@ -721,19 +721,19 @@ void CudaExecutor::dense_gemm(const __half* x, const __half* w, cuda::WeightLayo
 
 bool CudaExecutor::folds(const DeviceLinear& before, const DeviceLinear& after, int T) const {
   if (fold_sumsq_.bytes() == 0 || T > fold_max_rows_ || T >= 32) return false;
-  auto stream_tile = [&](const DeviceLinear& l) {
+  auto takes_fold = [&](const DeviceLinear& l) {
     if (!l.runs_awq(T)) return false;
     const std::uint32_t bit = 1u << T;
-    if (!(l.stream_known & bit)) {
+    if (!(l.fold_known & bit)) {
       cuda::AwqGemmOptions opt;
       opt.pdl = true;
       const cuda::AwqGemmPlan plan = cuda::awq_gemm_plan(T, l.awq.view(), {gemm_ws_.as<void>(), gemm_ws_.bytes()}, opt);
-      if (cuda::awq_gemm_stream_tile(plan.tile)) l.stream_tile |= bit;
-      l.stream_known |= bit;
+      if (plan.fold) l.fold_ok |= bit;
+      l.fold_known |= bit;
     }
-    return (l.stream_tile & bit) != 0;
+    return (l.fold_ok & bit) != 0;
   };
-  return stream_tile(before) && stream_tile(after);
+  return takes_fold(before) && takes_fold(after);
 }
 
 void CudaExecutor::linear(const DeviceLinear& l, const __half* x, __half* y, int M, int silu_mul_ld,

@@ -69,9 +69,11 @@ struct TileEntry {
   // (StreamConfig::kDirectX; with the fused SiLU input too), launched from kDirectXMinRows rows.
   const void* (*kernel_direct)() = nullptr;
   void (*launch_direct)(const D::Params&, const D::NormFold&, dim3, cudaStream_t, bool) = nullptr;
-  // The stream tiles' variants with a folded norm (StreamConfig::Folded; the same occupancy by
-  // their launch bounds), of the tile and of its direct variant.
+  // The stream tiles' variants with a folded norm (StreamConfig::Folded), of the tile and of its
+  // direct variant: used where they fit the SMs as the tile does (FamilyCaps::fold).
+  const void* (*kernel_fold)() = nullptr;
   void (*launch_fold)(const D::Params&, const D::NormFold&, dim3, cudaStream_t, bool) = nullptr;
+  const void* (*kernel_direct_fold)() = nullptr;
   void (*launch_direct_fold)(const D::Params&, const D::NormFold&, dim3, cudaStream_t, bool) = nullptr;
 };
 
@@ -81,13 +83,17 @@ TileEntry entry(AwqTile tile) {
   if constexpr (C::kStream) phase_batches = &D::stream_phase_batches<C>;
   TileEntry e{tile,        C::kStream,    C::kWgmma,     C::kBM,           C::kWarpsN,
               C::kThreads, C::kSmemBytes, phase_batches, &D::kernel_fn<C>, &D::launch<C>};
-  if constexpr (C::kStream) e.launch_fold = &D::launch<typename C::Folded>;
+  if constexpr (C::kStream) {
+    e.kernel_fold = &D::kernel_fn<typename C::Folded>;
+    e.launch_fold = &D::launch<typename C::Folded>;
+  }
   if constexpr (!std::is_void_v<Direct>) {
     static_assert(Direct::kSmemBytes == C::kSmemBytes && Direct::kThreads == C::kThreads &&
                       Direct::kMinBlocks == C::kMinBlocks,
                   "the direct variant must fit the SMs as its tile does (the planner probes one)");
     e.kernel_direct = &D::kernel_fn<Direct>;
     e.launch_direct = &D::launch<Direct>;
+    e.kernel_direct_fold = &D::kernel_fn<typename Direct::Folded>;
     e.launch_direct_fold = &D::launch<typename Direct::Folded>;
   }
   return e;
@@ -136,6 +142,7 @@ struct FamilyCaps {
   std::array<int, kTiles> blocks_per_sm{};  // occupancy of each tile (0: not on this GPU)
   std::array<bool, kTiles> pdl{};           // its code is sm_90+: Programmatic Dependent Launch
   std::array<bool, kTiles> direct_x{};      // its kDirectX variant fits the SMs as it does
+  std::array<bool, kTiles> fold{};          // its folded-norm variants do (AwqGemmPlan::fold)
 };
 
 struct DeviceCaps {
@@ -192,16 +199,22 @@ FamilyCaps probe_family(bool turing, int sm) {
       return caps;
     }
     caps.blocks_per_sm[i] = blocks;
-    if (e.kernel_direct != nullptr) {
-      int direct_blocks = 0;
-      caps.direct_x[i] =
-          cudaFuncSetAttribute(e.kernel_direct(), cudaFuncAttributeMaxDynamicSharedMemorySize,
-                               e.smem) == cudaSuccess &&
-          cudaOccupancyMaxActiveBlocksPerMultiprocessor(&direct_blocks, e.kernel_direct(),
-                                                        e.threads, e.smem) == cudaSuccess &&
-          direct_blocks == blocks;
+    // A variant of the tile (the planner probes the tile): usable where it fits as many blocks.
+    auto fits_as_the_tile = [&](const void* kernel) {
+      int variant_blocks = 0;
+      const bool ok =
+          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, e.smem) ==
+              cudaSuccess &&
+          cudaOccupancyMaxActiveBlocksPerMultiprocessor(&variant_blocks, kernel, e.threads,
+                                                        e.smem) == cudaSuccess &&
+          variant_blocks == blocks;
       cudaGetLastError();
-    }
+      return ok;
+    };
+    if (e.kernel_direct != nullptr) caps.direct_x[i] = fits_as_the_tile(e.kernel_direct());
+    if (e.kernel_fold != nullptr)
+      caps.fold[i] = fits_as_the_tile(e.kernel_fold()) &&
+                     (!caps.direct_x[i] || fits_as_the_tile(e.kernel_direct_fold()));
     // griddepcontrol is compiled into code for compute_90+ only: without it a PDL launch would
     // race. ptxVersion, not binaryVersion: PTX for compute_75 JIT-compiled on an H100 has a
     // binaryVersion of 90 and no griddepcontrol.
@@ -469,6 +482,7 @@ struct TensorCorePlan {
   bool pdl = false;
   bool cluster = false;   // stream kernel: split-K through a cluster of the stripe's splits
   bool direct_x = false;  // stream kernel: launches of kDirectXMinRows+ rows take kDirectX
+  bool fold = false;      // stream kernel: its folded-norm variants can run (FamilyCaps::fold)
 };
 
 TensorCorePlan plan_stream(int M, const AwqWeight& w, const Shape& sh, const TileEntry& e,
@@ -519,6 +533,7 @@ TensorCorePlan plan_tensor_core(int M, const AwqWeight& w, const Shape& sh, bool
                                       caps, o, partial_bytes, family.pdl[si]);
     plan.pdl = o.pdl && family.pdl[si] && M <= kPdlMaxM;
     plan.direct_x = family.direct_x[si] && o.direct_x;
+    plan.fold = family.fold[si];
     return plan;
   }
   TensorCorePlan plan;
@@ -636,9 +651,10 @@ Resolved resolve(int M, const AwqWeight& w, const AwqWorkspace& ws, const AwqGem
   const AwqGemmOptions::NormOut& no = o.norm_out;
   const bool fold_out = no.residual != nullptr || no.weight != nullptr || no.sumsq != nullptr;
   if (fold_out || o.norm_in_sumsq != nullptr) {
-    if (M > 0 && (r.path == AwqGemmPath::kDequantCublas || !r.tc.tile->stream))
+    if (M > 0 && (r.path == AwqGemmPath::kDequantCublas || !r.tc.tile->stream || !r.tc.fold))
       bad_argument("a folded norm (norm_out, norm_in_sumsq) needs the stream kernel (M <= " +
-                   std::to_string(kStreamMaxM) + ", not batch_invariant, no tiled tile forced); M=" +
+                   std::to_string(kStreamMaxM) + ", not batch_invariant, no tiled tile forced) "
+                   "with its folded-norm variant on this GPU (AwqGemmPlan::fold); M=" +
                    std::to_string(M));
     if (!(o.norm_eps >= 0.0f)) bad_argument("norm_eps must be >= 0");
   }
@@ -671,6 +687,7 @@ AwqGemmPlan describe(int M, const AwqWeight& w, const Resolved& r) {
     plan.pdl = r.tc.pdl;
     plan.cluster = r.tc.cluster;
     plan.direct_x = r.tc.direct_x && M >= kDirectXMinRows;
+    plan.fold = r.tc.fold;
     plan.workspace_used = r.tc.splits > 1 && !r.tc.cluster
                               ? kCounterBytes + static_cast<std::size_t>(r.tc.splits) *
                                                                 std::min(M, r.tc.rows_per_launch) *
@@ -861,10 +878,6 @@ const char* awq_tile_name(AwqTile tile) {
       break;
   }
   return "?";
-}
-
-bool awq_gemm_stream_tile(AwqTile tile) {
-  return tile == AwqTile::kSt8 || tile == AwqTile::kSt16 || tile == AwqTile::kSt8w;
 }
 
 AwqGemmPlan awq_gemm_plan(int M, const AwqWeight& w, AwqWorkspace ws,

@@ -153,8 +153,6 @@ enum class AwqTile {
   kCount
 };
 const char* awq_tile_name(AwqTile tile);
-// Whether the tile is one of the stream kernel's (st8, st16, st8w).
-bool awq_gemm_stream_tile(AwqTile tile);
 
 struct AwqGemmOptions {
   AwqGemmPath path = AwqGemmPath::kAuto;
@@ -194,8 +192,9 @@ struct AwqGemmOptions {
   //   before the bias. K % 64 == 0.
   // Together: residual and y as add_rmsnorm followed by the next linear compute them, with the
   // 1 / rms applied to the products' sums instead of to the products' input (fp16 roundings of
-  // the same size). The stream tiles only (awq_gemm_stream_tile(plan.tile): M <= the stream
-  // kernel's rows, not batch_invariant); std::invalid_argument otherwise.
+  // the same size). Plans whose AwqGemmPlan::fold is true only (the stream tiles, M <= the
+  // stream kernel's rows, not batch_invariant, their fold variants fit this GPU);
+  // std::invalid_argument otherwise.
   struct NormOut {
     __half* residual = nullptr;
     const __half* weight = nullptr;
@@ -215,6 +214,7 @@ struct AwqGemmPlan {
   bool pdl = false;     // launched with Programmatic Dependent Launch
   bool cluster = false;  // stream kernel: split-K through a thread-block cluster
   bool direct_x = false;  // stream kernel (st8, st8w): the lanes load their own activations
+  bool fold = false;      // stream kernel: can take a folded norm (AwqGemmOptions::norm_out)
   std::size_t workspace_used = 0;
 };
 
