@@ -358,6 +358,7 @@ int run_bench(const BenchOptions& o) {
                     {"warmup", o.engine.profile_warmup},
                     {"async_output", o.engine.async_output},
                     {"fused_decode_mlp", o.engine.fused_decode_mlp},
+                    {"fold_norms", o.engine.fold_norms},
                     {"decode", profile_json(p.decode)},
                     {"mixed", profile_json(p.mixed)}};
   }

@@ -148,6 +148,9 @@ void add_engine_flags(CLI::App* sub, EngineConfig& e) {
   sub->add_flag("--fused-decode-mlp", e.fused_decode_mlp,
                 "Experimental: a layer's MLP half as one persistent kernel in steps of 1-8 tokens (CUDA, one GPU; "
                 "measured slower than the separate kernels so far)");
+  sub->add_flag("!--no-fold-norms", e.fold_norms,
+                "Run the residual add and RMSNorm as their own kernel in small steps, instead of folded into the GEMMs "
+                "around them");
   sub->add_flag("!--no-async-output", e.async_output,
                 "Build each step's outputs after its GPU work, instead of while the next step runs");
 }

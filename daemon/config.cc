@@ -55,6 +55,8 @@ void for_each_key(DaemonConfig& c, Fn&& fn) {
   fn("fused_decode_mlp",
      "experimental: one persistent kernel for a layer's MLP half in steps of 1-8 tokens (CUDA, one GPU; slower so far)",
      c.fused_decode_mlp, false);
+  fn("fold_norms", "fold the residual add and RMSNorm into the GEMMs around them in steps of up to 16 tokens (CUDA, one GPU)",
+     c.fold_norms, false);
   fn("log_level", "trace | debug | info | warn | error", c.log_level, false);
 }
 

@@ -43,6 +43,7 @@ struct DaemonConfig {
   std::string fp16_weight_cache = "auto";  // auto | on | off (EngineConfig::fp16_weight_cache)
   bool async_output = true;  // build a step's outputs while the GPU runs the next step
   bool fused_decode_mlp = false;  // EngineConfig::fused_decode_mlp (experimental, slower so far)
+  bool fold_norms = true;         // EngineConfig::fold_norms
   std::string log_level = "info";  // trace | debug | info | warn | error
 
   // Throws std::invalid_argument naming the key when a value is out of range.

@@ -29,6 +29,7 @@ class EngineRunner final : public Runner {
     ec.deterministic = c.deterministic;
     ec.async_output = c.async_output;
     ec.fused_decode_mlp = c.fused_decode_mlp;
+    ec.fold_norms = c.fold_norms;
     ec.fp16_weight_cache = c.fp16_weight_cache;
     engine_ = std::make_unique<Engine>(ec);
     chat_format_ = detect_chat_format(engine_->tokenizer());

@@ -14,6 +14,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -112,6 +113,9 @@ struct DeviceLinear {
   // Whether a step of M rows runs the AWQ kernels (else cuBLASLt on the fp16 copy or the dense
   // weight): CudaExecutor::linear's choice.
   bool runs_awq(int M) const { return quantized && !(cache.bytes() > 0 && M >= cache_min_m); }
+  // Steps of M <= 31 rows whose AWQ plan can take a folded norm (AwqGemmPlan::fold; bit M of
+  // fold_ok, known where bit M of fold_known is set): CudaExecutor::folds.
+  mutable std::uint32_t fold_known = 0, fold_ok = 0;
 };
 
 
@@ -229,7 +233,13 @@ class CudaExecutor final : public Executor {
 
   // silu_mul_ld > 0 (quantized l, stream-kernel M only): the input is SiLU(x[:, :K]) * x[:, K:2K]
   // of x [M, silu_mul_ld] (cuda::AwqGemmOptions::silu_mul_ld).
-  void linear(const DeviceLinear& l, const __half* x, __half* y, int M, int silu_mul_ld = 0);
+  // norm_out, norm_in: a residual add and RMSNorm folded into this linear (AwqGemmOptions; only
+  // where folds() said so).
+  void linear(const DeviceLinear& l, const __half* x, __half* y, int M, int silu_mul_ld = 0,
+              const cuda::AwqGemmOptions::NormOut& norm_out = {}, const float* norm_in = nullptr);
+  // Whether the residual add and RMSNorm between `before` and `after` fold into them in a step
+  // of T rows (EngineConfig::fold_norms: both run the AWQ stream kernel).
+  bool folds(const DeviceLinear& before, const DeviceLinear& after, int T) const;
   // y[M, N] = x[M, K] W by cuBLASLt, W fp16 in `layout` with leading dimension ldw: kNK (N, K),
   // the nn.Linear layout, or kKN (K, N); ldy defaults to N.
   void dense_gemm(const __half* x, const __half* w, cuda::WeightLayout layout, int ldw, const __half* bias, void* y,
@@ -293,6 +303,10 @@ class CudaExecutor final : public Executor {
   // EngineConfig::fused_decode_mlp: the decode MLP kernel's workspace when every layer can take
   // it (empty otherwise), and why not.
   DeviceBuffer decode_mlp_ws_;
+  // EngineConfig::fold_norms: the norms' sums of squares per 64 columns, [2][max rows][D / 64]
+  // (after o_proj, after down_proj); empty where the norms are not folded.
+  DeviceBuffer fold_sumsq_;
+  int fold_max_rows_ = 0;
   std::string decode_mlp_off_;
 
   // Paged KV pool: layer l's K at kv_ + (2l) * layer_elems, V at (2l + 1) * layer_elems.
@@ -457,6 +471,14 @@ CudaExecutor::CudaExecutor(const ModelWeights& w, const EngineConfig& ec, const 
     const std::size_t bytes = cuda::decode_mlp_workspace_bytes(L.o.awq.view(), L.gate_up.awq.view(), L.down.awq.view());
     decode_mlp_ws_ = DeviceBuffer(bytes);
     cuda::decode_mlp_workspace_init(decode_mlp_ws_.as<void>(), bytes, stream_);
+  }
+
+  // Folded norms (EngineConfig::fold_norms): one GPU (the all-reduce fuses its own add and norm),
+  // not deterministic mode (its tiled plans have no fold), hidden size in whole 64-column stripes.
+  if (ec.fold_norms && !ec.deterministic && comm_ == nullptr && c.hidden_size % 64 == 0 &&
+      cuda::awq_gemm_stream_max_m() > 0) {
+    fold_max_rows_ = cuda::awq_gemm_stream_max_m();
+    fold_sumsq_ = DeviceBuffer(2 * static_cast<std::size_t>(fold_max_rows_) * (c.hidden_size / 64) * sizeof(float));
   }
 
   // Step metadata: tokens, positions, slots (3 T), cu_seqlens, context lens (2 B + 1), block
@@ -640,7 +662,9 @@ void CudaExecutor::allocate_kv(int num_blocks) {
               gib(static_cast<double>(kv_.bytes())) + "), weights " + gib(static_cast<double>(weight_bytes_)) +
               (weight_cache_bytes_ ? " + fp16 cache " + gib(static_cast<double>(weight_cache_bytes_)) : std::string()) +
               (crossovers_.empty() ? std::string() : " (" + crossovers_ + ")") +
-              ", fused decode MLP " + (decode_mlp_off_.empty() ? std::string("on") : decode_mlp_off_);
+              ", fused decode MLP " + (decode_mlp_off_.empty() ? std::string("on") : decode_mlp_off_) +
+              (fold_sumsq_.bytes() > 0 ? ", norms folded into the GEMMs up to " + std::to_string(fold_max_rows_) + " rows"
+                                       : std::string(", norms as kernels"));
 }
 
 CudaExecutor::~CudaExecutor() {
@@ -695,7 +719,25 @@ void CudaExecutor::dense_gemm(const __half* x, const __half* w, cuda::WeightLayo
   cuda::cublaslt_gemm(a, stream_);
 }
 
-void CudaExecutor::linear(const DeviceLinear& l, const __half* x, __half* y, int M, int silu_mul_ld) {
+bool CudaExecutor::folds(const DeviceLinear& before, const DeviceLinear& after, int T) const {
+  if (fold_sumsq_.bytes() == 0 || T > fold_max_rows_ || T >= 32) return false;
+  auto takes_fold = [&](const DeviceLinear& l) {
+    if (!l.runs_awq(T)) return false;
+    const std::uint32_t bit = 1u << T;
+    if (!(l.fold_known & bit)) {
+      cuda::AwqGemmOptions opt;
+      opt.pdl = true;
+      const cuda::AwqGemmPlan plan = cuda::awq_gemm_plan(T, l.awq.view(), {gemm_ws_.as<void>(), gemm_ws_.bytes()}, opt);
+      if (plan.fold) l.fold_ok |= bit;
+      l.fold_known |= bit;
+    }
+    return (l.fold_ok & bit) != 0;
+  };
+  return takes_fold(before) && takes_fold(after);
+}
+
+void CudaExecutor::linear(const DeviceLinear& l, const __half* x, __half* y, int M, int silu_mul_ld,
+                          const cuda::AwqGemmOptions::NormOut& norm_out, const float* norm_in) {
   if (l.runs_awq(M)) {
     cuda::AwqGemmOptions opt;
     opt.batch_invariant = engine_config_.deterministic;
@@ -703,7 +745,12 @@ void CudaExecutor::linear(const DeviceLinear& l, const __half* x, __half* y, int
     // before it runs (those trigger their dependents at their start: ptx::launch_dependents).
     opt.pdl = true;
     opt.silu_mul_ld = silu_mul_ld;
+    opt.norm_out = norm_out;
+    opt.norm_in_sumsq = norm_in;
+    opt.norm_eps = config_.rms_norm_eps;
     cuda::awq_gemm(x, l.awq.view(), l.bias.as<__half>(), y, M, {gemm_ws_.as<void>(), gemm_ws_.bytes()}, stream_, opt);
+  } else if (norm_out.residual != nullptr || norm_in != nullptr) {
+    throw std::logic_error("CudaExecutor: a norm folded into a linear that does not run the AWQ stream kernel");
   } else if (l.quantized) {
     // From cache_min_m rows on (measured at load for each weight shape: measure_fp16_crossovers),
     // a quantized linear with an fp16 copy runs cuBLASLt on the copy (docs/PERF.md, runs 25, 64).
@@ -731,10 +778,16 @@ void CudaExecutor::forward(int T, int B, bool decode_only, int max_context) {
   // ITL p50 fused up to 16 / 4 / 1 rows: 2 sequences 2.36 / 2.37 / 2.38 ms, 4: 2.61 / 2.60 / 2.58,
   // 8: 2.95 / 2.77 / 2.77, 16: 4.07 / 3.96 / 3.96.
   constexpr int kFusedSiluMaxRows = 2;
+  // Folded norms (folds()): the sums of squares after o_proj and after down_proj.
+  const std::size_t fold_stride = static_cast<std::size_t>(fold_max_rows_) * (D / 64);
+  float* const sumsq_attn = fold_sumsq_.bytes() > 0 ? fold_sumsq_.as<float>() : nullptr;
+  float* const sumsq_mlp = sumsq_attn != nullptr ? sumsq_attn + fold_stride : nullptr;
+  const float* qkv_norm_in = nullptr;  // the previous layer's down_proj folded this layer's input norm
   for (int li = 0; li < c.num_layers; ++li) {
     Layer& L = layers_[li];  // h holds this layer's normed input (the previous layer's last step)
     mark(GpuCategory::kGemm);
-    linear(L.qkv, h, qkv, T);
+    linear(L.qkv, h, qkv, T, 0, {}, qkv_norm_in);
+    qkv_norm_in = nullptr;
     __half* k_cache = kv_.as<__half>() + (2 * static_cast<std::size_t>(li)) * kv_layer_elems_;
     __half* v_cache = k_cache + kv_layer_elems_;
     cuda::QkvRopeCacheArgs rope;
@@ -824,21 +877,36 @@ void CudaExecutor::forward(int T, int B, bool decode_only, int max_context) {
       cuda::decode_mlp(a, stream_);
       continue;
     }
-    linear(L.o, attn, proj, T);
-    reduce_add_rmsnorm(proj, x, h, L.post_attn_norm.as<__half>(), T);
+    // With the norms folded, o_proj writes the residual and the normed input without its 1 / rms
+    // (into h), and gate_up scales its sums by it; likewise down_proj and the next layer's qkv.
+    const bool fold_attn = folds(L.o, L.gate_up, T);
+    if (fold_attn) {
+      linear(L.o, attn, h, T, 0, {x, L.post_attn_norm.as<__half>(), sumsq_attn});
+    } else {
+      linear(L.o, attn, proj, T);
+      reduce_add_rmsnorm(proj, x, h, L.post_attn_norm.as<__half>(), T);
+    }
     mark(GpuCategory::kGemm);
-    linear(L.gate_up, h, gate_up_.as<__half>(), T);
+    linear(L.gate_up, h, gate_up_.as<__half>(), T, 0, {}, fold_attn ? sumsq_attn : nullptr);
+    // The final norm stays a kernel: lm_head (cuBLASLt) cannot scale its rows.
+    const bool fold_mlp = !last && folds(L.down, layers_[li + 1].qkv, T);
+    __half* const down_out = fold_mlp ? h : proj;
+    const cuda::AwqGemmOptions::NormOut down_norm =
+        fold_mlp ? cuda::AwqGemmOptions::NormOut{x, next_norm, sumsq_mlp} : cuda::AwqGemmOptions::NormOut{};
     if (L.down.quantized && T <= std::min(stream_max_m, kFusedSiluMaxRows) && !engine_config_.deterministic) {
       // Steps of 1-2 tokens: the down projection's stream kernel computes SiLU(gate) * up itself
       // while loading its input (same arithmetic as silu_mul): one kernel and one pass fewer.
-      linear(L.down, gate_up_.as<__half>(), proj, T, 2 * I);
+      linear(L.down, gate_up_.as<__half>(), down_out, T, 2 * I, down_norm);
     } else {
       mark(GpuCategory::kOther);
       cuda::silu_mul(act_.as<__half>(), I, gate_up_.as<__half>(), gate_up_.as<__half>() + I, 2 * I, T, I, stream_);
       mark(GpuCategory::kGemm);
-      linear(L.down, act_.as<__half>(), proj, T);
+      linear(L.down, act_.as<__half>(), down_out, T, 0, down_norm);
     }
-    reduce_add_rmsnorm(proj, x, h, next_norm, T);
+    if (fold_mlp)
+      qkv_norm_in = sumsq_mlp;
+    else
+      reduce_add_rmsnorm(proj, x, h, next_norm, T);
   }
 }
 

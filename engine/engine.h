@@ -45,6 +45,11 @@ struct EngineConfig {
   // default: measured 3-20 % slower than the separate kernels on an H200 (docs/PERF.md, runs
   // 51-56). Never in deterministic mode (its split-K differs from the batch-invariant plans).
   bool fused_decode_mlp = false;
+  // CUDA, steps of up to 16 tokens on one GPU: the residual add and RMSNorm after o_proj and
+  // down_proj folded into those GEMMs and the next (AwqGemmOptions::norm_out, norm_in_sumsq), so
+  // no norm kernel runs between a layer's linears (docs/PERF.md runs 118-119). Never in
+  // deterministic mode.
+  bool fold_norms = true;
   bool profile = false;                // time sampled steps: Engine::profile(), `awqd bench --profile`
   int profile_every = 16;              // with profile: every n-th step after the warm-up
   int profile_warmup = 32;             // steps never sampled at the start (graph captures, first plans)

@@ -64,11 +64,17 @@ struct TileEntry {
   int smem;                                    // dynamic shared memory, bytes
   int (*phase_batches)(int rows, int wanted);  // stream kernel: D::stream_phase_batches
   const void* (*kernel)();
-  void (*launch)(const D::Params&, dim3, cudaStream_t, bool);
+  void (*launch)(const D::Params&, const D::NormFold&, dim3, cudaStream_t, bool);
   // st8 / st8w on the sm_80+ path: the same tile with the lanes' own activation loads
   // (StreamConfig::kDirectX; with the fused SiLU input too), launched from kDirectXMinRows rows.
   const void* (*kernel_direct)() = nullptr;
-  void (*launch_direct)(const D::Params&, dim3, cudaStream_t, bool) = nullptr;
+  void (*launch_direct)(const D::Params&, const D::NormFold&, dim3, cudaStream_t, bool) = nullptr;
+  // The stream tiles' variants with a folded norm (StreamConfig::Folded), of the tile and of its
+  // direct variant: used where they fit the SMs as the tile does (FamilyCaps::fold).
+  const void* (*kernel_fold)() = nullptr;
+  void (*launch_fold)(const D::Params&, const D::NormFold&, dim3, cudaStream_t, bool) = nullptr;
+  const void* (*kernel_direct_fold)() = nullptr;
+  void (*launch_direct_fold)(const D::Params&, const D::NormFold&, dim3, cudaStream_t, bool) = nullptr;
 };
 
 template <class C, class Direct = void>
@@ -77,12 +83,18 @@ TileEntry entry(AwqTile tile) {
   if constexpr (C::kStream) phase_batches = &D::stream_phase_batches<C>;
   TileEntry e{tile,        C::kStream,    C::kWgmma,     C::kBM,           C::kWarpsN,
               C::kThreads, C::kSmemBytes, phase_batches, &D::kernel_fn<C>, &D::launch<C>};
+  if constexpr (C::kStream) {
+    e.kernel_fold = &D::kernel_fn<typename C::Folded>;
+    e.launch_fold = &D::launch<typename C::Folded>;
+  }
   if constexpr (!std::is_void_v<Direct>) {
     static_assert(Direct::kSmemBytes == C::kSmemBytes && Direct::kThreads == C::kThreads &&
                       Direct::kMinBlocks == C::kMinBlocks,
                   "the direct variant must fit the SMs as its tile does (the planner probes one)");
     e.kernel_direct = &D::kernel_fn<Direct>;
     e.launch_direct = &D::launch<Direct>;
+    e.kernel_direct_fold = &D::kernel_fn<typename Direct::Folded>;
+    e.launch_direct_fold = &D::launch<typename Direct::Folded>;
   }
   return e;
 }
@@ -130,6 +142,7 @@ struct FamilyCaps {
   std::array<int, kTiles> blocks_per_sm{};  // occupancy of each tile (0: not on this GPU)
   std::array<bool, kTiles> pdl{};           // its code is sm_90+: Programmatic Dependent Launch
   std::array<bool, kTiles> direct_x{};      // its kDirectX variant fits the SMs as it does
+  std::array<bool, kTiles> fold{};          // its folded-norm variants do (AwqGemmPlan::fold)
 };
 
 struct DeviceCaps {
@@ -186,16 +199,22 @@ FamilyCaps probe_family(bool turing, int sm) {
       return caps;
     }
     caps.blocks_per_sm[i] = blocks;
-    if (e.kernel_direct != nullptr) {
-      int direct_blocks = 0;
-      caps.direct_x[i] =
-          cudaFuncSetAttribute(e.kernel_direct(), cudaFuncAttributeMaxDynamicSharedMemorySize,
-                               e.smem) == cudaSuccess &&
-          cudaOccupancyMaxActiveBlocksPerMultiprocessor(&direct_blocks, e.kernel_direct(),
-                                                        e.threads, e.smem) == cudaSuccess &&
-          direct_blocks == blocks;
+    // A variant of the tile (the planner probes the tile): usable where it fits as many blocks.
+    auto fits_as_the_tile = [&](const void* kernel) {
+      int variant_blocks = 0;
+      const bool ok =
+          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, e.smem) ==
+              cudaSuccess &&
+          cudaOccupancyMaxActiveBlocksPerMultiprocessor(&variant_blocks, kernel, e.threads,
+                                                        e.smem) == cudaSuccess &&
+          variant_blocks == blocks;
       cudaGetLastError();
-    }
+      return ok;
+    };
+    if (e.kernel_direct != nullptr) caps.direct_x[i] = fits_as_the_tile(e.kernel_direct());
+    if (e.kernel_fold != nullptr)
+      caps.fold[i] = fits_as_the_tile(e.kernel_fold()) &&
+                     (!caps.direct_x[i] || fits_as_the_tile(e.kernel_direct_fold()));
     // griddepcontrol is compiled into code for compute_90+ only: without it a PDL launch would
     // race. ptxVersion, not binaryVersion: PTX for compute_75 JIT-compiled on an H100 has a
     // binaryVersion of 90 and no griddepcontrol.
@@ -463,6 +482,7 @@ struct TensorCorePlan {
   bool pdl = false;
   bool cluster = false;   // stream kernel: split-K through a cluster of the stripe's splits
   bool direct_x = false;  // stream kernel: launches of kDirectXMinRows+ rows take kDirectX
+  bool fold = false;      // stream kernel: its folded-norm variants can run (FamilyCaps::fold)
 };
 
 TensorCorePlan plan_stream(int M, const AwqWeight& w, const Shape& sh, const TileEntry& e,
@@ -513,6 +533,7 @@ TensorCorePlan plan_tensor_core(int M, const AwqWeight& w, const Shape& sh, bool
                                       caps, o, partial_bytes, family.pdl[si]);
     plan.pdl = o.pdl && family.pdl[si] && M <= kPdlMaxM;
     plan.direct_x = family.direct_x[si] && o.direct_x;
+    plan.fold = family.fold[si];
     return plan;
   }
   TensorCorePlan plan;
@@ -627,6 +648,27 @@ Resolved resolve(int M, const AwqWeight& w, const AwqWorkspace& ws, const AwqGem
       bad_argument("silu_mul_ld needs the stream kernel (M <= " + std::to_string(kStreamMaxM) +
                    ", not batch_invariant, no tiled tile forced); M=" + std::to_string(M));
   }
+  const AwqGemmOptions::NormOut& no = o.norm_out;
+  const bool fold_out = no.residual != nullptr || no.weight != nullptr || no.sumsq != nullptr;
+  if (fold_out || o.norm_in_sumsq != nullptr) {
+    if (M > 0 && (r.path == AwqGemmPath::kDequantCublas || !r.tc.tile->stream || !r.tc.fold))
+      bad_argument("a folded norm (norm_out, norm_in_sumsq) needs the stream kernel (M <= " +
+                   std::to_string(kStreamMaxM) + ", not batch_invariant, no tiled tile forced) "
+                   "with its folded-norm variant on this GPU (AwqGemmPlan::fold); M=" +
+                   std::to_string(M));
+    if (!(o.norm_eps >= 0.0f)) bad_argument("norm_eps must be >= 0");
+  }
+  if (fold_out) {
+    if (no.residual == nullptr || no.weight == nullptr || no.sumsq == nullptr)
+      bad_argument("norm_out needs residual, weight and sumsq");
+    if (w.N % 64 != 0) bad_argument("norm_out needs N % 64 == 0; N=" + std::to_string(w.N));
+    if (reinterpret_cast<std::uintptr_t>(no.residual) % 16 != 0 ||
+        reinterpret_cast<std::uintptr_t>(no.weight) % 16 != 0 ||
+        reinterpret_cast<std::uintptr_t>(no.sumsq) % 16 != 0)
+      bad_argument("norm_out's residual, weight and sumsq must be 16-byte aligned");
+  }
+  if (o.norm_in_sumsq != nullptr && w.K % 64 != 0)
+    bad_argument("norm_in_sumsq needs K % 64 == 0; K=" + std::to_string(w.K));
   return r;
 }
 
@@ -645,6 +687,7 @@ AwqGemmPlan describe(int M, const AwqWeight& w, const Resolved& r) {
     plan.pdl = r.tc.pdl;
     plan.cluster = r.tc.cluster;
     plan.direct_x = r.tc.direct_x && M >= kDirectXMinRows;
+    plan.fold = r.tc.fold;
     plan.workspace_used = r.tc.splits > 1 && !r.tc.cluster
                               ? kCounterBytes + static_cast<std::size_t>(r.tc.splits) *
                                                                 std::min(M, r.tc.rows_per_launch) *
@@ -706,8 +749,9 @@ int log2_of(int v) {
 }
 
 void run_tensor_core(const __half* x, const AwqWeight& w, const __half* bias, __half* y, int M,
-                     const AwqWorkspace& ws, const TensorCorePlan& plan, int silu_mul_ld,
+                     const AwqWorkspace& ws, const TensorCorePlan& plan, const AwqGemmOptions& o,
                      cudaStream_t stream) {
+  const int silu_mul_ld = o.silu_mul_ld;
   const Shape sh = shape_of(w);
   D::Params p{};
   p.tiles = w.tiles;
@@ -731,15 +775,24 @@ void run_tensor_core(const __half* x, const AwqWeight& w, const __half* bias, __
     p.counters = static_cast<int*>(ws.ptr);
     p.partials = reinterpret_cast<float*>(static_cast<char*>(ws.ptr) + kCounterBytes);
   }
+  D::NormFold f{};
+  f.weight = o.norm_out.weight;
+  f.eps = o.norm_eps;
   for (int row0 = 0; row0 < M; row0 += plan.rows_per_launch) {
     p.M = std::min(plan.rows_per_launch, M - row0);
     p.x = x + static_cast<std::size_t>(row0) * p.x_ld;
     p.y = y + static_cast<std::size_t>(row0) * w.N;
+    const std::size_t r0 = static_cast<std::size_t>(row0);
+    f.residual = o.norm_out.residual != nullptr ? o.norm_out.residual + r0 * w.N : nullptr;
+    f.sumsq_out = o.norm_out.sumsq != nullptr ? o.norm_out.sumsq + r0 * (w.N / 64) : nullptr;
+    f.sumsq_in = o.norm_in_sumsq != nullptr ? o.norm_in_sumsq + r0 * (w.K / 64) : nullptr;
     const unsigned m_blocks = (p.M + plan.tile->bm - 1) / plan.tile->bm;
     const dim3 grid = plan.tile->stream ? dim3(m_blocks, plan.n_blocks, plan.splits)
                                         : dim3(plan.n_blocks, m_blocks, plan.splits);
     const bool direct = plan.direct_x && p.M >= kDirectXMinRows;
-    (direct ? plan.tile->launch_direct : plan.tile->launch)(p, grid, stream, plan.pdl);
+    const bool fold = f.residual != nullptr || f.sumsq_in != nullptr;
+    (fold ? (direct ? plan.tile->launch_direct_fold : plan.tile->launch_fold)
+          : (direct ? plan.tile->launch_direct : plan.tile->launch))(p, f, grid, stream, plan.pdl);
     CUDA_CHECK_LAUNCH();
   }
 }
@@ -847,7 +900,7 @@ AwqGemmPlan awq_gemm(const __half* x, const AwqWeight& w, const __half* bias, __
   if (r.path == AwqGemmPath::kDequantCublas)
     run_dequant_cublas(x, w, bias, y, M, ws, r.dq, stream);
   else
-    run_tensor_core(x, w, bias, y, M, ws, r.tc, options.silu_mul_ld, stream);
+    run_tensor_core(x, w, bias, y, M, ws, r.tc, options, stream);
   return describe(M, w, r);
 }
 

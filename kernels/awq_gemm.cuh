@@ -180,6 +180,28 @@ struct AwqGemmOptions {
   // fused into the down projection. Stream kernel only (M <= awq_gemm_stream_max_m(), not
   // batch_invariant, no forced tiled tile): std::invalid_argument otherwise.
   int silu_mul_ld = 0;
+  // The residual add and RMSNorm between two linears of a decode step, folded into them so that
+  // no kernel runs between the two (docs/PERF.md runs 118-119): the norm's 1 / rms, a per-row
+  // scalar, moves to the end of the linear after it, which scales its fp32 sums by it.
+  // - norm_out (the linear before the norm: o_proj, down_proj), with all three pointers set:
+  //   instead of y itself the kernel writes residual[M, N] = fp16(residual + fp16(y)) in place,
+  //   y = fp16(residual * weight[N]), and sumsq[M][N / 64] = the sum of residual^2 over each
+  //   64-column stripe, in column order. N % 64 == 0.
+  // - norm_in_sumsq (the linear after it, whose x is that y): sums [M][K / 64] as norm_out wrote
+  //   them; each row of the result is multiplied by rsqrt(sum of the row's sums / K + norm_eps)
+  //   before the bias. K % 64 == 0.
+  // Together: residual and y as add_rmsnorm followed by the next linear compute them, with the
+  // 1 / rms applied to the products' sums instead of to the products' input (fp16 roundings of
+  // the same size). Plans whose AwqGemmPlan::fold is true only (the stream tiles, M <= the
+  // stream kernel's rows, not batch_invariant, their fold variants fit this GPU);
+  // std::invalid_argument otherwise.
+  struct NormOut {
+    __half* residual = nullptr;
+    const __half* weight = nullptr;
+    float* sumsq = nullptr;
+  } norm_out;
+  const float* norm_in_sumsq = nullptr;
+  float norm_eps = 0.0f;
 };
 
 // What awq_gemm chose (for logs, tests and the benchmark).
@@ -192,6 +214,7 @@ struct AwqGemmPlan {
   bool pdl = false;     // launched with Programmatic Dependent Launch
   bool cluster = false;  // stream kernel: split-K through a thread-block cluster
   bool direct_x = false;  // stream kernel (st8, st8w): the lanes load their own activations
+  bool fold = false;      // stream kernel: can take a folded norm (AwqGemmOptions::norm_out)
   std::size_t workspace_used = 0;
 };
 

@@ -145,6 +145,19 @@ __device__ __forceinline__ void allow_dependents_launch() {
 #endif
 }
 
+// Requests the 128-byte line of global memory at p into L1 (no register, nothing waits on it).
+__device__ __forceinline__ void prefetch_l1(const void* p) {
+  asm volatile("prefetch.global.L1 [%0];" ::"l"(p));
+}
+
+// The sum of v over the warp's 32 lanes, in every lane: a butterfly of 5 xor shuffles (each
+// lane adds the same two values in each step, so all end with the same bits).
+__device__ __forceinline__ float warp_sum_f32(float v) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
 // ---- thread-block clusters (sm_90+; the launcher uses them only there) ----
 // Every thread of every block of the cluster arrives; memory written before is visible to the
 // cluster's blocks after (release / acquire).

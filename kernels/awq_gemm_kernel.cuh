@@ -301,6 +301,7 @@ __device__ __forceinline__ void gemm_block(const Params& p) {
 }
 
 #ifndef AWQD_KERNEL_EMULATION
+// The tiled and Hopper kernels.
 template <class C>
 __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks) awq_gemm_kernel(const Params p) {
 #if defined(__CUDA_ARCH__)
@@ -314,7 +315,7 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks) awq_gemm_kernel(co
 #endif
   } else if constexpr (C::kTuring || __CUDA_ARCH__ >= 800) {
     if constexpr (C::kStream)
-      stream_block<C>(p);
+      stream_block<C>(p, NormFold{});
     else
       gemm_block<C>(p);
   } else {
@@ -323,14 +324,40 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks) awq_gemm_kernel(co
 #endif
 }
 
-// Host side of one instantiation (awq_gemm_{sm80,sm75}_<tile>.cu).
+// The stream kernel's variant with a folded norm (C::kFold), which takes NormFold.
 template <class C>
-const void* kernel_fn() {
-  return reinterpret_cast<const void*>(&awq_gemm_kernel<C>);
+__global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
+    awq_gemm_stream_kernel(const Params p, const NormFold f) {
+  static_assert(C::kStream && C::kFold, "the other kernels take no NormFold");
+#if defined(__CUDA_ARCH__)
+  if constexpr (C::kTuring || __CUDA_ARCH__ >= 800)
+    stream_block<C>(p, f);
+  else
+    __trap();
+#endif
 }
 
+// Whether C's kernel takes a NormFold (the stream kernel's fold variants).
 template <class C>
-void launch(const Params& p, dim3 grid, cudaStream_t stream, bool pdl) {
+constexpr bool takes_norm_fold() {
+  if constexpr (C::kStream)
+    return C::kFold;
+  else
+    return false;
+}
+
+// Host side of one instantiation (awq_gemm_{sm80,sm75,sm90}_<tile>.cu).
+template <class C>
+const void* kernel_fn() {
+  if constexpr (takes_norm_fold<C>())
+    return reinterpret_cast<const void*>(&awq_gemm_stream_kernel<C>);
+  else
+    return reinterpret_cast<const void*>(&awq_gemm_kernel<C>);
+}
+
+// `f` reaches the stream kernel's fold variant only (the others take no folded norm).
+template <class C>
+void launch(const Params& p, const NormFold& f, dim3 grid, cudaStream_t stream, bool pdl) {
   cudaLaunchConfig_t config{};
   config.gridDim = grid;
   config.blockDim = dim3(C::kThreads);
@@ -350,12 +377,19 @@ void launch(const Params& p, dim3 grid, cudaStream_t stream, bool pdl) {
   }
   config.attrs = attributes;
   config.numAttrs = count;
-  CUDA_CHECK(cudaLaunchKernelEx(&config, awq_gemm_kernel<C>, p));
+  if constexpr (takes_norm_fold<C>())
+    CUDA_CHECK(cudaLaunchKernelEx(&config, awq_gemm_stream_kernel<C>, p, f));
+  else
+    CUDA_CHECK(cudaLaunchKernelEx(&config, awq_gemm_kernel<C>, p));
 }
 
 #define AWQD_INSTANTIATE_AWQ_GEMM(Cfg)   \
   template const void* kernel_fn<Cfg>(); \
-  template void launch<Cfg>(const Params&, dim3, cudaStream_t, bool);
+  template void launch<Cfg>(const Params&, const NormFold&, dim3, cudaStream_t, bool);
+// A stream tile and its variant with a folded norm (StreamConfig::Folded).
+#define AWQD_INSTANTIATE_AWQ_GEMM_STREAM(Cfg) \
+  AWQD_INSTANTIATE_AWQ_GEMM(Cfg)              \
+  AWQD_INSTANTIATE_AWQ_GEMM(Cfg::Folded)
 #endif  // AWQD_KERNEL_EMULATION
 
 }  // namespace awqd::cuda::awq_gemm_detail

@@ -2,5 +2,5 @@
 #include "kernels/awq_gemm_kernel.cuh"
 
 namespace awqd::cuda::awq_gemm_detail {
-AWQD_INSTANTIATE_AWQ_GEMM(StreamM8<true>)
+AWQD_INSTANTIATE_AWQ_GEMM_STREAM(StreamM8<true>)
 }  // namespace awqd::cuda::awq_gemm_detail

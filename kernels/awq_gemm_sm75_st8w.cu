@@ -3,5 +3,5 @@
 #include "kernels/awq_gemm_kernel.cuh"
 
 namespace awqd::cuda::awq_gemm_detail {
-AWQD_INSTANTIATE_AWQ_GEMM(StreamM8Wide<true>)
+AWQD_INSTANTIATE_AWQ_GEMM_STREAM(StreamM8Wide<true>)
 }  // namespace awqd::cuda::awq_gemm_detail

@@ -3,5 +3,5 @@
 #include "kernels/awq_gemm_kernel.cuh"
 
 namespace awqd::cuda::awq_gemm_detail {
-AWQD_INSTANTIATE_AWQ_GEMM(StreamM16<false>)
+AWQD_INSTANTIATE_AWQ_GEMM_STREAM(StreamM16<false>)
 }  // namespace awqd::cuda::awq_gemm_detail

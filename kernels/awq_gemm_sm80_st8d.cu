@@ -3,6 +3,6 @@
 #include "kernels/awq_gemm_kernel.cuh"
 
 namespace awqd::cuda::awq_gemm_detail {
-AWQD_INSTANTIATE_AWQ_GEMM(StreamM8Direct<false>)
-AWQD_INSTANTIATE_AWQ_GEMM(StreamM8WideDirect<false>)
+AWQD_INSTANTIATE_AWQ_GEMM_STREAM(StreamM8Direct<false>)
+AWQD_INSTANTIATE_AWQ_GEMM_STREAM(StreamM8WideDirect<false>)
 }  // namespace awqd::cuda::awq_gemm_detail

@@ -75,15 +75,139 @@ __device__ __forceinline__ void zero_sums(float (&s)[4][MG][4]) {
       for (int r = 0; r < 4; ++r) s[j][i][r] = 0.0f;
 }
 
+// The stream kernel's end with a folded norm (C::kFold; AwqGemmOptions::norm_out,
+// norm_in_sumsq). The block's outputs o = threadIdx.x + i * kThreads are first gathered into
+// registers by whichever split path this launch takes (the warps' sums in `red` are read by
+// all of them), then stored with the fold's arithmetic by the block that writes y; with
+// norm_out, `red` then takes each output's residual^2 and the block adds them per (stripe, row)
+// in column order. row_of, column_of, block_sum: stream_block's.
+template <class C, class RowOf, class ColumnOf, class BlockSum>
+__device__ __forceinline__ void fold_epilogue(const Params& p, const NormFold& f, float* red,
+                                              const float* row_scale, int& s_is_last, int m0,
+                                              int rows, int n_block, int split, RowOf row_of,
+                                              ColumnOf column_of, BlockSum block_sum) {
+  using namespace awq_device;
+  constexpr int kOutputs = C::kStripes * C::kAcc * 32;
+  constexpr int kPerThread = (kOutputs + C::kThreads - 1) / C::kThreads;
+  constexpr int kMG = C::kMGroups;
+  float vals[kPerThread] = {};
+  bool stores = true;  // this block writes y (with split-K, one block of the stripe does)
+  bool workspace_splits = p.splits > 1;
+#ifndef AWQD_KERNEL_EMULATION
+  if (p.splits > 1 && p.cluster_reduce) {
+    // As stream_block's cluster path: rank 0 adds the other ranks' sums in rank order.
+    workspace_splits = false;
+#pragma unroll
+    for (int i = 0; i < kPerThread; ++i) {
+      const int o = threadIdx.x + i * C::kThreads;
+      vals[i] = o < kOutputs ? block_sum(o) : 0.0f;
+    }
+    __syncthreads();  // every warp's sums are read: the space takes the block's
+#pragma unroll
+    for (int i = 0; i < kPerThread; ++i) {
+      const int o = threadIdx.x + i * C::kThreads;
+      if (o < kOutputs) red[o] = vals[i];
+    }
+    cluster_sync();
+    if (split == 0) {
+#pragma unroll
+      for (int i = 0; i < kPerThread; ++i) {
+        const int o = threadIdx.x + i * C::kThreads;
+        if (o < kOutputs)
+          for (int z = 1; z < p.splits; ++z) vals[i] += ld_cluster_f32(smem_addr(red + o), z);
+      }
+    }
+    cluster_sync();  // the other ranks' sums are read: rank 0's shared memory is its own again
+    stores = split == 0;
+  }
+#endif
+  if (workspace_splits) {
+    for (int o = threadIdx.x; o < kOutputs; o += C::kThreads) {
+      const int m = row_of(o), n = column_of(o);
+      if (m < p.M && n < p.N) *split_partial(p, split, m, n) = block_sum(o);
+    }
+    stores = arrive_last_split(p, s_is_last);
+    if (stores) {
+#pragma unroll
+      for (int i = 0; i < kPerThread; ++i) {
+        const int o = threadIdx.x + i * C::kThreads;
+        vals[i] = 0.0f;
+        if (o >= kOutputs) continue;
+        const int m = row_of(o), n = column_of(o);
+        if (m < p.M && n < p.N)
+          for (int z = 0; z < p.splits; ++z) vals[i] += __ldcg(split_partial(p, z, m, n));
+      }
+    }
+  } else if (p.splits == 1) {
+#pragma unroll
+    for (int i = 0; i < kPerThread; ++i) {
+      const int o = threadIdx.x + i * C::kThreads;
+      vals[i] = o < kOutputs ? block_sum(o) : 0.0f;
+    }
+  }
+  if (!stores) return;
+
+  const bool fold_out = f.residual != nullptr;
+  float square[kPerThread];
+#pragma unroll
+  for (int i = 0; i < kPerThread; ++i) {
+    const int o = threadIdx.x + i * C::kThreads;
+    square[i] = 0.0f;
+    if (o >= kOutputs) continue;
+    const int m = row_of(o), n = column_of(o);
+    if (m >= p.M || n >= p.N) continue;
+    float v = vals[i];
+    if (f.sumsq_in != nullptr) v *= row_scale[m - m0];  // the norm before, folded: its 1 / rms
+    if (p.bias != nullptr) v += __half2float(p.bias[n]);
+    const std::size_t at = static_cast<std::size_t>(m) * p.N + n;
+    if (!fold_out) {
+      p.y[at] = __float2half_rn(v);
+    } else {
+      // add_rmsnorm's arithmetic up to its scale: residual = fp16(residual + fp16(y)), then
+      // y = fp16(residual * weight); the 1 / rms multiplies the next linear's sums.
+      const __half x_new =
+          __float2half_rn(__half2float(f.residual[at]) + __half2float(__float2half_rn(v)));
+      f.residual[at] = x_new;
+      const float xf = __half2float(x_new);
+      p.y[at] = __float2half_rn(xf * __half2float(f.weight[n]));
+      square[i] = xf * xf;
+    }
+  }
+  if (!fold_out) return;
+  __syncthreads();  // every thread's reads of `red` are done: it takes the squares
+#pragma unroll
+  for (int i = 0; i < kPerThread; ++i) {
+    const int o = threadIdx.x + i * C::kThreads;
+    if (o < kOutputs) red[o] = square[i];
+  }
+  __syncthreads();
+  // Per (stripe, row) of the block, the sum of its 64 squares in column order: column
+  // 16j + 8h + g of row r is output e = 4 (j kMG + r / 8) + 2h + r % 2 of lane 4g + (r % 8) / 2.
+  for (int q = threadIdx.x; q < C::kStripes * rows; q += C::kThreads) {
+    const int sl = q / rows, r = q % rows, stripe = n_block * C::kStripes + sl;
+    if (stripe >= p.n_stripes) continue;
+    float sum = 0.0f;
+#pragma unroll 4
+    for (int c = 0; c < 64; ++c) {
+      const int j = c >> 4, h = (c >> 3) & 1, gg = c & 7;
+      const int e = 4 * (j * kMG + (r >> 3)) + 2 * h + (r & 1);
+      sum += red[(sl * C::kAcc + e) * 32 + 4 * gg + ((r & 7) >> 1)];
+    }
+    f.sumsq_out[static_cast<std::size_t>(m0 + r) * p.n_stripes + stripe] = sum;
+  }
+}
+
 template <class C>
-__device__ __forceinline__ void stream_block(const Params& p) {
+__device__ __forceinline__ void stream_block(const Params& p, const NormFold& f) {
   using namespace awq_device;
 #ifndef AWQD_KERNEL_EMULATION
   extern __shared__ __align__(128) std::uint8_t smem[];
   __shared__ int s_is_last;
+  __shared__ float s_row_scale[C::kRows];  // f.sumsq_in: each row's 1 / rms
 #else
   std::uint8_t* smem = emu::shared_memory();
   static int s_is_last;
+  static float s_row_scale[C::kRows];
 #endif
   constexpr int kMG = C::kMGroups;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -184,6 +308,25 @@ __device__ __forceinline__ void stream_block(const Params& p) {
   }
 
   grid_dependency_wait();
+  if constexpr (C::kFold) {
+    // A folded norm's lines that the block's end reads (written by the kernels before), requested
+    // into L1 now, so that its end does not wait a round trip for them. Threads 0-63: the row
+    // sums of squares of the norm before (f.sumsq_in, K / 64 floats per row: 64 lines cover 16
+    // rows up to K = 8192); threads 64-127: the residual rows of the block's stripes and their
+    // norm weights (f.residual). One line per thread and no loop: a loop here cost st8wd
+    // registers.
+    static_assert(C::kThreads >= 128 && (C::kRows + 1) * C::kStripes <= 64, "one line per thread");
+    if (f.sumsq_in != nullptr && threadIdx.x < 64) {
+      // The block's rows are contiguous: rows * K / 64 floats from row m0.
+      if (32 * static_cast<int>(threadIdx.x) < rows * (p.K >> 6))
+        prefetch_l1(f.sumsq_in + m0 * (p.K >> 6) + 32 * threadIdx.x);
+    } else if (f.residual != nullptr && threadIdx.x >= 64 && threadIdx.x < 128) {
+      const int q = threadIdx.x - 64, r = q / C::kStripes, st = n_block * C::kStripes + q % C::kStripes;
+      if (r <= rows && st < p.n_stripes)
+        prefetch_l1(r < rows ? static_cast<const void*>(f.residual + static_cast<std::size_t>(m0 + r) * p.N + st * 64)
+                             : static_cast<const void*>(f.weight + st * 64));
+    }
+  }
 
   float acc[4][kMG][4];
   zero_sums(acc);
@@ -432,6 +575,18 @@ __device__ __forceinline__ void stream_block(const Params& p) {
 #pragma unroll
         for (int r = 0; r < 4; ++r) dst[((j * kMG + i) * 4 + r) * 32] = acc[j][i][r];
   }
+  if (C::kFold && f.sumsq_in != nullptr) {
+    // The norm before this linear, folded (AwqGemmOptions::norm_in_sumsq): a warp per row adds
+    // the row's K / 64 sums of squares (lanes strided, then the butterfly: a fixed order).
+    const int per_row = p.K >> 6;
+    for (int r = warp; r < rows; r += C::kWarps) {
+      const float* in = f.sumsq_in + static_cast<std::size_t>(m0 + r) * per_row;
+      float sum = 0.0f;
+      for (int c = lane; c < per_row; c += 32) sum += in[c];
+      sum = warp_sum_f32(sum);
+      if (lane == 0) s_row_scale[r] = rsqrtf(sum / static_cast<float>(p.K) + f.eps);
+    }
+  }
   __syncthreads();
 
   // Output o = (s * kAcc + e) * 32 + lane: stripe s of the block, accumulator
@@ -457,6 +612,11 @@ __device__ __forceinline__ void stream_block(const Params& p) {
     if (p.bias != nullptr) v += __half2float(p.bias[n]);
     p.y[static_cast<std::size_t>(m) * p.N + n] = __float2half_rn(v);
   };
+  if constexpr (C::kFold) {
+    fold_epilogue<C>(p, f, red, s_row_scale, s_is_last, m0, rows, n_block, split, row_of, column_of,
+                     block_sum);
+    return;
+  }
 
   if (p.splits == 1) {
     for (int o = threadIdx.x; o < kOutputs; o += C::kThreads) {

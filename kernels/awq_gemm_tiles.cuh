@@ -38,6 +38,18 @@ struct Params {
   int silu_mul;        // stream kernel: the input is SiLU(x[:, 0..K)) * x[:, K..2K)
 };
 
+// Stream kernel only, its second parameter: the residual add and RMSNorm between two linears
+// folded into them (AwqGemmOptions::norm_out, norm_in_sumsq; awq_gemm_stream.cuh). Apart from
+// Params so that the other kernels' parameters stay as they are: 36 more bytes of Params made
+// ptxas serialize the Hopper kernel's wgmma (ctest ptxas_wgmma_pipelined_*).
+struct NormFold {
+  __half* residual;        // [M, N]: += y in place, and y = fp16(residual * weight)
+  const __half* weight;    // [N]
+  float* sumsq_out;        // [M][N / 64]: the sum of residual^2 over each 64-column stripe
+  const float* sumsq_in;   // [M][K / 64] such sums: rows of y * rsqrt(sum / K + eps)
+  float eps;
+};
+
 template <int WarpsM, int WarpsN, int WarpsK, int MTiles, bool Turing, int MinBlocks, int Stages>
 struct TileConfig {
   static constexpr bool kStream = false;
@@ -94,7 +106,7 @@ using TileL128 = TileConfig<2, 4, 1, 4, Turing, 1, 4>;
 // activations. Sized for the H100's 228 KB per SM (st8: 55 KB, 4 blocks; st16: 108 KB, 2; st8w:
 // 182 KB, 1); on the A100 (164 KB) st8 fits 2 blocks and st8w none (the planner then keeps st8).
 template <int MGroups, int Stripes, bool Turing, int WarpsK = 4, int XBytes = 34816,
-          bool DirectX = false>
+          bool DirectX = false, bool Fold = false>
 struct StreamConfig {
   static constexpr bool kStream = true;
   static constexpr bool kWgmma = false;
@@ -138,6 +150,11 @@ struct StreamConfig {
   // barriers (awq_gemm_stream.cuh). A separate instantiation: compiled into the staging kernel it
   // made M = 1 5 % slower (run 98); the launcher picks it from kDirectXMinRows rows (awq_gemm.cu).
   static constexpr bool kDirectX = DirectX && !Turing && MGroups == 1;
+  // Fold: the variant that takes a folded norm (NormFold; awq_gemm_stream.cuh, fold_epilogue),
+  // its own instantiation so that the others' code stays as it was (compiled into every stream
+  // kernel, the fold's code made them 2-11 % slower: docs/PERF.md run 120).
+  static constexpr bool kFold = Fold;
+  using Folded = StreamConfig<MGroups, Stripes, Turing, WarpsK, XBytes, DirectX, true>;
   static_assert(kMGroups == 1 || kMGroups == 2, "the stream kernel serves M <= 16 per m-block");
   static_assert(kAreaBytes % 16 == 0 && kSlotBytes % 16 == 0, "16-byte cp.async slots");
   static_assert((kXBytes / (2 * kRows) - 8) / kBatchRows >= kWarpsK,
@@ -213,6 +230,6 @@ constexpr int stream_phase_batches(int rows, int wanted) {
 template <class C>
 const void* kernel_fn();
 template <class C>
-void launch(const Params& p, dim3 grid, cudaStream_t stream, bool pdl);
+void launch(const Params& p, const NormFold& f, dim3 grid, cudaStream_t stream, bool pdl);
 
 }  // namespace awqd::cuda::awq_gemm_detail

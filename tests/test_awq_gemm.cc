@@ -25,6 +25,7 @@
 #include "kernels/activation.cuh"
 #include "kernels/awq_gemm.cuh"
 #include "kernels/cuda_check.cuh"
+#include "kernels/norm.cuh"
 #include "tests/awq_gemm_reference.h"
 #include "tests/test_support.h"
 
@@ -309,6 +310,8 @@ TEST(AwqGemm, DecodePlansOnTheMeasuredCard) {
     // st8 / st8w from 5 rows (with a fused SiLU input too): the lanes' own activation loads.
     const bool st8 = want.tile == AwqTile::kSt8 || want.tile == AwqTile::kSt8w;
     EXPECT_EQ(plan.direct_x, st8 && want.M >= 5) << what;
+    // Every stream tile has its folded-norm variant on this card.
+    EXPECT_EQ(plan.fold, st8 || want.tile == AwqTile::kSt16) << what;
   }
 }
 
@@ -358,6 +361,98 @@ TEST(AwqGemm, FusedSiluMulInputEqualsTheSeparateKernels) {
     EXPECT_THROW(awq_gemm(gu.ptr, p->weight->view(), nullptr, p->y->ptr, 4, p->ws, nullptr, bad),
                  std::invalid_argument);  // too narrow for gate and up
   }
+}
+
+// The residual add and RMSNorm folded into the linears around it (norm_out, norm_in_sumsq)
+// against add_rmsnorm between the same two GEMMs, for every M of the stream kernel, its tiles
+// and split counts, launched with PDL as the engine launches them. The residual must be
+// identical (the same additions); the second linear's output differs by where 1 / rms is
+// applied: fp16(x * rms * w) feeds the products in the separate path, fp16(x * w) and the fp32
+// sums times 1 / rms in the folded one, one fp16 rounding (2^-11) per input either way, so the
+// outputs agree to a few 2^-11 of the row's magnitude (bound 2^-8 of max(|y|, the row's RMS));
+// a missing or misplaced scale is off by O(1).
+TEST(AwqGemm, FoldedNormEqualsAddRmsnormBetweenTheGemms) {
+  AWQD_REQUIRE_CUDA();
+  constexpr int D = 1024, kMaxM = 16;
+  constexpr float kEps = 1e-5f;
+  auto a = make_problem(1536, D, 128, kMaxM, true);  // o_proj-like: K 1536 -> D
+  auto b = make_problem(D, 392, 64, kMaxM, true);    // gate_up-like: D -> 392
+  std::mt19937 rng(17);
+  std::uniform_real_distribution<float> dist(-2.0f, 2.0f);
+  std::vector<half_bits> residual(static_cast<std::size_t>(kMaxM) * D), weight(D);
+  for (half_bits& h : residual) h = awqd::float_to_half(dist(rng));
+  for (half_bits& h : weight) h = awqd::float_to_half(dist(rng));
+  DeviceArray<__half> res_sep(residual.size()), res_fold(residual.size()), w(D),
+      h_sep(residual.size()), h_fold(residual.size()), y_sep(kMaxM * 392), y_fold(kMaxM * 392),
+      proj(residual.size());
+  DeviceArray<float> sumsq(kMaxM * (D / 64));
+  w.upload(weight.data(), D);
+  const std::vector<AwqTile> tiles = {AwqTile::kAuto, AwqTile::kSt8, AwqTile::kSt8w, AwqTile::kSt16};
+  for (AwqTile tile : tiles)
+    for (int splits : {0, 1, 3})
+      for (int M = 1; M <= kMaxM; M += (M < 8 ? 1 : 4)) {
+        if (tile == AwqTile::kSt8 && M > 8) continue;
+        if (tile != AwqTile::kAuto && !tile_available(AwqGemmPath::kTensorCore, tile)) continue;
+        const std::string what = std::string("tile=") + awq_tile_name(tile) +
+                                 " splits=" + std::to_string(splits) + " M=" + std::to_string(M);
+        res_sep.upload(residual.data(), residual.size());
+        res_fold.upload(residual.data(), residual.size());
+        CUDA_CHECK(cudaMemset(y_fold.ptr, 0xFF, y_fold.count * 2));
+        CUDA_CHECK(cudaMemset(sumsq.ptr, 0xFF, sumsq.count * 4));
+        AwqGemmOptions o;
+        o.tile = tile;
+        o.splits = splits;
+        o.pdl = true;
+        // Separate: the GEMM, add_rmsnorm, the GEMM (on the plans the folded calls get).
+        AwqGemmOptions fa = o;
+        fa.norm_out = {res_fold.ptr, w.ptr, sumsq.ptr};
+        fa.norm_eps = kEps;
+        const AwqGemmPlan plan_a = awq_gemm_plan(M, a->weight->view(), a->ws, fa);
+        ASSERT_TRUE(plan_a.fold) << what;
+        AwqGemmOptions sa = o;
+        sa.tile = plan_a.tile;
+        sa.splits = plan_a.splits;
+        awq_gemm(a->x->ptr, a->weight->view(), a->bias->ptr, proj.ptr, M, a->ws, test_stream(), sa);
+        add_rmsnorm(h_sep.ptr, res_sep.ptr, proj.ptr, w.ptr, M, D, kEps, test_stream());
+        AwqGemmOptions fb = o;
+        fb.norm_in_sumsq = sumsq.ptr;
+        fb.norm_eps = kEps;
+        const AwqGemmPlan plan_b = awq_gemm_plan(M, b->weight->view(), b->ws, fb);
+        AwqGemmOptions sb = o;
+        sb.tile = plan_b.tile;
+        sb.splits = plan_b.splits;
+        awq_gemm(h_sep.ptr, b->weight->view(), b->bias->ptr, y_sep.ptr, M, b->ws, test_stream(), sb);
+        // Folded.
+        awq_gemm(a->x->ptr, a->weight->view(), a->bias->ptr, h_fold.ptr, M, a->ws, test_stream(), fa);
+        awq_gemm(h_fold.ptr, b->weight->view(), b->bias->ptr, y_fold.ptr, M, b->ws, test_stream(), fb);
+        CUDA_CHECK(cudaStreamSynchronize(test_stream()));
+        const std::size_t nr = static_cast<std::size_t>(M) * D, ny = static_cast<std::size_t>(M) * 392;
+        std::vector<half_bits> r1(nr), r2(nr), y1(ny), y2(ny);
+        CUDA_CHECK(cudaMemcpy(r1.data(), res_sep.ptr, nr * 2, cudaMemcpyDeviceToHost));
+        CUDA_CHECK(cudaMemcpy(r2.data(), res_fold.ptr, nr * 2, cudaMemcpyDeviceToHost));
+        CUDA_CHECK(cudaMemcpy(y1.data(), y_sep.ptr, ny * 2, cudaMemcpyDeviceToHost));
+        CUDA_CHECK(cudaMemcpy(y2.data(), y_fold.ptr, ny * 2, cudaMemcpyDeviceToHost));
+        for (std::size_t i = 0; i < nr; ++i) ASSERT_EQ(r1[i], r2[i]) << what << " residual " << i;
+        for (int m = 0; m < M; ++m) {
+          double ss = 0.0;
+          for (int n = 0; n < 392; ++n) ss += std::pow(awqd::half_to_float(y1[m * 392 + n]), 2);
+          const double rms = std::sqrt(ss / 392);
+          for (int n = 0; n < 392; ++n) {
+            const double u = awqd::half_to_float(y1[m * 392 + n]), v = awqd::half_to_float(y2[m * 392 + n]);
+            ASSERT_LE(std::fabs(u - v), std::ldexp(std::max(std::fabs(u), rms), -8))
+                << what << " row " << m << " column " << n << ": " << u << " vs " << v;
+          }
+        }
+      }
+  AwqGemmOptions bad;
+  bad.norm_in_sumsq = sumsq.ptr;
+  EXPECT_THROW(awq_gemm_plan(17, b->weight->view(), b->ws, bad), std::invalid_argument);  // not stream
+  bad = {};
+  bad.norm_out = {res_fold.ptr, nullptr, sumsq.ptr};
+  EXPECT_THROW(awq_gemm_plan(4, a->weight->view(), a->ws, bad), std::invalid_argument);  // no weight
+  bad = {};
+  bad.norm_out = {res_fold.ptr, w.ptr, sumsq.ptr};
+  EXPECT_THROW(awq_gemm_plan(4, b->weight->view(), b->ws, bad), std::invalid_argument);  // N % 64
 }
 
 TEST(AwqGemm, SmallOrNoWorkspaceIsSlowerNeverWrong) {

@@ -91,17 +91,17 @@ void emulate_and_check(const AwqReference& r, int M, int splits, bool with_bias,
 }
 
 // Mirrors the launcher (kernels/awq_gemm.cu, plan_stream and run_tensor_core) for the stream
-// kernel.
-// gate_up (when given): the kernel's input is SiLU(gate_up[:, 0..K)) * gate_up[:, K..2K), and r
-// holds that product as x (with_silu_input).
+// kernel: runs it over the grid, blocks in random order, and returns y (NaN where unwritten).
+// gate_up (when given): the kernel's input is SiLU(gate_up[:, 0..K)) * gate_up[:, K..2K).
+// counters_reset: whether every split-K counter is zero again after the launch.
 template <class C>
-void emulate_stream_and_check(const AwqReference& r, int M, int splits, bool with_bias,
-                              std::mt19937& rng, const std::vector<half_bits>* gate_up = nullptr) {
+std::vector<half_bits> run_stream(const AwqReference& r, int M, int splits, bool with_bias,
+                                  std::mt19937& rng, const std::vector<half_bits>* gate_up,
+                                  const NormFold& fold, bool& counters_reset) {
   const auto& w = r.packed;
   const int n_stripes = w.n_pad / 64;
   const int batches = (w.k_pad + 127) / 128;
   const int rows = std::min(M, C::kRows);
-  splits = std::min(splits, batches);
   const int m_blocks = (M + C::kRows - 1) / C::kRows;
   const int n_blocks = (n_stripes + C::kStripes - 1) / C::kStripes;
   std::vector<half_bits> y(static_cast<std::size_t>(M) * r.N, 0x7E00);  // NaN poison
@@ -116,7 +116,7 @@ void emulate_stream_and_check(const AwqReference& r, int M, int splits, bool wit
     p.x_ld = 2 * r.K;
     p.silu_mul = 1;
   }
-  ASSERT_LE(rows * p.x_stride * 2, C::kXBytes);
+  EXPECT_LE(rows * p.x_stride * 2, C::kXBytes);
 
   std::vector<emu::Dim> blocks;
   for (unsigned z = 0; z < static_cast<unsigned>(splits); ++z)
@@ -127,20 +127,107 @@ void emulate_stream_and_check(const AwqReference& r, int M, int splits, bool wit
   const emu::Dim grid{static_cast<unsigned>(m_blocks), static_cast<unsigned>(n_blocks),
                       static_cast<unsigned>(splits)};
   for (const emu::Dim& b : blocks)
-    emu::run_block(C::kThreads, b, grid, [&] { stream_block<C>(p); });
+    emu::run_block(C::kThreads, b, grid, [&] { stream_block<C>(p, fold); });
+  counters_reset = std::all_of(counters.begin(), counters.end(), [](int c) { return c == 0; });
+  return y;
+}
 
+template <class C>
+std::string stream_name(const AwqReference& r, int M, int splits, bool with_bias) {
+  return std::string(C::kTuring ? "turing" : "sm80") + " stream " + std::to_string(C::kRows) +
+         (C::kWarpsK == 16 ? "w" : "") + (C::kDirectX ? " direct-x" : "") +
+         " M=" + std::to_string(M) + " K=" + std::to_string(r.K) + " N=" + std::to_string(r.N) +
+         " G=" + std::to_string(r.G) + " splits=" + std::to_string(splits) +
+         " bias=" + std::to_string(with_bias);
+}
+
+template <class C>
+void emulate_stream_and_check(const AwqReference& r, int M, int splits, bool with_bias,
+                              std::mt19937& rng, const std::vector<half_bits>* gate_up = nullptr) {
+  splits = std::min(splits, (r.packed.k_pad + 127) / 128);
+  bool counters_reset = false;
+  const std::vector<half_bits> y =
+      run_stream<C>(r, M, splits, with_bias, rng, gate_up, NormFold{}, counters_reset);
   const std::string what =
-      std::string(C::kTuring ? "turing" : "sm80") + " stream " + std::to_string(C::kRows) +
-      (C::kWarpsK == 16 ? "w" : "") + (C::kDirectX ? " direct-x" : "") + " M=" + std::to_string(M) +
-      " K=" + std::to_string(r.K) + " N=" + std::to_string(r.N) + " G=" + std::to_string(r.G) +
-      " splits=" + std::to_string(splits) + " bias=" + std::to_string(with_bias) +
-      (gate_up != nullptr ? " silu_mul" : "");
+      stream_name<C>(r, M, splits, with_bias) + (gate_up != nullptr ? " silu_mul" : "");
   const std::string failure = awqd::test::check_awq_output(
       r, y.data(), M, with_bias, splits,
       C::kExactWeights ? awqd::test::AwqWeights::kExact : awqd::test::AwqWeights::kFp16);
   EXPECT_TRUE(failure.empty()) << what << ": " << failure;
-  EXPECT_TRUE(std::all_of(counters.begin(), counters.end(), [](int c) { return c == 0; }))
-      << what << ": split-K counters not reset";
+  EXPECT_TRUE(counters_reset) << what << ": split-K counters not reset";
+}
+
+// The folded norm (NormFold, the C::Folded variant) against the plain kernel, on the same
+// blocks' sums:
+// - norm_out: residual' = fp16(residual + y), y' = fp16(residual' * weight) bit for bit, and the
+//   64-column sums of residual'^2 (fp32, to a few ulp of a 64-term sum);
+// - norm_in: y' = fp16(y_unscaled * rsqrt(sum / K + eps) + bias), where y_unscaled is the kernel's
+//   own fp16 output without bias: within one fp16 ulp of that rounding (and the bias's).
+template <class C>
+void emulate_fold_and_check(const AwqReference& r, int M, int splits, std::mt19937& rng) {
+  using awqd::float_to_half;
+  using awqd::half_to_float;
+  splits = std::min(splits, (r.packed.k_pad + 127) / 128);
+  const std::string what = stream_name<C>(r, M, splits, true);
+  const std::size_t count = static_cast<std::size_t>(M) * r.N;
+  ASSERT_EQ(r.N % 64, 0);
+  std::uniform_real_distribution<float> dist(-2.0f, 2.0f);
+  bool reset = false;
+  const std::vector<half_bits> y = run_stream<C>(r, M, splits, true, rng, nullptr, NormFold{}, reset);
+
+  std::vector<half_bits> residual(count), weight(r.N);
+  for (half_bits& h : residual) h = float_to_half(dist(rng));
+  for (half_bits& h : weight) h = float_to_half(dist(rng));
+  std::vector<half_bits> res_after = residual;
+  std::vector<float> sumsq(static_cast<std::size_t>(M) * (r.N / 64), NAN);
+  NormFold out{};
+  out.residual = reinterpret_cast<__half*>(res_after.data());
+  out.weight = reinterpret_cast<const __half*>(weight.data());
+  out.sumsq_out = sumsq.data();
+  using Folded = typename C::Folded;  // the kernel variant that takes a NormFold
+  const std::vector<half_bits> h = run_stream<Folded>(r, M, splits, true, rng, nullptr, out, reset);
+  EXPECT_TRUE(reset) << what << " norm_out: split-K counters not reset";
+  std::size_t bad = 0;
+  for (int m = 0; m < M; ++m)
+    for (int s = 0; s < r.N / 64; ++s) {
+      double want = 0.0;
+      for (int c = 0; c < 64; ++c) {
+        const std::size_t i = static_cast<std::size_t>(m) * r.N + s * 64 + c;
+        const half_bits xn = float_to_half(half_to_float(residual[i]) + half_to_float(y[i]));
+        const half_bits hn = float_to_half(half_to_float(xn) * half_to_float(weight[s * 64 + c]));
+        if (res_after[i] != xn || h[i] != hn) ++bad;
+        want += static_cast<double>(half_to_float(xn)) * half_to_float(xn);
+      }
+      const float got = sumsq[static_cast<std::size_t>(m) * (r.N / 64) + s];
+      if (!(std::fabs(got - want) <= 1e-5 * want + 1e-30)) ++bad;
+    }
+  EXPECT_EQ(bad, 0u) << what << " norm_out: residual, y or sums differ";
+
+  // norm_in: the kernel's output without bias, then with the folded scale and the bias.
+  const std::vector<half_bits> y0 = run_stream<C>(r, M, splits, false, rng, nullptr, NormFold{}, reset);
+  const int per_row = r.K / 64;
+  ASSERT_EQ(r.K % 64, 0);
+  std::vector<float> sums(static_cast<std::size_t>(M) * per_row);
+  std::uniform_real_distribution<float> positive(0.5f, 8.0f);
+  for (float& v : sums) v = positive(rng);
+  NormFold in{};
+  in.sumsq_in = sums.data();
+  in.eps = 1e-5f;
+  const std::vector<half_bits> y1 = run_stream<Folded>(r, M, splits, true, rng, nullptr, in, reset);
+  bad = 0;
+  for (int m = 0; m < M; ++m) {
+    double total = 0.0;
+    for (int c = 0; c < per_row; ++c) total += sums[static_cast<std::size_t>(m) * per_row + c];
+    const double scale = 1.0 / std::sqrt(total / r.K + 1e-5);
+    for (int n = 0; n < r.N; ++n) {
+      const std::size_t i = static_cast<std::size_t>(m) * r.N + n;
+      const double want = half_to_float(y0[i]) * scale + half_to_float(r.bias[n]);
+      const double ulp = std::ldexp(1.0, -10) * (std::fabs(half_to_float(y0[i]) * scale) +
+                                                 std::fabs(half_to_float(r.bias[n])) + std::fabs(want));
+      if (!(std::fabs(half_to_float(y1[i]) - want) <= ulp + 1e-6)) ++bad;
+    }
+  }
+  EXPECT_EQ(bad, 0u) << what << " norm_in: scaled rows differ";
 }
 
 // A reference whose activations are SiLU(gate) * up of a random gate_up [max_M, 2K] (filled
@@ -221,6 +308,26 @@ TEST(AwqGemmEmulated, StreamKernelSplitsAndPartialBatches) {
       emulate_stream_and_check<StreamM8WideDirect<false>>(r, M, 3, M % 2 == 0, rng);
       emulate_stream_and_check<StreamM16<false>>(r, M, M == 16 ? 1 : 9, M % 2 == 1, rng);
       emulate_stream_and_check<StreamM16<true>>(r, M, M == 1 ? 1 : 2, true, rng);
+    }
+  }
+}
+
+// The residual add and RMSNorm folded into the stream kernel (AwqGemmOptions::norm_out and
+// norm_in_sumsq): every stream tile, split-K through the workspace (blocks in random order),
+// m-blocks with fewer rows than the tile, G = 32 and 128.
+TEST(AwqGemmEmulated, StreamKernelWithTheNormFolded) {
+  std::mt19937 rng(13);
+  for (const int G : {32, 128}) {
+    const AwqReference r = awqd::test::make_awq_reference(1024, 192, G, 16);
+    for (int M : {1, 5, 16}) {
+      const int splits = M == 5 ? 3 : 1;
+      emulate_fold_and_check<StreamM8<false>>(r, std::min(M, 8), splits, rng);
+      emulate_fold_and_check<StreamM8<true>>(r, std::min(M, 8), splits, rng);
+      emulate_fold_and_check<StreamM8Direct<false>>(r, std::min(M, 8), splits, rng);
+      emulate_fold_and_check<StreamM8Wide<false>>(r, M, splits + 1, rng);
+      emulate_fold_and_check<StreamM8WideDirect<false>>(r, M, splits, rng);
+      emulate_fold_and_check<StreamM16<false>>(r, M, splits, rng);
+      emulate_fold_and_check<StreamM16<true>>(r, M, splits + 1, rng);
     }
   }
 }

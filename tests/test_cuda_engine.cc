@@ -359,6 +359,36 @@ TEST(CudaFusedDecodeMlp, GivesTheSeparateKernelsTokensUpToNearTies) {
   EXPECT_NE(det.describe.find("fused decode MLP off (deterministic)"), std::string::npos) << det.describe;
 }
 
+TEST(CudaFoldedNorms, GiveTheNormKernelsTokensUpToNearTies) {
+  // AWQ models (Llama; Qwen2, whose qkv has a bias after the folded scale), 1, 6 and 12 prompts:
+  // the decode steps (1-12 rows) fold the residual add and RMSNorm after o_proj and down_proj
+  // into the GEMMs around them (EngineConfig::fold_norms, AwqGemmOptions::norm_out) or run them
+  // as add_rmsnorm kernels. The residual is the same bits; the 1 / rms is applied to the next
+  // GEMM's sums instead of its input, one fp16 rounding moved: greedy tokens agree up to
+  // near-ties. Deterministic mode turns the folding off.
+  AWQD_REQUIRE_CUDA();
+  for (const char* arch : {"LlamaForCausalLM", "Qwen2ForCausalLM"}) {
+    test::TempDir dir;
+    test::TinyModelSpec spec = awq_spec();
+    spec.arch = arch;
+    test::write_tiny_model(dir.path(), spec);
+    write_synth_tokenizer(dir.path(), "tiny");
+    for (int prompts : {1, 6, 12}) {
+      const GreedyRun folded = run_greedy(dir.path(), prompts, [](EngineConfig& c) { c.fold_norms = true; });
+      const GreedyRun kernels = run_greedy(dir.path(), prompts, [](EngineConfig& c) { c.fold_norms = false; });
+      EXPECT_NE(folded.describe.find("norms folded into the GEMMs"), std::string::npos) << folded.describe;
+      EXPECT_NE(kernels.describe.find("norms as kernels"), std::string::npos) << kernels.describe;
+      const int identical = expect_same_up_to_near_ties(folded, kernels);
+      std::printf("%s, folded norms vs kernels, %d prompts: %d identical over 12 tokens\n", arch, prompts, identical);
+    }
+  }
+  test::TempDir dir;
+  test::write_tiny_model(dir.path(), awq_spec());
+  write_synth_tokenizer(dir.path(), "tiny");
+  const GreedyRun det = run_greedy(dir.path(), 1, [](EngineConfig& c) { c.deterministic = true; });
+  EXPECT_NE(det.describe.find("norms as kernels"), std::string::npos) << det.describe;
+}
+
 TEST(CudaEngineArchs, EveryArchitectureMatchesTheCpuReference) {
   // Tiny random models of each architecture, fp16 and AWQ, head_dim 64 and 128: the GPU's
   // logits (fp16 activations) against the CPU's (fp32) for a 40-token prompt.

@@ -72,6 +72,7 @@ struct Block {
   std::mt19937 rng{12345};  // warp scheduling (run_block)
   // Warp exchange registers.
   std::uint32_t a[kMaxWarps][32][4], b[kMaxWarps][32][2], row_addr[kMaxWarps][32];
+  float f[kMaxWarps][32];
 };
 
 // The block whose fiber runs now: the one of run_block, or one of run_grid's (set by
@@ -303,6 +304,24 @@ inline uint4 ldg_stream(const uint4* p) { return *p; }
 // One block at a time on the CPU: the previous kernel has always finished.
 inline void grid_dependency_wait() {}
 inline void allow_dependents_launch() {}
+inline void prefetch_l1(const void*) {}
+
+// The device's xor butterfly, step by step over the warp's 32 values.
+inline float warp_sum_f32(float v) {
+  emu::Block& blk = emu::block();
+  const unsigned w = emu::warp(), lane = emu::lane();
+  blk.f[w][lane] = v;
+  emu::sync_warp();
+  float x[32];
+  for (int i = 0; i < 32; ++i) x[i] = blk.f[w][i];
+  for (int offset = 16; offset > 0; offset >>= 1) {
+    float next[32];
+    for (int i = 0; i < 32; ++i) next[i] = x[i] + x[i ^ offset];
+    for (int i = 0; i < 32; ++i) x[i] = next[i];
+  }
+  emu::sync_warp();
+  return x[lane];
+}
 
 inline std::uint32_t smem_addr(const void* p) {
   const auto offset = static_cast<const std::uint8_t*>(p) - emu::shared_memory();
