@@ -39,6 +39,15 @@
 // (st8: its whole ring) are requested before griddepcontrol.wait, so they stream while the
 // previous kernel on the stream finishes; activations, workspace and output are touched only
 // after it.
+//
+// Folded norm (C::kFold, each stream tile's `Folded` instantiation; AwqGemmOptions::norm_out,
+// norm_in_sumsq): the residual add and RMSNorm between two linears of a decode step, without a
+// kernel of their own. Before the norm, fold_epilogue writes residual += y (fp16, in place),
+// y = fp16(residual * weight) and each (row, 64-column stripe)'s sum of residual^2; after it,
+// a warp per row adds the row's sums during the epilogue (requested into L1 right after the PDL
+// wait) and the outputs are multiplied by rsqrt(sum / K + eps) before the bias. The plain
+// instantiations compile as if the fold did not exist (with its code in them they were 2-11 %
+// slower: docs/PERF.md run 120).
 #pragma once
 
 #include <cuda_fp16.h>
