@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# docs/PERF.md run 121. The folded norms as their own kernel instantiations (StreamConfig::Folded): awqd of the norm-fold branch (new, and the
+# docs/PERF.md runs 121 and 122 (run 122: the same script after its launch failure was mended). The folded norms as their own kernel instantiations (StreamConfig::Folded): awqd of the norm-fold branch (new, and the
 # same binary with --no-fold-norms) against main's of 267cc31 (.gpu/old9), `awqd bench` on
 # `awqd synth --like llama3-8b`, alternated twice; bench_awq_gemm at M = 1-16 against
 # .gpu/old8 (465a690: the stream kernel as main has it) for the stream kernel's new epilogue;
