@@ -7,6 +7,7 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -14,7 +15,6 @@
 #include <map>
 #include <optional>
 #include <set>
-#include <cstdint>
 #include <stdexcept>
 #include <string>
 #include <thread>
