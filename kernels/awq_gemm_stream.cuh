@@ -86,8 +86,8 @@ __device__ __forceinline__ void zero_sums(float (&s)[4][MG][4]) {
 
 // The stream kernel's end with a folded norm (C::kFold; AwqGemmOptions::norm_out,
 // norm_in_sumsq). The block's outputs o = threadIdx.x + i * kThreads are first gathered into
-// registers by whichever split path this launch takes (the warps' sums in `red` are read by
-// all of them), then stored with the fold's arithmetic by the block that writes y; with
+// registers from the warps' sums in `red` and added over the splits as stream_block's split
+// paths add them, then stored with the fold's arithmetic by the block that writes y; with
 // norm_out, `red` then takes each output's residual^2 and the block adds them per (stripe, row)
 // in column order. row_of, column_of, block_sum: stream_block's.
 template <class C, class RowOf, class ColumnOf, class BlockSum>
@@ -99,59 +99,58 @@ __device__ __forceinline__ void fold_epilogue(const Params& p, const NormFold& f
   constexpr int kOutputs = C::kStripes * C::kAcc * 32;
   constexpr int kPerThread = (kOutputs + C::kThreads - 1) / C::kThreads;
   constexpr int kMG = C::kMGroups;
-  float vals[kPerThread] = {};
-  bool stores = true;  // this block writes y (with split-K, one block of the stripe does)
-  bool workspace_splits = p.splits > 1;
-#ifndef AWQD_KERNEL_EMULATION
-  if (p.splits > 1 && p.cluster_reduce) {
-    // As stream_block's cluster path: rank 0 adds the other ranks' sums in rank order.
-    workspace_splits = false;
+  // This block's sums, then (split-K) the stripe's, as stream_block's split paths add them.
+  float vals[kPerThread];
 #pragma unroll
-    for (int i = 0; i < kPerThread; ++i) {
-      const int o = threadIdx.x + i * C::kThreads;
-      vals[i] = o < kOutputs ? block_sum(o) : 0.0f;
-    }
-    __syncthreads();  // every warp's sums are read: the space takes the block's
-#pragma unroll
-    for (int i = 0; i < kPerThread; ++i) {
-      const int o = threadIdx.x + i * C::kThreads;
-      if (o < kOutputs) red[o] = vals[i];
-    }
-    cluster_sync();
-    if (split == 0) {
-#pragma unroll
-      for (int i = 0; i < kPerThread; ++i) {
-        const int o = threadIdx.x + i * C::kThreads;
-        if (o < kOutputs)
-          for (int z = 1; z < p.splits; ++z) vals[i] += ld_cluster_f32(smem_addr(red + o), z);
-      }
-    }
-    cluster_sync();  // the other ranks' sums are read: rank 0's shared memory is its own again
-    stores = split == 0;
+  for (int i = 0; i < kPerThread; ++i) {
+    const int o = threadIdx.x + i * C::kThreads;
+    vals[i] = o < kOutputs ? block_sum(o) : 0.0f;
   }
-#endif
-  if (workspace_splits) {
-    for (int o = threadIdx.x; o < kOutputs; o += C::kThreads) {
-      const int m = row_of(o), n = column_of(o);
-      if (m < p.M && n < p.N) *split_partial(p, split, m, n) = block_sum(o);
-    }
-    stores = arrive_last_split(p, s_is_last);
-    if (stores) {
+  bool stores = true;  // this block writes y (with split-K, one block of the stripe does)
+  if (p.splits > 1) {
+    bool cluster = false;
+#ifndef AWQD_KERNEL_EMULATION
+    cluster = p.cluster_reduce != 0;
+    if (cluster) {  // rank 0 adds the other ranks' sums in rank order
+      __syncthreads();  // every warp's sums are read: the space takes the block's
 #pragma unroll
       for (int i = 0; i < kPerThread; ++i) {
         const int o = threadIdx.x + i * C::kThreads;
-        vals[i] = 0.0f;
+        if (o < kOutputs) red[o] = vals[i];
+      }
+      cluster_sync();
+      if (split == 0) {
+#pragma unroll
+        for (int i = 0; i < kPerThread; ++i) {
+          const int o = threadIdx.x + i * C::kThreads;
+          if (o < kOutputs)
+            for (int z = 1; z < p.splits; ++z) vals[i] += ld_cluster_f32(smem_addr(red + o), z);
+        }
+      }
+      cluster_sync();  // the other ranks' sums are read: rank 0's shared memory is its own again
+      stores = split == 0;
+    }
+#endif
+    if (!cluster) {  // through the workspace: the last block to arrive adds the splits in order
+#pragma unroll
+      for (int i = 0; i < kPerThread; ++i) {
+        const int o = threadIdx.x + i * C::kThreads;
         if (o >= kOutputs) continue;
         const int m = row_of(o), n = column_of(o);
-        if (m < p.M && n < p.N)
-          for (int z = 0; z < p.splits; ++z) vals[i] += __ldcg(split_partial(p, z, m, n));
+        if (m < p.M && n < p.N) *split_partial(p, split, m, n) = vals[i];
       }
-    }
-  } else if (p.splits == 1) {
+      stores = arrive_last_split(p, s_is_last);
+      if (stores) {
 #pragma unroll
-    for (int i = 0; i < kPerThread; ++i) {
-      const int o = threadIdx.x + i * C::kThreads;
-      vals[i] = o < kOutputs ? block_sum(o) : 0.0f;
+        for (int i = 0; i < kPerThread; ++i) {
+          const int o = threadIdx.x + i * C::kThreads;
+          vals[i] = 0.0f;
+          if (o >= kOutputs) continue;
+          const int m = row_of(o), n = column_of(o);
+          if (m < p.M && n < p.N)
+            for (int z = 0; z < p.splits; ++z) vals[i] += __ldcg(split_partial(p, z, m, n));
+        }
+      }
     }
   }
   if (!stores) return;
